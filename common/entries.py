@@ -1,0 +1,230 @@
+"""The stream entry codec: what an entry in ``searchsync:<view>:p<N>`` holds.
+
+Pure functions, no I/O. Field names and values are bytes, exactly as XADD takes
+them and XREADGROUP/XRANGE return them, so ``redis-cli XRANGE`` shows:
+
+=========  ============================================================
+``op``     other fields
+=========  ============================================================
+``u``      ``ts``, ``key``, ``doc`` — upsert; ``doc`` is the JSON document
+``d``      ``ts``, ``key`` — delete
+``b``      ``ts``, ``n`` then one pair per change: ``u:<key>`` → document,
+           ``d:<key>`` → empty — several changes of one partition at one ts
+``p``      ``ts`` — progress: every change below ``ts`` is already in this stream
+``r``      ``ts`` — reconcile marker: a snapshot was written at ``ts``;
+           once applied everywhere, documents with versions below it are stale
+=========  ============================================================
+
+``ts`` is the Materialize timestamp (decimal ms) and becomes the OpenSearch
+external version. Documents are encoded once by the producer and never parsed
+again: the consumer copies ``doc`` bytes into the ``_bulk`` body.
+
+A dead-letter entry (``searchsync:<view>:dlq``) carries one change, the reason it
+was rejected and where it came from; see :class:`DeadLetter`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Final
+
+import msgspec
+
+__all__ = [
+    "BATCH",
+    "DELETE",
+    "PROGRESS",
+    "RECONCILE",
+    "UPSERT",
+    "VERSION_FIELD",
+    "Change",
+    "DeadLetter",
+    "EntryError",
+    "Marker",
+    "decode_dead_letter",
+    "decode_entry",
+    "encode_changes",
+    "encode_dead_letter",
+    "encode_progress",
+    "encode_reconcile",
+]
+
+# Every document carries its version (the ts it was written at) in this field, so
+# one _delete_by_query can find documents older than a reconcile snapshot.
+VERSION_FIELD: Final = "sync_version"
+
+UPSERT: Final = b"u"
+DELETE: Final = b"d"
+BATCH: Final = b"b"
+PROGRESS: Final = b"p"
+RECONCILE: Final = b"r"
+
+Fields = dict[bytes, bytes]
+
+
+class EntryError(ValueError):
+    """An entry that is not in the format above (a poison entry)."""
+
+
+class Change(msgspec.Struct, frozen=True, array_like=True):
+    """One consolidated change of one key at one timestamp. ``doc`` None = delete."""
+
+    ts: int
+    key: bytes
+    doc: bytes | None
+
+    @property
+    def op(self) -> bytes:
+        return DELETE if self.doc is None else UPSERT
+
+
+class Marker(msgspec.Struct, frozen=True, array_like=True):
+    """A progress (``p``) or reconcile (``r``) entry."""
+
+    op: bytes
+    ts: int
+
+
+def encode_changes(ts: int, changes: Sequence[tuple[bytes, bytes | None]]) -> Fields:
+    """Fields of one entry holding ``changes`` (key, doc-or-None) at ``ts``.
+
+    One change gives a plain ``u``/``d`` entry, several give a ``b`` entry.
+    Keys must be distinct: consolidation leaves at most one change per key and ts.
+    """
+    if not changes:
+        raise ValueError("an entry needs at least one change")
+    ts_bytes = str(ts).encode()
+    if len(changes) == 1:
+        key, doc = changes[0]
+        if doc is None:
+            return {b"ts": ts_bytes, b"op": DELETE, b"key": key}
+        return {b"ts": ts_bytes, b"op": UPSERT, b"key": key, b"doc": doc}
+    if len({key for key, _ in changes}) != len(changes):
+        raise ValueError("keys of one batch entry must be distinct")
+    fields: Fields = {b"ts": ts_bytes, b"op": BATCH, b"n": str(len(changes)).encode()}
+    for key, doc in changes:
+        if doc is None:
+            fields[b"d:" + key] = b""
+        else:
+            fields[b"u:" + key] = doc
+    return fields
+
+
+def encode_progress(ts: int) -> Fields:
+    return {b"ts": str(ts).encode(), b"op": PROGRESS}
+
+
+def encode_reconcile(ts: int) -> Fields:
+    return {b"ts": str(ts).encode(), b"op": RECONCILE}
+
+
+def _ts(fields: Mapping[bytes, bytes]) -> int:
+    raw = fields.get(b"ts")
+    if raw is None:
+        raise EntryError("entry has no ts field")
+    try:
+        return int(raw)
+    except ValueError:
+        raise EntryError(f"entry ts is not an integer: {raw!r}") from None
+
+
+def decode_entry(fields: Mapping[bytes, bytes]) -> list[Change] | Marker:
+    """The changes of a data entry, or the :class:`Marker` of a ``p``/``r`` entry.
+
+    Raises :class:`EntryError` for anything malformed, so the caller can
+    dead-letter it instead of stalling the partition.
+    """
+    ts = _ts(fields)
+    op = fields.get(b"op")
+    if op in (UPSERT, DELETE):
+        key = fields.get(b"key")
+        if not key:
+            raise EntryError("entry has no key")
+        if op == DELETE:
+            return [Change(ts, key, None)]
+        doc = fields.get(b"doc")
+        if doc is None:
+            raise EntryError("upsert entry has no doc")
+        return [Change(ts, key, doc)]
+    if op == BATCH:
+        return _decode_batch(ts, fields)
+    if op in (PROGRESS, RECONCILE):
+        return Marker(op, ts)
+    raise EntryError(f"unknown op {op!r}")
+
+
+def _decode_batch(ts: int, fields: Mapping[bytes, bytes]) -> list[Change]:
+    changes: list[Change] = []
+    for name, value in fields.items():
+        if name in (b"ts", b"op", b"n"):
+            continue
+        kind, sep, key = name.partition(b":")
+        if not sep or not key:
+            raise EntryError(f"batch field {name!r} is not u:<key> or d:<key>")
+        if kind == UPSERT:
+            changes.append(Change(ts, key, value))
+        elif kind == DELETE:
+            changes.append(Change(ts, key, None))
+        else:
+            raise EntryError(f"batch field {name!r} is not u:<key> or d:<key>")
+    declared = fields.get(b"n")
+    if declared is None or declared != str(len(changes)).encode():
+        raise EntryError(f"batch declares n={declared!r} but holds {len(changes)} changes")
+    return changes
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    """One change that will not be retried on its own, and why.
+
+    ``source`` says where it came from: ``p<N>/<entry id>`` for a consumer
+    rejection, ``producer`` for a key violation found while consolidating (then
+    ``doc`` holds a JSON array of every live row). ``deliveries`` is how often the
+    entry had been delivered when it was given up.
+    """
+
+    ts: int
+    op: bytes
+    key: bytes
+    reason: str
+    source: str
+    doc: bytes | None = None
+    deliveries: int = 0
+
+
+def encode_dead_letter(letter: DeadLetter) -> Fields:
+    fields: Fields = {
+        b"ts": str(letter.ts).encode(),
+        b"op": letter.op,
+        b"key": letter.key,
+        b"reason": letter.reason.encode(),
+        b"source": letter.source.encode(),
+        b"deliveries": str(letter.deliveries).encode(),
+    }
+    if letter.doc is not None:
+        fields[b"doc"] = letter.doc
+    return fields
+
+
+def decode_dead_letter(fields: Mapping[bytes, bytes]) -> DeadLetter:
+    try:
+        return DeadLetter(
+            ts=_ts(fields),
+            op=fields[b"op"],
+            key=fields[b"key"],
+            reason=fields[b"reason"].decode(errors="replace"),
+            source=fields[b"source"].decode(errors="replace"),
+            doc=fields.get(b"doc"),
+            deliveries=int(fields.get(b"deliveries", b"0")),
+        )
+    except (KeyError, ValueError) as error:
+        raise EntryError(f"malformed dead letter: {error}") from None
+
+
+def changes_of(entries: Iterable[Mapping[bytes, bytes]]) -> list[Change]:
+    """All changes of several data entries, markers skipped (a test and CLI helper)."""
+    out: list[Change] = []
+    for fields in entries:
+        decoded = decode_entry(fields)
+        if isinstance(decoded, list):
+            out.extend(decoded)
+    return out

@@ -1,0 +1,71 @@
+"""Every Redis key searchsync uses, in one place.
+
+All keys of one view share the prefix ``searchsync:<view>:``. No command touches
+two partitions' keys at once, so the layout stays usable on Redis Cluster.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Keys"]
+
+
+class Keys:
+    """Key names for one view; cheap to build, holds no connection."""
+
+    __slots__ = (
+        "applied",
+        "checkpoint",
+        "counts",
+        "dlq",
+        "members",
+        "partitions",
+        "poll_keys",
+        "prefix",
+        "reconcile",
+        "reconcile_lock",
+    )
+
+    def __init__(self, view: str, partitions: int) -> None:
+        self.prefix = f"searchsync:{view}:"
+        self.partitions = partitions
+        # last complete frontier F written by the producer: every change below F is in a stream
+        self.checkpoint = self.prefix + "checkpoint"
+        # dead-letter stream: one entry per rejected change, with its reason
+        self.dlq = self.prefix + "dlq"
+        # consumer heartbeats: sorted set, member = consumer name, score = last beat (ms)
+        self.members = self.prefix + "members"
+        # hash p<N> -> frontier applied to OpenSearch (every change below it is indexed)
+        self.applied = self.prefix + "applied"
+        # hash snapshot ts -> "pending" | "done": deletes of documents older than a
+        # snapshot that replaced lost history (written by the producer, run by one consumer)
+        self.reconcile = self.prefix + "reconcile"
+        self.reconcile_lock = self.prefix + "reconcile:lock"
+        # hash written:p<N> / acked:p<N> -> changes (not entries) ever written / acknowledged;
+        # their difference is the buffer the runbook's backpressure counts (common.buffer)
+        self.counts = self.prefix + "counts"
+        # set of keys present in the view, kept by the polling fallback to detect deletes
+        self.poll_keys = self.prefix + "poll:keys"
+
+    def stream(self, partition: int) -> str:
+        """The stream of partition ``partition``: ``searchsync:<view>:p<N>``."""
+        return f"{self.prefix}p{partition}"
+
+    def lease(self, partition: int) -> str:
+        """The lease of partition ``partition``: ``searchsync:<view>:lease:p<N>``."""
+        return f"{self.prefix}lease:p{partition}"
+
+    def streams(self) -> list[str]:
+        return [self.stream(n) for n in range(self.partitions)]
+
+    @staticmethod
+    def written_field(partition: int) -> str:
+        return f"written:p{partition}"
+
+    @staticmethod
+    def acked_field(partition: int) -> str:
+        return f"acked:p{partition}"
+
+    @staticmethod
+    def partition_name(partition: int) -> str:
+        """The field used for a partition in hashes such as ``applied``: ``p<N>``."""
+        return f"p{partition}"

@@ -1,0 +1,28 @@
+"""Stream setup shared by producer, consumers and the CLI."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from common.keys import Keys
+
+__all__ = ["ensure_groups"]
+
+
+async def ensure_groups(redis: Redis, keys: Keys, group: str) -> None:
+    """Create ``group`` on every partition stream, from the stream's first entry.
+
+    Idempotent. The group starts at id ``0`` (not ``$``) so that entries a
+    producer wrote before any consumer existed are still delivered.
+    Raises redis.exceptions.ConnectionError when Redis is unreachable.
+    """
+    async with redis.pipeline(transaction=False) as pipe:
+        for stream in keys.streams():
+            pipe.xgroup_create(stream, group, id="0", mkstream=True)
+        results = await pipe.execute(raise_on_error=False)
+    for result in results:
+        if isinstance(result, ResponseError) and "BUSYGROUP" not in str(result):
+            raise result
+        if isinstance(result, Exception) and not isinstance(result, ResponseError):
+            raise result
