@@ -1,0 +1,31 @@
+"""Materialize SUBSCRIBE emulator over a real PostgreSQL (``python -m devstack.mzemu``).
+
+The test double for Materialize only: it speaks Materialize's pgwire dialect
+(SET CLUSTER, DECLARE … CURSOR FOR SUBSCRIBE, FETCH … WITH (timeout), COPY
+(SUBSCRIBE …) TO STDOUT) and computes real, consolidated diffs of a real
+PostgreSQL view; everything else is passed through to PostgreSQL.
+
+Modules: ``wire`` (protocol codec), ``statements`` (parser), ``values`` (type
+encodings), ``collection`` (arrangement and history), ``output`` (SUBSCRIBE row
+layout), ``subscription`` (delivery rules), ``capture`` (trigger SQL), ``engine``
+(ticks), ``backend`` (PostgreSQL pass-through), ``session`` (one client),
+``server`` (listener), ``config`` (environment).
+
+Admin calls, for fault tests (each returns one int8)::
+
+    SELECT mzemu_drop_connections()   -- abort every other client connection
+    SELECT mzemu_pause_ticks(ms)      -- freeze the frontier for ms
+    SELECT mzemu_resume_ticks()
+    SELECT mzemu_tick()               -- close a timestamp now; returns it
+    SELECT mzemu_compact()            -- forget retained history; returns the new since
+    SELECT mzemu_frontier()           -- the upper frontier (last closed time + 1)
+    SELECT mzemu_since()              -- the oldest valid AS OF
+
+Known differences from Materialize: one view is kept incrementally (by key);
+``SUBSCRIBE (SELECT …)`` of anything else is re-evaluated in PostgreSQL on ticks
+that changed something and has no history (its AS OF cannot precede its first
+evaluation); ENVELOPE DEBEZIUM and WITHIN TIMESTAMP ORDER BY are refused;
+statements outside SUBSCRIBE run with PostgreSQL's semantics, not Materialize's.
+"""
+
+__all__: list[str] = []

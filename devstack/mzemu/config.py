@@ -1,0 +1,96 @@
+"""The emulator's settings, read once from the environment.
+
+==============================================  ===========================================
+variable                                        meaning (default)
+==============================================  ===========================================
+MZEMU_HOST, MZEMU_PORT                          listen address (127.0.0.1, 6875; 0: any port)
+MZEMU_PG_DSN                                    PostgreSQL to serve (libpq DSN; empty: PG*)
+MZEMU_PG_SCHEMA                                 schema holding triples and the view (public)
+MZEMU_VIEW, MZEMU_KEY_COLUMN                    kept view (orders_search_source_mv, order_id)
+MZEMU_TICK_MS                                   timestamp interval (1000, Materialize's)
+MZEMU_RETAIN_MS                                 history kept for AS OF (1000)
+MZEMU_MAX_BUFFERED_BYTES                        subscribe_max_buffered_bytes (128 MiB)
+MZEMU_IDLE_IN_TRANSACTION_SESSION_TIMEOUT_MS    session default, 0 disables (120000)
+MZEMU_USER, MZEMU_PASSWORD                      the one login (materialize, materialize)
+MZEMU_LOG_LEVEL                                 DEBUG, INFO, WARNING or ERROR (INFO)
+==============================================  ===========================================
+
+Pure module: :func:`load_config` reads the mapping it is given and raises
+:class:`ConfigError` naming the variable and what it expected.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = ["ConfigError", "EmulatorConfig", "load_config"]
+
+
+class ConfigError(ValueError):
+    """A variable has a value the emulator cannot use."""
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    host: str = "127.0.0.1"
+    port: int = 6875
+    pg_dsn: str = ""
+    pg_schema: str = "public"
+    view: str = "orders_search_source_mv"
+    key_column: str = "order_id"
+    tick_ms: int = 1000
+    retain_ms: int = 1000
+    max_buffered_bytes: int = 128 * 1024 * 1024
+    idle_in_transaction_timeout_ms: int = 120_000
+    user: str = "materialize"
+    password: str = "materialize"
+    log_level: str = "INFO"
+
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected an integer") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name}={raw!r}: expected an integer in [{minimum}, {maximum}]")
+    return value
+
+
+def _ident(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name) or default
+    if not _IDENT.match(value) or len(value) > 63:
+        raise ConfigError(f"{name}={value!r}: expected an SQL identifier")
+    return value
+
+
+def load_config(env: Mapping[str, str]) -> EmulatorConfig:
+    """Settings from ``env``. Raises ConfigError on a bad value."""
+    level = (env.get("MZEMU_LOG_LEVEL") or "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"MZEMU_LOG_LEVEL={level!r}: expected DEBUG, INFO, WARNING or ERROR")
+    return EmulatorConfig(
+        host=env.get("MZEMU_HOST") or "127.0.0.1",
+        port=_int(env, "MZEMU_PORT", 6875, 0, 65535),
+        pg_dsn=env.get("MZEMU_PG_DSN", ""),
+        pg_schema=_ident(env, "MZEMU_PG_SCHEMA", "public"),
+        view=_ident(env, "MZEMU_VIEW", "orders_search_source_mv"),
+        key_column=_ident(env, "MZEMU_KEY_COLUMN", "order_id"),
+        tick_ms=_int(env, "MZEMU_TICK_MS", 1000, 1, 3_600_000),
+        retain_ms=_int(env, "MZEMU_RETAIN_MS", 1000, 0, 30 * 86_400_000),
+        max_buffered_bytes=_int(env, "MZEMU_MAX_BUFFERED_BYTES", 128 * 1024 * 1024, 1, 1 << 40),
+        idle_in_transaction_timeout_ms=_int(
+            env, "MZEMU_IDLE_IN_TRANSACTION_SESSION_TIMEOUT_MS", 120_000, 0, 1 << 31
+        ),
+        user=env.get("MZEMU_USER") or "materialize",
+        password=env.get("MZEMU_PASSWORD", "materialize"),
+        log_level=level,
+    )

@@ -1,0 +1,116 @@
+"""The listening socket, the registry of sessions, cancellation and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import sys
+from typing import Any
+
+from devstack.mzemu.backend import LinkParams, link_params
+from devstack.mzemu.config import EmulatorConfig
+from devstack.mzemu.engine import Engine
+from devstack.mzemu.session import Session
+
+__all__ = ["Server", "serve"]
+
+log = logging.getLogger("mzemu.server")
+
+
+class Server:
+    """Accepts connections and runs one :class:`Session` per client."""
+
+    def __init__(self, config: EmulatorConfig, engine: Engine, link: LinkParams) -> None:
+        self.config = config
+        self.engine = engine
+        self.link_params = link
+        self.sessions: dict[int, Session] = {}
+        self._next_pid = 1
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> int:
+        """Listen; returns the bound port (useful with MZEMU_PORT=0)."""
+        self._server = await asyncio.start_server(
+            self._handle, self.config.host, self.config.port, limit=1 << 20
+        )
+        sock = self._server.sockets[0]
+        return int(sock.getsockname()[1])
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        pid = self._next_pid
+        self._next_pid += 1
+        session = Session(self, reader, writer, pid, secrets.randbits(31))
+        self.sessions[pid] = session
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            await session.run()
+        finally:
+            self.sessions.pop(pid, None)
+            if task is not None:
+                self._tasks.discard(task)
+
+    def cancel(self, pid: int, secret: int) -> None:
+        session = self.sessions.get(pid)
+        if session is not None and session.secret == secret:
+            log.info("cancel request for session %d", pid)
+            session.request_cancel()
+
+    def drop_connections(self, except_pid: int) -> int:
+        victims = [s for pid, s in self.sessions.items() if pid != except_pid]
+        for session in victims:
+            session.kill()
+        log.warning("dropped %d client connections on request", len(victims))
+        return len(victims)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for session in list(self.sessions.values()):
+            session.kill()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+
+
+async def serve(config: EmulatorConfig) -> int:
+    """Run the emulator until SIGTERM/SIGINT. Returns a process exit status."""
+    engine = Engine(config)
+    try:
+        await engine.start()
+    except Exception as exc:
+        log.error("cannot start: %s", exc)
+        await engine.close()
+        return 1
+    server = Server(config, engine, link_params(config.pg_dsn, os.environ, config.pg_schema))
+    try:
+        port = await server.start()
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", config.host, config.port, exc)
+        await engine.close()
+        return 1
+    # Printed whatever the log level: tests and tools wait for this line (and read the
+    # port from it when MZEMU_PORT=0).
+    print(
+        f"mzemu listening on {config.host}:{port} (PostgreSQL schema {config.pg_schema}, "
+        f"view {config.view}, tick {config.tick_ms} ms, retain {config.retain_ms} ms)",
+        file=sys.stderr,
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("mzemu shutting down")
+    await server.close()
+    await engine.close()
+    return 0
