@@ -1,0 +1,174 @@
+"""Backpressure: pause the SUBSCRIBE stream while consumers are too far behind.
+
+The buffer is what CONSUMER_GROUP has not acknowledged yet, in changes, summed over
+partitions (common.buffer). :class:`Hysteresis` is the pure state machine — above
+BACKPRESSURE_THRESHOLD pause, below BACKPRESSURE_RESUME resume, in between keep
+the current state — and :class:`BufferMonitor` polls Redis, drives it, logs the
+runbook's lines and exposes ``paused``/``resumed`` events the reader waits on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from common.buffer import partition_buffer
+from common.keys import Keys
+from common.streams import ensure_groups
+from producer.metrics import ProducerMetrics
+
+__all__ = ["POLL_SECONDS", "BufferMonitor", "Hysteresis", "read_buffer"]
+
+log = logging.getLogger("producer.backpressure")
+
+# How often the buffer is measured: one pipelined round trip of 1 + STREAM_PARTITIONS
+# cheap commands; well under the time a FETCH batch takes to reach consumers.
+POLL_SECONDS: Final = 0.25
+
+Transition = Literal["activated", "released"]
+
+
+@dataclass(slots=True)
+class Hysteresis:
+    threshold: int
+    resume: int
+    active: bool = False
+
+    def __post_init__(self) -> None:
+        if self.resume >= self.threshold:
+            raise ValueError("resume must be below threshold")
+
+    def observe(self, buffer: int) -> Transition | None:
+        """Feed one measurement; return the transition it caused, if any."""
+        if not self.active and buffer > self.threshold:
+            self.active = True
+            return "activated"
+        if self.active and buffer < self.resume:
+            self.active = False
+            return "released"
+        return None
+
+
+async def read_buffer(redis: Redis, keys: Keys, group: str) -> int:
+    """Changes written but not acknowledged by ``group``, over all partitions.
+
+    One round trip (HGETALL counts + XINFO GROUPS per stream). A stream or group
+    that does not exist yet is created (so it counts as empty). Raises redis
+    ConnectionError/TimeoutError when Redis is unreachable.
+    """
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.counts)
+        for stream in keys.streams():
+            pipe.xinfo_groups(stream)
+        replies = await pipe.execute(raise_on_error=False)
+    counts: dict[Any, Any] = replies[0] if isinstance(replies[0], dict) else {}
+    total = 0
+    missing = False
+    for partition, reply in enumerate(replies[1:]):
+        if isinstance(reply, ResponseError):
+            missing = True  # "no such key": nothing written to this partition yet
+            continue
+        if isinstance(reply, Exception):
+            raise reply
+        outstanding = None
+        for group_info in reply:
+            if _text(group_info.get("name")) == group:
+                lag = group_info.get("lag")
+                pending = int(group_info.get("pending") or 0)
+                # lag is nil when Redis cannot compute it (entries deleted or trimmed
+                # past the group's position): let the counters decide.
+                outstanding = pending + (int(lag) if lag is not None else 1)
+                break
+        if outstanding is None:
+            missing = True
+            continue
+        written = int(counts.get(keys.written_field(partition).encode(), 0))
+        acked = int(counts.get(keys.acked_field(partition).encode(), 0))
+        total += partition_buffer(written, acked, outstanding)
+    if missing:
+        await ensure_groups(redis, keys, group)
+    return total
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class BufferMonitor:
+    """Measures the buffer every :data:`POLL_SECONDS` and pauses/resumes the reader.
+
+    Run :meth:`run` as a task; the reader awaits :meth:`wait_until_resumed` before
+    every FETCH. Measurement failures are logged and retried (the reader notices a
+    dead Redis itself); the state stays as it was meanwhile.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        group: str,
+        threshold: int,
+        resume: int,
+        log_seconds: float,
+        metrics: ProducerMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._group = group
+        self._state = Hysteresis(threshold, resume)
+        self._log_seconds = log_seconds
+        self._metrics = metrics
+        self._clock = clock
+        self._running = asyncio.Event()
+        self._running.set()
+        self.buffer = 0
+
+    @property
+    def active(self) -> bool:
+        return self._state.active
+
+    async def wait_until_resumed(self) -> None:
+        """Return at once unless backpressure is active; then when it is released."""
+        await self._running.wait()
+
+    async def measure(self) -> int:
+        """One measurement, applied to the state machine; returns the buffer."""
+        buffer = await read_buffer(self._redis, self._keys, self._group)
+        self.buffer = buffer
+        if self._metrics is not None:
+            self._metrics.buffer_size.set(buffer)
+        transition = self._state.observe(buffer)
+        if transition == "activated":
+            self._running.clear()
+            log.warning("Buffer size exceeds threshold: %d events", buffer)
+            log.warning("Backpressure activated: pausing SUBSCRIBE stream")
+        elif transition == "released":
+            self._running.set()
+            log.info("Backpressure released: resuming SUBSCRIBE stream (buffer %d events)", buffer)
+        if self._metrics is not None:
+            self._metrics.backpressure.set(1 if self._state.active else 0)
+        return buffer
+
+    async def run(self) -> None:
+        """Measure forever (until cancelled), logging the buffer every BUFFER_LOG_SECONDS."""
+        next_log = self._clock() + self._log_seconds
+        while True:
+            try:
+                await self.measure()
+            except Exception as error:  # Redis down: the writer reports and reconnects
+                log.debug("Buffer measurement failed: %s", error)
+            now = self._clock()
+            if now >= next_log:
+                state = "active" if self._state.active else "inactive"
+                log.info("Buffer size: %d events (backpressure: %s)", self.buffer, state)
+                next_log = now + self._log_seconds
+            await asyncio.sleep(POLL_SECONDS)

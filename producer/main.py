@@ -1,0 +1,53 @@
+"""``searchsync-producer``: Materialize view → partitioned Redis Streams.
+
+Exit status: 0 after SIGTERM/SIGINT (the batch in hand is written and
+checkpointed first), 1 on a fatal error, 2 on a bad configuration (the message
+names the variable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from prometheus_client import CollectorRegistry
+
+from common.config import Settings, settings_or_exit
+from common.logs import configure_logging
+from producer.metrics import ProducerMetrics, serve
+from producer.service import run_producer
+
+__all__ = ["main", "run"]
+
+log = logging.getLogger("producer")
+
+
+async def run(settings: Settings) -> int:
+    """Run the producer until SIGTERM/SIGINT; returns the exit status."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    registry = CollectorRegistry()
+    metrics = ProducerMetrics(registry, settings.view_name)
+    serve(settings.metrics_port, registry)
+    log.info(
+        "Producer starting for %s (%s, %d partitions)",
+        settings.view_name,
+        "SUBSCRIBE" if settings.use_subscribe else "polling",
+        settings.stream_partitions,
+        extra={"settings": settings.redacted()},
+    )
+    return await run_producer(settings, stop, metrics)
+
+
+def main() -> None:
+    settings = settings_or_exit()
+    configure_logging(settings.log_level, settings.log_format)
+    sys.exit(asyncio.run(run(settings)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""The producer process: sessions in a loop, with backoff between failures.
+
+Each session (SUBSCRIBE, or polling when USE_SUBSCRIBE=false) starts from the
+checkpoint in Redis, so any failure — Materialize or Redis down, the connection
+cut, the subscription killed for falling behind — is handled the same way:
+log "SUBSCRIBE failed, retrying in Ns: …", wait (RETRY_INITIAL_BACKOFF ×
+RETRY_BACKOFF_MULTIPLIER per failure, at most RETRY_MAX_BACKOFF, back to the
+start once a session streams again), start over. A refused AS OF is not a
+failure: the next session takes a snapshot at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import Any, Final
+
+import psycopg
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from common.backoff import Backoff
+from common.config import Settings
+from common.keys import Keys
+from common.streams import ensure_groups
+from producer.backpressure import BufferMonitor
+from producer.failures import AsOfRefused, describe, is_transient
+from producer.metrics import ProducerMetrics
+from producer.polling import Poller
+from producer.resume import plan_start
+from producer.session import SubscribeSession
+from producer.writer import StreamWriter
+
+__all__ = ["EXIT_FATAL", "EXIT_OK", "run_producer"]
+
+log = logging.getLogger("producer")
+
+EXIT_OK: Final = 0
+EXIT_FATAL: Final = 1
+# How long a stopping session may take to finish the batch in hand (SIGTERM must
+# end the process within 5 s).
+STOP_GRACE_SECONDS: Final = 3.0
+# Redis commands are small and local; anything slower than this is a failure.
+REDIS_SOCKET_TIMEOUT: Final = 10.0
+
+
+def redis_client(url: str) -> Redis:
+    """A client without redis-py's own retries: our loop resumes from the checkpoint
+    instead, and a retried XADD could be written twice."""
+    return Redis.from_url(
+        url,
+        socket_timeout=REDIS_SOCKET_TIMEOUT,
+        socket_connect_timeout=5,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+async def run_producer(
+    settings: Settings, stop: asyncio.Event, metrics: ProducerMetrics | None = None
+) -> int:
+    """Run until ``stop`` is set (returns 0) or a fatal error (logged, returns 1)."""
+    keys = Keys(settings.view_name, settings.stream_partitions)
+    redis = redis_client(settings.redis_url)
+    writer = StreamWriter(
+        redis,
+        keys,
+        progress_interval_ms=settings.progress_interval_ms,
+        metrics=metrics,
+    )
+    monitor = BufferMonitor(
+        redis,
+        keys,
+        group=settings.consumer_group,
+        threshold=settings.backpressure_threshold,
+        resume=settings.backpressure_resume,
+        log_seconds=settings.buffer_log_seconds,
+        metrics=metrics,
+    )
+    backoff = Backoff.from_settings(
+        settings.retry_initial_backoff,
+        settings.retry_max_backoff,
+        settings.retry_backoff_multiplier,
+    )
+    if settings.use_subscribe and settings.discard_snapshot:
+        log.warning(
+            "DISCARD_SNAPSHOT=true: the snapshot is discarded and the checkpoint ignored; "
+            "changes made while the producer was down are lost"
+        )
+    monitor_task = asyncio.create_task(monitor.run())
+    refused = False
+    session: SubscribeSession | None = None
+
+    async def attempt() -> None:
+        nonlocal session
+        await ensure_groups(redis, keys, settings.consumer_group)
+        if not settings.use_subscribe:
+            poller = Poller(
+                settings, redis, writer, monitor, stop, metrics=metrics, on_streaming=backoff.reset
+            )
+            await poller.run()
+            return
+        # The polling fallback's key set is not kept up by SUBSCRIBE: drop it so a
+        # later switch to polling starts with a full read.
+        await redis.delete(keys.poll_keys)
+        checkpoint = await writer.read_checkpoint()
+        plan = plan_start(checkpoint, discard_snapshot=settings.discard_snapshot, refused=refused)
+        log.info("Producer start plan for %s: %s", settings.view_name, plan.reason)
+        session = SubscribeSession(
+            settings, writer, monitor, stop, metrics=metrics, on_streaming=backoff.reset
+        )
+        await session.run(plan)
+
+    try:
+        while not stop.is_set():
+            session = None
+            try:
+                await _until_stopped(attempt(), stop)
+            except AsOfRefused as error:
+                refused = True
+                log.warning(
+                    "Materialize refused to resume %s from its checkpoint (%s): history before "
+                    "the checkpoint was compacted while the producer was away. Writing a fresh "
+                    "snapshot as upserts followed by a reconcile marker, which deletes documents "
+                    "the snapshot does not contain. Set RETAIN HISTORY on the view "
+                    "(ALTER MATERIALIZED VIEW … SET (RETAIN HISTORY FOR '1h')) to resume exactly "
+                    "instead.",
+                    settings.view_name,
+                    error,
+                )
+                continue
+            except Exception as error:
+                if not is_transient(error):
+                    log.error("Producer cannot continue: %s", describe(error), exc_info=error)
+                    return EXIT_FATAL
+                delay = backoff.next_delay()
+                _log_failure(error, delay, metrics)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+            if session is not None and session.snapshot_written:
+                refused = False
+        return EXIT_OK
+    finally:
+        monitor_task.cancel()
+        await asyncio.gather(monitor_task, return_exceptions=True)
+        await redis.aclose()
+        log.info("Producer stopped")
+
+
+async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
+    """Run ``work``; once ``stop`` is set, give it STOP_GRACE_SECONDS to finish on its
+    own (sessions watch ``stop`` and checkpoint what is in hand), then cancel it —
+    so SIGTERM ends the process within 5 s even while connecting or backing off.
+    Raises what ``work`` raises.
+    """
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            await asyncio.wait({task}, timeout=STOP_GRACE_SECONDS)
+        if not task.done():
+            log.warning("Stopping: abandoning a session that did not wind down in time")
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return
+        await task
+    finally:
+        stopped.cancel()
+
+
+def _log_failure(error: Exception, delay: float, metrics: ProducerMetrics | None) -> None:
+    if isinstance(error, psycopg.OperationalError) and "refused" in str(error).lower():
+        log.error("Connection refused to Materialize")
+    log.warning("SUBSCRIBE failed, retrying in %gs: %s", delay, describe(error))
+    if metrics is not None:
+        metrics.reconnects.inc()

@@ -1,0 +1,308 @@
+"""One SUBSCRIBE session: connect, declare, then FETCH → consolidate → write → checkpoint.
+
+A session ends when the stop event is set (returns) or on the first failure
+(raises; the service backs off and starts a new session from the checkpoint).
+The next FETCH is sent as soon as a batch arrives, and a batch is written to
+Redis while the next one is processed, so Materialize, this process and Redis work
+at the same time; no FETCH is sent while backpressure is active.
+
+On stop: a batch being written is finished and checkpointed (the timestamps in
+hand that are complete), a FETCH that is waiting is cancelled, the connection is
+closed. Rows of a timestamp not yet complete are dropped: the checkpoint is below
+them, so the next session gets them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import msgspec
+import psycopg
+
+from common.config import Settings
+from common.entries import DeadLetter
+from producer.backpressure import BufferMonitor
+from producer.batches import Entry, build_entries
+from producer.consolidate import Consolidated, Consolidator
+from producer.documents import DocumentEncoder
+from producer.failures import AsOfRefused
+from producer.metrics import ProducerMetrics
+from producer.resume import StartPlan, as_of_refused
+from producer.rows import Rejected, parse_rows
+from producer.subscribe import Subscription, connect
+from producer.writer import StreamWriter
+
+__all__ = ["SubscribeSession", "dead_letters_for"]
+
+log = logging.getLogger("producer.session")
+
+_encode_row = msgspec.json.Encoder(enc_hook=str).encode
+
+
+def dead_letters_for(
+    out: Consolidated, rejected: list[Rejected], encoder: DocumentEncoder
+) -> list[DeadLetter]:
+    """Dead letters for the key violations of ``out`` and the unreadable rows."""
+    letters = [
+        DeadLetter(
+            ts=violation.ts,
+            op=b"u",
+            key=violation.key.encode(),
+            reason=violation.reason,
+            source="producer",
+            doc=encoder.encode_array(violation.rows, violation.ts),
+        )
+        for violation in out.violations
+    ]
+    letters.extend(
+        DeadLetter(
+            ts=row.ts,
+            op=b"u",
+            key=b"",
+            reason=row.reason,
+            source="producer",
+            doc=_encode_row(row.row),
+        )
+        for row in rejected
+    )
+    return letters
+
+
+def _rows_or_refusal(
+    fetch: asyncio.Task[list[tuple[Any, ...]]], plan: StartPlan, streaming: bool
+) -> list[tuple[Any, ...]]:
+    """A finished FETCH's rows; a refused AS OF (before any row) as :class:`AsOfRefused`."""
+    try:
+        return fetch.result()
+    except psycopg.Error as error:
+        if plan.as_of is not None and not streaming and as_of_refused(str(error)):
+            raise AsOfRefused(str(error).splitlines()[0]) from error
+        raise
+
+
+async def _wind_down(
+    subscription: Subscription,
+    fetch: asyncio.Task[list[tuple[Any, ...]]] | None,
+    writing: asyncio.Task[None] | None,
+    *,
+    failed: bool,
+) -> None:
+    """Cancel a waiting FETCH; finish the write in hand (its errors count unless failing)."""
+    if fetch is not None and not fetch.done():
+        await subscription.cancel()
+        await asyncio.gather(fetch, return_exceptions=True)
+    if writing is not None:
+        if failed:  # already failing: the write's own outcome no longer matters
+            await asyncio.gather(writing, return_exceptions=True)
+        else:  # stopping: finish what is in hand and checkpoint it
+            await writing
+
+
+class _Batch(NamedTuple):
+    entries: list[Entry]
+    letters: list[DeadLetter]
+    changes: int
+
+
+class SubscribeSession:
+    """Runs one subscription until stop or failure. Not reusable."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        writer: StreamWriter,
+        monitor: BufferMonitor,
+        stop: asyncio.Event,
+        *,
+        metrics: ProducerMetrics | None = None,
+        on_streaming: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._settings = settings
+        self._writer = writer
+        self._monitor = monitor
+        self._stop = stop
+        self._metrics = metrics
+        self._on_streaming = on_streaming
+        self._view = settings.view_name
+        self.snapshot_written = False
+
+    async def run(self, plan: StartPlan) -> None:
+        """Stream until ``stop`` is set. Raises :class:`AsOfRefused` if Materialize
+        refuses ``plan.as_of``, psycopg / redis errors on failures.
+        """
+        conn = await connect(self._settings)
+        log.info("Connected to Materialize for SUBSCRIBE")
+        fetch: asyncio.Task[list[tuple[Any, ...]]] | None = None
+        subscription = Subscription(
+            conn,
+            view=self._view,
+            envelope=self._settings.subscribe_envelope,
+            key_column=self._settings.key_column,
+        )
+        try:
+            log.info("Starting SUBSCRIBE for view: %s", self._view)
+            try:
+                await subscription.declare(as_of=plan.as_of, snapshot=plan.snapshot)
+            except psycopg.Error as error:
+                if plan.as_of is not None and as_of_refused(str(error)):
+                    raise AsOfRefused(str(error).splitlines()[0]) from error
+                raise
+            if not self._monitor.active:  # else the loop waits for backpressure first
+                fetch = asyncio.create_task(subscription.fetch())
+            if plan.snapshot:
+                log.info("SUBSCRIBE started for %s, receiving snapshot...", self._view)
+            elif plan.as_of is not None:
+                log.info(
+                    "SUBSCRIBE started for %s, resuming after ts=%d (no snapshot)",
+                    self._view,
+                    plan.as_of,
+                )
+            else:
+                log.info(
+                    "Snapshot complete for %s: 0 rows "
+                    "(discarding snapshot, streaming changes only)",
+                    self._view,
+                )
+            await self._stream(subscription, plan, fetch)
+            fetch = None
+        finally:
+            if fetch is not None and not fetch.done():
+                fetch.cancel()
+                await asyncio.gather(fetch, return_exceptions=True)
+            await subscription.close()
+
+    async def _stream(
+        self,
+        subscription: Subscription,
+        plan: StartPlan,
+        first_fetch: asyncio.Task[list[tuple[Any, ...]]] | None,
+    ) -> None:
+        consolidator = Consolidator(
+            snapshot=plan.snapshot, envelope=self._settings.subscribe_envelope
+        )
+        snapshot_rows = 0
+        streaming = False
+        fetch: asyncio.Task[list[tuple[Any, ...]]] | None = first_fetch
+        # Batch k is written while batch k+1 is fetched and encoded; writes stay in
+        # order because a write starts only after the previous one finished.
+        writing: asyncio.Task[None] | None = None
+        stop_wait = asyncio.create_task(self._stop.wait())
+        failed = True
+        try:
+            while True:
+                if fetch is None:
+                    if not await self._resumed_or_stopped(stop_wait):
+                        break
+                    fetch = asyncio.create_task(subscription.fetch())
+                await asyncio.wait({fetch, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                if not fetch.done():  # stop requested while waiting for rows
+                    await subscription.cancel()
+                    await asyncio.gather(fetch, return_exceptions=True)
+                    fetch = None
+                    break
+                rows = _rows_or_refusal(fetch, plan, streaming)
+                fetch = None
+                # Ask for the next rows now, so Materialize prepares them while this
+                # batch is parsed, encoded and written; sleep(0) lets the task send
+                # the FETCH before the CPU work below (unless paused or stopping).
+                if not self._monitor.active and not self._stop.is_set():
+                    fetch = asyncio.create_task(subscription.fetch())
+                    await asyncio.sleep(0)
+                layout = subscription.layout
+                encoder = subscription.encoder
+                assert layout is not None and encoder is not None
+                rejected: list[Rejected] = []
+                out = consolidator.feed(parse_rows(layout, rows, rejected))
+                if self._metrics is not None:
+                    self._metrics.rows_read.inc(len(rows))
+                if not streaming and out.as_of is not None:
+                    streaming = True
+                    self._on_streaming()
+                snapshot_rows += out.snapshot_rows
+                batch = self._prepare(out, rejected, encoder)
+                snapshot_at = (
+                    consolidator.as_of if out.snapshot_complete and plan.snapshot else None
+                )
+                if writing is not None:
+                    await writing
+                    writing = None
+                if batch.entries or batch.letters or out.frontier is not None or snapshot_at:
+                    writing = asyncio.create_task(
+                        self._apply(batch, out.frontier, snapshot_at, plan, snapshot_rows)
+                    )
+            failed = False
+        finally:
+            stop_wait.cancel()
+            await _wind_down(subscription, fetch, writing, failed=failed)
+
+    async def _resumed_or_stopped(self, stop_wait: asyncio.Task[Any]) -> bool:
+        """Wait out backpressure; False if stop was requested meanwhile."""
+        if self._stop.is_set():
+            return False
+        if not self._monitor.active:
+            return True
+        resumed = asyncio.create_task(self._monitor.wait_until_resumed())
+        try:
+            await asyncio.wait({resumed, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            resumed.cancel()
+        return not self._stop.is_set()
+
+    def _prepare(
+        self, out: Consolidated, rejected: list[Rejected], encoder: DocumentEncoder
+    ) -> _Batch:
+        """Encode the settled changes and group them into entries (CPU only)."""
+        for row in rejected:
+            log.error("Error processing SUBSCRIBE row for %s: %s", self._view, row.reason)
+        for violation in out.violations:
+            log.error(
+                "Key violation in %s at ts=%d: key %s has %d live rows; "
+                "sent to the dead-letter stream",
+                self._view,
+                violation.ts,
+                violation.key,
+                len(violation.rows),
+            )
+        encode = encoder.encode
+        changes = [
+            (ts, key.encode(), None if values is None else encode(values, ts))
+            for ts, key, values in out.changes
+        ]
+        entries = build_entries(changes, self._settings.stream_partitions)
+        letters = dead_letters_for(out, rejected, encoder) if out.violations or rejected else []
+        return _Batch(entries, letters, len(changes))
+
+    async def _apply(
+        self,
+        batch: _Batch,
+        frontier: int | None,
+        snapshot_at: int | None,
+        plan: StartPlan,
+        snapshot_rows: int,
+    ) -> None:
+        """Write a batch, then (snapshot done) the reconcile marker, then the checkpoint."""
+        if batch.entries or batch.letters:
+            await self._writer.write(batch.entries, batch.letters)
+        if batch.changes:
+            log.info("Broadcasting %d changes for %s", batch.changes, self._view)
+        if snapshot_at is not None:
+            await self._finish_snapshot(snapshot_at, plan, snapshot_rows)
+        if frontier is not None:
+            await self._writer.commit(frontier)
+            log.debug("Progress update: %s at ts=%d", self._view, frontier)
+
+    async def _finish_snapshot(self, as_of: int, plan: StartPlan, snapshot_rows: int) -> None:
+        if plan.reconcile:
+            await self._writer.mark_reconcile(as_of)
+        if self._metrics is not None:
+            self._metrics.snapshots.inc()
+        self.snapshot_written = True
+        log.info(
+            "Snapshot complete for %s: %d rows (written as upserts at ts=%d)",
+            self._view,
+            snapshot_rows,
+            as_of,
+        )

@@ -1,0 +1,193 @@
+"""Writes entries to the partition streams, then moves the checkpoint.
+
+Order is the delivery guarantee (DESIGN.md "Delivery"): a batch's data entries,
+their ``written:p<N>`` counts and any dead letters go in one round trip; only
+when every reply of it is a success does a second round trip write the progress
+entries (if due) and SET the checkpoint. So the checkpoint never passes a change
+that is not in a stream, and a crash between the two only replays.
+
+The round trip is a pipeline packed by ``hiredis.pack_command`` and sent on one of
+redis-py's pooled connections: redis-py's asyncio pipeline packs arguments in
+Python, ~2.2 µs per change of a 256-change entry against ~0.7 µs here — a third
+of the per-change budget at 100k changes/s.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from itertools import chain
+from typing import Any
+
+import hiredis
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from common.entries import DeadLetter, encode_dead_letter, encode_progress, encode_reconcile
+from common.keys import Keys
+from producer.batches import Entry
+from producer.metrics import ProducerMetrics
+from producer.progress import ProgressPacer
+
+__all__ = ["StreamWriter", "send_commands"]
+
+Command = tuple[bytes | str, ...]
+
+RECONCILE_PENDING = b"pending"
+
+
+async def send_commands(redis: Redis, commands: Sequence[Command]) -> list[Any]:
+    """Send ``commands`` in one write and read every reply (one round trip).
+
+    Error replies come back as :class:`redis.exceptions.ResponseError` objects in
+    the list, so the caller sees which command failed. Raises
+    redis.exceptions.ConnectionError / TimeoutError when the connection fails (the
+    connection is dropped, never returned to the pool half-read).
+    """
+    if not commands:
+        return []
+    pool = redis.connection_pool
+    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        # hiredis' stub types the argument as a 1-tuple; any tuple of bytes/str works.
+        await conn.send_packed_command([_pack(c) for c in commands])
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(await conn.read_response())
+            except ResponseError as error:
+                replies.append(error)
+    except BaseException:
+        await conn.disconnect()
+        raise
+    finally:
+        await pool.release(conn)
+    return replies
+
+
+_pack: Callable[[Command], bytes] = hiredis.pack_command  # type: ignore[assignment]
+
+
+def _raise_first_error(replies: Sequence[Any]) -> None:
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            raise reply
+
+
+class StreamWriter:
+    """The producer's only Redis writer for one view.
+
+    It never trims: trimming is the consumers' (consumer/retention.py), since only
+    they know what has been acknowledged.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        progress_interval_ms: int,
+        metrics: ProducerMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._streams = [k.encode() for k in keys.streams()]
+        self._pacer = ProgressPacer(progress_interval_ms)
+        self._metrics = metrics
+        self._clock = clock
+
+    @staticmethod
+    def _xadd(stream: bytes, fields: dict[bytes, bytes]) -> Command:
+        return (b"XADD", stream, b"*", *chain.from_iterable(fields.items()))
+
+    async def write(
+        self, entries: Sequence[Entry], dead_letters: Sequence[DeadLetter] = ()
+    ) -> None:
+        """XADD ``entries`` and ``dead_letters``, count changes into ``written:p<N>``.
+
+        One round trip. Raises ResponseError if Redis refused any command (e.g. OOM),
+        ConnectionError/TimeoutError if the connection failed; either way nothing
+        may be assumed written and the caller resumes from the checkpoint.
+        """
+        if not entries and not dead_letters:
+            return
+        commands: list[Command] = []
+        written: dict[int, int] = {}
+        ops: dict[bytes, int] = {}
+        changes_by_op = {"u": 0, "d": 0}
+        for entry in entries:
+            commands.append(self._xadd(self._streams[entry.partition], entry.fields))
+            written[entry.partition] = written.get(entry.partition, 0) + entry.changes
+            op = entry.fields[b"op"]
+            ops[op] = ops.get(op, 0) + 1
+            if self._metrics is not None:
+                if op == b"b":
+                    ups = sum(1 for name in entry.fields if name.startswith(b"u:"))
+                    changes_by_op["u"] += ups
+                    changes_by_op["d"] += entry.changes - ups
+                else:
+                    changes_by_op[op.decode()] += 1
+        counts = self._keys.counts.encode()
+        for partition, changes in written.items():
+            commands.append(
+                (b"HINCRBY", counts, self._keys.written_field(partition).encode(), str(changes))
+            )
+        dlq = self._keys.dlq.encode()
+        for letter in dead_letters:
+            commands.append(self._xadd(dlq, encode_dead_letter(letter)))
+        _raise_first_error(await send_commands(self._redis, commands))
+        if self._metrics is not None:
+            for op, count in ops.items():
+                self._metrics.entries(op.decode(), count)
+            for name, count in changes_by_op.items():
+                if count:
+                    self._metrics.changes(name, count)
+            if dead_letters:
+                self._metrics.dead_letters.inc(len(dead_letters))
+
+    async def commit(self, frontier: int) -> None:
+        """Progress entries to every partition (if due), then SET checkpoint = ``frontier``.
+
+        Call only after :meth:`write` returned for every change below ``frontier``.
+        Raises as :meth:`write` does.
+        """
+        now = self._clock() * 1000
+        commands: list[Command] = []
+        progress = self._pacer.due(now, frontier)
+        if progress:
+            fields = encode_progress(frontier)
+            commands.extend(self._xadd(stream, fields) for stream in self._streams)
+        commands.append((b"SET", self._keys.checkpoint.encode(), str(frontier)))
+        _raise_first_error(await send_commands(self._redis, commands))
+        if progress:
+            self._pacer.sent(now, frontier)
+            if self._metrics is not None:
+                self._metrics.entries("p", len(self._streams))
+        if self._metrics is not None:
+            self._metrics.set_frontier(frontier)
+
+    async def mark_reconcile(self, ts: int) -> None:
+        """A reconcile entry (``op`` ``r``) to every partition, then reconcile[ts] = pending.
+
+        Call after every change of the snapshot taken at ``ts`` was written and
+        before the checkpoint passes ``ts``: consumers then delete documents whose
+        version is below ``ts`` once every partition has applied through it.
+        """
+        fields = encode_reconcile(ts)
+        commands: list[Command] = [self._xadd(stream, fields) for stream in self._streams]
+        _raise_first_error(await send_commands(self._redis, commands))
+        reply = await send_commands(
+            self._redis, [(b"HSET", self._keys.reconcile.encode(), str(ts), RECONCILE_PENDING)]
+        )
+        _raise_first_error(reply)
+        if self._metrics is not None:
+            self._metrics.entries("r", len(self._streams))
+            self._metrics.reconciles.inc()
+
+    async def read_checkpoint(self) -> int | None:
+        """The stored frontier, or None when there is none. Raises ValueError if unreadable."""
+        raw = await self._redis.get(self._keys.checkpoint)
+        if raw is None:
+            return None
+        return int(raw)

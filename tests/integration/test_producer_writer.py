@@ -1,0 +1,143 @@
+"""producer/writer.py and producer/backpressure.py against the shared Redis.
+
+Needs: the devstack Redis (REDIS_URL from the environment or .devstack/env).
+Keys live under a random view name and are deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import cast
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from common.entries import Change, DeadLetter, Marker, decode_dead_letter
+from common.keys import Keys
+from common.partition import partition_of
+from common.streams import ensure_groups
+from producer.backpressure import BufferMonitor, read_buffer
+from producer.batches import build_entries
+from producer.writer import StreamWriter
+from tests.integration.producer_support import (
+    Entries,
+    all_changes,
+    delete_view_keys,
+    devstack_env,
+    unique_view,
+)
+
+PARTITIONS = 4
+
+
+@pytest.fixture
+async def redis_client() -> AsyncIterator[tuple[Redis, Keys]]:
+    client = Redis.from_url(devstack_env()["REDIS_URL"])
+    view = unique_view()
+    try:
+        yield client, Keys(view, PARTITIONS)
+    finally:
+        await delete_view_keys(client, view)
+        await client.aclose()
+
+
+def docs(ts: int, n: int, start: int = 0) -> list[tuple[int, bytes, bytes | None]]:
+    return [(ts, f"o{i}".encode(), b'{"order_id":"o%d"}' % i) for i in range(start, start + n)]
+
+
+async def test_entries_counts_and_checkpoint(redis_client: tuple[Redis, Keys]) -> None:
+    client, keys = redis_client
+    writer = StreamWriter(client, keys, progress_interval_ms=1000)
+    assert await writer.read_checkpoint() is None
+    changes = [*docs(10, 600), (11, b"o5", None)]
+    entries = build_entries(changes, PARTITIONS, 256)
+    await writer.write(entries)
+    await writer.commit(12)
+    stored, markers = await all_changes(client, keys)
+    assert sorted(stored, key=lambda c: (c.ts, c.key)) == sorted(
+        (Change(ts, k, d) for ts, k, d in changes), key=lambda c: (c.ts, c.key)
+    )
+    assert markers == [Marker(b"p", 12)] * PARTITIONS  # first progress is always due
+    counts = await client.hgetall(keys.counts)
+    assert sum(int(v) for v in counts.values()) == 601
+    assert await writer.read_checkpoint() == 12
+    await writer.commit(13)  # within PROGRESS_INTERVAL_MS: checkpoint only
+    _, markers = await all_changes(client, keys)
+    assert len(markers) == PARTITIONS
+    assert await writer.read_checkpoint() == 13
+
+
+async def test_refused_write_raises_and_leaves_checkpoint(redis_client: tuple[Redis, Keys]) -> None:
+    client, keys = redis_client
+    writer = StreamWriter(client, keys, progress_interval_ms=1000)
+    await writer.write(build_entries(docs(10, 1), PARTITIONS))
+    await writer.commit(11)
+    entries = build_entries(docs(12, 50), PARTITIONS)
+    await client.set(keys.stream(entries[0].partition), "not a stream")
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await writer.write(entries)
+    assert await writer.read_checkpoint() == 11
+    # the connection is still usable afterwards (every reply was read)
+    assert await client.ping()
+
+
+async def test_reconcile_marker_and_pending_hash(redis_client: tuple[Redis, Keys]) -> None:
+    client, keys = redis_client
+    writer = StreamWriter(client, keys, progress_interval_ms=1000)
+    await writer.write(build_entries(docs(20, 3), PARTITIONS))
+    await writer.mark_reconcile(20)
+    _, markers = await all_changes(client, keys)
+    assert markers == [Marker(b"r", 20)] * PARTITIONS
+    assert await client.hgetall(keys.reconcile) == {b"20": b"pending"}
+
+
+async def test_dead_letters_go_to_the_dlq(redis_client: tuple[Redis, Keys]) -> None:
+    client, keys = redis_client
+    writer = StreamWriter(client, keys, progress_interval_ms=1000)
+    letter = DeadLetter(
+        ts=5, op=b"u", key=b"o1", reason="key violation", source="producer", doc=b"[{},{}]"
+    )
+    await writer.write([], [letter])
+    [(_, fields)] = cast(Entries, await client.xrange(keys.dlq))
+    assert decode_dead_letter(fields) == letter
+
+
+async def ack_partition(client: Redis, keys: Keys, partition: int) -> None:
+    """What a consumer does: read, XACK, and count the changes into acked:p<N>."""
+    stream = keys.stream(partition)
+    read = cast(
+        list[tuple[bytes, Entries]],
+        await client.xreadgroup("g", "c1", {stream: ">"}, count=1000),
+    )
+    entries = [entry for _, batch in read for entry in batch]
+    await client.xack(stream, "g", *[entry_id for entry_id, _ in entries])
+    changes = sum(int(fields.get(b"n", b"1")) for _, fields in entries)
+    await client.hincrby(keys.counts, keys.acked_field(partition), changes)
+
+
+async def test_buffer_counts_changes_until_acknowledged(
+    redis_client: tuple[Redis, Keys], caplog: pytest.LogCaptureFixture
+) -> None:
+    client, keys = redis_client
+    await ensure_groups(client, keys, "g")
+    writer = StreamWriter(client, keys, progress_interval_ms=1000)
+    monitor = BufferMonitor(client, keys, group="g", threshold=1000, resume=400, log_seconds=60)
+    assert await read_buffer(client, keys, "g") == 0
+    await writer.write(build_entries(docs(30, 1200), PARTITIONS, 256))
+    caplog.set_level(logging.INFO, logger="producer.backpressure")
+    assert await monitor.measure() == 1200
+    assert monitor.active
+    assert "Backpressure activated: pausing SUBSCRIBE stream" in caplog.text
+    # A consumer acknowledges everything in two partitions: the rest stays buffered.
+    for partition in range(2):
+        await ack_partition(client, keys, partition)
+    remaining = sum(1 for _, key, _ in docs(30, 1200) if partition_of(key, PARTITIONS) >= 2)
+    assert await monitor.measure() == remaining
+    assert monitor.active == (remaining >= 400)  # between resume and threshold: still paused
+    for partition in range(2, PARTITIONS):
+        await ack_partition(client, keys, partition)
+    assert await monitor.measure() == 0
+    assert not monitor.active
+    assert "Backpressure released: resuming SUBSCRIBE stream" in caplog.text

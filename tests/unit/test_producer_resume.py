@@ -1,0 +1,36 @@
+"""producer/resume.py: exact resume from the checkpoint, snapshot when refused."""
+
+from __future__ import annotations
+
+from producer.resume import StartPlan, as_of_refused, plan_start
+
+
+def test_checkpoint_resumes_as_of_f_minus_one_without_snapshot() -> None:
+    plan = plan_start(1_700_000_000_000, discard_snapshot=False, refused=False)
+    assert plan == StartPlan(1_699_999_999_999, False, False, plan.reason)
+
+
+def test_no_checkpoint_takes_a_snapshot_and_reconciles() -> None:
+    plan = plan_start(None, discard_snapshot=False, refused=False)
+    assert (plan.as_of, plan.snapshot, plan.reconcile) == (None, True, True)
+
+
+def test_refused_as_of_takes_a_snapshot_and_reconciles() -> None:
+    plan = plan_start(1_700_000_000_000, discard_snapshot=False, refused=True)
+    assert (plan.as_of, plan.snapshot, plan.reconcile) == (None, True, True)
+
+
+def test_discard_snapshot_streams_changes_only() -> None:
+    for checkpoint in (None, 5):
+        plan = plan_start(checkpoint, discard_snapshot=True, refused=False)
+        assert (plan.as_of, plan.snapshot, plan.reconcile) == (None, False, False)
+
+
+def test_both_wordings_of_a_refused_as_of() -> None:
+    assert as_of_refused(
+        "Timestamp (1651279773000) is not valid for all inputs: "
+        "[Antichain { elements: [1651279800000] }]"
+    )
+    assert as_of_refused("could not find a valid timestamp for the query")
+    assert not as_of_refused("SUBSCRIBE fell behind")
+    assert not as_of_refused("unknown catalog item 'orders_search_source_mv'")
