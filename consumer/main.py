@@ -1,0 +1,77 @@
+"""``searchsync-consumer``: run one consumer replica until SIGTERM/SIGINT.
+
+Start any number of them; they share the partitions (consumer.worker). Exit
+status: 0 after a clean stop (log line "Orders sync worker stopped"), 1 on a
+fatal error, 2 on a configuration error (common.config).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+
+from common.config import Settings, settings_or_exit
+from common.errors import FatalError
+from common.logs import configure_logging
+from common.opensearch import make_client
+from consumer.metrics import ConsumerMetrics, serve_metrics
+from consumer.worker import Worker
+
+__all__ = ["main", "run"]
+
+log = logging.getLogger("consumer")
+
+# Above the 100 ms blocking reads; a Redis that answers nothing for this long is down.
+REDIS_SOCKET_TIMEOUT_SECONDS = 10.0
+
+
+async def run(settings: Settings, stop: asyncio.Event) -> None:
+    """Run a consumer until ``stop`` is set; raises FatalError."""
+    registry = CollectorRegistry()
+    metrics = ConsumerMetrics(registry, settings.consumer_identity())
+    server = serve_metrics(settings.metrics_port, registry)
+    redis = Redis.from_url(
+        settings.redis_url,
+        socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+        socket_connect_timeout=5.0,
+    )
+    client = make_client(settings, maxsize=settings.stream_partitions + 2)
+    try:
+        await Worker(settings, redis, client, metrics).run(stop)
+    finally:
+        await client.close()
+        await redis.aclose()
+        if server is not None:
+            server.close()
+
+
+async def _main(settings: Settings) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await run(settings, stop)
+    except FatalError as error:
+        log.error("Consumer cannot continue: %s", error)
+        return 1
+    log.info("Orders sync worker stopped")
+    return 0
+
+
+def main() -> None:
+    settings = settings_or_exit()
+    configure_logging(settings.log_level, settings.log_format)
+    # opensearch-py logs every failed request as a WARNING with its URL; the worker logs the
+    # runbook's "OpenSearch bulk operation failed: …" for the same event, once.
+    logging.getLogger("opensearch").setLevel(logging.ERROR)
+    sys.exit(asyncio.run(_main(settings)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,298 @@
+"""One partition, while this consumer holds its lease: read, send, settle, repeat.
+
+A runner first takes over and finishes the partition's pending entries, then
+reads new ones. Batches of one partition are strictly sequential (one bulk in
+flight per partition): a batch is settled completely, including retries, before
+the next is read, which keeps per-key order and makes a progress entry's
+frontier true when it is written. Different partitions run concurrently.
+
+A runner ends when asked to stop (after settling the batch in hand), when its
+lease is gone (without acknowledging anything more: the next owner re-delivers),
+or when a stop arrives while it is waiting to retry (the batch stays pending).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from common.config import Settings
+from common.keys import Keys
+from consumer.acks import Acker
+from consumer.batch import Batch, Item, RawEntry, should_flush
+from consumer.bulk import ItemResult
+from consumer.deadletters import log_letters
+from consumer.leases import Leases
+from consumer.metrics import ConsumerMetrics
+from consumer.outcomes import RequestVerdict, RetryPolicy, judge
+from consumer.reader import claim_pending, read_new
+from consumer.sender import BulkFailed, BulkSender
+
+__all__ = ["PartitionRunner", "RunnerDeps"]
+
+log = logging.getLogger(__name__)
+
+
+class LeaseLost(Exception):
+    """The partition's lease is no longer ours: stop without acknowledging."""
+
+
+class Abandoned(Exception):
+    """Asked to stop while waiting to retry: leave the batch pending for the next owner."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerDeps:
+    """What every runner of one consumer shares."""
+
+    settings: Settings
+    redis: Redis
+    keys: Keys
+    group: str
+    me: str
+    leases: Leases
+    acker: Acker
+    sender: BulkSender
+    metrics: ConsumerMetrics
+    policy: RetryPolicy
+
+
+class PartitionRunner:
+    def __init__(self, deps: RunnerDeps, partition: int) -> None:
+        self.deps = deps
+        self.partition = partition
+        self.stream = deps.keys.stream(partition)
+        self.stopping = asyncio.Event()
+        self.in_hand = 0  # changes read and not yet acknowledged
+
+    @property
+    def _redis(self) -> Redis:
+        return self.deps.redis
+
+    async def run(self) -> None:
+        """Work the partition until stopped, fenced off, or abandoned. Never raises."""
+        backoff = self.deps.policy.backoff()
+        while not self.stopping.is_set():
+            try:
+                await self._drain_pending()
+                while not self.stopping.is_set():
+                    batch = await self._next_batch()
+                    if batch is not None:
+                        await self._process(batch)
+                        backoff.reset()
+                return
+            except (LeaseLost, Abandoned):
+                return
+            except RedisError as error:
+                delay = backoff.next_delay()
+                log.warning(
+                    "Redis error on partition p%d, retrying in %.1fs: %s",
+                    self.partition,
+                    delay,
+                    error,
+                )
+            except Exception:
+                delay = backoff.next_delay()
+                log.exception("Partition p%d failed, retrying in %.1fs", self.partition, delay)
+            finally:
+                self.in_hand = 0
+            with contextlib.suppress(Abandoned):
+                await self._pause(delay)
+
+    # reading
+
+    async def _drain_pending(self) -> None:
+        """Take over every pending entry of the partition and settle it, oldest first."""
+        cursor = b"0-0"
+        while not self.stopping.is_set():
+            cursor, entries = await claim_pending(
+                self._redis,
+                self.stream,
+                self.deps.group,
+                self.deps.me,
+                self.deps.settings.max_batch_size,
+                cursor=cursor,
+            )
+            if entries:
+                log.info(
+                    "Took over %d pending entries of partition p%d", len(entries), self.partition
+                )
+                await self._process(self._batch_of(entries))
+            if cursor == b"0-0":
+                return
+
+    def _batch_of(self, entries: Sequence[RawEntry]) -> Batch:
+        batch = Batch(self.partition, self.deps.settings.max_deliveries, time.monotonic())
+        for entry in entries:
+            batch.add(entry)
+        return batch
+
+    async def _next_batch(self) -> Batch | None:
+        """New entries up to the flush policy; None when a blocking read found nothing."""
+        settings = self.deps.settings
+        batch: Batch | None = None
+        while True:
+            want = max(settings.max_batch_size - (batch.changes if batch else 0), 1)
+            entries = await read_new(
+                self._redis,
+                self.stream,
+                self.deps.group,
+                self.deps.me,
+                want,
+                block=batch is None,
+            )
+            if batch is None:
+                if not entries:
+                    return None
+                batch = Batch(self.partition, settings.max_deliveries, time.monotonic())
+            for entry in entries:
+                batch.add(entry)
+            self.in_hand = batch.changes
+            if should_flush(
+                len(batch.entries),
+                batch.changes,
+                batch.age(time.monotonic()),
+                drained=len(entries) < want,
+                max_changes=settings.max_batch_size,
+                max_age_s=settings.max_batch_age_seconds,
+            ):
+                return batch
+
+    # sending
+
+    async def _process(self, batch: Batch) -> None:
+        """Send ``batch`` until every change is settled; acknowledge as items settle."""
+        self.in_hand = batch.changes
+        backoff = self.deps.policy.backoff()
+        queue: deque[list[Item]] = deque()
+        if batch.pending:
+            queue.append(batch.items())
+        while queue:
+            items = queue.popleft()
+            await self._fence()
+            try:
+                results = await self.deps.sender.send([item.change for item in items])
+            except BulkFailed as failure:
+                await self._request_failed(batch, items, failure, queue, backoff.next_delay())
+                continue
+            retry = self._judge(batch, items, results)
+            await self._settle(batch, final=False)
+            if retry:
+                delay = backoff.next_delay()
+                log.warning(
+                    "OpenSearch bulk operation failed for %d of %d items, retrying in %.1fs",
+                    len(retry),
+                    len(items),
+                    delay,
+                )
+                await self._pause(delay)
+                queue.append(retry)
+            else:
+                backoff.reset()
+        await self._settle(batch, final=True)
+
+    def _judge(self, batch: Batch, items: list[Item], results: Sequence[ItemResult]) -> list[Item]:
+        metrics = self.deps.metrics
+        verdicts = judge(items, [i.deliveries for i in items], results, self.deps.policy)
+        upserts = 0
+        for item in verdicts.applied:
+            batch.settle(item)
+            upserts += item.change.doc is not None
+        for item, reason in zip(verdicts.dead, verdicts.reasons, strict=True):
+            batch.dead_letter(item, reason)
+        for item in verdicts.charged:
+            item.deliveries += 1
+        errors = verdicts.throttled + verdicts.failed + verdicts.rejected
+        log.info("Synced %d documents, %d errors", len(verdicts.applied), errors)
+        if errors:
+            log.warning("OpenSearch bulk operation failed: %s", verdicts.first_error)
+        metrics.events.labels("upsert").inc(upserts)
+        metrics.events.labels("delete").inc(len(verdicts.applied) - upserts)
+        for kind, count in (
+            ("throttled", verdicts.throttled),
+            ("failed", verdicts.failed),
+            ("rejected", verdicts.rejected),
+        ):
+            if count:
+                metrics.errors.labels(kind).inc(count)
+        return verdicts.retry
+
+    async def _request_failed(
+        self,
+        batch: Batch,
+        items: list[Item],
+        failure: BulkFailed,
+        queue: deque[list[Item]],
+        delay: float,
+    ) -> None:
+        self.deps.metrics.errors.labels("request").inc()
+        if failure.verdict is RequestVerdict.SPLIT:
+            # a rejected request names no item: halve it until the culprit is alone
+            if len(items) > 1:
+                middle = len(items) // 2
+                queue.appendleft(items[middle:])
+                queue.appendleft(items[:middle])
+                return
+            log.warning("OpenSearch bulk operation failed: %s", failure.reason)
+            batch.dead_letter(items[0], f"request rejected: {failure.reason}")
+            await self._settle(batch, final=False)
+            return
+        log.warning(
+            "OpenSearch bulk operation failed: %s (retrying %d items in %.1fs)",
+            failure.reason,
+            len(items),
+            delay,
+        )
+        await self._pause(delay)
+        queue.appendleft(items)
+
+    async def _fence(self) -> None:
+        if not await self.deps.leases.fence(self.partition):
+            self.deps.metrics.errors.labels("fenced").inc()
+            log.warning(
+                "Lost the lease of partition p%d; leaving it to its new owner", self.partition
+            )
+            raise LeaseLost
+
+    async def _pause(self, delay: float) -> None:
+        """Sleep ``delay`` seconds; raise :class:`Abandoned` if asked to stop meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), delay)
+        if self.stopping.is_set():
+            raise Abandoned
+
+    # acknowledging
+
+    async def _settle(self, batch: Batch, *, final: bool) -> None:
+        """Write letters, XACK settled entries, and (``final``) the applied frontier."""
+        entries = batch.take_settled()
+        letters = batch.take_letters()
+        applied = batch.progress_ts if final else None
+        changes = sum(entry.changes for entry in entries)
+        await self.deps.acker.settle(
+            self.partition, [entry.id for entry in entries], changes, letters, applied
+        )
+        self.in_hand = max(self.in_hand - changes, 0)
+        metrics = self.deps.metrics
+        now = time.time()
+        for entry in entries:
+            if entry.ts:
+                metrics.latency.observe(max(now - entry.ts / 1000, 0.0))
+        if letters:
+            metrics.errors.labels("dead_letter").inc(len(letters))
+            log_letters(letters)
+        if applied is not None:
+            metrics.applied_through(self.partition, applied)
+        if final:
+            metrics.events.labels("upsert").inc(batch.superseded_upserts)
+            metrics.events.labels("delete").inc(batch.superseded_deletes)
+            for ts in batch.reconcile_ts:
+                log.info("Reconcile marker for the snapshot at ts=%d on p%d", ts, self.partition)

@@ -1,0 +1,292 @@
+"""The consumer process: membership ticks, partition runners, housekeeping, shutdown.
+
+Every tick (a fifth of LEASE_TTL_SECONDS, at most 1 s) the worker heartbeats,
+computes the partitions it should own from the live members
+(consumer.membership), renews the leases it holds, stops runners whose lease is
+gone, retires runners of partitions that now belong to someone else (they settle
+their batch, then the lease is released), and acquires leases of partitions it
+should own. So a partition moves within LEASE_TTL_SECONDS of a death (lease
+expiry plus one tick, see consumer.leases) and within about two ticks of a join
+or a clean leave.
+
+Housekeeping rides on the same tick: due reconciles, stream retention of owned
+partitions, the buffer gauge and log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from opensearchpy import AsyncOpenSearch, RequestError, TransportError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from common.config import Settings
+from common.errors import FatalError
+from common.index import ensure_index
+from common.keys import Keys
+from common.streams import ensure_groups
+from consumer.acks import Acker
+from consumer.leases import Leases, tick_seconds
+from consumer.membership import desired_partitions, live_members
+from consumer.metrics import ConsumerMetrics
+from consumer.outcomes import RetryPolicy
+from consumer.reconcile import Reconciler
+from consumer.retention import trim
+from consumer.runner import PartitionRunner, RunnerDeps
+from consumer.sender import BulkSender
+
+__all__ = ["SHUTDOWN_GRACE_SECONDS", "Worker"]
+
+log = logging.getLogger(__name__)
+
+# Runners get this long to settle their batch on SIGTERM; the process must be gone in 10 s.
+SHUTDOWN_GRACE_SECONDS: Final = 7.0
+RETENTION_INTERVAL_SECONDS: Final = 60.0
+
+
+class Worker:
+    """One consumer process; :meth:`run` until ``stop`` is set."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis: Redis,
+        client: AsyncOpenSearch,
+        metrics: ConsumerMetrics,
+    ) -> None:
+        self.settings = settings
+        self.me = settings.consumer_identity()
+        self.keys = Keys(settings.view_name, settings.stream_partitions)
+        self.redis = redis
+        self.client = client
+        self.metrics = metrics
+        self.leases = Leases(redis, self.keys, self.me, settings.lease_ttl_seconds)
+        policy = RetryPolicy(
+            max_deliveries=settings.max_deliveries,
+            initial_backoff=settings.retry_initial_backoff,
+            max_backoff=settings.retry_max_backoff,
+            multiplier=settings.retry_backoff_multiplier,
+        )
+        self.deps = RunnerDeps(
+            settings=settings,
+            redis=redis,
+            keys=self.keys,
+            group=settings.consumer_group,
+            me=self.me,
+            leases=self.leases,
+            acker=Acker(redis, self.keys, settings.consumer_group),
+            sender=BulkSender(client, settings.os_index_name, settings.os_timeout_seconds),
+            metrics=metrics,
+            policy=policy,
+        )
+        self.reconciler = Reconciler(redis, client, self.keys, settings.os_index_name, self.me)
+        self.runners: dict[int, PartitionRunner] = {}
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.retiring: set[int] = set()
+        self._chores: dict[str, asyncio.Task[None]] = {}
+        self._last_retention = 0.0
+        self._last_buffer_log = time.monotonic()
+
+    # lifecycle
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Prepare, tick until ``stop``, then shut down cleanly (within ~8 s).
+
+        Raises FatalError when the index cannot be created as specified.
+        """
+        if not await self._prepare(stop):
+            return
+        log.info(
+            "Consumer %s started: view %s, %d partitions, group %s, index alias %s",
+            self.me,
+            self.settings.view_name,
+            self.settings.stream_partitions,
+            self.settings.consumer_group,
+            self.settings.os_index_name,
+        )
+        interval = tick_seconds(self.settings.lease_ttl_seconds)
+        try:
+            while not stop.is_set():
+                await self._tick()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), interval)
+        finally:
+            await self._shutdown()
+
+    async def _prepare(self, stop: asyncio.Event) -> bool:
+        """Consumer groups and index bootstrap, retried with backoff; False if stopped first."""
+        await self._until_done(stop, "create consumer groups", self._ensure_groups)
+        if stop.is_set():
+            return False
+        await self._until_done(stop, "bootstrap the index", self._ensure_index)
+        return not stop.is_set()
+
+    async def _ensure_groups(self) -> None:
+        await ensure_groups(self.redis, self.keys, self.settings.consumer_group)
+
+    async def _ensure_index(self) -> None:
+        settings = self.settings
+        try:
+            await ensure_index(
+                self.client,
+                settings.os_index_name,
+                retention_seconds=settings.stream_retention_seconds,
+            )
+        except RequestError as error:
+            raise FatalError(f"OpenSearch refused the index definition: {error}") from error
+
+    async def _until_done(
+        self, stop: asyncio.Event, what: str, step: Callable[[], Awaitable[None]]
+    ) -> None:
+        backoff = self.deps.policy.backoff()
+        while not stop.is_set():
+            try:
+                await step()
+                return
+            except (RedisError, TransportError, OSError) as error:
+                delay = backoff.next_delay()
+                log.warning("Could not %s, retrying in %.1fs: %s", what, delay, error)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+
+    async def _shutdown(self) -> None:
+        for runner in self.runners.values():
+            runner.stopping.set()
+        tasks = list(self.tasks.values())
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_SECONDS)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for chore in self._chores.values():
+            chore.cancel()
+        await asyncio.gather(*self._chores.values(), return_exceptions=True)
+        try:
+            await self.leases.leave(list(self.runners))
+        except RedisError as error:
+            log.warning(
+                "Could not release leases on shutdown (they expire on their own): %s", error
+            )
+        for partition in self.runners:
+            self.metrics.owns(partition, False)
+        self.runners.clear()
+        self.tasks.clear()
+
+    # the tick
+
+    async def _tick(self) -> None:
+        try:
+            await self._rebalance()
+        except RedisError as error:
+            log.warning("Membership tick failed: %s", error)
+            self._drop_unvouched()
+        self._reap()
+        self._housekeeping()
+
+    async def _rebalance(self) -> None:
+        now_ms, beats = await self.leases.heartbeat()
+        members = live_members(beats, now_ms, self.leases.ttl_ms)
+        desired = desired_partitions(self.settings.stream_partitions, members, self.me)
+        held = await self.leases.renew(list(self.runners))
+        for partition in set(self.runners) - held:
+            self._drop(partition)
+        for partition in set(self.runners) - desired - self.retiring:
+            self._retire(partition)
+        for partition in sorted(desired - set(self.runners)):
+            if await self.leases.acquire(partition):
+                self._start(partition)
+
+    def _start(self, partition: int) -> None:
+        runner = PartitionRunner(self.deps, partition)
+        self.runners[partition] = runner
+        self.tasks[partition] = asyncio.create_task(runner.run(), name=f"partition-p{partition}")
+        self.metrics.owns(partition, True)
+        log.info("Acquired partition p%d", partition)
+
+    def _retire(self, partition: int) -> None:
+        """Let the runner settle its batch; the lease is released once it has ended."""
+        self.retiring.add(partition)
+        self.runners[partition].stopping.set()
+        log.info("Handing partition p%d over to another consumer", partition)
+
+    def _drop(self, partition: int) -> None:
+        """The lease is gone: stop at once, acknowledge nothing more."""
+        log.warning("Lease of partition p%d lost; stopping its runner", partition)
+        self.tasks[partition].cancel()
+        self._forget(partition)
+
+    def _drop_unvouched(self) -> None:
+        """Without Redis, stop partitions whose last renewal no longer covers us."""
+        for partition in list(self.runners):
+            if self.leases.expired(partition):
+                self._drop(partition)
+
+    def _forget(self, partition: int) -> None:
+        self.runners.pop(partition, None)
+        self.tasks.pop(partition, None)
+        self.retiring.discard(partition)
+        self.metrics.owns(partition, False)
+
+    def _reap(self) -> None:
+        """Release the leases of retired runners that ended; restart ones that ended early."""
+        for partition, task in list(self.tasks.items()):
+            if not task.done():
+                continue
+            if partition in self.retiring:
+                self._forget(partition)
+                self._chore(f"release-p{partition}", self.leases.release(partition))
+            else:
+                # ended on its own (lease found gone by its fence): re-acquire if still ours
+                self._forget(partition)
+
+    # housekeeping
+
+    def _housekeeping(self) -> None:
+        self.metrics.buffer.set(sum(runner.in_hand for runner in self.runners.values()))
+        self._chore("reconcile", self.reconciler.run_due())
+        now = time.monotonic()
+        if now - self._last_retention >= RETENTION_INTERVAL_SECONDS and self.runners:
+            self._last_retention = now
+            self._chore("retention", self._trim_owned(sorted(self.runners)))
+        if now - self._last_buffer_log >= self.settings.buffer_log_seconds:
+            self._last_buffer_log = now
+            log.info(
+                "Consumer buffer: %d changes in hand on partitions %s",
+                sum(runner.in_hand for runner in self.runners.values()),
+                ",".join(f"p{p}" for p in sorted(self.runners)) or "none",
+            )
+
+    def _chore(self, name: str, work: Awaitable[object]) -> None:
+        """Run ``work`` in the background unless a chore of that name is still running."""
+        running = self._chores.get(name)
+        if running is not None and not running.done():
+            if asyncio.iscoroutine(work):
+                work.close()
+            return
+        self._chores[name] = asyncio.create_task(self._logged(name, work), name=name)
+
+    @staticmethod
+    async def _logged(name: str, work: Awaitable[object]) -> None:
+        try:
+            await work
+        except (RedisError, TransportError) as error:
+            log.warning("%s failed, will retry: %s", name, error)
+        except Exception:
+            log.exception("%s failed", name)
+
+    async def _trim_owned(self, partitions: list[int]) -> None:
+        for partition in partitions:
+            removed = await trim(
+                self.redis,
+                self.keys.stream(partition),
+                self.settings.consumer_group,
+                self.settings.stream_retention_seconds,
+            )
+            if removed:
+                log.info("Trimmed %d retained entries from p%d", removed, partition)

@@ -1,0 +1,132 @@
+"""Redis dies under a running consumer and comes back: the consumer resumes, nothing is lost.
+
+Uses a private redis-server (Debian's package) on a free port, with its own
+directory and ``appendfsync always`` so that killing it loses no acknowledged
+write; the shared Redis is never touched. OpenSearch is the devstack's real node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.consumer_harness import Stack, cleanup, make_stack, running_worker, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+
+class PrivateRedis:
+    def __init__(self, directory: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed (devstack/up installs it)", pytrace=False)
+        self.binary = binary
+        self.directory = directory
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        options = {
+            "port": str(self.port),
+            "bind": "127.0.0.1",
+            "dir": str(self.directory),
+            "appendonly": "yes",
+            "appendfsync": "always",  # a SIGKILL loses no acknowledged write
+            "save": "",
+        }
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                *(part for name, value in options.items() for part in (f"--{name}", value)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("private redis-server did not start")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+async def stack(private_redis: PrivateRedis) -> AsyncIterator[Stack]:
+    s = await make_stack(partitions=4, redis_url=private_redis.url)
+    try:
+        yield s
+    finally:
+        if private_redis.proc is not None and private_redis.proc.poll() is None:
+            await cleanup(s)
+        else:
+            await s.search.close()
+
+
+def orders(start: int, count: int, status: str) -> list[tuple[str, dict[str, Any] | None]]:
+    return [
+        (f"order:FM-{n}", {"order_id": f"order:FM-{n}", "order_status": status})
+        for n in range(start, start + count)
+    ]
+
+
+async def settled(stack: Stack) -> bool:
+    return await stack.outstanding() == 0
+
+
+async def test_consumer_survives_a_redis_restart(
+    stack: Stack, private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    t = int(time.time() * 1000)
+    async with running_worker(stack.settings(RETRY_MAX_BACKOFF=0.5)) as worker:
+        await stack.write(t, orders(0, 40, "PLACED"))
+        await wait_for(lambda: settled(stack), 30, "entries acknowledged before the restart")
+        private_redis.kill()  # SIGKILL
+        await asyncio.sleep(2.5)  # the consumer runs on, without Redis, past its lease time
+        assert "Membership tick failed" in caplog.text
+        assert not worker.runners  # leases no longer vouched for: partitions let go
+        private_redis.start()
+        # the harness' own connection reconnects on first use
+        stack.redis = Redis.from_url(private_redis.url)
+        await stack.write(t + 1, orders(0, 40, "DELIVERED"))
+        await stack.write(t + 2, orders(40, 20, "PLACED"))
+        await wait_for(lambda: settled(stack), 30, "entries acknowledged after the restart")
+        await wait_for(lambda: _owns(worker, 4), 10, "partitions owned again")
+    docs = await stack.documents()
+    assert len(docs) == 60
+    assert {docs[f"order:FM-{n}"]["order_status"] for n in range(40)} == {"DELIVERED"}
+    assert await stack.dead_letters() == []
+
+
+async def _owns(worker: Any, count: int) -> bool:
+    return len(worker.runners) == count

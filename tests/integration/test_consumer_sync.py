@@ -1,0 +1,251 @@
+"""The consumer against real Redis and the devstack's real OpenSearch 2.19 node.
+
+Entries are written straight into the partition streams with the producer's codec
+(common.entries), as DESIGN.md allows; a consumer (consumer.worker.Worker) runs
+in the test's event loop. Each test has its own view name and index alias and
+deletes them afterwards (tests/consumer_harness.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from common.entries import decode_dead_letter
+from tests.consumer_harness import Stack, cleanup, make_stack, running_worker, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[Stack]:
+    s = await make_stack(partitions=4)
+    try:
+        yield s
+    finally:
+        await cleanup(s)
+
+
+def order(n: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "order_id": f"order:FM-{n}",
+        "order_number": f"FM-{n}",
+        "order_status": "PLACED",
+        "order_total_amount": 10.5 + n,
+        "customer_name": "Ada Lovelace",
+        "effective_updated_at": "2026-01-01T10:00:00+00:00",
+        **extra,
+    }
+
+
+async def settled(stack: Stack) -> bool:
+    return await stack.outstanding() == 0
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def test_upserts_and_deletes_end_in_the_index(stack: Stack) -> None:
+    t = now_ms()
+    await stack.write(t, [(f"order:FM-{n}", order(n)) for n in range(40)])
+    await stack.write(
+        t + 1, [(f"order:FM-{n}", order(n, order_status="DELIVERED")) for n in range(10)]
+    )
+    await stack.write(t + 2, [(f"order:FM-{n}", None) for n in range(30, 40)], batch=False)
+    await stack.progress(t + 3)
+    async with running_worker(stack.settings()):
+        await wait_for(lambda: settled(stack), 30, "all entries acknowledged")
+        await wait_for(
+            lambda: _frontiers_at_least(stack, t + 3), 10, "applied frontier on every partition"
+        )
+    docs = await stack.documents()
+    assert sorted(docs) == sorted(f"order:FM-{n}" for n in range(30))
+    assert {docs[f"order:FM-{n}"]["order_status"] for n in range(10)} == {"DELIVERED"}
+    assert {docs[f"order:FM-{n}"]["order_status"] for n in range(10, 30)} == {"PLACED"}
+    assert docs["order:FM-3"]["_version"] == t + 1 == docs["order:FM-3"]["sync_version"]
+    written, acked = await stack.counts()
+    assert written == acked == 60
+    assert await stack.dead_letters() == []
+
+
+async def _frontiers_at_least(stack: Stack, ts: int) -> bool:
+    applied = await stack.applied()
+    return len(applied) == stack.partitions and min(applied.values()) >= ts
+
+
+async def test_out_of_order_and_replayed_entries_keep_the_newest(stack: Stack) -> None:
+    t = now_ms()
+    key = "order:FM-7"
+    # the newest change first in the stream, older ones behind it (a replay, a reorder)
+    await stack.write(t + 50, [(key, order(7, order_status="DELIVERED"))])
+    await stack.write(t + 10, [(key, order(7, order_status="PLACED"))])
+    async with running_worker(stack.settings()):
+        await wait_for(lambda: settled(stack), 30, "first entries acknowledged")
+        # a replay of an old change after the newest one was applied
+        await stack.write(t + 20, [(key, order(7, order_status="PICKING"))])
+        await stack.write(t + 50, [(key, order(7, order_status="DELIVERED"))])  # same version
+        await wait_for(lambda: settled(stack), 30, "replayed entries acknowledged")
+    docs = await stack.documents()
+    assert docs[key]["order_status"] == "DELIVERED"
+    assert docs[key]["_version"] == t + 50
+    assert await stack.dead_letters() == []
+
+
+async def test_delete_then_recreate_and_no_resurrection_by_replay(stack: Stack) -> None:
+    t = now_ms()
+    await stack.write(t, [("order:FM-1", order(1)), ("order:FM-2", order(2))])
+    await stack.write(t + 10, [("order:FM-1", None), ("order:FM-2", None)])
+    await stack.write(t + 20, [("order:FM-1", order(1, order_status="REOPENED"))])
+    async with running_worker(stack.settings()):
+        await wait_for(lambda: settled(stack), 30, "entries acknowledged")
+        # an old upsert of the deleted key replayed later: the tombstone (gc_deletes) wins
+        await stack.write(t, [("order:FM-2", order(2))])
+        await wait_for(lambda: settled(stack), 30, "replay acknowledged")
+    docs = await stack.documents()
+    assert sorted(docs) == ["order:FM-1"]
+    assert docs["order:FM-1"]["order_status"] == "REOPENED"
+
+
+async def test_rejected_document_is_dead_lettered_and_the_rest_sync(stack: Stack) -> None:
+    t = now_ms()
+    bad = order(5, order_total_amount="not a number")
+    await stack.write(t, [("order:FM-5", bad)], batch=False)
+    await stack.write(t + 1, [(f"order:FM-{n}", order(n)) for n in range(10, 20)])
+    async with running_worker(stack.settings()):
+        await wait_for(lambda: settled(stack), 30, "entries acknowledged")
+    docs = await stack.documents()
+    assert sorted(docs) == sorted(f"order:FM-{n}" for n in range(10, 20))
+    (letter_fields,) = await stack.dead_letters()
+    letter = decode_dead_letter(letter_fields)
+    assert letter.key == b"order:FM-5" and letter.ts == t
+    assert letter.reason.startswith("400 mapper_parsing_exception")
+    assert b"not a number" in (letter.doc or b"")
+    assert letter.source.startswith("p")
+    assert await stack.pending() == 0
+
+
+async def test_request_rejected_as_a_whole_is_split_to_find_the_culprit(stack: Stack) -> None:
+    # version -1 fails validation of the whole _bulk request (400, no item results)
+    t = now_ms()
+    await stack.write(-1, [("order:FM-99", order(99))], batch=False)
+    await stack.write(t, [(f"order:FM-{n}", order(n)) for n in range(8)], batch=False)
+    async with running_worker(stack.settings(MAX_BATCH_SIZE=50)):
+        await wait_for(lambda: settled(stack), 30, "entries acknowledged")
+    docs = await stack.documents()
+    assert sorted(docs) == sorted(f"order:FM-{n}" for n in range(8))
+    (letter_fields,) = await stack.dead_letters()
+    letter = decode_dead_letter(letter_fields)
+    assert letter.key == b"order:FM-99"
+    assert "request rejected" in letter.reason and "illegal version value" in letter.reason
+
+
+async def test_malformed_entry_is_dead_lettered(stack: Stack) -> None:
+    await stack.raw_entry(0, {b"ts": b"12", b"op": b"u", b"key": b"order:FM-1"})  # no doc
+    await stack.raw_entry(1, {b"ts": b"x", b"op": b"d", b"key": b"order:FM-2"})
+    t = now_ms()
+    await stack.write(t, [("order:FM-3", order(3))])
+    async with running_worker(stack.settings()):
+        await wait_for(lambda: settled(stack), 30, "entries acknowledged")
+    letters = [decode_dead_letter(f) for f in await stack.dead_letters()]
+    assert sorted(letter.key for letter in letters) == [b"order:FM-1", b"order:FM-2"]
+    assert all(letter.reason.startswith("malformed entry") for letter in letters)
+    assert sorted(await stack.documents()) == ["order:FM-3"]
+
+
+async def test_poison_entry_is_dead_lettered_after_max_deliveries(stack: Stack) -> None:
+    t = now_ms()
+    await stack.write(t, [("order:FM-1", order(1))])
+    from common.streams import ensure_groups
+
+    await ensure_groups(stack.redis, stack.keys, "searchsync")
+    stream = stack.keys.stream(_partition(stack, "order:FM-1"))
+    # consumers that crashed while holding it: each took it over (real XREADGROUP/XCLAIM)
+    reply: Any = await stack.redis.xreadgroup("searchsync", "crashed-0", {stream: ">"}, count=1)
+    entry_id = reply[0][1][0][0]
+    for n in range(1, 3):
+        await stack.redis.xclaim(stream, "searchsync", f"crashed-{n}", 0, [entry_id])
+    # delivered 3 times; the consumer's takeover is the 4th > MAX_DELIVERIES=3
+    await stack.write(t + 1, [("order:FM-2", order(2))])
+    async with running_worker(stack.settings(MAX_DELIVERIES=3)):
+        await wait_for(lambda: settled(stack), 30, "entries acknowledged")
+    (letter_fields,) = await stack.dead_letters()
+    letter = decode_dead_letter(letter_fields)
+    assert letter.key == b"order:FM-1" and letter.deliveries == 4
+    assert "more than MAX_DELIVERIES=3" in letter.reason
+    assert sorted(await stack.documents()) == ["order:FM-2"]
+
+
+async def test_reconcile_deletes_what_the_snapshot_did_not_contain(stack: Stack) -> None:
+    t = now_ms()
+    await stack.write(t, [(f"order:FM-{n}", order(n)) for n in range(6)])
+    await stack.progress(t + 1)
+    snapshot = t + 100
+    # history lost: a snapshot at T holds orders 0-3 only; 4 and 5 were deleted meanwhile
+    await stack.write(
+        snapshot, [(f"order:FM-{n}", order(n, order_status="SNAP")) for n in range(4)]
+    )
+    await stack.reconcile_marker(snapshot)
+    async with running_worker(stack.settings()):
+        await wait_for(lambda: settled(stack), 30, "snapshot acknowledged")
+        assert await stack.redis.hget(stack.keys.reconcile, str(snapshot)) == b"pending"
+        await stack.progress(snapshot + 1)  # now every partition is applied beyond T
+        await wait_for(lambda: _reconcile_done(stack, snapshot), 30, "reconcile marked done")
+    docs = await stack.documents()
+    assert sorted(docs) == [f"order:FM-{n}" for n in range(4)]
+    assert {doc["order_status"] for doc in docs.values()} == {"SNAP"}
+
+
+async def _reconcile_done(stack: Stack, ts: int) -> bool:
+    return bool(await stack.redis.hget(stack.keys.reconcile, str(ts)) == b"done")
+
+
+async def test_a_fenced_off_consumer_stops_writing_the_partition(stack: Stack) -> None:
+    t = now_ms()
+    async with running_worker(stack.settings()) as worker:
+        await wait_for(lambda: _owns_all(worker, stack), 10, "the consumer owning every partition")
+        # someone else holds p0 now (as after an expiry and a takeover)
+        await stack.redis.set(stack.keys.lease(0), "intruder", px=60_000)
+        keys0 = [k for k in (f"order:FM-{n}" for n in range(200)) if _partition(stack, k) == 0]
+        await stack.write(t, [(k, order(0)) for k in keys0[:5]])
+        await wait_for(lambda: _not_owning(worker, 0), 10, "the consumer letting go of p0")
+        assert await stack.outstanding() == 1  # the entry waits for the lease holder
+        assert await stack.documents() == {}
+        await stack.redis.delete(stack.keys.lease(0))
+        await wait_for(lambda: settled(stack), 30, "p0 synced after the lease came back")
+    assert sorted(await stack.documents()) == sorted(keys0[:5])
+
+
+def _partition(stack: Stack, key: str) -> int:
+    from common.partition import partition_of
+
+    return partition_of(key.encode(), stack.partitions)
+
+
+async def _owns_all(worker: Any, stack: Stack) -> bool:
+    return len(worker.runners) == stack.partitions
+
+
+async def _not_owning(worker: Any, partition: int) -> bool:
+    return partition not in worker.runners
+
+
+async def test_index_bootstrap_is_idempotent(stack: Stack) -> None:
+    from common.index import ensure_index
+
+    first = await ensure_index(stack.search, stack.alias, retention_seconds=7200)
+    second = await ensure_index(stack.search, stack.alias, retention_seconds=7200)
+    assert first == second == f"{stack.alias}_v1"
+    aliases = await stack.search.indices.get_alias(name=stack.alias)
+    assert list(aliases) == [first]
+    settings = await stack.search.indices.get_settings(index=first)
+    index = settings[first]["settings"]["index"]
+    assert index["gc_deletes"] == "7200s" and index["refresh_interval"] == "1s"
+    mapping = await stack.search.indices.get_mapping(index=first)
+    properties = mapping[first]["mappings"]["properties"]
+    assert properties["sync_version"] == {"type": "long"}
+    assert properties["customer_name"]["fields"]["keyword"]["type"] == "keyword"
+    assert len(properties) == 19

@@ -1,0 +1,141 @@
+"""consumer/batch.py: superseding inside a batch, dead letters before sending, settlement."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from common.entries import Change, encode_changes, encode_progress, encode_reconcile
+from consumer.batch import Batch, RawEntry, should_flush
+
+Stream = list[tuple[int, dict[bytes, bytes | None]]]
+KEYS = [b"order:FM-1", b"order:FM-2", b"order:FM-3", b"order:FM-4"]
+
+
+def raw(n: int, fields: dict[bytes, bytes], deliveries: int = 1) -> RawEntry:
+    return RawEntry(f"1-{n}".encode(), fields, deliveries)
+
+
+# one entry = a ts and 1..4 distinct keys, each an upsert or a delete
+entry_changes = st.dictionaries(
+    st.sampled_from(KEYS), st.one_of(st.none(), st.just(b'{"x":1}')), min_size=1, max_size=4
+)
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> Stream:
+    steps = draw(st.lists(st.tuples(st.integers(0, 3), entry_changes), min_size=1, max_size=25))
+    ts, out = 100, []
+    for step, changes in steps:
+        ts += step  # non-decreasing, as the producer writes them
+        out.append((ts, changes))
+    return out
+
+
+@given(streams())
+def test_only_the_newest_change_per_key_is_sent(
+    stream: list[tuple[int, dict[bytes, bytes | None]]],
+) -> None:
+    batch = Batch(partition=0, max_deliveries=5, started=0.0)
+    newest: dict[bytes, Change] = {}
+    for n, (ts, changes) in enumerate(stream):
+        batch.add(raw(n, encode_changes(ts, list(changes.items()))))
+        for key, doc in changes.items():
+            newest[key] = Change(ts, key, doc)  # later entry wins a tie
+    assert {item.change.key: item.change for item in batch.items()} == newest
+    assert batch.changes == sum(len(changes) for _, changes in stream)
+    superseded = batch.superseded_upserts + batch.superseded_deletes
+    assert superseded == batch.changes - len(newest)
+
+
+@given(streams())
+def test_every_entry_is_settled_exactly_once(
+    stream: list[tuple[int, dict[bytes, bytes | None]]],
+) -> None:
+    batch = Batch(partition=2, max_deliveries=5, started=0.0)
+    for n, (ts, changes) in enumerate(stream):
+        batch.add(raw(n, encode_changes(ts, list(changes.items()))))
+    assert sum(e.open for e in batch.entries) == len(batch.items())
+    early = batch.take_settled()  # entries whose changes were all superseded
+    for item in batch.items():
+        batch.settle(item)
+    late = batch.take_settled()
+    assert sorted(e.id for e in early + late) == sorted(e.id for e in batch.entries)
+    assert batch.done()
+    assert batch.take_settled() == []
+
+
+def test_markers_are_settled_and_tracked() -> None:
+    batch = Batch(partition=1, max_deliveries=5, started=0.0)
+    batch.add(raw(0, encode_progress(50)))
+    batch.add(raw(1, encode_reconcile(40)))
+    batch.add(raw(2, encode_progress(70)))
+    assert batch.progress_ts == 70
+    assert batch.reconcile_ts == [40]
+    assert batch.changes == 0 and batch.done()
+    assert [e.id for e in batch.take_settled()] == [b"1-0", b"1-1", b"1-2"]
+
+
+def test_malformed_entry_becomes_a_letter() -> None:
+    batch = Batch(partition=3, max_deliveries=5, started=0.0)
+    batch.add(raw(0, {b"ts": b"9", b"op": b"u", b"key": b"k"}))  # upsert without doc
+    batch.add(raw(1, {b"op": b"zz"}))
+    letters = batch.take_letters()
+    assert [letter.source for letter in letters] == ["p3/1-0", "p3/1-1"]
+    assert "no doc" in letters[0].reason and letters[0].key == b"k" and letters[0].ts == 9
+    assert letters[0].reason.startswith("malformed entry")
+    assert batch.changes == 1  # the u entry counts one change, the unknown op none
+    assert batch.done()
+
+
+def test_over_delivered_entry_is_dead_lettered_without_sending() -> None:
+    batch = Batch(partition=0, max_deliveries=3, started=0.0)
+    batch.add(raw(0, encode_changes(5, [(b"a", b"{}"), (b"b", None)]), deliveries=4))
+    batch.add(raw(1, encode_changes(6, [(b"c", b"{}")]), deliveries=3))
+    letters = batch.take_letters()
+    assert {letter.key for letter in letters} == {b"a", b"b"}
+    assert all("delivered 4 times" in letter.reason for letter in letters)
+    assert all(letter.deliveries == 4 for letter in letters)
+    assert [item.change.key for item in batch.items()] == [b"c"]
+    assert [e.id for e in batch.take_settled()] == [b"1-0"]
+
+
+def test_unsendable_document_is_dead_lettered() -> None:
+    batch = Batch(partition=0, max_deliveries=3, started=0.0)
+    batch.add(raw(0, encode_changes(5, [(b"a", b'{"x":"\n"}')])))
+    (letter,) = batch.take_letters()
+    assert "newline" in letter.reason and letter.doc == b'{"x":"\n"}'
+    assert batch.items() == []
+
+
+def test_older_change_behind_a_newer_one_is_superseded() -> None:
+    batch = Batch(partition=0, max_deliveries=3, started=0.0)
+    batch.add(raw(0, encode_changes(9, [(b"a", b'{"v":9}')])))
+    batch.add(raw(1, encode_changes(5, [(b"a", b'{"v":5}')])))  # a replay of an old change
+    (item,) = batch.items()
+    assert item.change.ts == 9
+    assert [e.id for e in batch.take_settled()] == [b"1-1"]
+
+
+def test_dead_letter_settles_the_item() -> None:
+    batch = Batch(partition=4, max_deliveries=3, started=0.0)
+    batch.add(raw(0, encode_changes(5, [(b"a", b"{}"), (b"b", b"{}")])))
+    first, second = batch.items()
+    batch.settle(first)
+    assert batch.take_settled() == []
+    batch.dead_letter(second, "400 mapper_parsing_exception")
+    (letter,) = batch.take_letters()
+    assert letter.key == b"b" and letter.source == "p4/1-0" and letter.doc == b"{}"
+    assert [e.id for e in batch.take_settled()] == [b"1-0"]
+
+
+def test_flush_policy() -> None:
+    def flush(entries: int, changes: int, age: float, drained: bool) -> bool:
+        return should_flush(entries, changes, age, drained=drained, max_changes=10, max_age_s=5.0)
+
+    assert not flush(0, 0, 99.0, True)
+    assert flush(1, 0, 0.0, True)  # markers only
+    assert flush(3, 3, 0.0, True)
+    assert not flush(3, 3, 0.0, False)
+    assert flush(3, 10, 0.0, False)
+    assert flush(3, 3, 5.0, False)

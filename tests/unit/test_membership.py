@@ -1,0 +1,63 @@
+"""consumer/membership.py: liveness and the even, deterministic assignment."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from consumer.membership import assign, desired_partitions, live_members
+
+names = st.text(alphabet="abcdefghij-0123456789", min_size=1, max_size=8)
+member_sets = st.sets(names, min_size=1, max_size=12)
+partition_counts = st.integers(min_value=1, max_value=64)
+
+
+@given(partition_counts, member_sets)
+def test_every_partition_has_exactly_one_owner(partitions: int, members: set[str]) -> None:
+    owned = assign(partitions, members)
+    seen = [p for parts in owned.values() for p in parts]
+    assert sorted(seen) == list(range(partitions))
+    assert set(owned) == members
+
+
+@given(partition_counts, member_sets)
+def test_assignment_is_even(partitions: int, members: set[str]) -> None:
+    sizes = [len(parts) for parts in assign(partitions, members).values()]
+    assert max(sizes) - min(sizes) <= 1
+
+
+@given(partition_counts, st.lists(names, min_size=1, max_size=12), st.randoms())
+def test_assignment_ignores_member_order(
+    partitions: int, members: list[str], rnd: random.Random
+) -> None:
+    shuffled = list(members)
+    rnd.shuffle(shuffled)
+    assert assign(partitions, members) == assign(partitions, shuffled)
+
+
+def test_no_members_no_assignment() -> None:
+    assert assign(8, []) == {}
+
+
+def test_round_robin_over_sorted_names() -> None:
+    assert assign(5, ["b", "a"]) == {"a": frozenset({0, 2, 4}), "b": frozenset({1, 3})}
+
+
+@given(partition_counts, member_sets, names)
+def test_me_always_counts(partitions: int, members: set[str], me: str) -> None:
+    mine = desired_partitions(partitions, members, me)
+    assert mine == assign(partitions, members | {me})[me]
+    if partitions >= len(members | {me}):
+        assert mine
+
+
+def test_me_may_get_nothing_when_members_outnumber_partitions() -> None:
+    assert desired_partitions(2, ["a", "b"], "c") == frozenset()
+
+
+def test_live_members_drops_stale_heartbeats() -> None:
+    beats = {"old": 1000.0, "edge": 4000.0, "new": 5000.0}
+    assert live_members(beats, now_ms=6000, ttl_ms=2000) == ["edge", "new"]
+    assert live_members(beats, now_ms=6001, ttl_ms=2000) == ["new"]
