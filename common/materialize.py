@@ -1,0 +1,42 @@
+"""Connections to Materialize (MZ_* settings), shared by the producer and the CLI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from common.config import Settings
+
+__all__ = ["CONNECT_TIMEOUT_SECONDS", "connect"]
+
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+async def connect(settings: Settings, *, application_name: str) -> psycopg.AsyncConnection[Any]:
+    """An autocommit connection to Materialize with MZ_CLUSTER set.
+
+    Waits at most CONNECT_TIMEOUT_SECONDS to connect. Raises
+    psycopg.OperationalError when Materialize is unreachable or refuses the login,
+    psycopg.Error when the cluster does not exist.
+    """
+    conn = await psycopg.AsyncConnection.connect(
+        host=settings.mz_host,
+        port=settings.mz_port,
+        user=settings.mz_user,
+        password=settings.mz_password,
+        dbname=settings.mz_database,
+        autocommit=True,
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        application_name=application_name,
+        # statements are few and simple; named prepared statements would only add state
+        prepare_threshold=None,
+    )
+    try:
+        # MZ_CLUSTER is validated as a plain identifier by common.config.
+        await conn.execute(sql.SQL("SET CLUSTER = {}").format(sql.SQL(settings.mz_cluster)))
+    except BaseException:
+        await conn.close()
+        raise
+    return conn

@@ -1,0 +1,166 @@
+"""``searchsync status``: the streams' state in words (what XINFO says, per partition).
+
+:func:`gather` does the Redis reads (one pipeline); :func:`build` and
+:func:`render` are pure, so the report's arithmetic is unit-tested without Redis.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from common.buffer import partition_buffer
+from common.keys import Keys
+
+__all__ = ["PartitionStatus", "Raw", "Status", "build", "gather", "render"]
+
+
+class PartitionStatus(msgspec.Struct, frozen=True):
+    partition: int
+    length: int
+    lag: int | None  # entries not yet delivered to the group (None: no group yet)
+    pending: int  # delivered, not acknowledged
+    owner: str | None  # the consumer holding the lease
+    applied_ts: int | None  # every change below it is in OpenSearch
+    freshness_seconds: float | None  # now - applied_ts
+    buffer: int  # changes written, not yet acknowledged
+
+
+class Status(msgspec.Struct, frozen=True):
+    view: str
+    group: str
+    checkpoint: int | None  # the producer's frontier: every change below it is in Redis
+    checkpoint_age_seconds: float | None
+    members: list[str]
+    dlq_length: int
+    buffer: int
+    partitions: list[PartitionStatus]
+
+
+@dataclass(slots=True)
+class Raw:
+    """What Redis answered, per partition and overall."""
+
+    checkpoint: bytes | None
+    members: list[tuple[bytes, float]]
+    dlq_length: int
+    counts: dict[bytes, bytes]
+    applied: dict[bytes, bytes]
+    lengths: list[int]
+    groups: list[list[dict[str, Any]] | None]  # XINFO GROUPS per partition (None: no stream)
+    owners: list[bytes | None]
+
+
+def _group_info(groups: list[dict[str, Any]] | None, group: str) -> dict[str, Any] | None:
+    for info in groups or ():
+        name = info.get("name")
+        if (name.decode() if isinstance(name, bytes) else name) == group:
+            return info
+    return None
+
+
+def _int(value: bytes | None) -> int | None:
+    return int(value) if value is not None else None
+
+
+def build(
+    raw: Raw, keys: Keys, *, view: str, group: str, now_ms: int, member_ttl_ms: int
+) -> Status:
+    """The report from Redis' answers at ``now_ms``; members older than the TTL are gone."""
+    partitions: list[PartitionStatus] = []
+    for n in range(keys.partitions):
+        info = _group_info(raw.groups[n], group)
+        lag = info.get("lag") if info else None
+        pending = int(info.get("pending", 0)) if info else 0
+        applied = _int(raw.applied.get(Keys.partition_name(n).encode()))
+        written = int(raw.counts.get(Keys.written_field(n).encode(), 0))
+        acked = int(raw.counts.get(Keys.acked_field(n).encode(), 0))
+        outstanding = (int(lag) if lag is not None else raw.lengths[n]) + pending
+        owner = raw.owners[n]
+        partitions.append(
+            PartitionStatus(
+                partition=n,
+                length=raw.lengths[n],
+                lag=int(lag) if lag is not None else None,
+                pending=pending,
+                owner=owner.decode() if owner else None,
+                applied_ts=applied,
+                freshness_seconds=(now_ms - applied) / 1000 if applied is not None else None,
+                buffer=partition_buffer(written, acked, outstanding),
+            )
+        )
+    checkpoint = _int(raw.checkpoint)
+    live = [m.decode() for m, beat in raw.members if now_ms - beat <= member_ttl_ms]
+    return Status(
+        view=view,
+        group=group,
+        checkpoint=checkpoint,
+        checkpoint_age_seconds=(now_ms - checkpoint) / 1000 if checkpoint is not None else None,
+        members=sorted(live),
+        dlq_length=raw.dlq_length,
+        buffer=sum(p.buffer for p in partitions),
+        partitions=partitions,
+    )
+
+
+async def gather(redis: Redis, keys: Keys, group: str) -> Raw:
+    """Read everything :func:`build` needs in two round trips. Raises redis errors."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.get(keys.checkpoint)
+        pipe.zrange(keys.members, 0, -1, withscores=True)
+        pipe.xlen(keys.dlq)
+        pipe.hgetall(keys.counts)
+        pipe.hgetall(keys.applied)
+        for n in range(keys.partitions):
+            pipe.xlen(keys.stream(n))
+            pipe.get(keys.lease(n))
+        head = await pipe.execute()
+    async with redis.pipeline(transaction=False) as pipe:
+        for stream in keys.streams():
+            pipe.xinfo_groups(stream)
+        groups = await pipe.execute(raise_on_error=False)
+    per = head[5:]
+    return Raw(
+        checkpoint=head[0],
+        members=list(head[1]),
+        dlq_length=head[2],
+        counts=head[3],
+        applied=head[4],
+        lengths=[int(x) for x in per[0::2]],
+        owners=list(per[1::2]),
+        groups=[None if isinstance(g, ResponseError) else g for g in groups],
+    )
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}s"
+
+
+def render(status: Status) -> str:
+    """The human form: one header line, one row per partition."""
+    lines = [
+        f"view {status.view}  group {status.group}  "
+        f"checkpoint {status.checkpoint if status.checkpoint is not None else '-'} "
+        f"({_seconds(status.checkpoint_age_seconds)} ago)  "
+        f"consumers {len(status.members)}  buffer {status.buffer} changes  "
+        f"dlq {status.dlq_length}",
+        f"{'partition':<10}{'length':>9}{'lag':>8}{'pending':>9}  {'owner':<28}"
+        f"{'applied_ts':>15}{'freshness':>11}",
+    ]
+    for p in status.partitions:
+        lines.append(
+            f"{'p' + str(p.partition):<10}{p.length:>9}{p.lag if p.lag is not None else '-':>8}"
+            f"{p.pending:>9}  {(p.owner or '-'):<28}"
+            f"{p.applied_ts if p.applied_ts is not None else '-':>15}"
+            f"{_seconds(p.freshness_seconds):>11}"
+        )
+    return "\n".join(lines)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,290 @@
+"""The demo behind ``scripts/demo``: the whole pipeline on the devstack, measured.
+
+1. seed FreshMart (if the view is empty), start from clean searchsync state
+   (``--keep-state`` skips that);
+2. start the producer and ``--consumers`` consumers under supervisord
+   (supervisord.conf), with the devstack's addresses;
+3. wait until the snapshot is searchable; report how long it took;
+4. run the load generator for ``--seconds`` at ``--rate`` changes/s and measure,
+   for every change, PostgreSQL COMMIT → visible in OpenSearch (the document's
+   ``sync_version`` reaches the commit time, or the document is gone);
+5. ``searchsync verify`` (view vs index, every document) and ``searchsync status``;
+6. stop the pipeline (``--keep-running`` leaves it up; ``devstack/down`` stops
+   the services).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+from opensearchpy import AsyncOpenSearch, NotFoundError
+from redis.asyncio import Redis
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_DIR = ROOT / ".devstack" / "pipeline"
+VIEW = "orders_search_source_mv"
+INDEX = "orders"
+BIN = ROOT / ".venv" / "bin"
+
+
+def say(message: str) -> None:
+    print(f"[demo] {message}", flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+async def view_count() -> int:
+    async with await psycopg.AsyncConnection.connect(os.environ["DATABASE_URL"]) as conn:
+        cur = await conn.execute(f"SELECT count(*) FROM {VIEW}")
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+
+async def reset_state(redis: Redis, client: AsyncOpenSearch) -> None:
+    keys = [key async for key in redis.scan_iter(match=f"searchsync:{VIEW}:*", count=1000)]
+    if keys:
+        await redis.delete(*keys)
+    with contextlib.suppress(NotFoundError):
+        await client.indices.delete(index=f"{INDEX}_v*")
+    say(f"cleared {len(keys)} Redis keys and the {INDEX} indices: starting from scratch")
+
+
+def supervisor(consumers: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        SEARCHSYNC_RUN_DIR=str(RUN_DIR),
+        SEARCHSYNC_BIN=str(BIN),
+        SEARCHSYNC_CONSUMERS=str(consumers),
+        LOG_FORMAT="text",
+        OS_INDEX_NAME=INDEX,
+        VIEW_NAME=VIEW,
+        MAX_BATCH_AGE_SECONDS="1",
+    )
+    return env
+
+
+def supervisorctl(env: dict[str, str], *args: str) -> str:
+    out = subprocess.run(
+        [str(BIN / "supervisorctl"), "-c", str(ROOT / "supervisord.conf"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return out.stdout.strip()
+
+
+async def run_command(*argv: str, env: dict[str, str] | None = None) -> int:
+    """Run a command to completion, output to ours; its exit status."""
+    proc = await asyncio.create_subprocess_exec(*argv, env=env)
+    return await proc.wait()
+
+
+def read_new_lines(path: Path, offset: int) -> tuple[list[str], int]:
+    """Complete lines of ``path`` after ``offset``, and the offset after them."""
+    if not path.exists():
+        return [], offset
+    with path.open() as f:
+        f.seek(offset)
+        lines = []
+        for line in f:
+            if not line.endswith("\n"):
+                break
+            offset += len(line)
+            lines.append(line)
+    return lines, offset
+
+
+async def index_count(client: AsyncOpenSearch) -> int:
+    try:
+        await client.indices.refresh(index=INDEX)
+        return int((await client.count(index=INDEX))["count"])
+    except NotFoundError:
+        return 0
+
+
+async def wait_for_snapshot(client: AsyncOpenSearch, expected: int, limit: float) -> float:
+    start = time.monotonic()
+    last = -1
+    while time.monotonic() - start < limit:
+        count = await index_count(client)
+        if count != last:
+            say(f"  indexed {count:,} / {expected:,}")
+            last = count
+        if count >= expected:
+            return time.monotonic() - start
+        await asyncio.sleep(2.0)
+    raise SystemExit(f"[demo] snapshot not searchable after {limit:.0f}s (see {RUN_DIR})")
+
+
+async def measure_latency(
+    client: AsyncOpenSearch, record: Path, load: asyncio.subprocess.Process, tail_seconds: float
+) -> tuple[list[float], int]:
+    """Commit → searchable per recorded change; returns latencies and changes never seen."""
+    pending: dict[int, tuple[list[str], float, bool]] = {}
+    latencies: list[float] = []
+    offset = 0
+    seq = 0
+    deadline: float | None = None
+    while True:
+        lines, offset = read_new_lines(record, offset)
+        for line in lines:
+            change = json.loads(line)
+            if change["deleted"]:  # earlier changes of a deleted order can't be seen
+                gone = set(change["order_ids"])
+                for key in [k for k, v in pending.items() if gone & set(v[0])]:
+                    del pending[key]
+            pending[seq] = (change["order_ids"], change["commit_ts"], change["deleted"])
+            seq += 1
+        if pending:
+            ids = sorted({oid for oids, _, _ in pending.values() for oid in oids})
+            found = (
+                await client.mget(
+                    index=INDEX, body={"ids": ids}, params={"_source_includes": "sync_version"}
+                )
+            )["docs"]
+            seen = time.time()
+            versions = {d["_id"]: d["_source"]["sync_version"] for d in found if d.get("found")}
+            for key, (oids, commit_ts, deleted) in list(pending.items()):
+                commit_ms = commit_ts * 1000
+                if all(
+                    (oid not in versions) if deleted else versions.get(oid, -1) >= commit_ms
+                    for oid in oids
+                ):
+                    latencies.append(seen - commit_ts)
+                    del pending[key]
+        if load.returncode is not None:
+            deadline = deadline or time.monotonic() + tail_seconds
+            if not pending or time.monotonic() > deadline:
+                return latencies, len(pending)
+        await asyncio.sleep(0.05)
+
+
+def metrics_summary(consumers: int) -> str:
+    import urllib.request
+
+    lines = []
+    for n in range(consumers):
+        try:
+            body = urllib.request.urlopen(f"http://127.0.0.1:941{n}/metrics", timeout=2).read()
+        except OSError as error:
+            lines.append(f"  consumer-{n}: metrics unavailable ({error})")
+            continue
+        wanted = [
+            line
+            for line in body.decode().splitlines()
+            if line.startswith(
+                (
+                    "opensearch_sync_events_total",
+                    "opensearch_sync_errors_total",
+                    "opensearch_sync_latency_seconds_count",
+                    "opensearch_sync_latency_seconds_sum",
+                )
+            )
+        ]
+        lines.append(f"  consumer-{n} (:941{n}/metrics): " + "; ".join(wanted))
+    return "\n".join(lines)
+
+
+async def run(args: argparse.Namespace) -> int:
+    redis = Redis.from_url(os.environ["REDIS_URL"])
+    client = AsyncOpenSearch(
+        hosts=[{"host": os.environ["OS_HOST"], "port": int(os.environ["OS_PORT"])}], timeout=30
+    )
+    env = supervisor(args.consumers)
+    try:
+        rows = await view_count()
+        if rows == 0:
+            say(f"seeding {args.orders:,} FreshMart orders")
+            seed = [str(ROOT / "devstack" / "seed"), "--orders", str(args.orders), "--seed", "1"]
+            if await run_command(*seed):
+                raise SystemExit("[demo] seeding failed")
+            await asyncio.sleep(2.5)  # the emulator picks the reseed up on its next tick
+            rows = await view_count()
+        say(f"view {VIEW}: {rows:,} rows (PostgreSQL, through the Materialize emulator)")
+        if supervisorctl(env, "status").strip() and "RUNNING" in supervisorctl(env, "status"):
+            supervisorctl(env, "shutdown")
+            await asyncio.sleep(1)
+        if not args.keep_state:
+            await reset_state(redis, client)
+        RUN_DIR.mkdir(parents=True, exist_ok=True)
+        start = time.monotonic()
+        if await run_command(
+            str(BIN / "supervisord"), "-c", str(ROOT / "supervisord.conf"), env=env
+        ):
+            raise SystemExit("[demo] supervisord did not start")
+        say(
+            f"pipeline started under supervisord: 1 producer, {args.consumers} consumers "
+            f"(logs in {RUN_DIR})"
+        )
+        await wait_for_snapshot(client, rows, limit=600)
+        say(f"snapshot of {rows:,} orders searchable {time.monotonic() - start:.1f}s after start")
+
+        record = RUN_DIR / "load.jsonl"
+        record.unlink(missing_ok=True)
+        say(
+            f"load: {args.rate} changes/s for {args.seconds}s (new orders, status changes, "
+            "courier assignments, ETAs, address edits, cancellations and deletions)"
+        )
+        load = await asyncio.create_subprocess_exec(
+            str(ROOT / "devstack" / "load"),
+            *("--rate", str(args.rate), "--seconds", str(args.seconds)),
+            *("--seed", "7", "--record", str(record)),
+        )
+        waiter = asyncio.create_task(load.wait())
+        latencies, unseen = await measure_latency(client, record, load, tail_seconds=30)
+        await waiter
+        say(
+            f"PostgreSQL COMMIT → searchable in OpenSearch, {len(latencies)} changes: "
+            f"p50 {percentile(latencies, 0.5):.2f}s  p95 {percentile(latencies, 0.95):.2f}s  "
+            f"p99 {percentile(latencies, 0.99):.2f}s  max {max(latencies, default=0):.2f}s"
+            + (f"  ({unseen} not seen within 30s)" if unseen else "")
+        )
+
+        say("searchsync verify (view vs index, every document):")
+        verified = await run_command(str(BIN / "searchsync"), "verify", env=env)
+        say("searchsync status:")
+        await run_command(str(BIN / "searchsync"), "status", env=env)
+        say("consumer metrics:\n" + metrics_summary(args.consumers))
+        dlq = await redis.xlen(f"searchsync:{VIEW}:dlq")
+        say(f"dead letters: {dlq}")
+        return verified or (1 if unseen else 0)
+    finally:
+        if not args.keep_running:
+            supervisorctl(env, "shutdown")
+            say("pipeline stopped (devstack services keep running; devstack/down stops them)")
+        else:
+            say(f"pipeline left running: {BIN}/supervisorctl -c supervisord.conf status")
+        await client.close()
+        await redis.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--orders", type=int, default=25000, help="orders to seed if empty")
+    parser.add_argument("--consumers", type=int, default=2)
+    parser.add_argument("--rate", type=int, default=20, help="load: changes per second")
+    parser.add_argument("--seconds", type=int, default=30, help="load: how long")
+    parser.add_argument(
+        "--keep-state", action="store_true", help="resume from the existing checkpoint and index"
+    )
+    parser.add_argument(
+        "--keep-running", action="store_true", help="leave the pipeline running at the end"
+    )
+    sys.exit(asyncio.run(run(parser.parse_args())))
+
+
+if __name__ == "__main__":
+    main()
