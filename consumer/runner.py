@@ -1,10 +1,13 @@
 """One partition, while this consumer holds its lease: read, send, settle, repeat.
 
 A runner first takes over and finishes the partition's pending entries, then
-reads new ones. Batches of one partition are strictly sequential (one bulk in
-flight per partition): a batch is settled completely, including retries, before
-the next is read, which keeps per-key order and makes a progress entry's
-frontier true when it is written. Different partitions run concurrently.
+reads new ones. After an error it starts over from the pending entries; which of
+them count a delivery against MAX_DELIVERIES is decided in one place,
+:meth:`PartitionRunner._drain_pending`. Batches of one partition are strictly
+sequential (one bulk in flight per partition): a batch is settled completely,
+including retries, before the next is read, which keeps per-key order and makes
+a progress entry's frontier true when it is written. Different partitions run
+concurrently.
 
 A runner ends when asked to stop (after settling the batch in hand), when its
 lease is gone (without acknowledging anything more: the next owner re-delivers),
@@ -33,7 +36,7 @@ from consumer.deadletters import log_letters
 from consumer.leases import Leases
 from consumer.metrics import ConsumerMetrics
 from consumer.outcomes import RequestVerdict, RetryPolicy, judge
-from consumer.reader import claim_pending, read_new
+from consumer.reader import claim_pending, held_below, read_held, read_new
 from consumer.sender import BulkFailed, BulkSender
 
 __all__ = ["PartitionRunner", "RunnerDeps"]
@@ -72,6 +75,10 @@ class PartitionRunner:
         self.stream = deps.keys.stream(partition)
         self.stopping = asyncio.Event()
         self.in_hand = 0  # changes read and not yet acknowledged
+        # Pending entries this runner already holds, delivery counted, as an XPENDING
+        # bound: ids below it (reader.held_below). None: nothing held yet, or the runner
+        # failed on what it held, which then counts again.
+        self._held_below: bytes | None = None
 
     @property
     def _redis(self) -> Redis:
@@ -92,6 +99,7 @@ class PartitionRunner:
             except (LeaseLost, Abandoned):
                 return
             except RedisError as error:
+                # not the entries' fault: what is held is re-read without counting a delivery
                 delay = backoff.next_delay()
                 log.warning(
                     "Redis error on partition p%d, retrying in %.1fs: %s",
@@ -100,6 +108,9 @@ class PartitionRunner:
                     error,
                 )
             except Exception:
+                # maybe the entries' fault: they are taken over again, counting a delivery
+                # each, so an entry that always breaks the runner ends in the dlq
+                self._held_below = None
                 delay = backoff.next_delay()
                 log.exception("Partition p%d failed, retrying in %.1fs", self.partition, delay)
             finally:
@@ -110,7 +121,25 @@ class PartitionRunner:
     # reading
 
     async def _drain_pending(self) -> None:
-        """Take over every pending entry of the partition and settle it, oldest first."""
+        """Settle every pending entry of the partition, oldest first, before reading new ones.
+
+        The one place that decides which entries count a delivery. A delivery means
+        a consumer took the entry and did not settle it because it, or its process,
+        failed on it; after MAX_DELIVERIES of them the entry is a poison entry and
+        goes to the dlq (consumer.batch). So:
+
+        - entries this runner already holds (left pending by a Redis error) are
+          read back as they are, not counted again: a flaky connection must not
+          dead-letter valid entries;
+        - everything else pending is taken over with XAUTOCLAIM, counting one
+          delivery each: a previous owner's entries, a killed process's (even one
+          with this consumer's name: a restart is a new runner), and all of them
+          after this runner failed on its batch.
+
+        Raises redis.exceptions.RedisError; entries stay pending either way.
+        """
+        if self._held_below is not None:
+            await self._reread_held(self._held_below)
         cursor = b"0-0"
         while not self.stopping.is_set():
             cursor, entries = await claim_pending(
@@ -121,6 +150,8 @@ class PartitionRunner:
                 self.deps.settings.max_batch_size,
                 cursor=cursor,
             )
+            # whatever is left of the held ones was settled above: held = claimed so far
+            self._held_below = held_below(cursor)
             if entries:
                 log.info(
                     "Took over %d pending entries of partition p%d", len(entries), self.partition
@@ -128,6 +159,27 @@ class PartitionRunner:
                 await self._process(self._batch_of(entries))
             if cursor == b"0-0":
                 return
+
+    async def _reread_held(self, below: bytes) -> None:
+        """Settle the pending entries this runner holds below ``below``, oldest first."""
+        after: bytes | None = b"-"
+        while after is not None and not self.stopping.is_set():
+            after, entries = await read_held(
+                self._redis,
+                self.stream,
+                self.deps.group,
+                self.deps.me,
+                self.deps.settings.max_batch_size,
+                after=after,
+                below=below,
+            )
+            if entries:
+                log.info(
+                    "Resuming %d pending entries of partition p%d after an error",
+                    len(entries),
+                    self.partition,
+                )
+                await self._process(self._batch_of(entries))
 
     def _batch_of(self, entries: Sequence[RawEntry]) -> Batch:
         batch = Batch(self.partition, self.deps.settings.max_deliveries, time.monotonic())
@@ -285,7 +337,11 @@ class PartitionRunner:
         now = time.time()
         for entry in entries:
             if entry.ts:
-                metrics.latency.observe(max(now - entry.ts / 1000, 0.0))
+                # per change (every change of an entry has its ts), as events are counted;
+                # a marker (no changes) is one observation, so an idle stream still shows
+                # its latency through progress entries
+                age = max(now - entry.ts / 1000, 0.0)
+                metrics.latency.observe(age, max(entry.changes, 1))
         if letters:
             metrics.errors.labels("dead_letter").inc(len(letters))
             log_letters(letters)

@@ -8,6 +8,7 @@ deletes them afterwards (tests/consumer_harness.py).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -57,11 +58,16 @@ async def test_upserts_and_deletes_end_in_the_index(stack: Stack) -> None:
     )
     await stack.write(t + 2, [(f"order:FM-{n}", None) for n in range(30, 40)], batch=False)
     await stack.progress(t + 3)
-    async with running_worker(stack.settings()):
+    async with running_worker(stack.settings()) as worker:
         await wait_for(lambda: settled(stack), 30, "all entries acknowledged")
         await wait_for(
             lambda: _frontiers_at_least(stack, t + 3), 10, "applied frontier on every partition"
         )
+        # latency is observed per change (60), and once per progress entry (one per partition)
+        expected = 60 + stack.partitions
+        with contextlib.suppress(AssertionError):  # timed out: the assert below says by how much
+            await wait_for(lambda: _latencies_at_least(worker, expected), 5, "observations")
+        assert _latencies(worker) == expected
     docs = await stack.documents()
     assert sorted(docs) == sorted(f"order:FM-{n}" for n in range(30))
     assert {docs[f"order:FM-{n}"]["order_status"] for n in range(10)} == {"DELIVERED"}
@@ -70,6 +76,15 @@ async def test_upserts_and_deletes_end_in_the_index(stack: Stack) -> None:
     written, acked = await stack.counts()
     assert written == acked == 60
     assert await stack.dead_letters() == []
+
+
+def _latencies(worker: Any) -> float:
+    registry = worker.metrics.registry
+    return float(registry.get_sample_value("opensearch_sync_latency_seconds_count") or 0)
+
+
+async def _latencies_at_least(worker: Any, count: int) -> bool:
+    return _latencies(worker) >= count
 
 
 async def _frontiers_at_least(stack: Stack, ts: int) -> bool:

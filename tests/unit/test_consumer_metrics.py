@@ -1,10 +1,17 @@
-"""consumer/metrics.py: the runbook's metric names, on a registry the caller owns."""
+"""consumer/metrics.py: the runbook's metric names, on a registry the caller owns.
+
+The latency histogram takes a count per observation; it must expose exactly what
+prometheus_client's own Histogram would after that many observe() calls.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, generate_latest
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from consumer.metrics import ConsumerMetrics
+from consumer.metrics import LATENCY_BUCKETS, ConsumerMetrics, WeightedHistogram
 
 
 def test_metrics_live_in_the_given_registry() -> None:
@@ -26,3 +33,47 @@ def test_metrics_live_in_the_given_registry() -> None:
     assert applied in text
     assert 'opensearch_sync_partition_owned{consumer="a",partition="2"} 1.0' in text
     assert 'op="upsert"' not in generate_latest(second).decode()
+
+
+def _exposition(registry: CollectorRegistry) -> list[str]:
+    text = generate_latest(registry).decode()
+    return [line for line in text.splitlines() if "_created" not in line]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(
+                st.sampled_from([0.0, *LATENCY_BUCKETS]),  # exactly on a bound: le is inclusive
+                st.floats(0, 4000, allow_nan=False),
+            ),
+            st.integers(0, 300),
+        ),
+        max_size=20,
+    )
+)
+def test_weighted_observe_exposes_what_a_histogram_would(
+    observations: list[tuple[float, int]],
+) -> None:
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    weighted = WeightedHistogram("lat", "age", LATENCY_BUCKETS, ours)
+    plain = Histogram("lat", "age", buckets=LATENCY_BUCKETS, registry=theirs)
+    for value, count in observations:
+        weighted.observe(value, count)
+        for _ in range(count):
+            plain.observe(value)
+    mine, reference = _exposition(ours), _exposition(theirs)
+    # same lines; _sum may differ in the last bits (v*n against n additions of v)
+    assert [line for line in mine if "_sum" not in line] == [
+        line for line in reference if "_sum" not in line
+    ]
+    (mine_sum,) = [float(line.split()[-1]) for line in mine if line.startswith("lat_sum")]
+    (ref_sum,) = [float(line.split()[-1]) for line in reference if line.startswith("lat_sum")]
+    assert mine_sum == pytest.approx(ref_sum, rel=1e-9, abs=1e-9)
+
+
+def test_latency_name_clash_is_refused_like_any_metric() -> None:
+    registry = CollectorRegistry()
+    ConsumerMetrics(registry, "a")
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        Histogram("opensearch_sync_latency_seconds", "again", registry=registry)

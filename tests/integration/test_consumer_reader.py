@@ -1,0 +1,101 @@
+"""consumer/reader.py against the devstack's real Redis: which reads count a delivery.
+
+Only Redis is used (the stack's OpenSearch client is never called); each test has
+its own view name, so its own stream keys, deleted afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from common.streams import ensure_groups
+from consumer.reader import claim_pending, held_below, read_held
+from tests.consumer_harness import GROUP, Stack, cleanup, make_stack
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[Stack]:
+    s = await make_stack(partitions=1)
+    try:
+        await ensure_groups(s.redis, s.keys, GROUP)
+        yield s
+    finally:
+        await cleanup(s)
+
+
+async def add(stack: Stack, count: int) -> list[bytes]:
+    ids: list[bytes] = []
+    for n in range(count):
+        entry_id: Any = await stack.redis.xadd(
+            stack.keys.stream(0), {b"op": b"p", b"ts": str(n).encode()}
+        )
+        ids.append(entry_id)
+    return ids
+
+
+async def deliver(stack: Stack, consumer: str, count: int) -> None:
+    await stack.redis.xreadgroup(GROUP, consumer, {stack.keys.stream(0): ">"}, count=count)
+
+
+async def counts(stack: Stack) -> dict[bytes, tuple[str, int]]:
+    rows: Any = await stack.redis.xpending_range(stack.keys.stream(0), GROUP, "-", "+", 100)
+    return {
+        row["message_id"]: (row["consumer"].decode(), int(row["times_delivered"])) for row in rows
+    }
+
+
+async def test_read_held_pages_through_own_entries_without_counting(stack: Stack) -> None:
+    ids = await add(stack, 5)
+    await deliver(stack, "me", 5)
+    stream = stack.keys.stream(0)
+    seen: list[bytes] = []
+    after: bytes | None = b"-"
+    pages = 0
+    while after is not None:
+        after, entries = await read_held(stack.redis, stream, GROUP, "me", 2, after=after)
+        seen += [entry.id for entry in entries]
+        assert all(entry.deliveries == 1 for entry in entries)
+        assert all(entry.fields[b"op"] == b"p" for entry in entries)
+        pages += 1
+    assert seen == ids and pages == 3
+    assert await counts(stack) == dict.fromkeys(ids, ("me", 1))
+    # a takeover does count, even of one's own entries
+    cursor, claimed = await claim_pending(stack.redis, stream, GROUP, "me", 10)
+    assert cursor == b"0-0"
+    assert [(entry.id, entry.deliveries) for entry in claimed] == [(i, 2) for i in ids]
+    assert await counts(stack) == dict.fromkeys(ids, ("me", 2))
+
+
+async def test_read_held_keeps_to_its_owner_and_bound(stack: Stack) -> None:
+    mine = await add(stack, 4)
+    await deliver(stack, "me", 4)
+    theirs = await add(stack, 1)
+    await deliver(stack, "other", 1)
+    stream = stack.keys.stream(0)
+    _, held = await read_held(stack.redis, stream, GROUP, "me", 10)
+    assert [entry.id for entry in held] == mine
+    # what a takeover claimed up to its cursor: the ids below it, not the cursor itself
+    _, below = await read_held(stack.redis, stream, GROUP, "me", 10, below=held_below(mine[2]))
+    assert [entry.id for entry in below] == mine[:2]
+    assert held_below(b"0-0") == b"+"
+    assert (await counts(stack))[theirs[0]] == ("other", 1)
+
+
+async def test_entries_trimmed_while_pending_are_skipped_then_dropped(stack: Stack) -> None:
+    ids = await add(stack, 3)
+    await deliver(stack, "me", 3)
+    stream = stack.keys.stream(0)
+    await stack.redis.xdel(stream, ids[1])
+    after, held = await read_held(stack.redis, stream, GROUP, "me", 10)
+    assert after is None
+    assert [entry.id for entry in held] == [ids[0], ids[2]]
+    assert set(await counts(stack)) == set(ids)  # still pending: nothing was changed
+    # the takeover scan drops it from the pending list, as it always did
+    _, claimed = await claim_pending(stack.redis, stream, GROUP, "me", 10)
+    assert [entry.id for entry in claimed] == [ids[0], ids[2]]
+    assert set(await counts(stack)) == {ids[0], ids[2]}
