@@ -1,10 +1,15 @@
-"""Acknowledging settled entries of one partition, in one pipelined round trip.
+"""Acknowledging settled entries of one partition, and moving its applied frontier.
 
-In order: dead letters (XADD dlq), XACK of the entries, HINCRBY of
-``counts`` ``acked:p<N>`` by the changes they held (the producer's backpressure
-reads it, see common.buffer), and, when a batch is complete, the partition's
-applied frontier. The frontier only moves forward: re-delivered old progress
-entries (after a takeover) must not pull it back.
+:meth:`Acker.settle` is one pipelined round trip, in order: dead letters (XADD
+dlq), XACK of the entries, HINCRBY of ``counts`` ``acked:p<N>`` by the changes
+they held (the producer's backpressure reads it, see common.buffer), and, for a
+batch that ends with a progress entry, XPENDING of what is still pending below
+that entry. The frontier a progress entry at id X carries is only true when no
+entry below X is pending in the group, under any consumer: a previous owner
+paused past its lease may have read entries this runner never saw. So
+:meth:`Acker.advance` is a separate step the runner takes once that list is
+empty (consumer.runner). The frontier only moves forward: re-delivered old
+progress entries (after a takeover) must not pull it back.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from redis.asyncio import Redis
 from common.entries import DeadLetter
 from common.keys import Keys
 from consumer.deadletters import queue_letters
+from consumer.reader import below
 
 __all__ = ["Acker"]
 
@@ -45,26 +51,44 @@ class Acker:
         entry_ids: Sequence[bytes],
         changes: int,
         letters: Sequence[DeadLetter] = (),
-        applied_ts: int | None = None,
-    ) -> None:
-        """One pipeline: letters, XACK ``entry_ids``, acked counter, applied frontier.
+        *,
+        check_below: bytes | None = None,
+        check_count: int = 1,
+    ) -> list[bytes]:
+        """One pipeline: letters, XACK ``entry_ids``, acked counter, then the pending check.
 
-        Raises redis.exceptions.RedisError on connection trouble; then nothing or
-        part of it happened, and the entries are delivered again (at least once).
+        With ``check_below`` (an entry id) returns the ids of up to
+        ``check_count`` entries below it that are still pending after the XACK,
+        oldest first; otherwise ``[]``. Raises redis.exceptions.RedisError on
+        connection trouble; then nothing or part of it happened, and the entries
+        are delivered again (at least once).
         """
-        if not entry_ids and not letters and applied_ts is None:
-            return
+        if not entry_ids and not letters and check_below is None:
+            return []
         keys = self._keys
+        stream = keys.stream(partition)
         async with self._redis.pipeline(transaction=False) as pipe:
             queue_letters(pipe, keys, letters)
             if entry_ids:
-                pipe.xack(keys.stream(partition), self._group, *entry_ids)
+                pipe.xack(stream, self._group, *entry_ids)
             if changes:
                 pipe.hincrby(keys.counts, keys.acked_field(partition), changes)
-            if applied_ts is not None:
-                await self._advance(
-                    keys=[keys.applied],
-                    args=[keys.partition_name(partition), applied_ts],
-                    client=pipe,
-                )
-            await pipe.execute()
+            if check_below is not None:
+                pipe.xpending_range(stream, self._group, "-", below(check_below), check_count)
+            results = await pipe.execute()
+        if check_below is None:
+            return []
+        return [row["message_id"] for row in results[-1]]
+
+    async def advance(self, partition: int, applied_ts: int) -> None:
+        """Raise ``partition``'s applied frontier to ``applied_ts`` (never lowers it).
+
+        Only call it once nothing below the progress entry is pending
+        (:meth:`settle`'s check). One round trip. Raises
+        redis.exceptions.RedisError on connection trouble; the next progress entry
+        writes a newer frontier anyway.
+        """
+        await self._advance(
+            keys=[self._keys.applied],
+            args=[self._keys.partition_name(partition), applied_ts],
+        )

@@ -95,6 +95,8 @@ class Batch:
     pending: dict[bytes, Item] = field(default_factory=dict)
     letters: list[tuple[int, DeadLetter]] = field(default_factory=list)
     progress_ts: int | None = None
+    # id of the last progress entry: progress_ts is only true once nothing below it is pending
+    progress_id: bytes | None = None
     reconcile_ts: list[int] = field(default_factory=list)
     changes: int = 0
     # settled without being sent (a newer change of the key came in the same batch)
@@ -122,6 +124,7 @@ class Batch:
             self.entries.append(EntryState(raw.id, decoded.ts, 0))
             if decoded.op == PROGRESS:
                 self.progress_ts = max(self.progress_ts or 0, decoded.ts)
+                self.progress_id = raw.id  # entries come in stream order: the highest id
             else:
                 self.reconcile_ts.append(decoded.ts)
             return
@@ -200,7 +203,8 @@ class Batch:
 
         Markers (progress, reconcile) are settled from the start, but a progress
         entry's frontier is only true once everything before it is settled, so the
-        worker writes ``applied`` only when the whole batch is done (:meth:`done`).
+        worker writes ``applied`` only when the whole batch is done (:meth:`done`)
+        and nothing below ``progress_id`` is pending elsewhere either.
         """
         out: list[EntryState] = []
         for state in self.entries:

@@ -6,6 +6,12 @@ batch is empty, no BLOCK while filling it), and on takeover XAUTOCLAIM of every
 pending entry of the partition (whoever held it) before anything new, so the
 changes of a key are applied in stream order across handovers.
 
+Entries can also become pending behind the owner's back: a previous owner paused
+past its lease (GC pause, SIGSTOP, slow host) may do one more XREADGROUP ``>``
+before it notices, and those entries then sit under its name. The owner finds
+them with :func:`pending_count` and :func:`pending_below` and takes them over
+with :func:`claim_pending` or :func:`claim_ids` (consumer.runner decides when).
+
 Redis counts deliveries per pending entry, and MAX_DELIVERIES reads that count.
 Measured on Redis 7.0: XREADGROUP ``>`` sets it to 1, XAUTOCLAIM and XCLAIM add
 one, and so does XREADGROUP with an explicit id (re-reading one's own history);
@@ -16,13 +22,24 @@ applies to which entry is the runner's decision (consumer.runner).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final
 
 from redis.asyncio import Redis
 
 from consumer.batch import RawEntry
 
-__all__ = ["READ_BLOCK_MS", "claim_pending", "held_below", "read_held", "read_new"]
+__all__ = [
+    "READ_BLOCK_MS",
+    "below",
+    "claim_ids",
+    "claim_pending",
+    "held_below",
+    "pending_below",
+    "pending_count",
+    "read_held",
+    "read_new",
+]
 
 # Short enough that a stop or a lost lease is noticed quickly, long enough not to spin.
 READ_BLOCK_MS: Final = 100
@@ -63,24 +80,78 @@ async def claim_pending(
     """
     reply: Any = await redis.xautoclaim(stream, group, consumer, 0, cursor, count=count)
     next_cursor: bytes = reply[0]
-    claimed = [(entry_id, fields) for entry_id, fields in reply[1] if fields is not None]
-    if not claimed:
-        return next_cursor, []
     # XAUTOCLAIM scans the pending list in id order and, with min-idle 0, claims
     # everything it scans: the claimed ids are exactly the pending ones in this range.
+    return next_cursor, await _with_deliveries(redis, stream, group, consumer, reply[1])
+
+
+async def claim_ids(
+    redis: Redis, stream: str, group: str, consumer: str, ids: Sequence[bytes]
+) -> list[RawEntry]:
+    """Take over the pending entries ``ids`` of ``stream`` (XCLAIM), counting one delivery each.
+
+    ``ids`` must be a run of consecutive pending entries in id order, as
+    :func:`pending_below` returns them. Returns the entries with their delivery
+    counts (this delivery included), in id order; entries trimmed away while
+    pending are dropped from the pending list by XCLAIM itself (Redis >= 7.0) and
+    left out. One round trip, two if anything was claimed. Raises
+    redis.exceptions.RedisError on connection trouble.
+    """
+    if not ids:
+        return []
+    reply: Any = await redis.xclaim(stream, group, consumer, 0, list(ids))
+    return await _with_deliveries(redis, stream, group, consumer, reply)
+
+
+async def _with_deliveries(
+    redis: Redis, stream: str, group: str, consumer: str, claimed: Sequence[Any]
+) -> list[RawEntry]:
+    """``claimed`` (id, fields) pairs, just claimed by ``consumer``, with their delivery counts.
+
+    The claimed ids must be every pending entry between the first and the last of
+    them (so one XPENDING range of that many rows lists exactly them).
+    """
+    found = [(entry_id, fields) for entry_id, fields in claimed if fields is not None]
+    if not found:
+        return []
     details: Any = await redis.xpending_range(
-        stream, group, claimed[0][0], claimed[-1][0], len(claimed), consumername=consumer
+        stream, group, found[0][0], found[-1][0], len(found), consumername=consumer
     )
     counts = {row["message_id"]: int(row["times_delivered"]) for row in details}
-    return next_cursor, [
-        RawEntry(entry_id, fields, counts.get(entry_id, 1)) for entry_id, fields in claimed
-    ]
+    return [RawEntry(entry_id, fields, counts.get(entry_id, 1)) for entry_id, fields in found]
+
+
+async def pending_count(redis: Redis, stream: str, group: str) -> int:
+    """How many entries of ``stream`` are pending in ``group``, under any consumer.
+
+    One round trip (XPENDING summary). Raises redis.exceptions.RedisError on
+    connection trouble.
+    """
+    summary: Any = await redis.xpending(stream, group)
+    return int(summary["pending"])
+
+
+def below(entry_id: bytes) -> bytes:
+    """The exclusive XPENDING/XRANGE end bound just below ``entry_id``."""
+    return b"(" + entry_id
+
+
+async def pending_below(
+    redis: Redis, stream: str, group: str, entry_id: bytes, count: int
+) -> list[bytes]:
+    """Ids of up to ``count`` entries below ``entry_id`` still pending in ``group``, oldest first.
+
+    Under any consumer. One round trip (XPENDING with an exclusive end). Raises
+    redis.exceptions.RedisError on connection trouble.
+    """
+    rows: Any = await redis.xpending_range(stream, group, _FIRST, below(entry_id), count)
+    return [row["message_id"] for row in rows]
 
 
 def held_below(cursor: bytes) -> bytes:
     """The ``below`` bound of :func:`read_held` covering what :func:`claim_pending` claimed
     up to ``cursor`` (its returned cursor; ``0-0`` = the whole pending list)."""
-    return _LAST if cursor == _START else b"(" + cursor
+    return _LAST if cursor == _START else below(cursor)
 
 
 async def read_held(

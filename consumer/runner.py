@@ -5,9 +5,26 @@ reads new ones. After an error it starts over from the pending entries; which of
 them count a delivery against MAX_DELIVERIES is decided in one place,
 :meth:`PartitionRunner._drain_pending`. Batches of one partition are strictly
 sequential (one bulk in flight per partition): a batch is settled completely,
-including retries, before the next is read, which keeps per-key order and makes
-a progress entry's frontier true when it is written. Different partitions run
-concurrently.
+including retries, before the next is read, which keeps per-key order. Different
+partitions run concurrently.
+
+Entries can also become pending behind the runner's back, after its takeover: a
+previous owner paused past its lease (GC pause, SIGSTOP, slow host) may do one
+more XREADGROUP ``>`` before its fence stops it, and leaves those entries pending
+under its name, where no read of ``>`` ever sees them again. Two checks find
+such strays and take them over (counting a delivery: it is a takeover):
+
+- before a progress entry's frontier is written, nothing below the entry may be
+  pending in the group (:meth:`PartitionRunner._advance`), or ``applied`` would
+  claim changes are indexed that are not; one XPENDING, in the acknowledging
+  pipeline, per progress entry (about one a second);
+- when no progress entry was checked for LEASE_TTL_SECONDS (a quiet producer),
+  anything pending in the partition between batches, when this runner has
+  nothing in hand, is a stray (:meth:`PartitionRunner._sweep_strays`).
+
+Strays are older than what the runner applied since; external versions turn
+their late changes into harmless version conflicts wherever a newer change of
+the key is already in, so per-key order still holds.
 
 A runner ends when asked to stop (after settling the batch in hand), when its
 lease is gone (without acknowledging anything more: the next owner re-delivers),
@@ -36,7 +53,15 @@ from consumer.deadletters import log_letters
 from consumer.leases import Leases
 from consumer.metrics import ConsumerMetrics
 from consumer.outcomes import RequestVerdict, RetryPolicy, judge
-from consumer.reader import claim_pending, held_below, read_held, read_new
+from consumer.reader import (
+    claim_ids,
+    claim_pending,
+    held_below,
+    pending_below,
+    pending_count,
+    read_held,
+    read_new,
+)
 from consumer.sender import BulkFailed, BulkSender
 
 __all__ = ["PartitionRunner", "RunnerDeps"]
@@ -79,6 +104,8 @@ class PartitionRunner:
         # bound: ids below it (reader.held_below). None: nothing held yet, or the runner
         # failed on what it held, which then counts again.
         self._held_below: bytes | None = None
+        # monotonic time of the last check that nothing pending escaped this runner
+        self._checked_at = time.monotonic()
 
     @property
     def _redis(self) -> Redis:
@@ -91,6 +118,7 @@ class PartitionRunner:
             try:
                 await self._drain_pending()
                 while not self.stopping.is_set():
+                    await self._sweep_strays()
                     batch = await self._next_batch()
                     if batch is not None:
                         await self._process(batch)
@@ -140,6 +168,11 @@ class PartitionRunner:
         """
         if self._held_below is not None:
             await self._reread_held(self._held_below)
+        await self._claim_all()
+
+    async def _claim_all(self) -> None:
+        """Take over every pending entry of the partition (XAUTOCLAIM, counting a delivery
+        each), oldest first, and settle them. Raises redis.exceptions.RedisError."""
         cursor = b"0-0"
         while not self.stopping.is_set():
             cursor, entries = await claim_pending(
@@ -158,7 +191,34 @@ class PartitionRunner:
                 )
                 await self._process(self._batch_of(entries))
             if cursor == b"0-0":
+                self._checked_at = time.monotonic()
                 return
+
+    async def _sweep_strays(self) -> None:
+        """Take over what is pending in the partition, if nothing was checked for a while.
+
+        Runs between batches, when this runner has nothing in hand: any pending
+        entry of the partition then is a stray (see the module docstring). Due
+        when neither a takeover nor a progress entry's check (:meth:`_advance`)
+        happened for LEASE_TTL_SECONDS, so with a live producer it costs nothing
+        and otherwise one XPENDING per partition per LEASE_TTL_SECONDS. Raises
+        redis.exceptions.RedisError, :class:`LeaseLost`.
+        """
+        if time.monotonic() - self._checked_at < self.deps.settings.lease_ttl_seconds:
+            return
+        self._checked_at = time.monotonic()
+        strays = await pending_count(self._redis, self.stream, self.deps.group)
+        if not strays:
+            return
+        # a runner paused past its own lease must not take entries from the new owner
+        await self._fence()
+        log.warning(
+            "Found %d entries pending in partition p%d that no consumer has in hand; "
+            "taking them over",
+            strays,
+            self.partition,
+        )
+        await self._claim_all()
 
     async def _reread_held(self, below: bytes) -> None:
         """Settle the pending entries this runner holds below ``below``, oldest first."""
@@ -327,10 +387,15 @@ class PartitionRunner:
         """Write letters, XACK settled entries, and (``final``) the applied frontier."""
         entries = batch.take_settled()
         letters = batch.take_letters()
-        applied = batch.progress_ts if final else None
+        progress = batch.progress_id if final else None
         changes = sum(entry.changes for entry in entries)
-        await self.deps.acker.settle(
-            self.partition, [entry.id for entry in entries], changes, letters, applied
+        strays = await self.deps.acker.settle(
+            self.partition,
+            [entry.id for entry in entries],
+            changes,
+            letters,
+            check_below=progress,
+            check_count=self.deps.settings.max_batch_size,
         )
         self.in_hand = max(self.in_hand - changes, 0)
         metrics = self.deps.metrics
@@ -345,10 +410,56 @@ class PartitionRunner:
         if letters:
             metrics.errors.labels("dead_letter").inc(len(letters))
             log_letters(letters)
-        if applied is not None:
-            metrics.applied_through(self.partition, applied)
         if final:
             metrics.events.labels("upsert").inc(batch.superseded_upserts)
             metrics.events.labels("delete").inc(batch.superseded_deletes)
             for ts in batch.reconcile_ts:
                 log.info("Reconcile marker for the snapshot at ts=%d on p%d", ts, self.partition)
+        if progress is not None and batch.progress_ts is not None:
+            await self._advance(batch.progress_ts, progress, strays)
+
+    async def _advance(self, ts: int, progress: bytes, strays: list[bytes]) -> None:
+        """Write the frontier ``ts`` of the progress entry ``progress`` once nothing is
+        pending below it; ``strays`` are the ids the acknowledging pipeline found there.
+
+        Every entry below ``progress`` was delivered before it (XREADGROUP hands
+        entries out in id order), so once none is pending, all of them are
+        settled and the frontier is true whoever writes it. Strays are taken over
+        and settled first. Asked to stop meanwhile, the frontier stays where it is
+        (the next owner takes them over on its takeover). Raises
+        redis.exceptions.RedisError, :class:`LeaseLost`.
+        """
+        group = self.deps.group
+        while strays:
+            if self.stopping.is_set() or not await self._take_over(strays):
+                return
+            strays = await pending_below(
+                self._redis, self.stream, group, progress, self.deps.settings.max_batch_size
+            )
+        await self.deps.acker.advance(self.partition, ts)
+        self._checked_at = time.monotonic()
+        self.deps.metrics.applied_through(self.partition, ts)
+
+    async def _take_over(self, ids: list[bytes]) -> bool:
+        """Claim the pending entries ``ids`` (XCLAIM, a delivery each) and settle them.
+
+        False when none could be claimed (settled by their holder after all, or
+        trimmed away, which XCLAIM drops from the pending list): the caller then
+        leaves its frontier for the next progress entry rather than loop. Raises
+        redis.exceptions.RedisError, :class:`LeaseLost`.
+        """
+        # a runner paused past its own lease must not take entries from the new owner
+        await self._fence()
+        entries = await claim_ids(self._redis, self.stream, self.deps.group, self.deps.me, ids)
+        if not entries:
+            return False
+        log.warning(
+            "Took over %d entries of partition p%d left pending by a consumer that no longer "
+            "works on them (%s..%s)",
+            len(entries),
+            self.partition,
+            entries[0].id.decode(),
+            entries[-1].id.decode(),
+        )
+        await self._process(self._batch_of(entries))
+        return True

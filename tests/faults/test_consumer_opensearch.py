@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 
 from tests.consumer_harness import (
     ConsumerProcess,
+    Proxy,
     Stack,
     cleanup,
     make_stack,
@@ -99,52 +99,6 @@ async def test_blocked_index_is_retried_until_it_accepts(
 
 async def _throttled_over(worker: Any, count: int) -> bool:
     return errors_of(worker, "throttled") > count
-
-
-class Proxy:
-    """A TCP forwarder to OpenSearch that can be taken down and brought back on one port."""
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        for writer in list(self._writers):
-            writer.close()
-        self._writers.clear()
-
-    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        try:
-            upstream_r, upstream_w = await asyncio.open_connection(*self.target)
-        except OSError:
-            client_w.close()
-            return
-        self._writers |= {client_w, upstream_w}
-        await asyncio.gather(
-            self._pipe(client_r, upstream_w),
-            self._pipe(upstream_r, client_w),
-            return_exceptions=True,
-        )
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        finally:
-            writer.close()
-            self._writers.discard(writer)
 
 
 async def test_opensearch_outage_is_retried_and_nothing_is_lost(stack: Stack) -> None:

@@ -7,8 +7,8 @@ lost its Redis connection while holding entries did not fail on them: re-reading
 its own pending entries must not count again, or valid entries would be
 dead-lettered by a flaky network.
 
-Real services: a private redis-server (tests.faults.test_consumer_redis) behind a
-TCP proxy that the test takes down and brings back (tests.faults.test_consumer_opensearch),
+Real services: a private redis-server (tests.consumer_harness.PrivateRedis) behind a
+TCP proxy that the test takes down and brings back (tests.consumer_harness.Proxy),
 the devstack's shared Redis for the process test, and the devstack's OpenSearch
 node whose index is write-blocked (403 ``cluster_block_exception``, retried
 without using up deliveries) so that the consumer keeps its entries in hand.
@@ -34,14 +34,14 @@ from common.partition import partition_of
 from tests.consumer_harness import (
     GROUP,
     ConsumerProcess,
+    PrivateRedis,
+    Proxy,
     Stack,
     cleanup,
     make_stack,
     running_worker,
     wait_for,
 )
-from tests.faults.test_consumer_opensearch import Proxy
-from tests.faults.test_consumer_redis import PrivateRedis
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

@@ -1,17 +1,15 @@
 """Redis dies under a running consumer and comes back: the consumer resumes, nothing is lost.
 
-Uses a private redis-server (Debian's package) on a free port, with its own
-directory and ``appendfsync always`` so that killing it loses no acknowledged
-write; the shared Redis is never touched. OpenSearch is the devstack's real node.
+Uses a private redis-server (tests.consumer_harness.PrivateRedis: Debian's
+package on a free port, with its own directory and ``appendfsync always`` so that
+killing it loses no acknowledged write); the shared Redis is never touched.
+OpenSearch is the devstack's real node.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,56 +18,16 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from tests.consumer_harness import Stack, cleanup, make_stack, running_worker, wait_for
+from tests.consumer_harness import (
+    PrivateRedis,
+    Stack,
+    cleanup,
+    make_stack,
+    running_worker,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
-
-
-class PrivateRedis:
-    def __init__(self, directory: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not installed (devstack/up installs it)", pytrace=False)
-        self.binary = binary
-        self.directory = directory
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        options = {
-            "port": str(self.port),
-            "bind": "127.0.0.1",
-            "dir": str(self.directory),
-            "appendonly": "yes",
-            "appendfsync": "always",  # a SIGKILL loses no acknowledged write
-            "save": "",
-        }
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                *(part for name, value in options.items() for part in (f"--{name}", value)),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError("private redis-server did not start")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""consumer/reader.py against the devstack's real Redis: which reads count a delivery.
+"""consumer/reader.py against the devstack's real Redis: which reads count a delivery,
+and finding entries left pending by a consumer that no longer works on them.
 
 Only Redis is used (the stack's OpenSearch client is never called); each test has
 its own view name, so its own stream keys, deleted afterwards.
@@ -12,7 +13,15 @@ from typing import Any
 import pytest
 
 from common.streams import ensure_groups
-from consumer.reader import claim_pending, held_below, read_held
+from consumer.acks import Acker
+from consumer.reader import (
+    claim_ids,
+    claim_pending,
+    held_below,
+    pending_below,
+    pending_count,
+    read_held,
+)
 from tests.consumer_harness import GROUP, Stack, cleanup, make_stack
 
 pytestmark = pytest.mark.timeout(60)
@@ -99,3 +108,46 @@ async def test_entries_trimmed_while_pending_are_skipped_then_dropped(stack: Sta
     _, claimed = await claim_pending(stack.redis, stream, GROUP, "me", 10)
     assert [entry.id for entry in claimed] == [ids[0], ids[2]]
     assert set(await counts(stack)) == {ids[0], ids[2]}
+
+
+async def test_pending_below_sees_every_consumer_and_excludes_its_bound(stack: Stack) -> None:
+    ids = await add(stack, 5)
+    await deliver(stack, "old", 2)
+    await deliver(stack, "me", 3)
+    stream = stack.keys.stream(0)
+    assert await pending_count(stack.redis, stream, GROUP) == 5
+    assert await pending_below(stack.redis, stream, GROUP, ids[3], 10) == ids[:3]
+    assert await pending_below(stack.redis, stream, GROUP, ids[3], 2) == ids[:2]
+    assert await pending_below(stack.redis, stream, GROUP, ids[0], 10) == []
+
+
+async def test_claim_ids_takes_entries_over_counting_a_delivery(stack: Stack) -> None:
+    ids = await add(stack, 4)
+    await deliver(stack, "old", 4)
+    stream = stack.keys.stream(0)
+    await stack.redis.xdel(stream, ids[1])  # trimmed while pending
+    claimed = await claim_ids(stack.redis, stream, GROUP, "me", ids[:3])
+    assert [(entry.id, entry.deliveries) for entry in claimed] == [(ids[0], 2), (ids[2], 2)]
+    assert all(entry.fields[b"op"] == b"p" for entry in claimed)
+    # the trimmed one left the pending list; the one not asked for stayed where it was
+    assert await counts(stack) == {
+        ids[0]: ("me", 2),
+        ids[2]: ("me", 2),
+        ids[3]: ("old", 1),
+    }
+    assert await claim_ids(stack.redis, stream, GROUP, "me", []) == []
+
+
+async def test_settle_reports_what_is_still_pending_below_a_progress_entry(stack: Stack) -> None:
+    ids = await add(stack, 5)
+    await deliver(stack, "old", 1)  # a stray: read by a consumer that will not settle it
+    await deliver(stack, "me", 4)
+    acker = Acker(stack.redis, stack.keys, GROUP)
+    stray = await acker.settle(0, ids[1:], 0, check_below=ids[4], check_count=10)
+    assert stray == [ids[0]]
+    assert await acker.settle(0, [], 0) == []  # nothing asked, nothing sent
+    # once it is settled too, the check comes back empty
+    assert await acker.settle(0, [ids[0]], 0, check_below=ids[4], check_count=10) == []
+    await acker.advance(0, 70)
+    await acker.advance(0, 50)  # an older frontier never lowers it
+    assert await stack.redis.hget(stack.keys.applied, "p0") == b"70"

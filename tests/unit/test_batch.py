@@ -70,10 +70,20 @@ def test_markers_are_settled_and_tracked() -> None:
     batch.add(raw(0, encode_progress(50)))
     batch.add(raw(1, encode_reconcile(40)))
     batch.add(raw(2, encode_progress(70)))
+    batch.add(raw(3, encode_reconcile(60)))
     assert batch.progress_ts == 70
-    assert batch.reconcile_ts == [40]
+    # the pending check before writing applied looks below the last progress entry
+    assert batch.progress_id == b"1-2"
+    assert batch.reconcile_ts == [40, 60]
     assert batch.changes == 0 and batch.done()
-    assert [e.id for e in batch.take_settled()] == [b"1-0", b"1-1", b"1-2"]
+    assert [e.id for e in batch.take_settled()] == [b"1-0", b"1-1", b"1-2", b"1-3"]
+
+
+def test_a_batch_without_progress_has_no_frontier() -> None:
+    batch = Batch(partition=1, max_deliveries=5, started=0.0)
+    batch.add(raw(0, encode_changes(5, [(b"order:FM-1", b'{"x":1}')])))
+    batch.add(raw(1, encode_reconcile(4)))
+    assert batch.progress_ts is None and batch.progress_id is None
 
 
 def test_malformed_entry_becomes_a_letter() -> None:
