@@ -312,3 +312,45 @@ def test_full_text_match(node: Node, prefix: str) -> None:
         },
     )["hits"]["hits"]
     assert [h["_source"]["sku"] for h in hits] == ["f-2"]
+
+
+def test_bulk_of_1000_orders_through_alias_with_versions(node: Node, prefix: str) -> None:
+    """The Foundation contract: the project's own mapping, an alias, external versions."""
+    from common.index import index_body
+
+    index, alias = f"{prefix}_v1", f"{prefix}_orders"
+    node.ok("PUT", f"/{index}", index_body(retention_seconds=3600))
+    node.ok("POST", "/_aliases", {"actions": [{"add": {"index": index, "alias": alias}}]})
+    names = ["Ada Lovelace", "Grace Hopper", "Edsger Dijkstra", "Barbara Liskov"]
+    lines: list[dict[str, Any]] = []
+    for n in range(1000):
+        lines += [
+            {"index": {"_index": alias, "_id": f"order:FM-{n}", "version": 10,
+                       "version_type": "external_gte"}},
+            {"order_id": f"order:FM-{n}", "customer_name": names[n % 4],
+             "order_total_amount": n / 4, "sync_version": 10},
+        ]  # fmt: skip
+    result = node.ok("POST", "/_bulk?refresh=true", ndjson=lines)
+    assert result["errors"] is False
+    assert [item["index"]["status"] for item in result["items"]] == [201] * 1000
+    assert count(node, alias) == 1000
+
+    hits = node.ok(
+        "POST",
+        f"/{alias}/_search",
+        {"query": {"match": {"customer_name": "hopper"}}, "size": 0,
+         "track_total_hits": True},
+    )  # fmt: skip
+    assert hits["hits"]["total"]["value"] == 250
+
+    doc = f"/{alias}/_doc/order:FM-7"
+    status, body = node.request("PUT", f"{doc}?version=9&version_type=external_gte", {"v": 9})
+    assert status == 409, body  # older than what is there
+    status, body = node.request("PUT", f"{doc}?version=10&version_type=external_gte", {"v": 10})
+    assert status == 200, body  # equal: accepted (a replay is harmless)
+    status, body = node.request("DELETE", f"{doc}?version=9&version_type=external_gte")
+    assert status == 409, body  # an older delete cannot remove a newer document
+    status, body = node.request("DELETE", f"{doc}?version=11&version_type=external_gte")
+    assert status == 200 and body["result"] == "deleted", body
+    status, body = node.request("PUT", f"{doc}?version=10&version_type=external_gte", {"v": 10})
+    assert status == 409, body  # the delete's tombstone keeps its version (gc_deletes)
