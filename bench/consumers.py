@@ -31,7 +31,6 @@ import contextlib
 import json
 import os
 import random
-import shlex
 import statistics
 import subprocess
 import sys
@@ -50,6 +49,7 @@ from common.entries import encode_changes
 from common.index import ensure_index
 from common.keys import Keys
 from common.partition import partition_of
+from devstack.env import require
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -64,18 +64,10 @@ STREETS = ["Maple Avenue", "Harbour Road", "Station Street", "Orchard Lane", "Mi
 
 
 def service_env() -> dict[str, str]:
-    wanted = ("REDIS_URL", "OS_HOST", "OS_PORT")
-    found = {name: os.environ[name] for name in wanted if os.environ.get(name)}
-    env_file = ROOT / ".devstack" / "env"
-    if len(found) < len(wanted) and env_file.exists():
-        for line in env_file.read_text().splitlines():
-            name, _, value = line.removeprefix("export ").partition("=")
-            if name in wanted and name not in found:
-                found[name] = shlex.split(value)[0] if value else ""
-    missing = [name for name in wanted if not found.get(name)]
-    if missing:
-        sys.exit(f"bench: {missing} not set; start the devstack and `source .devstack/env`")
-    return found
+    try:
+        return require(("REDIS_URL", "OS_HOST", "OS_PORT"))
+    except RuntimeError as error:
+        sys.exit(f"bench: {error}")
 
 
 def iso(ms: int) -> str:

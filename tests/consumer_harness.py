@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shlex
 import shutil
 import signal
 import socket
@@ -37,6 +36,7 @@ from common.config import Settings, load_settings
 from common.entries import encode_changes, encode_progress, encode_reconcile
 from common.keys import Keys
 from common.partition import partition_of
+from devstack.env import require
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -45,18 +45,7 @@ GROUP = "searchsync"
 
 def service_env() -> dict[str, str]:
     """REDIS_URL, OS_HOST, OS_PORT from the environment or .devstack/env."""
-    wanted = ("REDIS_URL", "OS_HOST", "OS_PORT")
-    found = {name: os.environ[name] for name in wanted if os.environ.get(name)}
-    env_file = ROOT / ".devstack" / "env"
-    if len(found) < len(wanted) and env_file.exists():
-        for line in env_file.read_text().splitlines():
-            name, _, value = line.removeprefix("export ").partition("=")
-            if name in wanted and name not in found:
-                found[name] = shlex.split(value)[0] if value else ""
-    missing = [name for name in wanted if not found.get(name)]
-    if missing:
-        raise RuntimeError(f"{missing} not set: start the devstack and `source .devstack/env`")
-    return found
+    return require(("REDIS_URL", "OS_HOST", "OS_PORT"))
 
 
 @dataclass

@@ -35,6 +35,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from devstack.env import require
 from devstack.freshmart.schema import apply_schema
 
 __all__ = [
@@ -52,23 +53,12 @@ ROOT = Path(__file__).resolve().parents[2]
 _LISTENING = re.compile(r"mzemu listening on [^:]+:(\d+)")
 
 
-def _devstack_env() -> dict[str, str]:
-    env: dict[str, str] = {}
-    path = ROOT / ".devstack" / "env"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            m = re.match(r"export (\w+)=(.*)$", line)
-            if m:
-                env[m.group(1)] = m.group(2).strip("'\"")
-    return env
-
-
 def pg_dsn() -> str:
-    """DSN of the devstack PostgreSQL (DATABASE_URL from the environment or .devstack/env)."""
-    dsn = os.environ.get("DATABASE_URL") or _devstack_env().get("DATABASE_URL")
-    if not dsn:
-        pytest.skip("no PostgreSQL: run devstack/up (DATABASE_URL unset)")
-    return dsn
+    """DSN of the devstack PostgreSQL (DATABASE_URL from the environment or .devstack/env).
+
+    Raises RuntimeError when neither has it: a test needing PostgreSQL fails, never skips.
+    """
+    return require(["DATABASE_URL"])["DATABASE_URL"]
 
 
 def create_schema(orders: int = 3) -> str:
