@@ -21,15 +21,30 @@ whole view: once ``hold_limit`` snapshot keys are held, they are handed out earl
 (the timestamp still counts as incomplete, so the checkpoint does not move), and
 only their key is remembered. A later snapshot row for such a key is still
 reported as a violation, but with only the rows not yet handed out.
+
+:meth:`Consolidator.feed_rows` takes SUBSCRIBE rows instead of events: the rows
+of a snapshot that insert a key not seen yet — nearly every row of a backlog — go
+straight from the row into the held snapshot, with no event built; every other row
+takes the general path, in stream order. Handed-out snapshot rows come out as a
+mapping (``Consolidated.snapshot``), not one change tuple each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from producer.rows import DELETE_STATE, KEY_VIOLATION_STATE, Envelope, Event
+from producer.rows import (
+    DELETE_STATE,
+    FIRST_VALUE,
+    KEY_VIOLATION_STATE,
+    Envelope,
+    Event,
+    Layout,
+    Rejected,
+    parse_rows,
+)
 
 __all__ = ["DEFAULT_HOLD_LIMIT", "Consolidated", "Consolidator", "Violation"]
 
@@ -54,18 +69,29 @@ class Violation(NamedTuple):
 class Consolidated:
     """What one :meth:`Consolidator.feed` decided, in timestamp order.
 
+    ``snapshot`` holds the snapshot rows handed out (key → values, all upserts at
+    ``snapshot_ts``, the AS OF); they come first: no change is below the AS OF.
     ``changes`` are ``(ts, key, values)``, values None for a delete. ``frontier``
     is the new frontier when it moved (never before the snapshot is complete),
     else None. ``as_of`` is set by the first progress row of the subscription
     (Materialize guarantees it is the AS OF).
     """
 
+    snapshot: dict[str, Values] = field(default_factory=dict)
+    snapshot_ts: int | None = None
     changes: list[tuple[int, str, Values | None]] = field(default_factory=list)
     violations: list[Violation] = field(default_factory=list)
     frontier: int | None = None
     as_of: int | None = None
     snapshot_rows: int = 0
     snapshot_complete: bool = False
+
+    def all_changes(self) -> list[tuple[int, str, Values | None]]:
+        """``snapshot`` as changes, then ``changes``: every change in timestamp order."""
+        ts = self.snapshot_ts
+        if ts is None:
+            return list(self.changes)
+        return [(ts, key, values) for key, values in self.snapshot.items()] + self.changes
 
 
 class Consolidator:
@@ -78,12 +104,13 @@ class Consolidator:
 
     __slots__ = (
         "_as_of",
-        "_flushed",
         "_frontier",
         "_hold_limit",
         "_in_hand",
+        "_in_hand_raw",
         "_pending",
         "_reported",
+        "_seen",
         "_snap",
         "_snapshot",
         "_snapshot_done",
@@ -107,13 +134,18 @@ class Consolidator:
         self._frontier: int | None = None
         self._reported: int | None = None  # the frontier last given out in Consolidated
         self._in_hand: int | None = None  # the timestamp whose rows are being collected
+        # mz_timestamp of a row at _in_hand as loaded (text): feed_rows compares rows to it
+        self._in_hand_raw: object = None
         # diffs envelope: key -> [[values, multiplicity], ...] (a handful per key)
         self._pending: dict[str, list[list[Any]]] = {}
         # diffs envelope, snapshot rows with multiplicity 1 and a key seen once: key -> row
         self._snap: dict[str, Values] = {}
         # upsert envelope: key -> (state, values)
         self._states: dict[str, tuple[object, Values | None]] = {}
-        self._flushed: set[str] = set()  # snapshot keys already handed out early
+        # Every key of the snapshot so far, held or handed out early: a key in it and
+        # not held any more was handed out (one set probe per snapshot row; a separate
+        # set of handed-out keys cost another pass over every hand-out).
+        self._seen: set[str] = set()
         self._snapshot_done = not snapshot
 
     @property
@@ -133,14 +165,89 @@ class Consolidator:
     def snapshot_done(self) -> bool:
         return self._snapshot_done
 
-    # One loop over every event of a FETCH: kept inline (no per-event helper calls,
-    # state in locals) because it runs once per row at 100k rows/s.
-    def feed(self, events: Iterable[Event]) -> Consolidated:  # noqa: PLR0915
+    def feed(self, events: Iterable[Event]) -> Consolidated:
         """Consume ``events`` (in stream order); return what they settled.
 
         Raises ValueError if timestamps go back (Materialize never does that).
         """
         out = Consolidated()
+        self._feed_into(events, out)
+        return self._close(out)
+
+    def feed_rows(
+        self, layout: Layout, rows: Sequence[Values], rejected: list[Rejected]
+    ) -> Consolidated:
+        """:meth:`feed` of ``parse_rows(layout, rows, rejected)``, faster for a snapshot.
+
+        The hot path of a backlog: while the snapshot's timestamp is in hand, a row
+        that inserts one copy of a key not seen yet is held as it is (its values
+        sliced off), without parsing it into an event; the first row that is
+        anything else (progress, a repeated key, a later timestamp, a malformed
+        row) goes through :func:`~producer.rows.parse_rows` and the general loop,
+        and the fast path resumes after it. Outside a snapshot, and for ENVELOPE
+        UPSERT, it is just that general path. Raises as :meth:`feed`.
+        """
+        out = Consolidated()
+        count = len(rows)
+        position = 0
+        while position < count:
+            if self._upsert or self._snapshot_done or layout.envelope != "diffs":
+                self._feed_into(parse_rows(layout, rows[position:], rejected), out)
+                break
+            if self._in_hand_raw is not None:
+                position = self._take_snapshot_rows(layout.key_index, rows, position, out)
+                if position == count:
+                    break
+            row = rows[position]
+            events = parse_rows(layout, (row,), rejected)
+            self._feed_into(events, out)
+            if (
+                events
+                and len(events[0]) == 4
+                and events[0][0] == self._in_hand == self._as_of
+                and type(row[0]) is str  # equal text, equal timestamp (not so for 5 and 5.0)
+            ):
+                self._in_hand_raw = row[0]  # a snapshot row: the ones like it are fast
+            position += 1
+        return self._close(out)
+
+    # One loop over the rows of a FETCH, state in locals: it runs once per snapshot row.
+    def _take_snapshot_rows(
+        self, key_index: int, rows: Sequence[Values], start: int, out: Consolidated
+    ) -> int:
+        """Hold ``rows[start:]`` while they are first +1 rows of keys at the snapshot's
+        timestamp; return the index of the first row that is not."""
+        raw = self._in_hand_raw
+        snap = self._snap
+        seen = self._seen
+        room = self._hold_limit - len(self._pending)  # the loop adds nothing to _pending
+        position = start
+        for position in range(start, len(rows)):
+            row = rows[position]
+            if row[0] != raw or row[1] is not False or row[2] != 1:
+                break
+            key = row[key_index]
+            if type(key) is not str or key in seen:  # seen: held, or handed out already
+                break
+            seen.add(key)
+            snap[key] = row[FIRST_VALUE:]
+            if len(snap) >= room:
+                self._hand_out_snapshot(out)
+                room = self._hold_limit  # settling emptied _pending
+        else:
+            position = len(rows)
+        out.snapshot_rows += position - start
+        return position
+
+    def _close(self, out: Consolidated) -> Consolidated:
+        frontier = self.frontier
+        if frontier is not None and frontier != self._reported:
+            out.frontier = self._reported = frontier
+        return out
+
+    # One loop over every event of a FETCH: kept inline (no per-event helper calls,
+    # state in locals) because it runs once per row at 100k rows/s.
+    def _feed_into(self, events: Iterable[Event], out: Consolidated) -> None:  # noqa: PLR0915
         pending = self._pending
         snap = self._snap
         states = self._states
@@ -172,6 +279,7 @@ class Consolidator:
                 elif self._as_of is None:
                     self._as_of = out.as_of = ts  # no opening progress row: the first ts
                 self._in_hand = in_hand = ts
+                self._in_hand_raw = None
                 if self._frontier is None or ts > self._frontier:
                     self._frontier = ts
                 if not self._snapshot_done and ts != self._as_of:
@@ -179,9 +287,12 @@ class Consolidator:
                 snapshot_open = not self._snapshot_done
             if snapshot_open:
                 snapshot_rows += 1
-                if key in self._flushed:
+                seen = self._seen
+                if key in seen and key not in snap and key not in pending and key not in states:
+                    # seen but not held: it was handed out already
                     out.violations.append(_late_snapshot_row(ts, key, tag, values))
                     continue
+                seen.add(key)
                 if not upsert:
                     # Snapshot rows are nearly all "+1, a key not seen yet": keep just the
                     # row; a second row for the key moves it to the general structure.
@@ -213,11 +324,7 @@ class Consolidator:
                     break
             else:
                 entries.append([values, tag])
-        out.snapshot_rows = snapshot_rows
-        frontier = self.frontier
-        if frontier is not None and frontier != self._reported:
-            out.frontier = self._reported = frontier
-        return out
+        out.snapshot_rows += snapshot_rows
 
     def _complete(self, out: Consolidated) -> None:
         """The timestamp in hand is complete: settle every key it touched."""
@@ -225,26 +332,26 @@ class Consolidator:
         assert ts is not None
         self._settle(ts, out)
         self._in_hand = None
+        self._in_hand_raw = None
         if not self._snapshot_done:
             self._finish_snapshot(out)
 
     def _finish_snapshot(self, out: Consolidated) -> None:
         self._snapshot_done = True
         out.snapshot_complete = True
-        self._flushed = set()
+        self._seen = set()
 
     def _hand_out_snapshot(self, out: Consolidated) -> None:
         ts = self._in_hand
         assert ts is not None
-        self._flushed.update(self._snap)
-        self._flushed.update(self._pending)
-        self._flushed.update(self._states)
-        self._settle(ts, out)
+        self._settle(ts, out)  # their keys stay in _seen: later rows for them are late
 
     def _settle(self, ts: int, out: Consolidated) -> None:
         changes = out.changes
-        changes.extend([(ts, key, values) for key, values in self._snap.items()])
-        self._snap.clear()
+        if self._snap:  # snapshot rows: only ever at the AS OF
+            out.snapshot.update(self._snap)
+            out.snapshot_ts = ts
+            self._snap.clear()
         for key, entries in self._pending.items():
             if len(entries) == 1:  # the common cases: an insert, a delete
                 values, diff = entries[0]

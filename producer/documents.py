@@ -127,6 +127,14 @@ class DocumentEncoder:
     row and converting each column inline costs ~40 % of calling a converter per
     value. It expects the text loaders; any other value (a Decimal, a datetime, an
     odd text) makes it fall back to the per-value converters, which handle all.
+
+    The generated function encodes into a scratch ``bytearray`` kept by the encoder
+    (``Encoder.encode_into``) and copies the result out once: ``Encoder.encode``
+    starts every document in a small buffer and regrows it several times on the way
+    to ~650 bytes; measured on 20,000 FreshMart rows, 0.95 → 0.71 µs per document.
+    (Splicing the JSON by hand from the loaded text was measured too, and lost:
+    ``str %`` formatting of 19 values alone took 1.65 µs, and checking the values for
+    characters that need escaping another 0.5–2 µs; msgspec does both in C.)
     """
 
     __slots__ = ("_converters", "_encode", "_struct", "columns", "encode")
@@ -143,16 +151,19 @@ class DocumentEncoder:
         fields.append(("version", int))
         rename = {f"f{i}": name for i, name in enumerate(columns)}
         rename["version"] = VERSION_FIELD
-        self._struct: Any = msgspec.defstruct("Document", fields, rename=rename)
+        # gc=False: a document holds only loaded values, never a reference cycle, and
+        # tracking one per row made the cyclic GC scan every document.
+        self._struct: Any = msgspec.defstruct("Document", fields, rename=rename, gc=False)
         self._converters: tuple[tuple[int, Any], ...] = tuple(
             (index, _CONVERTERS[kind]) for index, kind in enumerate(kinds) if kind != "plain"
         )
-        self._encode = msgspec.json.Encoder(enc_hook=_other).encode
+        encoder = msgspec.json.Encoder(enc_hook=_other)
+        self._encode = encoder.encode
         #: ``encode(values, version) -> bytes``: the JSON document of one row (values in
         #: column order) at ``version``. A generated function, not a method: one call
         #: per row instead of three.
         self.encode: Callable[[Sequence[object], int], bytes] = _compile_row(
-            kinds, self._struct, self._encode, self._robust
+            kinds, self._struct, encoder.encode_into, bytearray(4096), self._robust
         )
 
     def _robust(self, values: Sequence[object], version: int) -> bytes:
@@ -171,10 +182,12 @@ class DocumentEncoder:
 def _compile_row(
     kinds: Sequence[ColumnKind],
     struct: Any,
-    encode: Callable[[object], bytes],
+    encode_into: Callable[[object, bytearray], None],
+    scratch: bytearray,
     robust: Callable[[Sequence[object], int], bytes],
 ) -> Any:
-    """``def row(values, version): c0, c1, … = values; return encode(Document(<c0>, …))``.
+    """``def row(values, version): c0, c1, … = values; encode_into(Document(<c0>, …),
+    scratch); return bytes(scratch)``.
 
     Generated from the column kinds only (no names or data reach the source), like
     ``collections.namedtuple`` does. Timestamp text is rewritten inline
@@ -201,7 +214,8 @@ def _compile_row(
         "def row(values, version):\n"
         "    try:\n"
         f"{unpack}"
-        f"        return encode(Document({', '.join([*parts, 'version'])}))\n"
+        f"        encode_into(Document({', '.join([*parts, 'version'])}), scratch)\n"
+        "        return bytes(scratch)\n"
         "    except (AttributeError, TypeError, IndexError, ValueError):\n"
         "        return robust(values, version)\n"
     )
@@ -209,7 +223,8 @@ def _compile_row(
         "Document": struct,
         "Raw": msgspec.Raw,
         "NOT_NUMBERS": _NOT_JSON_NUMBERS,
-        "encode": encode,
+        "encode_into": encode_into,
+        "scratch": scratch,
         "robust": robust,
     }
     exec(compile(source, "<producer.documents row>", "exec"), namespace)

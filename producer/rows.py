@@ -23,6 +23,7 @@ from typing import Final, Literal, NamedTuple
 
 __all__ = [
     "DELETE_STATE",
+    "FIRST_VALUE",
     "KEY_VIOLATION_STATE",
     "UPSERT_STATE",
     "Diff",
@@ -33,6 +34,7 @@ __all__ = [
     "LayoutError",
     "Progress",
     "Rejected",
+    "Row",
     "RowError",
     "Upsert",
     "UpsertEvent",
@@ -51,6 +53,8 @@ _STATES = frozenset({UPSERT_STATE, DELETE_STATE, KEY_VIOLATION_STATE})
 
 # Both envelopes put three bookkeeping columns before the relation's own.
 _TS, _PROGRESSED, _DIFF_OR_STATE, _FIRST_VALUE = 0, 1, 2, 3
+#: Index of a row's first view column (after mz_timestamp, mz_progressed, mz_diff/mz_state).
+FIRST_VALUE: Final = _FIRST_VALUE
 
 
 class LayoutError(ValueError):
@@ -165,7 +169,9 @@ def parse_rows(layout: Layout, rows: Sequence[Row], rejected: list[Rejected]) ->
     ts = 0
     for row in rows:
         raw = row[_TS]
-        if raw != last_raw:
+        # Equal texts are equal timestamps; equal values of other types need not be
+        # (5 == 5.0, but 5.0 is not a Materialize timestamp), so only text is reused.
+        if raw != last_raw or type(raw) is not str:
             try:
                 ts = _timestamp(raw)
             except RowError as error:

@@ -25,13 +25,13 @@ import psycopg
 from common.config import Settings
 from common.entries import DeadLetter
 from producer.backpressure import BufferMonitor
-from producer.batches import Entry, build_entries
+from producer.batches import Entry, build_entries, snapshot_entries
 from producer.consolidate import Consolidated, Consolidator
 from producer.documents import DocumentEncoder
 from producer.failures import AsOfRefused
 from producer.metrics import ProducerMetrics
 from producer.resume import StartPlan, as_of_refused
-from producer.rows import Rejected, parse_rows
+from producer.rows import Rejected
 from producer.subscribe import Subscription, connect
 from producer.writer import StreamWriter
 
@@ -215,7 +215,7 @@ class SubscribeSession:
                 encoder = subscription.encoder
                 assert layout is not None and encoder is not None
                 rejected: list[Rejected] = []
-                out = consolidator.feed(parse_rows(layout, rows, rejected))
+                out = consolidator.feed_rows(layout, rows, rejected)
                 if self._metrics is not None:
                     self._metrics.rows_read.inc(len(rows))
                 if not streaming and out.as_of is not None:
@@ -267,13 +267,17 @@ class SubscribeSession:
                 len(violation.rows),
             )
         encode = encoder.encode
+        partitions = self._settings.stream_partitions
+        entries: list[Entry] = []
+        if out.snapshot_ts is not None:  # before the changes: they are not below the AS OF
+            entries = snapshot_entries(out.snapshot_ts, out.snapshot, encode, partitions)
         changes = [
             (ts, key.encode(), None if values is None else encode(values, ts))
             for ts, key, values in out.changes
         ]
-        entries = build_entries(changes, self._settings.stream_partitions)
+        entries += build_entries(changes, partitions)
         letters = dead_letters_for(out, rejected, encoder) if out.violations or rejected else []
-        return _Batch(entries, letters, len(changes))
+        return _Batch(entries, letters, len(out.snapshot) + len(changes))
 
     async def _apply(
         self,

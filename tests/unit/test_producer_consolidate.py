@@ -5,13 +5,14 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Sequence
+from decimal import Decimal
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from producer.consolidate import Consolidated, Consolidator
-from producer.rows import Diff, Event, Progress, Upsert
+from producer.rows import Diff, Event, Layout, Progress, Rejected, Upsert, parse_rows
 
 KEYS = ["k0", "k1", "k2", "k3", "k4"]
 VERSIONS = ["a", "b", "c"]
@@ -107,7 +108,7 @@ def test_consolidating_then_applying_equals_applying_diffs_one_by_one(
     store: dict[str, Row] = {}
     for out in feed_in_chunks(consolidator, events, cuts):
         assert not out.violations
-        apply(store, out.changes)
+        apply(store, out.all_changes())
     assert store == expected
     assert consolidator.frontier == last_ts + 1
 
@@ -202,12 +203,12 @@ def test_snapshot_completes_once_and_frontier_waits_for_it(hold_limit: int) -> N
     assert out.as_of == 50
     assert out.frontier is None  # the snapshot is not all out yet
     assert not out.snapshot_complete
-    early = list(out.changes)
+    early = out.all_changes()
     out2 = consolidator.feed([*rows[6:], Diff(51, "o1", -1, ("o1", "v")), Progress(52)])
     assert out2.snapshot_complete
     assert out.snapshot_rows + out2.snapshot_rows == 10
     assert out2.frontier == 52
-    snapshot = [c for c in early + out2.changes if c[0] == 50]
+    snapshot = [c for c in early + out2.all_changes() if c[0] == 50]
     assert sorted(key for _, key, _ in snapshot) == sorted(f"o{i}" for i in range(10))
     assert (51, "o1", None) in out2.changes
     if hold_limit < 6:
@@ -219,7 +220,7 @@ def test_snapshot_duplicate_after_early_hand_out_is_still_a_violation() -> None:
     out = consolidator.feed(
         [Progress(50), Diff(50, "o1", 1, ("o1", "a")), Diff(50, "o1", 1, ("o1", "b")), Progress(51)]
     )
-    assert out.changes == [(50, "o1", ("o1", "a"))]
+    assert out.all_changes() == [(50, "o1", ("o1", "a"))]
     assert [v.key for v in out.violations] == ["o1"]
     assert out.violations[0].rows == (("o1", "b"),)
 
@@ -286,3 +287,90 @@ def test_upsert_envelope_key_violation_is_reported() -> None:
     )
     assert out.changes == [(2, "o2", ("o2", "a"))]
     assert [(v.key, v.rows) for v in out.violations] == [("o1", ())]
+
+
+SUBSCRIBE_LAYOUT = Layout.from_columns(
+    ["mz_timestamp", "mz_progressed", "mz_diff", "id", "v"], "diffs", "id"
+)
+
+
+@st.composite
+def subscribe_rows(draw: st.DrawFn) -> list[tuple[object, ...]]:
+    """Raw SUBSCRIBE rows (diffs envelope, WITH PROGRESS) as psycopg gives them.
+
+    Mostly what a snapshot looks like (+1 rows of new keys at the AS OF), with
+    what breaks the fast path mixed in: repeated keys, multiplicities, progress
+    rows, later timestamps, timestamps as int/Decimal/odd text, malformed rows.
+    """
+    ts = draw(st.integers(10, 20))
+    rows: list[tuple[object, ...]] = []
+    if draw(st.booleans()):
+        rows.append((str(ts), True, None, None, None))
+    keys = [f"k{i}" for i in range(draw(st.integers(1, 30)))]
+    for _ in range(draw(st.integers(0, 60))):
+        kind = draw(st.sampled_from(["new"] * 6 + ["any", "progress", "later", "bad", "form"]))
+        if kind == "later":
+            ts += draw(st.integers(1, 3))
+        if kind == "progress":  # nothing below it will come: later rows are not below it
+            ts = draw(st.integers(ts, ts + 2))
+            rows.append((str(ts), True, None, None, None))
+            continue
+        raw: object = str(ts)
+        if kind == "form":
+            raw = draw(st.sampled_from([ts, float(ts), Decimal(ts), Decimal(f"{ts}.0"), f"0{ts}"]))
+        key: object = keys.pop() if kind == "new" and keys else f"k{draw(st.integers(0, 30))}"
+        diff: object = 1 if kind == "new" else draw(st.sampled_from([1, 1, -1, 2, -2]))
+        if kind == "bad":
+            key, diff, raw = draw(
+                st.sampled_from([(None, 1, raw), (key, 0, raw), (key, 1, "x"), (key, True, raw)])
+            )
+        rows.append((raw, False, diff, key, draw(st.sampled_from(VERSIONS))))
+    rows.append((str(ts + 1), True, None, None, None))
+    return rows
+
+
+@given(
+    subscribe_rows(),
+    st.lists(st.integers(0, 200), max_size=6),
+    st.sampled_from([1, 2, 3, 1000]),
+    st.booleans(),
+)
+@settings(max_examples=400)
+def test_feed_rows_equals_feed_of_parsed_rows(
+    rows: list[tuple[object, ...]], cuts: list[int], hold_limit: int, snapshot: bool
+) -> None:
+    fast = Consolidator(snapshot=snapshot, hold_limit=hold_limit)
+    general = Consolidator(snapshot=snapshot, hold_limit=hold_limit)
+    start = 0
+    for cut in [*sorted({c % (len(rows) + 1) for c in cuts}), len(rows)]:
+        chunk = rows[start:cut]
+        start = cut
+        fast_rejected: list[Rejected] = []
+        general_rejected: list[Rejected] = []
+        got = fast.feed_rows(SUBSCRIBE_LAYOUT, chunk, fast_rejected)
+        want = general.feed(parse_rows(SUBSCRIBE_LAYOUT, chunk, general_rejected))
+        assert got == want
+        assert list(got.snapshot.items()) == list(want.snapshot.items())  # same order too
+        assert fast_rejected == general_rejected
+    assert fast.frontier == general.frontier
+
+
+def test_feed_rows_takes_snapshot_rows_without_parsing_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from producer import consolidate
+
+    parsed: list[int] = []
+
+    def counting_parse_rows(
+        layout: Layout, rows: Sequence[tuple[object, ...]], rejected: list[Rejected]
+    ) -> list[Event]:
+        parsed.append(len(rows))
+        return parse_rows(layout, rows, rejected)
+
+    monkeypatch.setattr(consolidate, "parse_rows", counting_parse_rows)
+    rows: list[tuple[object, ...]] = [("50", True, None, None, None)]
+    rows += [("50", False, 1, f"k{i}", "v") for i in range(100)]
+    out = Consolidator(snapshot=True).feed_rows(SUBSCRIBE_LAYOUT, rows, [])
+    assert out.snapshot_rows == 100
+    assert sum(parsed) == 2  # the progress row and the first row at the AS OF

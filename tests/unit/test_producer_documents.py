@@ -123,3 +123,59 @@ def test_dead_letter_array_holds_every_row() -> None:
         {"order_id": "o1", "task": "a", VERSION_FIELD: 5},
         {"order_id": "o1", "task": "b", VERSION_FIELD: 5},
     ]
+
+
+def _pg_timestamptz(value: dt.datetime) -> str:
+    """PostgreSQL's text form of a timestamptz: ``YYYY-MM-DD HH:MM:SS[.ffffff]+HH[:MM[:SS]]``."""
+    text = value.isoformat(sep=" ")
+    sign, rest = text[-6], text[-5:]
+    if rest.endswith(":00") and ":" not in rest[:2]:
+        text = text[:-6] + sign + rest[:2]
+    return text
+
+
+pg_numerics = st.one_of(
+    st.decimals(allow_nan=False, allow_infinity=False, places=3).map(lambda d: format(d, "f")),
+    st.sampled_from(["NaN", "Infinity", "-Infinity", "0", "-0.5", "12.50"]),
+)
+pg_timestamps = st.one_of(
+    st.datetimes(timezones=fixed_offsets, min_value=dt.datetime(1000, 1, 1)).map(_pg_timestamptz),
+    st.sampled_from(["infinity", "-infinity"]),
+)
+MIXED_COLUMNS = ["t", "n", "ts", "t2", "j"]
+MIXED_KINDS: list[ColumnKind] = ["plain", "number", "timestamptz", "plain", "json"]
+
+
+@given(
+    st.tuples(
+        st.none() | st.text(),  # any text: quotes, backslashes, control characters, non-ASCII
+        st.none() | pg_numerics,
+        st.none() | pg_timestamps,
+        st.none() | st.text(alphabet=st.characters(codec="utf-8")),
+        st.none() | st.sampled_from(['{"a": [1, "x\\"y"]}', "[]", "null", '"s"']),
+    ),
+    st.integers(0, 2**62),
+)
+def test_documents_decode_to_the_values_a_reference_encoder_gives(
+    values: tuple[str | None, ...], version: int
+) -> None:
+    text, number, stamp, text2, blob = values
+    encoder = DocumentEncoder(MIXED_COLUMNS, MIXED_KINDS)
+    doc = encoder.encode(values, version)
+    parsed = json.loads(doc, parse_float=Decimal, parse_int=Decimal)
+    assert list(parsed) == [*MIXED_COLUMNS, VERSION_FIELD]
+    assert parsed["t"] == text
+    assert parsed["t2"] == text2
+    if number is None or number in ("NaN", "Infinity", "-Infinity"):
+        assert parsed["n"] is None
+    else:
+        assert parsed["n"] == Decimal(number)
+    if stamp is None or stamp.endswith("infinity"):
+        assert parsed["ts"] is None
+    else:
+        assert "T" in parsed["ts"]
+        assert dt.datetime.fromisoformat(parsed["ts"]) == dt.datetime.fromisoformat(stamp)
+    assert parsed["j"] == (None if blob is None else json.loads(blob, parse_int=Decimal))
+    assert parsed[VERSION_FIELD] == version
+    # The generated per-row function and the per-value converters agree byte for byte.
+    assert doc == encoder._robust(values, version)

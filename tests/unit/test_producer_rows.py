@@ -108,3 +108,18 @@ def test_malformed_rows_are_rejected_and_the_batch_goes_on() -> None:
 def test_non_text_keys_become_text() -> None:
     layout = Layout.from_columns(["mz_timestamp", "mz_progressed", "mz_diff", "id"], "diffs", "id")
     assert parse_row(layout, ("1", False, 1, 42)) == Diff(1, "42", 1, (42,))
+
+
+def test_a_timestamp_equal_in_value_but_not_an_integer_is_still_rejected() -> None:
+    from decimal import Decimal
+
+    rejected: list[Rejected] = []
+    progress = (5, True, None, None, None, None)
+    events = parse_rows(
+        DIFFS, [progress, (5.0, *progress[1:]), (Decimal("5.0"), *progress[1:])], rejected
+    )
+    assert events == [Progress(5)]
+    assert [r.reason for r in rejected] == [
+        "mz_timestamp 5.0 is not an integer",
+        "mz_timestamp Decimal('5.0') is not an integer",
+    ]
