@@ -62,6 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from common.keys import Keys  # noqa: E402
+from devstack.env import require  # noqa: E402
 from devstack.freshmart.seed import seed_database  # noqa: E402
 
 PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -77,15 +78,10 @@ def say(message: str) -> None:
 
 
 def devstack_dsn() -> str:
-    dsn = os.environ.get("DATABASE_URL")
-    env_file = ROOT / ".devstack" / "env"
-    if not dsn and env_file.exists():
-        for line in env_file.read_text().splitlines():
-            if line.startswith("export DATABASE_URL="):
-                dsn = line.split("=", 1)[1].strip("'\"")
-    if not dsn:
-        raise SystemExit("no DATABASE_URL: run devstack/up")
-    return dsn
+    try:
+        return require(["DATABASE_URL"])["DATABASE_URL"]
+    except RuntimeError as error:
+        raise SystemExit(f"bench: {error}") from None
 
 
 def free_port() -> int:

@@ -14,14 +14,19 @@ __all__ = ["CONNECT_TIMEOUT_SECONDS", "connect"]
 CONNECT_TIMEOUT_SECONDS = 10
 
 
-async def connect(settings: Settings, *, application_name: str) -> psycopg.AsyncConnection[Any]:
-    """An autocommit connection to Materialize with MZ_CLUSTER set.
+async def connect(
+    settings: Settings,
+    *,
+    application_name: str,
+    connection_class: type[psycopg.AsyncConnection[Any]] = psycopg.AsyncConnection,
+) -> psycopg.AsyncConnection[Any]:
+    """An autocommit ``connection_class`` connection to Materialize with MZ_CLUSTER set.
 
     Waits at most CONNECT_TIMEOUT_SECONDS to connect. Raises
     psycopg.OperationalError when Materialize is unreachable or refuses the login,
     psycopg.Error when the cluster does not exist.
     """
-    conn = await psycopg.AsyncConnection.connect(
+    conn = await connection_class.connect(
         host=settings.mz_host,
         port=settings.mz_port,
         user=settings.mz_user,

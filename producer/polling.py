@@ -125,6 +125,9 @@ class Poller:
         self._on_streaming = on_streaming
         self._view = settings.view_name
         self._last_version: int | None = None
+        # True once connected: from then the poller watches ``stop`` and finishes the
+        # poll in hand (see producer.service._until_stopped)
+        self.watching_stop = False
 
     async def run(self) -> None:
         """Poll every POLL_INTERVAL seconds until stop. Raises psycopg/redis errors."""
@@ -134,6 +137,7 @@ class Poller:
             self._view,
             self._settings.poll_interval,
         )
+        self.watching_stop = True
         try:
             while not self._stop.is_set():
                 await self._wait_resumed()

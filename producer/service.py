@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
 import psycopg
@@ -91,16 +91,16 @@ async def run_producer(
         )
     monitor_task = asyncio.create_task(monitor.run())
     refused = False
-    session: SubscribeSession | None = None
+    session: SubscribeSession | Poller | None = None
 
     async def attempt() -> None:
         nonlocal session
         await ensure_groups(redis, keys, settings.consumer_group)
         if not settings.use_subscribe:
-            poller = Poller(
+            session = Poller(
                 settings, redis, writer, monitor, stop, metrics=metrics, on_streaming=backoff.reset
             )
-            await poller.run()
+            await session.run()
             return
         # The polling fallback's key set is not kept up by SUBSCRIBE: drop it so a
         # later switch to polling starts with a full read.
@@ -108,16 +108,20 @@ async def run_producer(
         checkpoint = await writer.read_checkpoint()
         plan = plan_start(checkpoint, discard_snapshot=settings.discard_snapshot, refused=refused)
         log.info("Producer start plan for %s: %s", settings.view_name, plan.reason)
-        session = SubscribeSession(
+        subscribe = SubscribeSession(
             settings, writer, monitor, stop, metrics=metrics, on_streaming=backoff.reset
         )
-        await session.run(plan)
+        session = subscribe
+        await subscribe.run(plan)
+
+    def winds_down() -> bool:
+        return session is not None and session.watching_stop
 
     try:
         while not stop.is_set():
             session = None
             try:
-                await _until_stopped(attempt(), stop)
+                await _until_stopped(attempt(), stop, winds_down)
             except AsOfRefused as error:
                 refused = True
                 log.warning(
@@ -139,7 +143,7 @@ async def run_producer(
                 _log_failure(error, delay, metrics)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
-            if session is not None and session.snapshot_written:
+            if isinstance(session, SubscribeSession) and session.snapshot_written:
                 refused = False
         return EXIT_OK
     finally:
@@ -149,20 +153,23 @@ async def run_producer(
         log.info("Producer stopped")
 
 
-async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
+async def _until_stopped(
+    work: Coroutine[Any, Any, None], stop: asyncio.Event, winds_down: Callable[[], bool]
+) -> None:
     """Run ``work``; once ``stop`` is set, give it STOP_GRACE_SECONDS to finish on its
-    own (sessions watch ``stop`` and checkpoint what is in hand), then cancel it —
-    so SIGTERM ends the process within 5 s even while connecting or backing off.
-    Raises what ``work`` raises.
+    own if ``winds_down()`` says it watches ``stop`` (a streaming session checkpoints
+    what is in hand), else cancel it at once (connecting, declaring: nothing in hand)
+    — so SIGTERM ends the process within 5 s. Raises what ``work`` raises.
     """
     task = asyncio.ensure_future(work)
     stopped = asyncio.create_task(stop.wait())
     try:
         await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if not task.done():
+        if not task.done() and winds_down():
             await asyncio.wait({task}, timeout=STOP_GRACE_SECONDS)
         if not task.done():
-            log.warning("Stopping: abandoning a session that did not wind down in time")
+            if winds_down():
+                log.warning("Stopping: abandoning a session that did not wind down in time")
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             return

@@ -128,6 +128,10 @@ class SubscribeSession:
         self._on_streaming = on_streaming
         self._view = settings.view_name
         self.snapshot_written = False
+        # True from the first FETCH on: from then the session watches ``stop`` itself
+        # and winds down (finish the write in hand, checkpoint); before, it holds
+        # nothing and may simply be cancelled.
+        self.watching_stop = False
 
     async def run(self, plan: StartPlan) -> None:
         """Stream until ``stop`` is set. Raises :class:`AsOfRefused` if Materialize
@@ -166,6 +170,7 @@ class SubscribeSession:
                     "(discarding snapshot, streaming changes only)",
                     self._view,
                 )
+            self.watching_stop = True
             await self._stream(subscription, plan, fetch)
             fetch = None
         finally:

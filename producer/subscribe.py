@@ -44,6 +44,7 @@ from psycopg import sql
 from psycopg.abc import PQGen
 from psycopg.waiting import Ready, Wait
 
+from common import materialize
 from common.config import Settings
 from producer.documents import DocumentEncoder, kind_of_type, register_text_loaders
 from producer.rows import Layout
@@ -69,7 +70,6 @@ CURSOR: Final = "searchsync_c"
 # with the snapshot fast path and ready reads, 1000, 2000 and 5000 rows per FETCH
 # cost the same CPU per row within the box's noise (9.6–10.9 µs each, same runs).
 FETCH_ROWS: Final = 2000
-CONNECT_TIMEOUT_SECONDS: Final = 10
 CANCEL_TIMEOUT_SECONDS: Final = 2.0
 # How long one wait may keep the event loop to itself reading data that is ready
 # (psycopg's own bound for busy generators is the same 5 ms).
@@ -154,25 +154,10 @@ async def connect(settings: Settings) -> psycopg.AsyncConnection[Any]:
     Raises psycopg.OperationalError when Materialize is unreachable or refuses the
     login, psycopg.Error when the cluster does not exist.
     """
-    conn = await ReadyReadsConnection.connect(
-        host=settings.mz_host,
-        port=settings.mz_port,
-        user=settings.mz_user,
-        password=settings.mz_password,
-        dbname=settings.mz_database,
-        autocommit=True,
-        connect_timeout=CONNECT_TIMEOUT_SECONDS,
-        application_name="searchsync-producer",
-        # FETCH is tiny to parse; named prepared statements would only add state.
-        prepare_threshold=None,
+    conn = await materialize.connect(
+        settings, application_name="searchsync-producer", connection_class=ReadyReadsConnection
     )
-    try:
-        register_text_loaders(conn.adapters)
-        # MZ_CLUSTER is validated as a plain identifier by common.config.
-        await conn.execute(sql.SQL("SET CLUSTER = {}").format(sql.SQL(settings.mz_cluster)))
-    except BaseException:
-        await conn.close()
-        raise
+    register_text_loaders(conn.adapters)
     return conn
 
 

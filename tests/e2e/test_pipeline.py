@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 from opensearchpy import OpenSearch
 
-from tests.consumer_harness import ConsumerProcess, service_env
-from tests.integration.producer_support import REPO, Stack, start_load, wait_for
+from tests.support.consumer import ConsumerProcess, service_env
+from tests.support.producer import REPO, Stack, start_load, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 

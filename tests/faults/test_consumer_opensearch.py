@@ -19,15 +19,15 @@ from typing import Any
 
 import pytest
 
-from tests.consumer_harness import (
+from tests.support.consumer import (
     ConsumerProcess,
-    Proxy,
     Stack,
     cleanup,
     make_stack,
     running_worker,
     wait_for,
 )
+from tests.support.services import Proxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

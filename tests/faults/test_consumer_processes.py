@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.consumer_harness import (
+from tests.support.consumer import (
     ConsumerProcess,
     LoadWriter,
     OrderWatcher,

@@ -7,8 +7,8 @@ lost its Redis connection while holding entries did not fail on them: re-reading
 its own pending entries must not count again, or valid entries would be
 dead-lettered by a flaky network.
 
-Real services: a private redis-server (tests.consumer_harness.PrivateRedis) behind a
-TCP proxy that the test takes down and brings back (tests.consumer_harness.Proxy),
+Real services: a private redis-server (tests.support.consumer.PrivateRedis) behind a
+TCP proxy that the test takes down and brings back (tests.support.consumer.Proxy),
 the devstack's shared Redis for the process test, and the devstack's OpenSearch
 node whose index is write-blocked (403 ``cluster_block_exception``, retried
 without using up deliveries) so that the consumer keeps its entries in hand.
@@ -31,17 +31,16 @@ from opensearchpy import NotFoundError
 from common.entries import decode_dead_letter
 from common.index import ensure_index
 from common.partition import partition_of
-from tests.consumer_harness import (
+from tests.support.consumer import (
     GROUP,
     ConsumerProcess,
-    PrivateRedis,
-    Proxy,
     Stack,
     cleanup,
     make_stack,
     running_worker,
     wait_for,
 )
+from tests.support.services import PrivateRedis, Proxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -51,7 +50,7 @@ CUTS = 4  # more than MAX_DELIVERIES
 
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path)
+    server = PrivateRedis(tmp_path, appendfsync="always")
     server.start()
     yield server
     server.kill()

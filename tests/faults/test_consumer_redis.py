@@ -1,6 +1,6 @@
 """Redis dies under a running consumer and comes back: the consumer resumes, nothing is lost.
 
-Uses a private redis-server (tests.consumer_harness.PrivateRedis: Debian's
+Uses a private redis-server (tests.support.consumer.PrivateRedis: Debian's
 package on a free port, with its own directory and ``appendfsync always`` so that
 killing it loses no acknowledged write); the shared Redis is never touched.
 OpenSearch is the devstack's real node.
@@ -18,21 +18,21 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from tests.consumer_harness import (
-    PrivateRedis,
+from tests.support.consumer import (
     Stack,
     cleanup,
     make_stack,
     running_worker,
     wait_for,
 )
+from tests.support.services import PrivateRedis
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path)
+    server = PrivateRedis(tmp_path, appendfsync="always")
     server.start()
     yield server
     server.kill()

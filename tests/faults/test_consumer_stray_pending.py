@@ -28,7 +28,7 @@ import msgspec
 import pytest
 
 from common.entries import PROGRESS, RECONCILE, encode_changes
-from tests.consumer_harness import (
+from tests.support.consumer import (
     GROUP,
     ConsumerProcess,
     Stack,

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from common.entries import Change
-from tests.integration.producer_support import (
+from tests.support.producer import (
     Stack,
     set_status,
     start_load,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.consumer_harness import (
+from tests.support.consumer import (
     PYTHON,
     ROOT,
     ConsumerProcess,
@@ -27,6 +26,7 @@ from tests.consumer_harness import (
     make_stack,
     wait_for,
 )
+from tests.support.services import free_port
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -38,12 +38,6 @@ async def stack() -> AsyncIterator[Stack]:
         yield s
     finally:
         await cleanup(s)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def scrape(port: int) -> str:

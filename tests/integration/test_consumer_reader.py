@@ -22,7 +22,7 @@ from consumer.reader import (
     pending_count,
     read_held,
 )
-from tests.consumer_harness import GROUP, Stack, cleanup, make_stack
+from tests.support.consumer import GROUP, Stack, cleanup, make_stack
 
 pytestmark = pytest.mark.timeout(60)
 

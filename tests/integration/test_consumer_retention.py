@@ -13,7 +13,7 @@ import pytest
 
 from common.entries import encode_changes
 from consumer.retention import trim
-from tests.consumer_harness import GROUP, Stack, cleanup, make_stack
+from tests.support.consumer import GROUP, Stack, cleanup, make_stack
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -3,7 +3,7 @@
 Entries are written straight into the partition streams with the producer's codec
 (common.entries), as DESIGN.md allows; a consumer (consumer.worker.Worker) runs
 in the test's event loop. Each test has its own view name and index alias and
-deletes them afterwards (tests/consumer_harness.py).
+deletes them afterwards (tests/support/consumer.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from common.entries import decode_dead_letter
-from tests.consumer_harness import Stack, cleanup, make_stack, running_worker, wait_for
+from tests.support.consumer import Stack, cleanup, make_stack, running_worker, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 

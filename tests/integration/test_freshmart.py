@@ -28,7 +28,7 @@ from devstack.freshmart.changes import DELETE_AFTER_CHANGES
 from devstack.freshmart.load import ChangeKind, apply_change, customer_with_orders, load_state
 from devstack.freshmart.schema import apply_schema
 from devstack.freshmart.seed import seed_database
-from tests.integration.mzemu_fixtures import pg_dsn
+from tests.support.mzemu import pg_dsn
 
 ROOT = Path(__file__).resolve().parents[2]
 AS_OF = datetime(2025, 3, 14, 12, 0, tzinfo=UTC)

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg.types.string import TextLoader
 
-from tests.integration.mzemu_fixtures import Emulator, create_schema, drop_schema, start_emulator
+from tests.support.mzemu import Emulator, create_schema, drop_schema, start_emulator
 
 VIEW = "orders_search_source_mv"
 _TEXT_OIDS = (16, 20, 21, 23, 1082, 1114, 1184, 1700, 16552)

@@ -1,7 +1,7 @@
 """Session rules of the emulator: clusters, transactions, pass-through, psql, admin calls.
 
 Services: the devstack PostgreSQL (and the ``psql`` client). Each test runs a private
-emulator process (``mzemu_fixtures``) over its own FreshMart schema.
+emulator process (``tests.support.mzemu``) over its own FreshMart schema.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg import errors as pgerrors
 
-from tests.integration.mzemu_fixtures import Emulator, freshmart_schema, mzemu
+from tests.support.mzemu import Emulator, freshmart_schema, mzemu
 
 __all__ = ["freshmart_schema", "mzemu"]
 

@@ -1,7 +1,7 @@
 """SUBSCRIBE through the emulator, as psycopg 3 sees it, in both DECLARE/FETCH and COPY forms.
 
 Services: the devstack PostgreSQL. Each test runs a private emulator process
-(``mzemu_fixtures``) with 25 ms ticks over its own FreshMart schema.
+(``tests.support.mzemu``) with 25 ms ticks over its own FreshMart schema.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg import errors as pgerrors
 
-from tests.integration.mzemu_fixtures import (
+from tests.support.mzemu import (
     Emulator,
     create_schema,
     drop_schema,

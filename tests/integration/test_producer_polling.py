@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from common.entries import Change, Marker
-from tests.integration.producer_support import (
+from tests.support.producer import (
     Stack,
     applied_state,
     delete_order,

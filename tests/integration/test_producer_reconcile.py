@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from common.entries import Marker
-from tests.integration.producer_support import (
+from tests.support.producer import (
     Stack,
     delete_order,
     set_status,

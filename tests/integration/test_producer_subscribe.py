@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from common.entries import Marker, decode_dead_letter
-from tests.integration.producer_support import (
+from tests.support.producer import (
     Stack,
     applied_state,
     delete_order,

@@ -21,7 +21,7 @@ from common.streams import ensure_groups
 from producer.backpressure import BufferMonitor, read_buffer
 from producer.batches import build_entries
 from producer.writer import StreamWriter
-from tests.integration.producer_support import (
+from tests.support.producer import (
     Entries,
     all_changes,
     delete_view_keys,

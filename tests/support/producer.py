@@ -13,12 +13,10 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,6 +25,8 @@ from redis.asyncio import Redis
 
 from common.entries import Change, Marker, decode_entry
 from common.keys import Keys
+from devstack.env import devstack_env
+from tests.support.services import PrivateRedis, free_port, wait_for
 
 __all__ = [
     "REPO",
@@ -56,22 +56,6 @@ REPO = Path(__file__).resolve().parents[2]
 PYTHON = REPO / ".venv" / "bin" / "python"
 
 
-def devstack_env() -> dict[str, str]:
-    """Service addresses: the environment, else what devstack/up wrote to .devstack/env."""
-    values: dict[str, str] = {}
-    env_file = REPO / ".devstack" / "env"
-    if env_file.exists():
-        for raw in env_file.read_text().splitlines():
-            line = raw.strip().removeprefix("export ")
-            if "=" in line and not line.startswith("#"):
-                name, _, value = line.partition("=")
-                values[name] = value.strip().strip("'\"")
-    for name in ("REDIS_URL", "DATABASE_URL", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE"):
-        if os.environ.get(name):
-            values[name] = os.environ[name]
-    return values
-
-
 Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
 
@@ -94,12 +78,6 @@ def unique_view() -> str:
     return f"test_prod_{uuid.uuid4().hex[:10]}"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def delete_view_keys(client: Redis, view: str) -> None:
     """Delete every key of ``view`` (never anything else: the Redis is shared)."""
     prefix = Keys(view, 1).prefix
@@ -119,69 +97,6 @@ async def all_changes(client: Redis, keys: Keys) -> tuple[list[Change], list[Mar
             else:
                 markers.append(decoded)
     return changes, markers
-
-
-def wait_for(
-    condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05
-) -> Any:
-    """Poll ``condition`` until it returns something truthy; AssertionError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-class PrivateRedis:
-    """A redis-server of our own (AOF everysec, like devstack's) that a test may kill."""
-
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="producer-redis-"))
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--dir", str(self.dir),
-                "--appendonly", "yes",
-                "--appendfsync", "everysec",
-                "--save", "",
-                "--logfile", str(self.dir / "redis.log"),
-            ],
-        )  # fmt: skip
-        client = redis.Redis(port=self.port)
-        try:
-            wait_for(lambda: _pings(client), 10, "private redis to answer")
-        finally:
-            client.close()
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-        self.proc = None
-
-    def close(self) -> None:
-        self.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.exceptions.RedisError:
-        return False
 
 
 class ProducerProcess:
@@ -264,8 +179,8 @@ class Stack:
         emulator_env: Mapping[str, str] | None = None,
     ) -> None:
         """``realistic`` seeds with devstack's generator (couriers, statuses, …) so the
-        load generator has everything to act on; else mzemu_fixtures' small seed."""
-        from tests.integration.mzemu_fixtures import create_schema, start_emulator
+        load generator has everything to act on; else tests.support.mzemu's small seed."""
+        from tests.support.mzemu import create_schema, start_emulator
 
         self.partitions = partitions
         self.keys = Keys(self.VIEW, partitions)
@@ -309,7 +224,7 @@ class Stack:
         return redis.Redis(port=self.redis.port)
 
     def close(self) -> None:
-        from tests.integration.mzemu_fixtures import drop_schema
+        from tests.support.mzemu import drop_schema
 
         for process in self.producers:
             process.close()
@@ -327,7 +242,7 @@ def seed_schema(orders: int) -> str:
     import psycopg
 
     from devstack.freshmart.seed import seed_database
-    from tests.integration.mzemu_fixtures import pg_dsn
+    from tests.support.mzemu import pg_dsn
 
     schema = f"test_prod_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_dsn(), autocommit=True) as conn:
@@ -339,7 +254,7 @@ def start_load(
     stack: Stack, *, rate: float, seconds: float, seed: int = 3
 ) -> subprocess.Popen[bytes]:
     """The FreshMart load generator against the stack's schema, as a process."""
-    from tests.integration.mzemu_fixtures import pg_dsn
+    from tests.support.mzemu import pg_dsn
 
     return subprocess.Popen(
         [

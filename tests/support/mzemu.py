@@ -7,7 +7,7 @@ buffers, drop the view or kill the process without disturbing anyone.
 
 Use the fixtures (``import`` them into a test module or a conftest)::
 
-    from tests.integration.mzemu_fixtures import freshmart_schema, mzemu  # noqa: F401
+    from tests.support.mzemu import freshmart_schema, mzemu  # noqa: F401
 
     def test_x(mzemu: Emulator) -> None:
         with mzemu.connect() as conn: ...          # psycopg to the emulator

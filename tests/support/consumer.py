@@ -6,9 +6,7 @@ reading ``.devstack/env`` itself. Every test gets its own view name (so its own
 :func:`cleanup` deletes exactly those keys and indices — never FLUSHALL: Redis
 and OpenSearch are shared with the demo and other tests.
 
-Fault helpers shared by several test modules live here too, so that test modules
-never import each other: :class:`PrivateRedis` (a redis-server of the test's
-own, to kill) and :class:`Proxy` (a TCP forwarder to take down and bring back).
+A private redis-server and a TCP proxy to cut are in tests.support.services.
 """
 
 from __future__ import annotations
@@ -16,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -28,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import pytest
 from opensearchpy import AsyncOpenSearch, NotFoundError
 from redis.asyncio import Redis
 
@@ -38,7 +33,7 @@ from common.keys import Keys
 from common.partition import partition_of
 from devstack.env import require
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PYTHON = ROOT / ".venv" / "bin" / "python"
 GROUP = "searchsync"
 
@@ -354,103 +349,3 @@ class OrderWatcher:
             self.samples += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.2)
-
-
-class PrivateRedis:
-    """A redis-server of its own on a free port, for tests that kill or cut Redis.
-
-    Debian's package (devstack/up installs it); its own directory and
-    ``appendfsync always``, so that killing it loses no acknowledged write.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not installed (devstack/up installs it)", pytrace=False)
-        self.binary = binary
-        self.directory = directory
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        options = {
-            "port": str(self.port),
-            "bind": "127.0.0.1",
-            "dir": str(self.directory),
-            "appendonly": "yes",
-            "appendfsync": "always",  # a SIGKILL loses no acknowledged write
-            "save": "",
-        }
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                *(part for name, value in options.items() for part in (f"--{name}", value)),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError("private redis-server did not start")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-
-
-class Proxy:
-    """A TCP forwarder (to OpenSearch or Redis) that can be taken down and brought back
-    on one port: stopping it closes open connections and refuses new ones."""
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        for writer in list(self._writers):
-            writer.close()
-        self._writers.clear()
-
-    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        try:
-            upstream_r, upstream_w = await asyncio.open_connection(*self.target)
-        except OSError:
-            client_w.close()
-            return
-        self._writers |= {client_w, upstream_w}
-        await asyncio.gather(
-            self._pipe(client_r, upstream_w),
-            self._pipe(upstream_r, client_w),
-            return_exceptions=True,
-        )
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        finally:
-            writer.close()
-            self._writers.discard(writer)
