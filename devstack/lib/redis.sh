@@ -28,7 +28,9 @@ redis_down() {
   local dir="$STATE/redis" port
   port=$(env_get REDIS_PORT)
   if pid_alive "$dir/redis.pid"; then
+    # SHUTDOWN fsyncs the AOF; stop_pidfile then waits for the exit (or kills)
     redis-cli -p "$port" shutdown >/dev/null 2>&1 || true
     stop_pidfile "$dir/redis.pid" redis
+    log "redis stopped"
   fi
 }
