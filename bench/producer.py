@@ -28,7 +28,9 @@ Before the run, the profile and the baseline, Redis is emptied and its AOF
 compacted (BGREWRITEAOF), so no rewrite left over from one phase slows the next.
 
 The last line printed is one JSON object (DESIGN.md "Benchmarks"); ``ratio`` is
-events_per_s over redis-benchmark's XADD/s.
+events_per_s over redis-benchmark's XADD/s; ``c_path`` says whether the producer ran
+its hot path in C (``producer/_speedups.c`` built, see producer/native.py) or the
+pure-Python one.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ sys.path.insert(0, str(ROOT))
 from common.keys import Keys  # noqa: E402
 from devstack.env import require  # noqa: E402
 from devstack.freshmart.seed import seed_database  # noqa: E402
+from producer import native  # noqa: E402
 
 PYTHON = ROOT / ".venv" / "bin" / "python"
 VIEW = "orders_search_source_mv"
@@ -485,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         # The producer's CPU from "SUBSCRIBE started" to "Snapshot complete" per row:
         # less noisy than rows/s on a shared box (goal for 100k rows/s: ≤ ~8 µs).
         "producer_cpu_us_per_row": round(run["producer_us_per_row"], 2),
+        "c_path": native.speedups is not None,
         "source_rows_per_s": round(source, 1),
         "fetch_forms": forms,
         "profile_top": profile,

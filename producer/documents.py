@@ -15,6 +15,23 @@ the view's columns is about twice as fast as encoding a ``dict``.
 
 Every document carries its version (the Materialize timestamp it was written at)
 in :data:`common.entries.VERSION_FIELD`, last.
+
+C path. Written by hand, because here a library costs speed (the project's rule):
+with all of the above, a snapshot row still cost ~2.2 µs to become its document
+(a Struct and ``Raw`` objects built per row only to be encoded, the timestamp
+rewritten with ``str.replace``) and ~0.7 µs more to be packed into an entry
+(:func:`producer.batches.snapshot_entries`); with holding it in the consolidator,
+4–5 µs of the ~10.5 µs of CPU per row that kept bench/producer.py at 71–76k rows/s
+against a goal of 100k. ``producer/_speedups.c`` (built by ``pip install -e .``)
+writes the document straight from the loaded text and packs the entries in one
+pass: document + entry ~0.6 µs per row (20,000 FreshMart rows in FETCH-sized
+batches, this box). bench/producer.py, 3 runs each interleaved on this box: producer
+CPU per row 9.6–11.1 → 5.55–7.05 µs, 67–85k → 101–128k rows/s. It writes exactly the
+bytes of this module's Python path (tests/unit/producer/test_speedups.py compares
+them on arbitrary rows), and hands every value it does not handle itself (not a
+str/None/bool/int, a timestamp shorter than 3 characters, lone surrogates) back to
+that path for the row. :attr:`DocumentEncoder.encode` is the C writer when
+:data:`producer.native.speedups` is built, else the Python function.
 """
 
 from __future__ import annotations
@@ -27,6 +44,7 @@ from psycopg.adapt import AdaptersMap
 from psycopg.types.string import TextLoader
 
 from common.entries import VERSION_FIELD
+from producer import native
 
 __all__ = [
     "TEXT_LOADED_TYPES",
@@ -56,6 +74,14 @@ _KINDS: Final[dict[int, ColumnKind]] = {
     _TIMESTAMP_OID: "timestamp",
     _JSON_OID: "json",
     _JSONB_OID: "json",
+}
+# The column kinds as the C writer (producer/_speedups.c) takes them, a byte each.
+_KIND_CODES: Final[dict[ColumnKind, bytes]] = {
+    "plain": b"p",
+    "number": b"n",
+    "timestamptz": b"t",
+    "timestamp": b"t",
+    "json": b"j",
 }
 # numeric text that is not a JSON number; OpenSearch gets null for these.
 _NOT_JSON_NUMBERS: Final = frozenset({"NaN", "Infinity", "-Infinity", "inf", "-inf"})
@@ -132,12 +158,13 @@ class DocumentEncoder:
     (``Encoder.encode_into``) and copies the result out once: ``Encoder.encode``
     starts every document in a small buffer and regrows it several times on the way
     to ~650 bytes; measured on 20,000 FreshMart rows, 0.95 → 0.71 µs per document.
-    (Splicing the JSON by hand from the loaded text was measured too, and lost:
-    ``str %`` formatting of 19 values alone took 1.65 µs, and checking the values for
-    characters that need escaping another 0.5–2 µs; msgspec does both in C.)
+    (Splicing the JSON by hand from the loaded text in Python was measured too, and
+    lost: ``str %`` formatting of 19 values alone took 1.65 µs, and checking the
+    values for characters that need escaping another 0.5–2 µs; msgspec does both in
+    C. The C path, see the module docstring, splices it in C.)
     """
 
-    __slots__ = ("_converters", "_encode", "_struct", "columns", "encode")
+    __slots__ = ("_converters", "_encode", "_struct", "columns", "encode", "python_encode")
 
     def __init__(self, columns: Sequence[str], kinds: Sequence[ColumnKind]) -> None:
         if len(columns) != len(kinds):
@@ -159,12 +186,27 @@ class DocumentEncoder:
         )
         encoder = msgspec.json.Encoder(enc_hook=_other)
         self._encode = encoder.encode
-        #: ``encode(values, version) -> bytes``: the JSON document of one row (values in
-        #: column order) at ``version``. A generated function, not a method: one call
-        #: per row instead of three.
-        self.encode: Callable[[Sequence[object], int], bytes] = _compile_row(
+        #: The Python path of :attr:`encode` (a generated function, not a method: one
+        #: call per row instead of three); the C writer hands it the rows it does not
+        #: handle.
+        self.python_encode: Callable[[Sequence[object], int], bytes] = _compile_row(
             kinds, self._struct, encoder.encode_into, bytearray(4096), self._robust
         )
+        #: ``encode(values, version) -> bytes``: the JSON document of one row (values in
+        #: column order) at ``version``; the C writer if it was built (module docstring).
+        self.encode: Callable[[Sequence[object], int], bytes] = self.python_encode
+        speedups = native.speedups
+        if speedups is not None:
+            try:
+                prefixes = _field_prefixes(self.columns)
+            except UnicodeEncodeError:  # lone surrogates (not from psycopg): Python's errors
+                return
+            self.encode = speedups.DocumentWriter(
+                b"".join(_KIND_CODES[kind] for kind in kinds),
+                prefixes,
+                (b"," if self.columns else b"{") + msgspec.json.encode(VERSION_FIELD) + b":",
+                self.python_encode,
+            )
 
     def _robust(self, values: Sequence[object], version: int) -> bytes:
         row = list(values)
@@ -177,6 +219,17 @@ class DocumentEncoder:
     def encode_array(self, rows: Sequence[Sequence[object]], version: int) -> bytes:
         """A JSON array of the documents of ``rows`` (for dead letters)."""
         return b"[" + b",".join(self.encode(row, version) for row in rows) + b"]"
+
+
+def _field_prefixes(columns: Sequence[str]) -> tuple[bytes, ...]:
+    """What msgspec writes before each field's value: ``{"a":``, then ``,"b":``…
+
+    (msgspec refuses field names that would need escaping, so they are quoted as is.)
+    """
+    return tuple(
+        (b"," if index else b"{") + msgspec.json.encode(name) + b":"
+        for index, name in enumerate(columns)
+    )
 
 
 def _compile_row(

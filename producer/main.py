@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from common.config import Settings, settings_or_exit
 from common.logs import configure_logging
+from producer import native
 from producer.metrics import ProducerMetrics, serve
 from producer.service import run_producer
 
@@ -51,6 +52,11 @@ async def run(settings: Settings) -> int:
         settings.stream_partitions,
         extra={"settings": settings.redacted()},
     )
+    if native.speedups is None:
+        log.warning(
+            "producer._speedups is not built (no C compiler when it was installed?): "
+            "rows are encoded on the pure-Python path, ~30%% more CPU per row"
+        )
     return await run_producer(settings, stop, metrics)
 
 

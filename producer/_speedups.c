@@ -1,0 +1,1125 @@
+/* producer._speedups: the producer's per-row hot path, written by hand in C.
+ *
+ * Why by hand (the project's rule: write by hand only the hot path where a library
+ * would cost speed, and say so): in Python + msgspec, a snapshot row cost ~2.2 us to
+ * become its document (a msgspec Struct and msgspec.Raw objects built per row only
+ * to be encoded, timestamp text rewritten with str.replace, a bytes object per
+ * document) and ~0.7 us more to be grouped into an entry (a list of pieces per
+ * entry, header lookups, bytes.join), and holding it in the consolidator's snapshot
+ * ~0.8 us: 4-5 us of the producer's ~10.5 us per row in bench/producer.py, which
+ * made it miss 100,000 rows/s. Here: ~0.6 us for document + entry and ~0.55 us for
+ * holding (20,000 FreshMart rows in batches of 2,000, this machine). bench/producer.py,
+ * 3 runs each, interleaved on the same box: 9.6-11.1 -> 5.55-7.05 us of producer CPU
+ * per row, 67-85k -> 101-128k rows/s. More in producer/documents.py ("C path").
+ *
+ * The output is exactly that of the Python path, which stays (it runs when this
+ * module is not built): tests/unit/producer/test_speedups.py compares both on
+ * arbitrary rows. Whatever this code does not handle itself (a value of another
+ * type, a timestamp text shorter than 3 characters, a str with lone surrogates, a
+ * version outside int64/uint64) goes to the Python path for that row, which then
+ * does what it always did, errors included.
+ *
+ *   DocumentWriter(kinds, prefixes, version_key, fallback)
+ *       writer(values, version) -> bytes: one row's JSON document
+ *   pack_upserts(writer, rows, version, partitions, cap) -> [(partition, n, body)]
+ *       a snapshot's upsert entries (producer.batches.snapshot_entries)
+ *   hold_snapshot_rows(rows, start, raw, key_index, first_value, snap, seen, room)
+ *       the loop of producer.consolidate.Consolidator._take_snapshot_rows
+ *
+ * CPython 3.11 API only (the project's Python); no other library.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* Column kinds, one byte per column (producer.documents._KIND_CODES). */
+enum {
+    KIND_PLAIN = 'p',
+    KIND_NUMBER = 'n',
+    KIND_TIMESTAMP = 't',
+    KIND_JSON = 'j',
+};
+
+/* Writing returns one of these (or -1, an exception set). */
+enum {
+    FALLBACK = 0, /* not handled here: the Python path does it */
+    WRITTEN = 1,
+};
+
+/* ======================================================================== */
+/* A growable byte buffer                                                   */
+
+typedef struct {
+    char *data;
+    Py_ssize_t len;
+    Py_ssize_t cap;
+} Buffer;
+
+static int
+buffer_grow(Buffer *buf, Py_ssize_t extra)
+{
+    Py_ssize_t need, cap;
+    char *data;
+    if (extra > PY_SSIZE_T_MAX - buf->len) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    need = buf->len + extra;
+    cap = buf->cap ? buf->cap : 1024;
+    while (cap < need) {
+        cap = cap > PY_SSIZE_T_MAX / 2 ? need : cap * 2;
+    }
+    data = PyMem_Realloc(buf->data, (size_t)cap);
+    if (data == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    buf->data = data;
+    buf->cap = cap;
+    return 0;
+}
+
+/* Room for extra more bytes: 0, or -1 with MemoryError. */
+static inline int
+buffer_reserve(Buffer *buf, Py_ssize_t extra)
+{
+    if (extra <= buf->cap - buf->len) {
+        return 0;
+    }
+    return buffer_grow(buf, extra);
+}
+
+/* Callers reserve first. */
+static inline void
+buffer_put(Buffer *buf, const char *bytes, Py_ssize_t n)
+{
+    memcpy(buf->data + buf->len, bytes, (size_t)n);
+    buf->len += n;
+}
+
+#define PUT_LITERAL(buf, literal) buffer_put((buf), (literal), (Py_ssize_t)sizeof(literal) - 1)
+
+static void
+buffer_free(Buffer *buf)
+{
+    PyMem_Free(buf->data);
+    buf->data = NULL;
+    buf->len = buf->cap = 0;
+}
+
+static Py_ssize_t
+digit_count(Py_ssize_t n)
+{
+    Py_ssize_t count = 1;
+    while (n >= 10) {
+        n /= 10;
+        count++;
+    }
+    return count;
+}
+
+/* n >= 0 in decimal; callers reserve digit_count(n) bytes. */
+static void
+put_digits(Buffer *buf, Py_ssize_t n)
+{
+    Py_ssize_t count = digit_count(n), i;
+    for (i = count - 1; i >= 0; i--) {
+        buf->data[buf->len + i] = (char)('0' + n % 10);
+        n /= 10;
+    }
+    buf->len += count;
+}
+
+/* ======================================================================== */
+/* JSON text as msgspec 0.22 writes it                                      */
+
+/* Escapes of a JSON string: '"' and '\\' with a backslash; \b \t \n \f \r short;
+ * the other control characters as \u00XX, lowercase hex. Everything else, DEL
+ * and non-ASCII included, as is. 0: as is; 'u': \u00XX; else the short escape. */
+static char escapes[256];
+
+static void
+init_escapes(void)
+{
+    int c;
+    for (c = 0; c < 0x20; c++) {
+        escapes[c] = 'u';
+    }
+    escapes['\b'] = 'b';
+    escapes['\t'] = 't';
+    escapes['\n'] = 'n';
+    escapes['\f'] = 'f';
+    escapes['\r'] = 'r';
+    escapes['"'] = '"';
+    escapes['\\'] = '\\';
+}
+
+#define ONES UINT64_C(0x0101010101010101)
+#define HIGHS UINT64_C(0x8080808080808080)
+
+/* Whether any byte of word is below 0x20, '"' or '\\': the classic "has a zero
+ * byte" and "has a byte less than n" tests, which can misreport bytes after the
+ * first hit but never whether there is one. */
+static inline int
+word_needs_escape(uint64_t word)
+{
+    uint64_t quote = word ^ (ONES * '"');
+    uint64_t backslash = word ^ (ONES * '\\');
+    return ((((word - ONES * 0x20) & ~word) | ((quote - ONES) & ~quote) |
+             ((backslash - ONES) & ~backslash)) &
+            HIGHS) != 0;
+}
+
+/* text (UTF-8) escaped, without the quotes. */
+static int
+put_escaped(Buffer *buf, const char *text, Py_ssize_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    Py_ssize_t i, start = 0;
+    char *out;
+    /* Eight bytes at a time up to the first word with a byte to escape, then byte
+     * by byte from that word on. */
+    for (i = 0; i + 8 <= n; i += 8) {
+        uint64_t word;
+        memcpy(&word, text + i, 8);
+        if (word_needs_escape(word)) {
+            break;
+        }
+    }
+    for (; i < n; i++) {
+        if (escapes[(unsigned char)text[i]]) {
+            break;
+        }
+    }
+    if (i == n) { /* the usual case: nothing to escape */
+        if (buffer_reserve(buf, n) < 0) {
+            return -1;
+        }
+        buffer_put(buf, text, n);
+        return 0;
+    }
+    if (n > PY_SSIZE_T_MAX / 6) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (buffer_reserve(buf, 6 * n) < 0) {
+        return -1;
+    }
+    out = buf->data + buf->len;
+    for (; i < n; i++) {
+        unsigned char c = (unsigned char)text[i];
+        char escape = escapes[c];
+        if (!escape) {
+            continue;
+        }
+        memcpy(out, text + start, (size_t)(i - start));
+        out += i - start;
+        start = i + 1;
+        *out++ = '\\';
+        if (escape == 'u') {
+            *out++ = 'u';
+            *out++ = '0';
+            *out++ = '0';
+            *out++ = hex[c >> 4];
+            *out++ = hex[c & 0xF];
+        }
+        else {
+            *out++ = escape;
+        }
+    }
+    memcpy(out, text + start, (size_t)(n - start));
+    out += n - start;
+    buf->len = out - buf->data;
+    return 0;
+}
+
+/* An int as msgspec writes it, into out (24 bytes): WRITTEN, FALLBACK (not an
+ * exact int, or outside int64/uint64, which msgspec refuses) or -1. */
+static int
+format_int(PyObject *value, char *out, Py_ssize_t *n)
+{
+    long long signed_value;
+    unsigned long long magnitude;
+    int overflow, negative = 0;
+    char digits[24];
+    Py_ssize_t count = 0;
+    if (!PyLong_CheckExact(value)) {
+        return FALLBACK;
+    }
+    signed_value = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (signed_value == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (overflow < 0) {
+        return FALLBACK;
+    }
+    if (overflow > 0) {
+        magnitude = PyLong_AsUnsignedLongLong(value);
+        if (magnitude == (unsigned long long)-1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return FALLBACK;
+        }
+    }
+    else if (signed_value < 0) {
+        negative = 1;
+        magnitude = 0ULL - (unsigned long long)signed_value;
+    }
+    else {
+        magnitude = (unsigned long long)signed_value;
+    }
+    do {
+        digits[count++] = (char)('0' + magnitude % 10);
+        magnitude /= 10;
+    } while (magnitude);
+    *n = 0;
+    if (negative) {
+        out[(*n)++] = '-';
+    }
+    while (count) {
+        out[(*n)++] = digits[--count];
+    }
+    return WRITTEN;
+}
+
+/* A str's UTF-8 text: an ASCII str's own data (what PyUnicode_AsUTF8AndSize
+ * returns for it too, without the call); NULL with an exception if it has none
+ * (lone surrogates). */
+static inline const char *
+utf8_of(PyObject *str, Py_ssize_t *n)
+{
+    if (PyUnicode_IS_COMPACT_ASCII(str)) {
+        *n = PyUnicode_GET_LENGTH(str);
+        return (const char *)PyUnicode_DATA(str);
+    }
+    return PyUnicode_AsUTF8AndSize(str, n);
+}
+
+/* The numeric texts that are no JSON number (producer.documents._NOT_JSON_NUMBERS). */
+static int
+is_not_json_number(const char *text, Py_ssize_t n)
+{
+    switch (n) {
+    case 3:
+        return memcmp(text, "NaN", 3) == 0 || memcmp(text, "inf", 3) == 0;
+    case 4:
+        return memcmp(text, "-inf", 4) == 0;
+    case 8:
+        return memcmp(text, "Infinity", 8) == 0;
+    case 9:
+        return memcmp(text, "-Infinity", 9) == 0;
+    default:
+        return 0;
+    }
+}
+
+static int
+put_null(Buffer *buf)
+{
+    if (buffer_reserve(buf, 4) < 0) {
+        return -1;
+    }
+    PUT_LITERAL(buf, "null");
+    return WRITTEN;
+}
+
+/* A timestamp(tz) column's text as the generated Python does it: null if c[0] is
+ * 'i' or '-' (±infinity); else c.replace(' ', 'T', 1), plus ':00' if c[-3] is '+'
+ * or '-' (a bare +HH offset), as a JSON string. */
+static int
+put_timestamp(Buffer *buf, PyObject *value, const char *text, Py_ssize_t n)
+{
+    Py_ssize_t chars = PyUnicode_GET_LENGTH(value);
+    Py_UCS4 first, third_last;
+    const char *space;
+    if (chars < 1) {
+        return FALLBACK; /* c[0] raises IndexError there */
+    }
+    first = PyUnicode_READ_CHAR(value, 0);
+    if (first == 'i' || first == '-') {
+        return put_null(buf);
+    }
+    if (chars < 3) {
+        return FALLBACK; /* c[-3] raises IndexError there */
+    }
+    third_last = PyUnicode_READ_CHAR(value, chars - 3);
+    if (buffer_reserve(buf, 1) < 0) {
+        return -1;
+    }
+    PUT_LITERAL(buf, "\"");
+    /* ' ' is one byte in UTF-8, never part of a longer sequence */
+    space = memchr(text, ' ', (size_t)n);
+    if (space != NULL) {
+        if (put_escaped(buf, text, space - text) < 0 || buffer_reserve(buf, 1) < 0) {
+            return -1;
+        }
+        PUT_LITERAL(buf, "T");
+        n -= space + 1 - text;
+        text = space + 1;
+    }
+    if (put_escaped(buf, text, n) < 0 || buffer_reserve(buf, 4) < 0) {
+        return -1;
+    }
+    if (third_last == '+' || third_last == '-') {
+        PUT_LITERAL(buf, ":00");
+    }
+    PUT_LITERAL(buf, "\"");
+    return WRITTEN;
+}
+
+/* A value that is not a str, in a plain column: None, bool and int as msgspec
+ * writes them; anything else (float, date, ...) is the Python path's. */
+static int
+put_other(Buffer *buf, PyObject *value)
+{
+    char digits[24];
+    Py_ssize_t n;
+    int done;
+    if (value == Py_True || value == Py_False) {
+        if (buffer_reserve(buf, 5) < 0) {
+            return -1;
+        }
+        if (value == Py_True) {
+            PUT_LITERAL(buf, "true");
+        }
+        else {
+            PUT_LITERAL(buf, "false");
+        }
+        return WRITTEN;
+    }
+    done = format_int(value, digits, &n);
+    if (done != WRITTEN) {
+        return done;
+    }
+    if (buffer_reserve(buf, n) < 0) {
+        return -1;
+    }
+    buffer_put(buf, digits, n);
+    return WRITTEN;
+}
+
+/* One value of a column of kind: WRITTEN, FALLBACK (what was written is garbage:
+ * the caller drops the document) or -1. */
+static int
+put_value(Buffer *buf, char kind, PyObject *value)
+{
+    const char *text;
+    Py_ssize_t n;
+    if (value == Py_None) {
+        return put_null(buf);
+    }
+    if (!PyUnicode_CheckExact(value)) {
+        /* other kinds: a Decimal, a datetime, a dict need the Python converters */
+        return kind == KIND_PLAIN ? put_other(buf, value) : FALLBACK;
+    }
+    text = utf8_of(value, &n);
+    if (text == NULL) {
+        PyErr_Clear(); /* lone surrogates: the Python path raises as it always did */
+        return FALLBACK;
+    }
+    switch (kind) {
+    case KIND_NUMBER:
+        if (is_not_json_number(text, n)) {
+            return put_null(buf);
+        }
+        /* the numeric text is the JSON number (msgspec.Raw) */
+        /* fall through */
+    case KIND_JSON:
+        if (buffer_reserve(buf, n) < 0) {
+            return -1;
+        }
+        buffer_put(buf, text, n);
+        return WRITTEN;
+    case KIND_TIMESTAMP:
+        return put_timestamp(buf, value, text, n);
+    default: /* KIND_PLAIN: a JSON string */
+        if (buffer_reserve(buf, 1) < 0) {
+            return -1;
+        }
+        PUT_LITERAL(buf, "\"");
+        if (put_escaped(buf, text, n) < 0 || buffer_reserve(buf, 1) < 0) {
+            return -1;
+        }
+        PUT_LITERAL(buf, "\"");
+        return WRITTEN;
+    }
+}
+
+/* ======================================================================== */
+/* DocumentWriter                                                           */
+
+/* The open entry of one partition in pack_upserts: its changes so far, each a key
+ * header (which ends the previous bulk string), the key, a value header and the
+ * document, as producer.batches._Grouper lays them out. */
+typedef struct {
+    Buffer body;
+    Py_ssize_t count;
+    Py_ssize_t key_at, key_len, doc_at, doc_len; /* the last change's, in body */
+} Group;
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    Py_ssize_t columns;
+    char *kinds;            /* one KIND_* per column */
+    PyObject *prefixes;     /* tuple of bytes: '{"name":', then ',"name":' */
+    PyObject *version_key;  /* bytes: ',"sync_version":' ('{"sync_version":' alone) */
+    PyObject *fallback;     /* the Python path: fallback(values, version) -> bytes */
+    Buffer scratch;         /* the document being written by a call */
+    PyObject *last_version; /* the version whose digits are cached below */
+    char version_text[24];
+    Py_ssize_t version_len;
+    Group *groups; /* pack_upserts' open entries (empty between calls), one per partition */
+    Py_ssize_t partitions;
+    int packing; /* pack_upserts is running (a fallback calling it again is refused) */
+} DocumentWriter;
+
+static PyTypeObject DocumentWriterType;
+
+static void
+free_groups(DocumentWriter *writer)
+{
+    Py_ssize_t p;
+    for (p = 0; p < writer->partitions; p++) {
+        buffer_free(&writer->groups[p].body);
+    }
+    PyMem_Free(writer->groups);
+    writer->groups = NULL;
+    writer->partitions = 0;
+}
+
+/* The digits of version into writer->version_text: WRITTEN, FALLBACK or -1. */
+static int
+cache_version(DocumentWriter *writer, PyObject *version)
+{
+    int done;
+    if (version == writer->last_version) {
+        return WRITTEN;
+    }
+    done = format_int(version, writer->version_text, &writer->version_len);
+    if (done == WRITTEN) {
+        Py_INCREF(version);
+        Py_XSETREF(writer->last_version, version);
+    }
+    return done;
+}
+
+/* Appends the document of values at version to buf: WRITTEN, FALLBACK (buf holds
+ * part of a document: the caller truncates it) or -1. */
+static int
+write_document(DocumentWriter *writer, Buffer *buf, PyObject *values, PyObject *version)
+{
+    Py_ssize_t i, n;
+    int done;
+    if (!PyTuple_CheckExact(values) || PyTuple_GET_SIZE(values) != writer->columns) {
+        return FALLBACK;
+    }
+    done = cache_version(writer, version);
+    if (done != WRITTEN) {
+        return done;
+    }
+    for (i = 0; i < writer->columns; i++) {
+        PyObject *prefix = PyTuple_GET_ITEM(writer->prefixes, i);
+        n = PyBytes_GET_SIZE(prefix);
+        if (buffer_reserve(buf, n) < 0) {
+            return -1;
+        }
+        buffer_put(buf, PyBytes_AS_STRING(prefix), n);
+        done = put_value(buf, writer->kinds[i], PyTuple_GET_ITEM(values, i));
+        if (done != WRITTEN) {
+            return done;
+        }
+    }
+    n = PyBytes_GET_SIZE(writer->version_key);
+    if (buffer_reserve(buf, n + writer->version_len + 1) < 0) {
+        return -1;
+    }
+    buffer_put(buf, PyBytes_AS_STRING(writer->version_key), n);
+    buffer_put(buf, writer->version_text, writer->version_len);
+    PUT_LITERAL(buf, "}");
+    return WRITTEN;
+}
+
+/* New reference to the Python path's document, or NULL. */
+static PyObject *
+fallback_document(DocumentWriter *writer, PyObject *values, PyObject *version)
+{
+    PyObject *doc = PyObject_CallFunctionObjArgs(writer->fallback, values, version, NULL);
+    if (doc != NULL && !PyBytes_Check(doc)) {
+        PyErr_Format(PyExc_TypeError, "fallback returned %.100s, not bytes",
+                     Py_TYPE(doc)->tp_name);
+        Py_CLEAR(doc);
+    }
+    return doc;
+}
+
+/* False (ValueError set) for a writer whose __init__ did not run, or that the GC
+ * cleared. */
+static int
+writer_ready(DocumentWriter *writer)
+{
+    if (writer->fallback == NULL || writer->prefixes == NULL || writer->version_key == NULL) {
+        PyErr_SetString(PyExc_ValueError, "DocumentWriter not initialized");
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *
+writer_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    DocumentWriter *writer = (DocumentWriter *)self;
+    int done;
+    if (PyVectorcall_NARGS(nargsf) != 2 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames))) {
+        PyErr_SetString(PyExc_TypeError, "DocumentWriter takes (values, version)");
+        return NULL;
+    }
+    if (!writer_ready(writer)) {
+        return NULL;
+    }
+    writer->scratch.len = 0;
+    done = write_document(writer, &writer->scratch, args[0], args[1]);
+    if (done < 0) {
+        return NULL;
+    }
+    if (done == FALLBACK) {
+        return fallback_document(writer, args[0], args[1]);
+    }
+    return PyBytes_FromStringAndSize(writer->scratch.data, writer->scratch.len);
+}
+
+static int
+writer_init(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *names[] = {"kinds", "prefixes", "version_key", "fallback", NULL};
+    DocumentWriter *writer = (DocumentWriter *)self;
+    const char *kinds;
+    Py_ssize_t kinds_len, i;
+    PyObject *prefixes, *version_key, *fallback;
+    char *copy;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y#O!O!O:DocumentWriter", names, &kinds,
+                                     &kinds_len, &PyTuple_Type, &prefixes, &PyBytes_Type,
+                                     &version_key, &fallback)) {
+        return -1;
+    }
+    if (PyTuple_GET_SIZE(prefixes) != kinds_len) {
+        PyErr_SetString(PyExc_ValueError, "one prefix per kind");
+        return -1;
+    }
+    for (i = 0; i < kinds_len; i++) {
+        char kind = kinds[i];
+        if (!PyBytes_CheckExact(PyTuple_GET_ITEM(prefixes, i))) {
+            PyErr_SetString(PyExc_TypeError, "prefixes must be bytes");
+            return -1;
+        }
+        if (kind != KIND_PLAIN && kind != KIND_NUMBER && kind != KIND_TIMESTAMP &&
+            kind != KIND_JSON) {
+            PyErr_Format(PyExc_ValueError, "unknown column kind %c", (int)(unsigned char)kind);
+            return -1;
+        }
+    }
+    if (!PyBytes_CheckExact(version_key)) {
+        PyErr_SetString(PyExc_TypeError, "version_key must be bytes");
+        return -1;
+    }
+    if (!PyCallable_Check(fallback)) {
+        PyErr_SetString(PyExc_TypeError, "fallback must be callable");
+        return -1;
+    }
+    copy = PyMem_Malloc(kinds_len ? (size_t)kinds_len : 1);
+    if (copy == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(copy, kinds, (size_t)kinds_len);
+    PyMem_Free(writer->kinds);
+    writer->kinds = copy;
+    writer->columns = kinds_len;
+    Py_INCREF(prefixes);
+    Py_XSETREF(writer->prefixes, prefixes);
+    Py_INCREF(version_key);
+    Py_XSETREF(writer->version_key, version_key);
+    Py_INCREF(fallback);
+    Py_XSETREF(writer->fallback, fallback);
+    Py_CLEAR(writer->last_version);
+    return 0;
+}
+
+static PyObject *
+writer_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    DocumentWriter *writer = (DocumentWriter *)type->tp_alloc(type, 0);
+    if (writer != NULL) {
+        writer->vectorcall = writer_vectorcall;
+    }
+    return (PyObject *)writer;
+}
+
+static int
+writer_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    DocumentWriter *writer = (DocumentWriter *)self;
+    Py_VISIT(writer->fallback); /* a bound method of the DocumentEncoder that owns us */
+    return 0;
+}
+
+static int
+writer_clear(PyObject *self)
+{
+    DocumentWriter *writer = (DocumentWriter *)self;
+    Py_CLEAR(writer->fallback);
+    return 0;
+}
+
+static void
+writer_dealloc(PyObject *self)
+{
+    DocumentWriter *writer = (DocumentWriter *)self;
+    PyObject_GC_UnTrack(self);
+    Py_CLEAR(writer->fallback);
+    Py_CLEAR(writer->prefixes);
+    Py_CLEAR(writer->version_key);
+    Py_CLEAR(writer->last_version);
+    PyMem_Free(writer->kinds);
+    buffer_free(&writer->scratch);
+    free_groups(writer);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyTypeObject DocumentWriterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "producer._speedups.DocumentWriter",
+    .tp_basicsize = sizeof(DocumentWriter),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "DocumentWriter(kinds, prefixes, version_key, fallback)\n\n"
+              "writer(values, version) -> the JSON document of one row (bytes).",
+    .tp_new = writer_new,
+    .tp_init = writer_init,
+    .tp_dealloc = writer_dealloc,
+    .tp_traverse = writer_traverse,
+    .tp_clear = writer_clear,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(DocumentWriter, vectorcall),
+};
+
+/* ======================================================================== */
+/* pack_upserts                                                              */
+
+/* crc32 as zlib.crc32 computes it (reflected polynomial 0xEDB88320). */
+static uint32_t crc_table[256];
+
+static void
+init_crc_table(void)
+{
+    uint32_t n, c;
+    int k;
+    for (n = 0; n < 256; n++) {
+        c = n;
+        for (k = 0; k < 8; k++) {
+            c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        }
+        crc_table[n] = c;
+    }
+}
+
+static uint32_t
+crc32_of(const char *data, Py_ssize_t n)
+{
+    uint32_t c = 0xFFFFFFFFu;
+    Py_ssize_t i;
+    for (i = 0; i < n; i++) {
+        c = crc_table[(c ^ (unsigned char)data[i]) & 0xFF] ^ (c >> 8);
+    }
+    return c ^ 0xFFFFFFFFu;
+}
+
+/* A RESP bulk string header "$<n>\r\n"; callers reserve bulk_header_size(n). */
+static Py_ssize_t
+bulk_header_size(Py_ssize_t n)
+{
+    return 1 + digit_count(n) + 2;
+}
+
+static void
+put_bulk_header(Buffer *buf, Py_ssize_t n)
+{
+    PUT_LITERAL(buf, "$");
+    put_digits(buf, n);
+    PUT_LITERAL(buf, "\r\n");
+}
+
+/* Appends (partition, count, body) to out and empties the group; body is the whole
+ * entry (the fields after "XADD <stream> *") exactly as _Grouper.close builds it:
+ * a plain u entry for one change, else a b entry. */
+static int
+close_group(DocumentWriter *writer, PyObject *out, Py_ssize_t partition, const char *ts,
+            Py_ssize_t ts_len)
+{
+    Group *group = &writer->groups[partition];
+    Py_ssize_t count = group->count, size;
+    PyObject *body, *item;
+    Buffer entry;
+    int failed;
+    if (count == 1) {
+        size = 8 + bulk_header_size(ts_len) + ts_len + 26 + bulk_header_size(group->key_len) +
+               group->key_len + 11 + bulk_header_size(group->doc_len) + group->doc_len + 2;
+    }
+    else {
+        size = 8 + bulk_header_size(ts_len) + ts_len + 24 +
+               bulk_header_size(digit_count(count)) + digit_count(count) + group->body.len + 2;
+    }
+    body = PyBytes_FromStringAndSize(NULL, size);
+    if (body == NULL) {
+        return -1;
+    }
+    entry.data = PyBytes_AS_STRING(body);
+    entry.len = 0;
+    entry.cap = size;
+    PUT_LITERAL(&entry, "$2\r\nts\r\n");
+    put_bulk_header(&entry, ts_len);
+    buffer_put(&entry, ts, ts_len);
+    if (count == 1) {
+        PUT_LITERAL(&entry, "\r\n$2\r\nop\r\n$1\r\nu\r\n$3\r\nkey\r\n");
+        put_bulk_header(&entry, group->key_len);
+        buffer_put(&entry, group->body.data + group->key_at, group->key_len);
+        PUT_LITERAL(&entry, "\r\n$3\r\ndoc\r\n");
+        put_bulk_header(&entry, group->doc_len);
+        buffer_put(&entry, group->body.data + group->doc_at, group->doc_len);
+    }
+    else {
+        PUT_LITERAL(&entry, "\r\n$2\r\nop\r\n$1\r\nb\r\n$1\r\nn\r\n");
+        put_bulk_header(&entry, digit_count(count));
+        put_digits(&entry, count);
+        buffer_put(&entry, group->body.data, group->body.len);
+    }
+    PUT_LITERAL(&entry, "\r\n");
+    group->body.len = 0;
+    group->count = 0;
+    if (entry.len != size) {
+        Py_DECREF(body);
+        PyErr_SetString(PyExc_SystemError, "pack_upserts: entry size miscounted");
+        return -1;
+    }
+    item = Py_BuildValue("(nnN)", partition, count, body);
+    if (item == NULL) {
+        return -1;
+    }
+    failed = PyList_Append(out, item);
+    Py_DECREF(item);
+    return failed;
+}
+
+/* Adds the upsert of key (UTF-8) with the document of values to group. */
+static int
+add_upsert(DocumentWriter *writer, Group *group, const char *key, Py_ssize_t key_len,
+           PyObject *values, PyObject *version)
+{
+    Buffer *body = &group->body;
+    Py_ssize_t header_at, doc_at, doc_len, digits, end;
+    int done;
+    if (buffer_reserve(body, 2 + bulk_header_size(key_len + 2) + 2 + key_len + 8) < 0) {
+        return -1;
+    }
+    PUT_LITERAL(body, "\r\n"); /* ends the previous bulk string */
+    put_bulk_header(body, key_len + 2);
+    PUT_LITERAL(body, "u:");
+    group->key_at = body->len;
+    group->key_len = key_len;
+    buffer_put(body, key, key_len);
+    /* The document is written right after room for its header, "\r\n$NNN\r\n" (a
+     * 3-digit length, the usual one), and moved if its length has more or fewer. */
+    header_at = body->len;
+    body->len += 8;
+    doc_at = body->len;
+    done = write_document(writer, body, values, version);
+    if (done < 0) {
+        return -1;
+    }
+    if (done == FALLBACK) {
+        PyObject *doc;
+        body->len = doc_at;
+        doc = fallback_document(writer, values, version);
+        if (doc == NULL) {
+            return -1;
+        }
+        if (buffer_reserve(body, PyBytes_GET_SIZE(doc)) < 0) {
+            Py_DECREF(doc);
+            return -1;
+        }
+        buffer_put(body, PyBytes_AS_STRING(doc), PyBytes_GET_SIZE(doc));
+        Py_DECREF(doc);
+    }
+    doc_len = body->len - doc_at;
+    digits = digit_count(doc_len);
+    if (digits != 3) {
+        if (digits > 3 && buffer_reserve(body, digits - 3) < 0) {
+            return -1;
+        }
+        memmove(body->data + doc_at + digits - 3, body->data + doc_at, (size_t)doc_len);
+        doc_at += digits - 3;
+    }
+    end = doc_at + doc_len;
+    body->len = header_at;
+    PUT_LITERAL(body, "\r\n");
+    put_bulk_header(body, doc_len);
+    body->len = end;
+    group->doc_at = doc_at;
+    group->doc_len = doc_len;
+    group->count++;
+    return 0;
+}
+
+/* The upserts of rows (key -> values) at version, packed into entries of at most
+ * cap changes per partition, appended to out. */
+static int
+pack_rows(DocumentWriter *writer, PyObject *rows, PyObject *version, Py_ssize_t partitions,
+          Py_ssize_t cap, PyObject *out)
+{
+    PyObject *key, *values;
+    Py_ssize_t position = 0, p, ts_len = writer->version_len;
+    char ts[24]; /* the version's digits: a fallback may make the writer cache another */
+    int failed = 0;
+    memcpy(ts, writer->version_text, sizeof(ts));
+    if (partitions != writer->partitions) {
+        free_groups(writer);
+        writer->groups = PyMem_Calloc((size_t)partitions, sizeof(Group));
+        if (writer->groups == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        writer->partitions = partitions;
+    }
+    while (!failed && PyDict_Next(rows, &position, &key, &values)) {
+        const char *key_text;
+        Py_ssize_t key_len;
+        Py_INCREF(key);
+        Py_INCREF(values);
+        key_text = PyUnicode_Check(key) ? utf8_of(key, &key_len) : NULL;
+        if (key_text == NULL) {
+            if (!PyErr_Occurred()) {
+                PyErr_Format(PyExc_TypeError, "key %R is not str", key);
+            }
+            failed = 1;
+        }
+        else {
+            p = (Py_ssize_t)((uint64_t)crc32_of(key_text, key_len) % (uint64_t)partitions);
+            failed = add_upsert(writer, &writer->groups[p], key_text, key_len, values,
+                                version) < 0 ||
+                     (writer->groups[p].count == cap &&
+                      close_group(writer, out, p, ts, ts_len) < 0);
+        }
+        Py_DECREF(key);
+        Py_DECREF(values);
+    }
+    for (p = 0; p < partitions; p++) {
+        if (!failed && writer->groups[p].count) {
+            failed = close_group(writer, out, p, ts, ts_len) < 0;
+        }
+        writer->groups[p].body.len = 0; /* after a failure: nothing stays open */
+        writer->groups[p].count = 0;
+    }
+    return failed ? -1 : 0;
+}
+
+static PyObject *
+pack_upserts(PyObject *module, PyObject *args)
+{
+    DocumentWriter *writer;
+    PyObject *rows, *version, *out;
+    Py_ssize_t partitions, cap;
+    int done;
+    if (!PyArg_ParseTuple(args, "O!O!Onn:pack_upserts", &DocumentWriterType, &writer,
+                          &PyDict_Type, &rows, &version, &partitions, &cap)) {
+        return NULL;
+    }
+    if (!writer_ready(writer)) {
+        return NULL;
+    }
+    if (partitions < 1 || cap < 1) {
+        PyErr_SetString(PyExc_ValueError, "partitions and cap must be at least 1");
+        return NULL;
+    }
+    if (writer->packing) {
+        PyErr_SetString(PyExc_RuntimeError, "pack_upserts is already running on this writer");
+        return NULL;
+    }
+    done = cache_version(writer, version);
+    if (done != WRITTEN) {
+        if (done == FALLBACK) {
+            Py_RETURN_NONE; /* the ts is written as msgspec would not: Python path */
+        }
+        return NULL;
+    }
+    out = PyList_New(0);
+    if (out == NULL) {
+        return NULL;
+    }
+    Py_INCREF(rows);    /* a fallback runs Python code */
+    Py_INCREF(writer);
+    writer->packing = 1;
+    done = pack_rows(writer, rows, version, partitions, cap, out);
+    writer->packing = 0;
+    Py_DECREF(writer);
+    Py_DECREF(rows);
+    if (done < 0) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* ======================================================================== */
+/* hold_snapshot_rows                                                       */
+
+static PyObject *one; /* the int 1 */
+
+/* Python's `a != b`, as a C truth value (-1 on error). */
+static int
+not_equal(PyObject *a, PyObject *b)
+{
+    PyObject *result;
+    int truth;
+    if (PyUnicode_CheckExact(a) && PyUnicode_CheckExact(b)) {
+        int equal = PyUnicode_Compare(a, b);
+        if (equal == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        return equal != 0;
+    }
+    result = PyObject_RichCompare(a, b, Py_NE);
+    if (result == NULL) {
+        return -1;
+    }
+    truth = PyObject_IsTrue(result);
+    Py_DECREF(result);
+    return truth;
+}
+
+/* Holds rows[start:] in snap (key -> row[first_value:]) and seen while each is a
+ * first +1 row of a key at the snapshot's timestamp, that is while
+ *   row[0] == raw and row[1] is False and row[2] == 1
+ *   and type(row[key_index]) is str and row[key_index] not in seen;
+ * returns the index of the first row that is not, or the index after the row that
+ * made len(snap) reach room (the caller hands the snapshot out), or -(i + 1) for a
+ * row i that is not a tuple long enough (the Python loop takes over there). */
+static PyObject *
+hold_snapshot_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *rows, *raw, *snap, *seen;
+    Py_ssize_t start, key_index, first_value, room, position, width;
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "hold_snapshot_rows takes 8 arguments");
+        return NULL;
+    }
+    rows = args[0];
+    raw = args[2];
+    snap = args[5];
+    seen = args[6];
+    if (!PyList_CheckExact(rows) || !PyDict_CheckExact(snap) || !PySet_CheckExact(seen)) {
+        PyErr_SetString(PyExc_TypeError, "rows, snap, seen must be a list, a dict, a set");
+        return NULL;
+    }
+    start = PyLong_AsSsize_t(args[1]);
+    key_index = PyLong_AsSsize_t(args[3]);
+    first_value = PyLong_AsSsize_t(args[4]);
+    room = PyLong_AsSsize_t(args[7]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (start < 0 || key_index < 0 || first_value < 0) {
+        PyErr_SetString(PyExc_ValueError, "start, key_index, first_value must be >= 0");
+        return NULL;
+    }
+    width = key_index >= first_value ? key_index + 1 : first_value;
+    if (width < 3) {
+        width = 3;
+    }
+    for (position = start; position < PyList_GET_SIZE(rows); position++) {
+        PyObject *row = PyList_GET_ITEM(rows, position), *key, *values;
+        int differs, found, failed;
+        if (!PyTuple_CheckExact(row) || PyTuple_GET_SIZE(row) < width) {
+            return PyLong_FromSsize_t(-position - 1);
+        }
+        Py_INCREF(row); /* comparisons may run Python code */
+        differs = not_equal(PyTuple_GET_ITEM(row, 0), raw);
+        if (differs == 0 && PyTuple_GET_ITEM(row, 1) != Py_False) {
+            differs = 1;
+        }
+        if (differs == 0) {
+            differs = not_equal(PyTuple_GET_ITEM(row, 2), one);
+        }
+        key = PyTuple_GET_ITEM(row, key_index);
+        if (differs == 0 && !PyUnicode_CheckExact(key)) {
+            differs = 1;
+        }
+        if (differs == 0) {
+            found = PySet_Contains(seen, key);
+            differs = found; /* 1: seen (held, or handed out) already; -1: error */
+        }
+        if (differs != 0) {
+            Py_DECREF(row);
+            return differs < 0 ? NULL : PyLong_FromSsize_t(position);
+        }
+        values = PyTuple_GetSlice(row, first_value, PyTuple_GET_SIZE(row));
+        failed = values == NULL || PySet_Add(seen, key) < 0 ||
+                 PyDict_SetItem(snap, key, values) < 0;
+        Py_XDECREF(values);
+        Py_DECREF(row);
+        if (failed) {
+            return NULL;
+        }
+        if (PyDict_GET_SIZE(snap) >= room) {
+            return PyLong_FromSsize_t(position + 1);
+        }
+    }
+    return PyLong_FromSsize_t(position);
+}
+
+/* ======================================================================== */
+/* The module                                                               */
+
+static PyMethodDef methods[] = {
+    {"pack_upserts", pack_upserts, METH_VARARGS,
+     "pack_upserts(writer, rows, version, partitions, cap) -> [(partition, count, body)] "
+     "or None"},
+    {"hold_snapshot_rows", (PyCFunction)(void (*)(void))hold_snapshot_rows, METH_FASTCALL,
+     "hold_snapshot_rows(rows, start, raw, key_index, first_value, snap, seen, room) -> int"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "producer._speedups",
+    .m_doc = "The producer's per-row hot path in C (see producer/_speedups.c).",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    PyObject *module;
+    init_escapes();
+    init_crc_table();
+    if (one == NULL) {
+        one = PyLong_FromLong(1);
+        if (one == NULL) {
+            return NULL;
+        }
+    }
+    if (PyType_Ready(&DocumentWriterType) < 0) {
+        return NULL;
+    }
+    module = PyModule_Create(&module_def);
+    if (module == NULL) {
+        return NULL;
+    }
+    Py_INCREF(&DocumentWriterType);
+    if (PyModule_AddObject(module, "DocumentWriter", (PyObject *)&DocumentWriterType) < 0) {
+        Py_DECREF(&DocumentWriterType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

@@ -1,0 +1,32 @@
+# Types of producer/_speedups.c (see that file and producer/native.py).
+from collections.abc import Callable, Sequence
+
+class DocumentWriter:
+    def __init__(
+        self,
+        kinds: bytes,
+        prefixes: tuple[bytes, ...],
+        version_key: bytes,
+        fallback: Callable[[Sequence[object], int], bytes],
+    ) -> None: ...
+    def __call__(self, values: Sequence[object], version: int, /) -> bytes: ...
+
+def pack_upserts(
+    writer: DocumentWriter,
+    rows: dict[str, tuple[object, ...]],
+    version: int,
+    partitions: int,
+    cap: int,
+    /,
+) -> list[tuple[int, int, bytes]] | None: ...
+def hold_snapshot_rows(
+    rows: list[tuple[object, ...]],
+    start: int,
+    raw: object,
+    key_index: int,
+    first_value: int,
+    snap: dict[str, tuple[object, ...]],
+    seen: set[str],
+    room: int,
+    /,
+) -> int: ...
