@@ -62,95 +62,121 @@ async def run_producer(
     settings: Settings, stop: asyncio.Event, metrics: ProducerMetrics | None = None
 ) -> int:
     """Run until ``stop`` is set (returns 0) or a fatal error (logged, returns 1)."""
-    keys = Keys(settings.view_name, settings.stream_partitions)
-    redis = redis_client(settings.redis_url)
-    writer = StreamWriter(
-        redis,
-        keys,
-        progress_interval_ms=settings.progress_interval_ms,
-        metrics=metrics,
-    )
-    monitor = BufferMonitor(
-        redis,
-        keys,
-        group=settings.consumer_group,
-        threshold=settings.backpressure_threshold,
-        resume=settings.backpressure_resume,
-        log_seconds=settings.buffer_log_seconds,
-        metrics=metrics,
-    )
-    backoff = Backoff.from_settings(
-        settings.retry_initial_backoff,
-        settings.retry_max_backoff,
-        settings.retry_backoff_multiplier,
-    )
     if settings.use_subscribe and settings.discard_snapshot:
         log.warning(
             "DISCARD_SNAPSHOT=true: the snapshot is discarded and the checkpoint ignored; "
             "changes made while the producer was down are lost"
         )
-    monitor_task = asyncio.create_task(monitor.run())
-    refused = False
-    session: SubscribeSession | Poller | None = None
+    return await _Producer(settings, stop, metrics).run()
 
-    async def attempt() -> None:
-        nonlocal session
-        await ensure_groups(redis, keys, settings.consumer_group)
+
+class _Producer:
+    """The session loop: one session at a time, backoff between failures."""
+
+    def __init__(
+        self, settings: Settings, stop: asyncio.Event, metrics: ProducerMetrics | None
+    ) -> None:
+        self.settings = settings
+        self.stop = stop
+        self.metrics = metrics
+        self.keys = Keys(settings.view_name, settings.stream_partitions)
+        self.redis = redis_client(settings.redis_url)
+        self.writer = StreamWriter(
+            self.redis,
+            self.keys,
+            progress_interval_ms=settings.progress_interval_ms,
+            metrics=metrics,
+        )
+        self.monitor = BufferMonitor(
+            self.redis,
+            self.keys,
+            group=settings.consumer_group,
+            threshold=settings.backpressure_threshold,
+            resume=settings.backpressure_resume,
+            log_seconds=settings.buffer_log_seconds,
+            metrics=metrics,
+        )
+        self.backoff = Backoff.from_settings(
+            settings.retry_initial_backoff,
+            settings.retry_max_backoff,
+            settings.retry_backoff_multiplier,
+        )
+        # Materialize refused the checkpoint's AS OF: snapshot until one is written
+        self.refused = False
+        self.session: SubscribeSession | Poller | None = None
+
+    async def run(self) -> int:
+        monitor_task = asyncio.create_task(self.monitor.run())
+        try:
+            while not self.stop.is_set():
+                self.session = None
+                try:
+                    await _until_stopped(self._attempt(), self.stop, self._winds_down)
+                except AsOfRefused as error:
+                    self.refused = True
+                    _log_refused(self.settings.view_name, error)
+                    continue
+                except Exception as error:
+                    if not is_transient(error):
+                        log.error("Producer cannot continue: %s", describe(error), exc_info=error)
+                        return EXIT_FATAL
+                    await self._back_off(error)
+                if isinstance(self.session, SubscribeSession) and self.session.snapshot_written:
+                    self.refused = False
+            return EXIT_OK
+        finally:
+            monitor_task.cancel()
+            await asyncio.gather(monitor_task, return_exceptions=True)
+            await self.redis.aclose()
+            log.info("Producer stopped")
+
+    async def _attempt(self) -> None:
+        """One session, from the checkpoint. Raises what the session raises."""
+        settings = self.settings
+        await ensure_groups(self.redis, self.keys, settings.consumer_group)
         if not settings.use_subscribe:
-            session = Poller(
-                settings, redis, writer, monitor, stop, metrics=metrics, on_streaming=backoff.reset
-            )
-            await session.run()
+            self.session = Poller(
+                settings, self.redis, self.writer, self.monitor, self.stop,
+                metrics=self.metrics, on_streaming=self.backoff.reset,
+            )  # fmt: skip
+            await self.session.run()
             return
         # The polling fallback's key set is not kept up by SUBSCRIBE: drop it so a
         # later switch to polling starts with a full read.
-        await redis.delete(keys.poll_keys)
-        checkpoint = await writer.read_checkpoint()
-        plan = plan_start(checkpoint, discard_snapshot=settings.discard_snapshot, refused=refused)
-        log.info("Producer start plan for %s: %s", settings.view_name, plan.reason)
-        subscribe = SubscribeSession(
-            settings, writer, monitor, stop, metrics=metrics, on_streaming=backoff.reset
+        await self.redis.delete(self.keys.poll_keys)
+        checkpoint = await self.writer.read_checkpoint()
+        plan = plan_start(
+            checkpoint, discard_snapshot=settings.discard_snapshot, refused=self.refused
         )
-        session = subscribe
-        await subscribe.run(plan)
+        log.info("Producer start plan for %s: %s", settings.view_name, plan.reason)
+        session = SubscribeSession(
+            settings, self.writer, self.monitor, self.stop,
+            metrics=self.metrics, on_streaming=self.backoff.reset,
+        )  # fmt: skip
+        self.session = session
+        await session.run(plan)
 
-    def winds_down() -> bool:
-        return session is not None and session.watching_stop
+    def _winds_down(self) -> bool:
+        return self.session is not None and self.session.watching_stop
 
-    try:
-        while not stop.is_set():
-            session = None
-            try:
-                await _until_stopped(attempt(), stop, winds_down)
-            except AsOfRefused as error:
-                refused = True
-                log.warning(
-                    "Materialize refused to resume %s from its checkpoint (%s): history before "
-                    "the checkpoint was compacted while the producer was away. Writing a fresh "
-                    "snapshot as upserts followed by a reconcile marker, which deletes documents "
-                    "the snapshot does not contain. Set RETAIN HISTORY on the view "
-                    "(ALTER MATERIALIZED VIEW … SET (RETAIN HISTORY FOR '1h')) to resume exactly "
-                    "instead.",
-                    settings.view_name,
-                    error,
-                )
-                continue
-            except Exception as error:
-                if not is_transient(error):
-                    log.error("Producer cannot continue: %s", describe(error), exc_info=error)
-                    return EXIT_FATAL
-                delay = backoff.next_delay()
-                _log_failure(error, delay, metrics)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-            if isinstance(session, SubscribeSession) and session.snapshot_written:
-                refused = False
-        return EXIT_OK
-    finally:
-        monitor_task.cancel()
-        await asyncio.gather(monitor_task, return_exceptions=True)
-        await redis.aclose()
-        log.info("Producer stopped")
+    async def _back_off(self, error: Exception) -> None:
+        delay = self.backoff.next_delay()
+        _log_failure(error, delay, self.metrics)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), delay)
+
+
+def _log_refused(view: str, error: AsOfRefused) -> None:
+    log.warning(
+        "Materialize refused to resume %s from its checkpoint (%s): history before "
+        "the checkpoint was compacted while the producer was away. Writing a fresh "
+        "snapshot as upserts followed by a reconcile marker, which deletes documents "
+        "the snapshot does not contain. Set RETAIN HISTORY on the view "
+        "(ALTER MATERIALIZED VIEW … SET (RETAIN HISTORY FOR '1h')) to resume exactly "
+        "instead.",
+        view,
+        error,
+    )
 
 
 async def _until_stopped(
