@@ -10,6 +10,7 @@ next tick converges.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 
 __all__ = ["assign", "desired_partitions", "live_members", "stale_before"]
@@ -31,18 +32,38 @@ def live_members(heartbeats: Mapping[str, float], now_ms: int, ttl_ms: int) -> l
 
 
 def assign(partitions: int, members: Iterable[str]) -> dict[str, frozenset[int]]:
-    """Spread ``partitions`` over ``members``: round robin over the sorted names.
+    """Spread ``partitions`` over ``members``, evenly and stickily.
 
-    Deterministic and even: every member gets ``partitions // m`` or one more.
-    No members gives an empty mapping.
+    Even: every member gets ``partitions // m`` or one more. Sticky: each partition
+    goes to the member ranking it highest (rendezvous hashing) that still has room,
+    so a join or a leave moves about ``partitions / m`` partitions instead of
+    reshuffling most of them, as round robin over sorted names did (every moved
+    partition pauses while its lease changes hands). Deterministic: the same member
+    set gives the same answer in every process. No members gives an empty mapping.
     """
     ordered = sorted(set(members))
     if not ordered:
         return {}
+    base, extra = divmod(partitions, len(ordered))
     owned: dict[str, set[int]] = {name: set() for name in ordered}
     for partition in range(partitions):
-        owned[ordered[partition % len(ordered)]].add(partition)
+        for name in sorted(ordered, key=lambda member: _rank(member, partition)):
+            size = len(owned[name])
+            # room: below the even share, or at it while one of the ``extra`` larger
+            # shares is still free; the greedy never runs out (sum of room == partitions)
+            if size < base or (size == base and extra > 0):
+                if size == base:
+                    extra -= 1
+                owned[name].add(partition)
+                break
     return {name: frozenset(parts) for name, parts in owned.items()}
+
+
+def _rank(member: str, partition: int) -> tuple[bytes, str]:
+    """``member``'s place in ``partition``'s preference order (lowest first); the
+    hash is stable across processes (unlike ``hash()``), the name breaks ties."""
+    digest = hashlib.blake2b(f"{partition}:{member}".encode(), digest_size=8).digest()
+    return digest, member
 
 
 def desired_partitions(partitions: int, members: Iterable[str], me: str) -> frozenset[int]:

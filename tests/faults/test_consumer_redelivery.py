@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -46,14 +46,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 MAX_DELIVERIES = 2
 CUTS = 4  # more than MAX_DELIVERIES
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path, appendfsync="always")
-    server.start()
-    yield server
-    server.kill()
 
 
 @pytest.fixture

@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import re
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
-from common.entries import Marker, decode_dead_letter
+from common.entries import Change, Marker, decode_dead_letter
 from tests.support.producer import (
     Stack,
     applied_state,
@@ -39,19 +40,24 @@ def stack() -> Iterator[Stack]:
         built.close()
 
 
-def changes_of(stack: Stack) -> list:  # type: ignore[type-arg]
+def changes_of(stack: Stack) -> list[Change]:
     return stream_changes(stack.sync_redis(), stack.keys)[0]
 
 
-def wait_change(stack: Stack, key: str, predicate, what: str) -> list:  # type: ignore[no-untyped-def, type-arg]
-    def found() -> list:  # type: ignore[type-arg]
+def wait_change(
+    stack: Stack, key: str, predicate: Callable[[Any], bool], what: str
+) -> list[Change]:
+    """The changes of ``key`` whose decoded document satisfies ``predicate``, once some exist."""
+
+    def found() -> list[Change]:
         return [
             c
             for c in changes_of(stack)
             if c.key == key.encode() and predicate(None if c.doc is None else json.loads(c.doc))
         ]
 
-    return wait_for(found, 20, what)  # type: ignore[no-any-return]
+    matching: list[Change] = wait_for(found, 20, what)
+    return matching
 
 
 def test_first_start_writes_the_snapshot_then_updates_deletes_and_fan_out(stack: Stack) -> None:

@@ -41,8 +41,27 @@ def test_no_members_no_assignment() -> None:
     assert assign(8, []) == {}
 
 
-def test_round_robin_over_sorted_names() -> None:
-    assert assign(5, ["b", "a"]) == {"a": frozenset({0, 2, 4}), "b": frozenset({1, 3})}
+def moved(before: dict[str, frozenset[int]], after: dict[str, frozenset[int]]) -> int:
+    owner_before = {p: name for name, parts in before.items() for p in parts}
+    owner_after = {p: name for name, parts in after.items() for p in parts}
+    return sum(1 for p, name in owner_before.items() if owner_after[p] != name)
+
+
+def test_a_join_or_leave_moves_few_partitions() -> None:
+    # The fewest moves a join from m to m+1 members (or the leave back) can make is
+    # partitions // (m + 1): the newcomer's share. Round robin over sorted names made
+    # 2.9x that over these cases; rendezvous ranking with even shares 1.28x.
+    rnd = random.Random(7)
+    fewest = total = 0
+    for partitions in (8, 16, 32):
+        for m in range(1, 8):
+            for _ in range(20):
+                hosts = [f"host{rnd.randrange(10**6)}-{rnd.randrange(10**5)}" for _ in range(m + 1)]
+                joined = assign(partitions, hosts)
+                total += moved(assign(partitions, hosts[:m]), joined)
+                total += moved(joined, assign(partitions, hosts[1:]))
+                fewest += 2 * (partitions // (m + 1))
+    assert total <= 1.4 * fewest, (total, fewest)
 
 
 @given(partition_counts, member_sets, names)
@@ -53,8 +72,9 @@ def test_me_always_counts(partitions: int, members: set[str], me: str) -> None:
         assert mine
 
 
-def test_me_may_get_nothing_when_members_outnumber_partitions() -> None:
-    assert desired_partitions(2, ["a", "b"], "c") == frozenset()
+def test_someone_gets_nothing_when_members_outnumber_partitions() -> None:
+    shares = [desired_partitions(2, {"a", "b", "c"} - {me}, me) for me in ("a", "b", "c")]
+    assert sorted(len(share) for share in shares) == [0, 1, 1]
 
 
 def test_live_members_drops_stale_heartbeats() -> None:
