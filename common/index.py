@@ -1,9 +1,9 @@
 """The index searchsync writes to: its mapping, its settings, and the alias in front of it.
 
 Writers always address the alias OS_INDEX_NAME; the concrete index behind it is
-``<alias>_v<N>``, so ``searchsync resync`` can build ``_v<N+1>`` and swap the
-alias with no downtime. :func:`ensure_index` is what a consumer runs at start and
-what ``searchsync index create`` runs.
+``<alias>_v<N>``, so a resync (DESIGN.md's ``searchsync resync``, not built yet)
+can build ``_v<N+1>`` and swap the alias with no downtime. :func:`ensure_index` is
+what a consumer runs at start and what ``searchsync index create`` runs.
 
 Mapping choices: every column of the view is mapped explicitly with the
 runbook's types; free text that people also sort or aggregate on (names) gets a

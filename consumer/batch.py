@@ -29,7 +29,7 @@ from common.entries import (
 )
 from consumer.bulk import unsendable_reason
 
-__all__ = ["Batch", "EntryState", "Item", "RawEntry", "should_flush"]
+__all__ = ["Batch", "EntryState", "Item", "RawEntry", "chunked", "entries_to_read", "should_flush"]
 
 
 class RawEntry(NamedTuple):
@@ -56,6 +56,25 @@ class Item:
     change: Change
     entry: int  # index into Batch.entries
     deliveries: int
+
+
+def entries_to_read(room: int, changes_per_entry: float) -> int:
+    """How many entries to ask Redis for when ``room`` more changes fit in the batch.
+
+    MAX_BATCH_SIZE counts changes, XREADGROUP/XAUTOCLAIM count entries, and a
+    ``b`` entry holds up to 256 changes: asking for ``room`` entries could hand a
+    consumer 256 × MAX_BATCH_SIZE documents at once (memory, and a `_bulk` over
+    OpenSearch's 100 MB request limit). ``changes_per_entry`` is what the last
+    read held on average; at least one entry is always read.
+    """
+    return max(1, int(room // max(1.0, changes_per_entry)))
+
+
+def chunked(items: list[Item], size: int) -> list[list[Item]]:
+    """``items`` in order, in requests of at most ``size`` (a read can still overshoot
+    the batch size when entries grow larger than the last ones)."""
+    step = max(1, size)
+    return [items[start : start + step] for start in range(0, len(items), step)]
 
 
 def should_flush(

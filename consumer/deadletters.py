@@ -1,7 +1,8 @@
 """Writing rejected changes to the dead-letter stream ``searchsync:<view>:dlq``.
 
 Each letter is one change with the reason it was given up (see
-common.entries.DeadLetter); ``searchsync dlq list|retry`` reads them back. Letters
+common.entries.DeadLetter), readable with ``redis-cli XRANGE`` (DESIGN.md's
+``searchsync dlq list|retry`` is not built yet). Letters
 are queued into the same pipeline as the XACK of their entry (consumer.acks), and
 before it, so a crash in between re-delivers the entry rather than losing it: a
 letter may then be written twice, never zero times.

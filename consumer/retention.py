@@ -1,8 +1,9 @@
 """Trimming a partition stream without losing anything replay or the group still needs.
 
 An entry may go only when the group has acknowledged it (delivered and no
-longer pending) AND it is older than STREAM_RETENTION_SECONDS, so
-``searchsync replay --since`` finds a day of history by default. The cut is
+longer pending) AND it is older than STREAM_RETENTION_SECONDS, so a replay
+(DESIGN.md's ``searchsync replay --since``, not built yet; today ``XRANGE`` and
+``XCLAIM``/``XADD`` by hand) finds a day of history by default. The cut is
 XTRIM MINID with ``~``: Redis then frees whole macro-nodes only, which is cheap and
 can only keep more than asked, never less.
 """

@@ -47,7 +47,7 @@ from redis.exceptions import RedisError
 from common.config import Settings
 from common.keys import Keys
 from consumer.acks import Acker
-from consumer.batch import Batch, Item, RawEntry, should_flush
+from consumer.batch import Batch, Item, RawEntry, chunked, entries_to_read, should_flush
 from consumer.bulk import ItemResult
 from consumer.deadletters import log_letters
 from consumer.leases import Leases
@@ -106,6 +106,8 @@ class PartitionRunner:
         self._held_below: bytes | None = None
         # monotonic time of the last check that nothing pending escaped this runner
         self._checked_at = time.monotonic()
+        # changes per entry in the last read: sizes the next read (batch.entries_to_read)
+        self._changes_per_entry = 1.0
 
     @property
     def _redis(self) -> Redis:
@@ -180,7 +182,7 @@ class PartitionRunner:
                 self.stream,
                 self.deps.group,
                 self.deps.me,
-                self.deps.settings.max_batch_size,
+                self._entries_wanted(self.deps.settings.max_batch_size),
                 cursor=cursor,
             )
             # whatever is left of the held ones was settled above: held = claimed so far
@@ -229,7 +231,7 @@ class PartitionRunner:
                 self.stream,
                 self.deps.group,
                 self.deps.me,
-                self.deps.settings.max_batch_size,
+                self._entries_wanted(self.deps.settings.max_batch_size),
                 after=after,
                 below=below,
             )
@@ -245,14 +247,22 @@ class PartitionRunner:
         batch = Batch(self.partition, self.deps.settings.max_deliveries, time.monotonic())
         for entry in entries:
             batch.add(entry)
+        self._learn_entry_size(batch)
         return batch
+
+    def _entries_wanted(self, room: int) -> int:
+        return entries_to_read(room, self._changes_per_entry)
+
+    def _learn_entry_size(self, batch: Batch) -> None:
+        if batch.entries:
+            self._changes_per_entry = max(1.0, batch.changes / len(batch.entries))
 
     async def _next_batch(self) -> Batch | None:
         """New entries up to the flush policy; None when a blocking read found nothing."""
         settings = self.deps.settings
         batch: Batch | None = None
         while True:
-            want = max(settings.max_batch_size - (batch.changes if batch else 0), 1)
+            want = self._entries_wanted(settings.max_batch_size - (batch.changes if batch else 0))
             entries = await read_new(
                 self._redis,
                 self.stream,
@@ -267,6 +277,7 @@ class PartitionRunner:
                 batch = Batch(self.partition, settings.max_deliveries, time.monotonic())
             for entry in entries:
                 batch.add(entry)
+            self._learn_entry_size(batch)
             self.in_hand = batch.changes
             if should_flush(
                 len(batch.entries),
@@ -285,8 +296,7 @@ class PartitionRunner:
         self.in_hand = batch.changes
         backoff = self.deps.policy.backoff()
         queue: deque[list[Item]] = deque()
-        if batch.pending:
-            queue.append(batch.items())
+        queue.extend(chunked(batch.items(), self.deps.settings.max_batch_size))
         while queue:
             items = queue.popleft()
             await self._fence()

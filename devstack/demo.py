@@ -7,7 +7,9 @@
 3. wait until the snapshot is searchable; report how long it took;
 4. run the load generator for ``--seconds`` at ``--rate`` changes/s and measure,
    for every change, PostgreSQL COMMIT → visible in OpenSearch (the document's
-   ``sync_version`` reaches the commit time, or the document is gone);
+   ``sync_version`` reaches the time the change was sent — its Materialize timestamp
+   is not below its commit — or the document is gone; latency counts from when
+   COMMIT returned);
 5. ``searchsync verify`` (view vs index, every document) and ``searchsync status``;
 6. stop the pipeline (``--keep-running`` leaves it up; ``devstack/down`` stops
    the services).
@@ -131,9 +133,10 @@ async def wait_for_snapshot(client: AsyncOpenSearch, expected: int, limit: float
 
 async def measure_latency(
     client: AsyncOpenSearch, record: Path, load: asyncio.subprocess.Process, tail_seconds: float
-) -> tuple[list[float], int]:
-    """Commit → searchable per recorded change; returns latencies and changes never seen."""
-    pending: dict[int, tuple[list[str], float, bool]] = {}
+) -> tuple[list[float], list[str]]:
+    """Commit → searchable per recorded change; returns latencies and the changes never seen."""
+    pending: dict[int, tuple[list[str], float, float, bool]] = {}
+    kinds: dict[int, str] = {}
     latencies: list[float] = []
     offset = 0
     seq = 0
@@ -146,10 +149,16 @@ async def measure_latency(
                 gone = set(change["order_ids"])
                 for key in [k for k, v in pending.items() if gone & set(v[0])]:
                     del pending[key]
-            pending[seq] = (change["order_ids"], change["commit_ts"], change["deleted"])
+            kinds[seq] = change["kind"]
+            pending[seq] = (
+                change["order_ids"],
+                change["sent_ts"],
+                change["commit_ts"],
+                change["deleted"],
+            )
             seq += 1
         if pending:
-            ids = sorted({oid for oids, _, _ in pending.values() for oid in oids})
+            ids = sorted({oid for oids, _, _, _ in pending.values() for oid in oids})
             found = (
                 await client.mget(
                     index=INDEX, body={"ids": ids}, params={"_source_includes": "sync_version"}
@@ -157,10 +166,12 @@ async def measure_latency(
             )["docs"]
             seen = time.time()
             versions = {d["_id"]: d["_source"]["sync_version"] for d in found if d.get("found")}
-            for key, (oids, commit_ts, deleted) in list(pending.items()):
-                commit_ms = commit_ts * 1000
+            for key, (oids, sent_ts, commit_ts, deleted) in list(pending.items()):
+                # the change's Materialize timestamp is >= the time it was sent; the
+                # commit time is only known to be before commit_ts (when COMMIT returned)
+                sent_ms = sent_ts * 1000
                 if all(
-                    (oid not in versions) if deleted else versions.get(oid, -1) >= commit_ms
+                    (oid not in versions) if deleted else versions.get(oid, -1) >= sent_ms
                     for oid in oids
                 ):
                     latencies.append(seen - commit_ts)
@@ -168,7 +179,10 @@ async def measure_latency(
         if load.returncode is not None:
             deadline = deadline or time.monotonic() + tail_seconds
             if not pending or time.monotonic() > deadline:
-                return latencies, len(pending)
+                return latencies, [
+                    f"{kinds[key]} of {', '.join(oids)} sent at {sent_ts:.3f}"
+                    for key, (oids, sent_ts, _, _) in pending.items()
+                ]
         await asyncio.sleep(0.05)
 
 
@@ -178,7 +192,7 @@ def metrics_summary(consumers: int) -> str:
     lines = []
     for n in range(consumers):
         try:
-            body = urllib.request.urlopen(f"http://127.0.0.1:941{n}/metrics", timeout=2).read()
+            body = urllib.request.urlopen(f"http://127.0.0.1:{9500 + n}/metrics", timeout=2).read()
         except OSError as error:
             lines.append(f"  consumer-{n}: metrics unavailable ({error})")
             continue
@@ -194,7 +208,7 @@ def metrics_summary(consumers: int) -> str:
                 )
             )
         ]
-        lines.append(f"  consumer-{n} (:941{n}/metrics): " + "; ".join(wanted))
+        lines.append(f"  consumer-{n} (:{9500 + n}/metrics): " + "; ".join(wanted))
     return "\n".join(lines)
 
 
@@ -250,8 +264,10 @@ async def run(args: argparse.Namespace) -> int:
             f"PostgreSQL COMMIT → searchable in OpenSearch, {len(latencies)} changes: "
             f"p50 {percentile(latencies, 0.5):.2f}s  p95 {percentile(latencies, 0.95):.2f}s  "
             f"p99 {percentile(latencies, 0.99):.2f}s  max {max(latencies, default=0):.2f}s"
-            + (f"  ({unseen} not seen within 30s)" if unseen else "")
+            + (f"  ({len(unseen)} not seen within 30s)" if unseen else "")
         )
+        for change in unseen[:10]:
+            say(f"  not seen: {change}")
 
         say("searchsync verify (view vs index, every document):")
         verified = await run_command(str(BIN / "searchsync"), "verify", env=env)

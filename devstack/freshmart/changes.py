@@ -151,6 +151,9 @@ class ChangeRecord:
     order_ids: tuple[str, ...]
     commit_ts: float  # time.time() right after COMMIT returned
     deleted: bool
+    # time.time() right before the change was sent: the commit happened between the
+    # two, so a timestamp given to the change upstream (Materialize's) is >= sent_ts
+    sent_ts: float
 
     def to_json(self) -> str:
         return json.dumps(
@@ -159,6 +162,7 @@ class ChangeRecord:
                 "order_ids": list(self.order_ids),
                 "commit_ts": self.commit_ts,
                 "deleted": self.deleted,
+                "sent_ts": self.sent_ts,
             }
         )
 

@@ -20,7 +20,8 @@ Command line (``devstack/load``)::
                   [--connections 8]
 
 ``--record`` writes one JSON object per committed change:
-``{"kind", "order_ids", "commit_ts", "deleted"}`` (commit_ts: epoch seconds).
+``{"kind", "order_ids", "commit_ts", "deleted", "sent_ts"}`` (epoch seconds: the
+COMMIT happened between ``sent_ts`` and ``commit_ts``).
 """
 
 from __future__ import annotations
@@ -129,9 +130,10 @@ def apply_change(
     transaction open, psycopg.Error if the write fails (state left unchanged).
     """
     change = plan_change(kind, rng, state, now or datetime.now(UTC))
+    sent_ts = time.time()
     commit_ts = execute_writes(conn, change.writes)
     state.absorb(change)
-    return ChangeRecord(change.kind, change.order_ids, commit_ts, change.deleted)
+    return ChangeRecord(change.kind, change.order_ids, commit_ts, change.deleted, sent_ts)
 
 
 async def apply_change_async(
@@ -143,9 +145,10 @@ async def apply_change_async(
 ) -> ChangeRecord:
     """:func:`apply_change` for an async connection (same guarantees)."""
     change = plan_change(kind, rng, state, now or datetime.now(UTC))
+    sent_ts = time.time()
     commit_ts = await execute_writes_async(conn, change.writes)
     state.absorb(change)
-    return ChangeRecord(change.kind, change.order_ids, commit_ts, change.deleted)
+    return ChangeRecord(change.kind, change.order_ids, commit_ts, change.deleted, sent_ts)
 
 
 _STATE_QUERY: LiteralString = (
@@ -225,6 +228,7 @@ class _Dispatcher:
             self.in_flight = {k: t for k, t in self.in_flight.items() if not t.done()}
 
     async def _write(self, conn: psycopg.AsyncConnection[Any], change: PlannedChange) -> None:
+        sent_ts = time.time()
         try:
             commit_ts = await execute_writes_async(conn, change.writes)
         except psycopg.Error as exc:
@@ -235,7 +239,7 @@ class _Dispatcher:
         self.done += 1
         self.by_kind[change.kind] += 1
         if self.record is not None:
-            rec = ChangeRecord(change.kind, change.order_ids, commit_ts, change.deleted)
+            rec = ChangeRecord(change.kind, change.order_ids, commit_ts, change.deleted, sent_ts)
             self.record.write(rec.to_json() + "\n")
 
     async def drain(self) -> None:

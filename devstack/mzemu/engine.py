@@ -140,7 +140,9 @@ class Engine:
 
     # -- timestamps
     def _next_ts(self) -> int:
-        ts = max(time.time_ns() // 1_000_000, self._last_ts + 1)
+        # rounded up: the tick's snapshot is already taken, and every change in it
+        # committed before now, so its timestamp is not below its commit time
+        ts = max(-(-time.time_ns() // 1_000_000), self._last_ts + 1)
         self._last_ts = ts
         return ts
 
@@ -208,7 +210,6 @@ class Engine:
     async def _tick_locked(self) -> int:
         conn = self._conn
         assert conn is not None
-        ts = self._next_ts()
         config = self.config
         view = self._view
         if not self._capture_installed:
@@ -222,6 +223,12 @@ class Engine:
             )
             found = await cur.fetchone()
             view_oid = int(found[0]) if found else None  # type: ignore[call-overload]
+            # Stamped after the first statement fixed the snapshot, as Materialize
+            # stamps a write after it happened upstream: a change committed between
+            # the stamp and the snapshot would otherwise carry a time before its
+            # commit (a reader comparing versions with commit times would wait for
+            # it forever).
+            ts = self._next_ts()
             log_rows: list[tuple[object, ...]] = []
             if await self._has_log(cur):
                 await cur.execute(

@@ -264,3 +264,30 @@ async def test_index_bootstrap_is_idempotent(stack: Stack) -> None:
     assert properties["sync_version"] == {"type": "long"}
     assert properties["customer_name"]["fields"]["keyword"]["type"] == "keyword"
     assert len(properties) == 19
+
+
+async def test_large_entries_are_sent_in_bulks_of_at_most_max_batch_size(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MAX_BATCH_SIZE counts changes; a `b` entry holds many. The spy only counts what
+    # the real sender posts to the real OpenSearch.
+    from consumer.sender import BulkSender
+
+    sizes: list[int] = []
+    real_send = BulkSender.send
+
+    async def counting_send(self: BulkSender, changes: Any) -> Any:
+        sizes.append(len(changes))
+        return await real_send(self, changes)
+
+    monkeypatch.setattr(BulkSender, "send", counting_send)
+    t = now_ms()
+    for round_ in range(5):  # 5 rounds of one entry per partition, ~75 changes each
+        await stack.write(t + round_, [(f"order:FM-{n}", order(n)) for n in range(300)])
+    await stack.progress(t + 5)
+    async with running_worker(stack.settings(MAX_BATCH_SIZE=50)):
+        await wait_for(lambda: settled(stack), 30, "all entries acknowledged")
+    assert sizes and max(sizes) <= 50, sizes
+    docs = await stack.documents()
+    assert len(docs) == 300
+    assert {doc["_version"] for doc in docs.values()} == {t + 4}

@@ -285,7 +285,7 @@ def test_each_change_kind_alters_exactly_its_view_rows(
     t0 = time.time()
     record = apply_change(conn, kind, rng, state)
     after = _view(conn)
-    assert record.kind == kind and t0 <= record.commit_ts <= time.time()
+    assert record.kind == kind and t0 <= record.sent_ts <= record.commit_ts <= time.time()
     assert _changed(before, after) == set(record.order_ids)
     assert record.deleted == (kind == ChangeKind.DELETION)
     if kind == ChangeKind.DELETION:
@@ -417,8 +417,8 @@ def test_load_cli_records_every_committed_change(conn: Conn, schema: str, tmp_pa
     assert 10 <= len(lines) <= 41
     view = _view(conn)
     for line in lines:
-        assert set(line) == {"kind", "order_ids", "commit_ts", "deleted"}
+        assert set(line) == {"kind", "order_ids", "commit_ts", "deleted", "sent_ts"}
         assert line["kind"] in set(ChangeKind)
-        assert started <= line["commit_ts"] <= time.time()
+        assert started <= line["sent_ts"] <= line["commit_ts"] <= time.time()
         if line["deleted"]:
             assert not set(line["order_ids"]) & view.keys()

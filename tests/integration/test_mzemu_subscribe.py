@@ -297,6 +297,49 @@ def test_resume_as_of_frontier_minus_one_without_snapshot(mzemu: Emulator) -> No
         assert sorted(r for r in data(resumed) if r[0] < end) == expected
 
 
+def test_a_change_is_never_stamped_before_it_was_written(mzemu: Emulator) -> None:
+    # Materialize timestamps a write after it happened upstream. Writes land at
+    # every phase of the 25 ms tick; each one's timestamp must not be below
+    # PostgreSQL's clock at the transaction's last statement (its commit came after).
+    with mzemu.connect(autocommit=True) as conn:
+        row = conn.execute("SELECT mz_now()::text").fetchone()
+        assert row is not None
+        start = int(str(row[0]))
+    written_ms: dict[str, float] = {}
+    with mzemu.pg() as pg:
+        for n in range(150):
+            status = f"s{n}"
+            with pg.transaction():
+                pg.execute(
+                    "DELETE FROM triples "
+                    "WHERE subject_id = 'order:FM-1001' AND predicate = 'order_status'"
+                )
+                pg.execute(
+                    "INSERT INTO triples (subject_id, predicate, object_value, object_type) "
+                    "VALUES ('order:FM-1001', 'order_status', %s, 'string')",
+                    (status,),
+                )
+                clock = pg.execute(
+                    "SELECT extract(epoch FROM clock_timestamp())::float8 * 1000"
+                ).fetchone()
+                assert clock is not None
+                written_ms[status] = float(str(clock[0]))
+            time.sleep((n % 7) * 0.004)
+    last = max(written_ms.values())
+    with mzemu.connect() as conn:
+        cur = conn.cursor()
+        cur.execute(
+            f"DECLARE c CURSOR FOR SUBSCRIBE {VIEW} WITH (PROGRESS, SNAPSHOT = false) AS OF {start}"
+        )
+        rows = fetch_until(cur, lambda r: frontier(r) > last + 1000)
+        conn.rollback()
+    # writes inside one tick consolidate: only the tick's last status shows
+    stamped = {r[5]: r[0] for r in data(rows) if r[2] == 1 and r[3] == "order:FM-1001"}
+    assert "s149" in stamped and len(stamped) >= 50 and set(stamped) <= set(written_ms)
+    early = {s: (ts, written_ms[s]) for s, ts in stamped.items() if ts < written_ms[s]}
+    assert not early, f"stamped before they were written (ts, written ms): {early}"
+
+
 def test_as_of_below_retained_history_fails_and_at_least_moves_forward(mzemu: Emulator) -> None:
     since = mzemu.admin("mzemu_since()")
     with mzemu.connect() as conn:

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.entries import Change, encode_changes, encode_progress, encode_reconcile
-from consumer.batch import Batch, RawEntry, should_flush
+from consumer.batch import Batch, Item, RawEntry, chunked, entries_to_read, should_flush
 
 Stream = list[tuple[int, dict[bytes, bytes | None]]]
 KEYS = [b"order:FM-1", b"order:FM-2", b"order:FM-3", b"order:FM-4"]
@@ -149,3 +149,25 @@ def test_flush_policy() -> None:
     assert not flush(3, 3, 0.0, False)
     assert flush(3, 10, 0.0, False)
     assert flush(3, 3, 5.0, False)
+
+
+@given(st.integers(-10, 5000), st.floats(0.0, 300.0))
+def test_a_read_asks_for_about_the_room_in_changes(room: int, per_entry: float) -> None:
+    wanted = entries_to_read(room, per_entry)
+    assert wanted >= 1  # a full batch still reads one entry, as the flush policy expects
+    if room > 0:
+        assert wanted * max(1.0, per_entry) <= max(room, 1.0, per_entry)
+
+
+def test_large_entries_read_few_at_a_time() -> None:
+    assert entries_to_read(1000, 1.0) == 1000
+    assert entries_to_read(1000, 256.0) == 3
+    assert entries_to_read(100, 256.0) == 1
+
+
+@given(st.integers(0, 60), st.integers(1, 25))
+def test_chunks_keep_order_and_size(count: int, size: int) -> None:
+    items = [Item(Change(1, f"k{n}".encode(), None), n, 1) for n in range(count)]
+    chunks = chunked(items, size)
+    assert [item for chunk in chunks for item in chunk] == items
+    assert all(1 <= len(chunk) <= size for chunk in chunks)

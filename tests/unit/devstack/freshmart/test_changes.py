@@ -261,10 +261,10 @@ def test_write_statement_shapes() -> None:
 
 
 def test_change_record_json_has_the_agreed_fields() -> None:
-    rec = ChangeRecord(ChangeKind.DELETION, ("order:FM-1",), 1700000000.25, True)
+    rec = ChangeRecord(ChangeKind.DELETION, ("order:FM-1",), 1700000000.25, True, 1700000000.2)
     assert rec.to_json() == (
         '{"kind": "deletion", "order_ids": ["order:FM-1"], "commit_ts": 1700000000.25, '
-        '"deleted": true}'
+        '"deleted": true, "sent_ts": 1700000000.2}'
     )
 
 
