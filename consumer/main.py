@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from common.config import Settings, settings_or_exit
+from common.diagnostics import install_stack_dumps
 from common.errors import FatalError
 from common.logs import configure_logging
 from common.opensearch import make_client
@@ -55,6 +56,7 @@ async def _main(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    install_stack_dumps(loop)
     try:
         await run(settings, stop)
     except FatalError as error:

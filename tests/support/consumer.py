@@ -263,7 +263,18 @@ class ConsumerProcess:
         self.proc.send_signal(signal.SIGCONT)
 
     def wait(self, timeout: float) -> int:
-        code = self.proc.wait(timeout)
+        """The exit status; AssertionError with the log and every thread's stack
+        (SIGUSR1, see consumer.main) if the process has not exited within ``timeout``."""
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+            self.ensure_dead()
+            raise AssertionError(
+                f"{self.name} still running after {timeout}s; its log and stacks:\n"
+                + self.log()[-8000:]
+            ) from None
         self._log.close()
         return code
 

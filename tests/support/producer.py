@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -141,9 +142,20 @@ class ProducerProcess:
             self.proc.wait(10)
 
     def terminate(self, timeout: float = 10) -> int:
+        """SIGTERM and the exit status; AssertionError with the log and every thread's
+        stack (SIGUSR1, see producer.main) if it has not exited within ``timeout``."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+            self.kill()
+            raise AssertionError(
+                f"producer still running {timeout}s after SIGTERM; its log and stacks:\n"
+                + self.log()[-8000:]
+            ) from None
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
