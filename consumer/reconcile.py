@@ -22,6 +22,7 @@ from typing import Any, Final
 from opensearchpy import AsyncOpenSearch
 from redis.asyncio import Redis
 
+from common.cancellation import raise_if_cancelled
 from common.entries import VERSION_FIELD
 from common.keys import Keys
 
@@ -121,6 +122,7 @@ class Reconciler:
         while True:
             await asyncio.sleep(LOCK_RENEW_SECONDS)
             await self._renew(keys=[self._keys.reconcile_lock], args=[self._me, LOCK_TTL_MS])
+            raise_if_cancelled()  # redis-py may have swallowed it (common.cancellation)
 
     async def _delete_older_than(self, ts: int) -> int:
         # _delete_by_query only sees what a refresh has made searchable: without this,

@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from common.buffer import partition_buffer
+from common.cancellation import raise_if_cancelled
 from common.keys import Keys
 from common.streams import ensure_groups
 from producer.metrics import ProducerMetrics
@@ -166,6 +167,7 @@ class BufferMonitor:
                 await self.measure()
             except Exception as error:  # Redis down: the writer reports and reconnects
                 log.debug("Buffer measurement failed: %s", error)
+            raise_if_cancelled()  # redis-py may have swallowed it (common.cancellation)
             now = self._clock()
             if now >= next_log:
                 state = "active" if self._state.active else "inactive"

@@ -23,6 +23,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from common.backoff import Backoff
+from common.cancellation import raise_if_cancelled
 from common.config import Settings
 from common.keys import Keys
 from common.streams import ensure_groups
@@ -134,6 +135,7 @@ class _Producer:
         """One session, from the checkpoint. Raises what the session raises."""
         settings = self.settings
         await ensure_groups(self.redis, self.keys, settings.consumer_group)
+        raise_if_cancelled()  # stopped meanwhile: redis-py may have swallowed it
         if not settings.use_subscribe:
             self.session = Poller(
                 settings, self.redis, self.writer, self.monitor, self.stop,
@@ -145,6 +147,7 @@ class _Producer:
         # later switch to polling starts with a full read.
         await self.redis.delete(self.keys.poll_keys)
         checkpoint = await self.writer.read_checkpoint()
+        raise_if_cancelled()  # stopped meanwhile: redis-py may have swallowed it
         plan = plan_start(
             checkpoint, discard_snapshot=settings.discard_snapshot, refused=self.refused
         )
