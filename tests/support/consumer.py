@@ -32,6 +32,7 @@ from common.entries import encode_changes, encode_progress, encode_reconcile
 from common.keys import Keys
 from common.partition import partition_of
 from devstack.env import require
+from tests.support.services import wait_or_dump
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -266,17 +267,9 @@ class ConsumerProcess:
         """The exit status; AssertionError with the log and every thread's stack
         (SIGUSR1, see consumer.main) if the process has not exited within ``timeout``."""
         try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.send_signal(signal.SIGUSR1)
-            time.sleep(1)
-            self.ensure_dead()
-            raise AssertionError(
-                f"{self.name} still running after {timeout}s; its log and stacks:\n"
-                + self.log()[-8000:]
-            ) from None
-        self._log.close()
-        return code
+            return wait_or_dump(self.proc, timeout, self.log)
+        finally:
+            self._log.close()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

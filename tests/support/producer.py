@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,7 +26,7 @@ from redis.asyncio import Redis
 from common.entries import Change, Marker, decode_entry
 from common.keys import Keys
 from devstack.env import devstack_env
-from tests.support.services import PrivateRedis, free_port, wait_for
+from tests.support.services import PrivateRedis, free_port, wait_for, wait_or_dump
 
 __all__ = [
     "REPO",
@@ -146,16 +145,7 @@ class ProducerProcess:
         stack (SIGUSR1, see producer.main) if it has not exited within ``timeout``."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.send_signal(signal.SIGUSR1)
-            time.sleep(1)
-            self.kill()
-            raise AssertionError(
-                f"producer still running {timeout}s after SIGTERM; its log and stacks:\n"
-                + self.log()[-8000:]
-            ) from None
+        return wait_or_dump(self.proc, timeout, self.log)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

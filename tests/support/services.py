@@ -142,3 +142,19 @@ class Proxy:
         finally:
             writer.close()
             self._writers.discard(writer)
+
+
+def wait_or_dump(proc: subprocess.Popen[bytes], timeout: float, log: Callable[[], str]) -> int:
+    """``proc``'s exit status within ``timeout``; else SIGUSR1 (searchsync processes then
+    write every thread's and task's stack to their log, common.diagnostics), SIGKILL,
+    and AssertionError with the tail of ``log()``."""
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(1)
+        proc.kill()
+        proc.wait(10)
+        raise AssertionError(
+            f"{proc.args!r} still running after {timeout}s; its log and stacks:\n" + log()[-8000:]
+        ) from None
