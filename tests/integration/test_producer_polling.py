@@ -76,7 +76,12 @@ def test_polling_upserts_changes_and_deletes_vanished_keys(stack: Stack) -> None
     delete_order(stack, "1002")
     [delete] = wait_change(stack, "order:FM-1002", lambda d: d is None, "delete")
     assert full_ts < update.ts <= delete.ts  # versions never go back
-    assert int(client.get(stack.keys.checkpoint) or 0) > delete.ts
+    # the checkpoint moves only after the entries are written: wait for it, don't race it
+    wait_for(
+        lambda: int(client.get(stack.keys.checkpoint) or 0) > delete.ts,
+        10,
+        "the checkpoint passing the delete",
+    )
     assert client.sismember(stack.keys.poll_keys, "order:FM-1002") == 0
     changes, markers = stream_changes(client, stack.keys)
     assert {k.decode() for k in index_after_reconciles(changes, markers)} == set(view_rows(stack))
