@@ -59,6 +59,19 @@ PYTHON = REPO / ".venv" / "bin" / "python"
 Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
 
+def split_entries(entries: Entries) -> tuple[list[Change], list[Marker]]:
+    """Decode stream entries (in order) into their changes and their markers."""
+    changes: list[Change] = []
+    markers: list[Marker] = []
+    for _, fields in entries:
+        decoded = decode_entry(fields)
+        if isinstance(decoded, list):
+            changes.extend(decoded)
+        else:
+            markers.append(decoded)
+    return changes, markers
+
+
 def xrange_all(client: redis.Redis, stream: str) -> Entries:
     """XRANGE of a whole stream, typed (redis-py's own annotation is too wide)."""
     return cast(Entries, client.xrange(stream))
@@ -87,16 +100,9 @@ async def delete_view_keys(client: Redis, view: str) -> None:
 
 async def all_changes(client: Redis, keys: Keys) -> tuple[list[Change], list[Marker]]:
     """Every change and marker in every partition stream, partition by partition."""
-    changes: list[Change] = []
-    markers: list[Marker] = []
-    for stream in keys.streams():
-        for _, fields in cast(Entries, await client.xrange(stream)):
-            decoded = decode_entry(fields)
-            if isinstance(decoded, list):
-                changes.extend(decoded)
-            else:
-                markers.append(decoded)
-    return changes, markers
+    return split_entries(
+        [entry for stream in keys.streams() for entry in cast(Entries, await client.xrange(stream))]
+    )
 
 
 class ProducerProcess:
@@ -272,16 +278,9 @@ def start_load(
 
 def stream_changes(client: redis.Redis, keys: Keys) -> tuple[list[Change], list[Marker]]:
     """Every change and marker in the partition streams (sync client)."""
-    changes: list[Change] = []
-    markers: list[Marker] = []
-    for stream in keys.streams():
-        for _, fields in xrange_all(client, stream):
-            decoded = decode_entry(fields)
-            if isinstance(decoded, list):
-                changes.extend(decoded)
-            else:
-                markers.append(decoded)
-    return changes, markers
+    return split_entries(
+        [entry for stream in keys.streams() for entry in xrange_all(client, stream)]
+    )
 
 
 def applied_state(changes: list[Change]) -> dict[bytes, dict[str, Any]]:
