@@ -1,11 +1,14 @@
 """Typed settings, read once from the environment.
 
-Every variable of the runbook's configuration reference, plus the ones DESIGN.md
+Every variable of the runbook's configuration reference, plus the ones searchsync
 adds, is a field of :class:`Settings` (field ``mz_host`` ↔ variable ``MZ_HOST``).
+Each field's type carries, in its ``Meta(description=…)``, the sentence an
+operator reads when the value is wrong ("a port number from 1 to 65535", "one of
+json, text"), so every error names the accepted values.
 :func:`load_settings` never does I/O beyond reading the mapping it is given and
-raises :class:`ConfigError` naming the variable, the value and what was expected;
-:func:`settings_or_exit` is what entry points call: it turns that error into a
-message on stderr and exit status 2.
+raises :class:`ConfigError` naming the variable, the value (never a secret's) and
+what was expected; :func:`settings_or_exit` is what entry points call: it turns
+that error into a message on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import typing
 from collections.abc import Mapping
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta
@@ -30,33 +35,67 @@ __all__ = [
 
 EXIT_CONFIG = 2
 
-Port = Annotated[int, Meta(ge=1, le=65535)]
-PositiveInt = Annotated[int, Meta(ge=1)]
-NonNegativeInt = Annotated[int, Meta(ge=0)]
-PositiveFloat = Annotated[float, Meta(gt=0)]
-Identifier = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=63)]
-NonEmpty = Annotated[str, Meta(min_length=1)]
+MiB: Final = 1024 * 1024
+
+Port = Annotated[int, Meta(ge=1, le=65535, description="a port number from 1 to 65535")]
+PositiveInt = Annotated[int, Meta(ge=1, description="a whole number of at least 1")]
+NonNegativeInt = Annotated[int, Meta(ge=0, description="a whole number of at least 0")]
+PositiveFloat = Annotated[float, Meta(gt=0, description="a number above 0 (e.g. 0.5 or 30)")]
+Identifier = Annotated[
+    str,
+    Meta(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        max_length=63,
+        description="an SQL identifier: letters, digits and _, not starting with a digit, "
+        "at most 63 characters",
+    ),
+]
+NonEmpty = Annotated[str, Meta(min_length=1, description="a non-empty text")]
+# A host name or address, not a URL: "http://os:9200" in OS_HOST is a common slip.
+Host = Annotated[
+    str,
+    Meta(
+        pattern=r"^[A-Za-z0-9._\-\[\]:]+$",
+        description="a host name or IP address (no scheme, no port, no path)",
+    ),
+]
+Bytes = Annotated[
+    int,
+    Meta(ge=1024, le=512 * MiB, description="a size in bytes from 1024 to 536870912 (512 MiB)"),
+]
 
 # Values of these are never echoed in errors or logs.
 SECRET_VARIABLES = frozenset({"MZ_PASSWORD", "OS_PASSWORD", "REDIS_URL"})
+
+REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
+_REDIS_URL_EXPECTED: Final = (
+    "a Redis URL: redis://[user:password@]host[:port][/db], "
+    "rediss://… for TLS, or unix:///path/to/socket"
+)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     """The whole configuration; see README "Configuration" for each variable."""
 
     # Materialize connection (runbook §5)
-    mz_host: NonEmpty = "mz"
+    mz_host: Host = "mz"
     mz_port: Port = 6875
     mz_user: NonEmpty = "materialize"
     mz_password: str = "materialize"
     mz_database: NonEmpty = "materialize"
     mz_cluster: Identifier = "serving"
     # OpenSearch connection
-    os_host: NonEmpty = "opensearch"
+    os_host: Host = "opensearch"
     os_port: Port = 9200
-    os_index_name: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_\-]*$", max_length=200)] = (
-        "orders"
-    )
+    os_index_name: Annotated[
+        str,
+        Meta(
+            pattern=r"^[a-z0-9][a-z0-9_\-]*$",
+            max_length=200,
+            description="a lowercase index name: a-z, 0-9, _ and -, not starting with _ or -, "
+            "at most 200 characters",
+        ),
+    ] = "orders"
     os_user: str = ""
     os_password: str = ""
     os_use_ssl: bool = False
@@ -74,6 +113,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     # Batching
     max_batch_size: PositiveInt = 1000
     max_batch_age_seconds: PositiveFloat = 5.0
+    # Size limits. A document above MAX_DOCUMENT_BYTES is dead-lettered by the producer
+    # (OpenSearch refuses requests above http.max_content_length, 100 MB by default);
+    # an entry holds at most MAX_ENTRY_BYTES of documents (one larger document goes
+    # alone); a _bulk request at most MAX_BULK_BYTES (one larger document goes alone).
+    max_document_bytes: Bytes = 10 * MiB
+    max_entry_bytes: Bytes = 1 * MiB
+    max_bulk_bytes: Bytes = 10 * MiB
     # Backpressure, counted in changes not yet acknowledged by CONSUMER_GROUP
     backpressure_threshold: PositiveInt = 5000
     backpressure_resume: NonNegativeInt = 2500
@@ -81,23 +127,35 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     # Retry
     retry_initial_backoff: PositiveFloat = 1.0
     retry_max_backoff: PositiveFloat = 30.0
-    retry_backoff_multiplier: Annotated[float, Meta(ge=1)] = 2.0
+    retry_backoff_multiplier: Annotated[
+        float, Meta(ge=1, description="a number of at least 1 (e.g. 2)")
+    ] = 2.0
     # Redis Streams
     redis_url: NonEmpty = "redis://127.0.0.1:6379/0"
-    stream_partitions: Annotated[int, Meta(ge=1, le=1024)] = 8
+    stream_partitions: Annotated[
+        int, Meta(ge=1, le=1024, description="a whole number from 1 to 1024")
+    ] = 8
     stream_retention_seconds: PositiveInt = 86400
+    dlq_retention_seconds: PositiveInt = 7 * 86400
     consumer_group: NonEmpty = "searchsync"
     consumer_name: str = ""  # empty: "<hostname>-<pid>", see consumer_identity()
+    producer_name: str = ""  # empty: "<hostname>-<pid>", see producer_identity()
     lease_ttl_seconds: PositiveFloat = 5.0
     max_deliveries: PositiveInt = 5
     # Operations
-    metrics_port: Annotated[int, Meta(ge=0, le=65535)] = 0  # 0: no metrics endpoint
+    metrics_port: Annotated[
+        int, Meta(ge=0, le=65535, description="a port number from 1 to 65535, or 0 for none")
+    ] = 0  # 0: no metrics endpoint
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
 
     def consumer_identity(self) -> str:
         """CONSUMER_NAME, or a name unique to this process when it is empty."""
         return self.consumer_name or f"{socket.gethostname()}-{os.getpid()}"
+
+    def producer_identity(self) -> str:
+        """PRODUCER_NAME, or a name unique to this process when it is empty."""
+        return self.producer_name or f"{socket.gethostname()}-{os.getpid()}"
 
     def redacted(self) -> dict[str, object]:
         """The settings as a dict for logging, secrets replaced by ``***``."""
@@ -122,11 +180,22 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def _expected(error: msgspec.ValidationError) -> str:
-    # msgspec says "Expected `int` >= 1, got `str` - at `$.X`"; keep the "what" part.
-    text = str(error).split(" - at ")[0]
-    text = text.split(", got ")[0]
-    return text.removeprefix("Expected ").replace("`", "")
+def expected_of(variable: str) -> str:
+    """What ``variable`` accepts, in words (the ``expected …`` part of its errors)."""
+    if variable == "REDIS_URL":
+        return _REDIS_URL_EXPECTED
+    field_type = _FIELDS[variable].type
+    if field_type is bool:
+        return "a boolean: true/false, 1/0, yes/no or on/off"
+    if typing.get_origin(field_type) is Literal:
+        return "one of " + ", ".join(str(value) for value in typing.get_args(field_type))
+    if typing.get_origin(field_type) is Annotated:
+        for meta in typing.get_args(field_type)[1:]:
+            if isinstance(meta, Meta) and meta.description:
+                return meta.description
+    if field_type is str:
+        return "a text"
+    raise AssertionError(f"{variable} has no description of its accepted values")
 
 
 def _convert(variable: str, raw: str) -> object:
@@ -137,7 +206,7 @@ def _convert(variable: str, raw: str) -> object:
             return True
         if word in _FALSE:
             return False
-        raise ConfigError(variable, raw, "a boolean (true/false, 1/0, yes/no, on/off)")
+        raise ConfigError(variable, raw, expected_of(variable))
     value: object = raw
     if field.type is not str and "Literal" not in repr(field.type):
         value = raw.strip()
@@ -145,8 +214,50 @@ def _convert(variable: str, raw: str) -> object:
         value = raw.strip().upper()
     try:
         return msgspec.convert(value, field.type, strict=False)
-    except msgspec.ValidationError as error:
-        raise ConfigError(variable, raw, _expected(error)) from None
+    except msgspec.ValidationError:
+        raise ConfigError(variable, raw, expected_of(variable)) from None
+
+
+def _check_redis_url(url: str) -> None:
+    """Raises ConfigError (never showing the URL: it may hold a password)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError when not a number in 0-65535
+    except ValueError:
+        raise ConfigError("REDIS_URL", url, _REDIS_URL_EXPECTED) from None
+    if parts.scheme not in REDIS_SCHEMES:
+        raise ConfigError("REDIS_URL", url, _REDIS_URL_EXPECTED)
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ConfigError("REDIS_URL", url, _REDIS_URL_EXPECTED)
+        return
+    if not parts.hostname or port == 0:
+        raise ConfigError("REDIS_URL", url, _REDIS_URL_EXPECTED)
+    database = parts.path.strip("/")
+    if database and not database.isdigit():
+        raise ConfigError("REDIS_URL", url, _REDIS_URL_EXPECTED)
+
+
+def _check_pairs(settings: Settings) -> None:
+    """Values that are fine alone but contradict another variable."""
+    if settings.backpressure_resume >= settings.backpressure_threshold:
+        raise ConfigError(
+            "BACKPRESSURE_RESUME",
+            str(settings.backpressure_resume),
+            f"a whole number below BACKPRESSURE_THRESHOLD ({settings.backpressure_threshold})",
+        )
+    if settings.retry_initial_backoff > settings.retry_max_backoff:
+        raise ConfigError(
+            "RETRY_INITIAL_BACKOFF",
+            str(settings.retry_initial_backoff),
+            f"a number above 0 and at most RETRY_MAX_BACKOFF ({settings.retry_max_backoff})",
+        )
+    if settings.os_password and not settings.os_user:
+        raise ConfigError(
+            "OS_PASSWORD",
+            settings.os_password,
+            "to be set together with OS_USER (OS_USER is empty, so it would be ignored)",
+        )
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -155,23 +266,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     Unset or empty variables take their defaults. Raises :class:`ConfigError`
     for the first variable whose value is invalid, or whose combination with
     another is (BACKPRESSURE_RESUME must stay below BACKPRESSURE_THRESHOLD,
-    RETRY_INITIAL_BACKOFF at most RETRY_MAX_BACKOFF).
+    RETRY_INITIAL_BACKOFF at most RETRY_MAX_BACKOFF, OS_PASSWORD only with OS_USER).
     """
     env = os.environ if environ is None else environ
     values = {name: _convert(name, env[name]) for name in _FIELDS if env.get(name, "") != ""}
     settings = msgspec.convert(values, Settings)
-    if settings.backpressure_resume >= settings.backpressure_threshold:
-        raise ConfigError(
-            "BACKPRESSURE_RESUME",
-            str(settings.backpressure_resume),
-            f"a value below BACKPRESSURE_THRESHOLD ({settings.backpressure_threshold})",
-        )
-    if settings.retry_initial_backoff > settings.retry_max_backoff:
-        raise ConfigError(
-            "RETRY_INITIAL_BACKOFF",
-            str(settings.retry_initial_backoff),
-            f"a value at most RETRY_MAX_BACKOFF ({settings.retry_max_backoff})",
-        )
+    _check_redis_url(settings.redis_url)
+    _check_pairs(settings)
     return settings
 
 

@@ -31,7 +31,7 @@ CASES: dict[str, tuple[str, object, str | None]] = {
     "OS_PORT": ("9201", 9201, "port"),
     "OS_INDEX_NAME": ("orders_x", "orders_x", "Orders"),
     "OS_USER": ("admin", "admin", None),
-    "OS_PASSWORD": ("pw", "pw", None),
+    "OS_PASSWORD": ("pw", "pw", "pw"),  # bad alone: OS_USER is empty
     "OS_USE_SSL": ("yes", True, "maybe"),
     "OS_TIMEOUT_SECONDS": ("2.5", 2.5, "0"),
     "VIEW_NAME": ("my_view", "my_view", "my-view"),
@@ -43,6 +43,9 @@ CASES: dict[str, tuple[str, object, str | None]] = {
     "PROGRESS_INTERVAL_MS": ("250", 250, "0"),
     "MAX_BATCH_SIZE": ("500", 500, "0"),
     "MAX_BATCH_AGE_SECONDS": ("2", 2.0, "soon"),
+    "MAX_DOCUMENT_BYTES": ("5242880", 5242880, "10"),
+    "MAX_ENTRY_BYTES": ("65536", 65536, "0"),
+    "MAX_BULK_BYTES": ("1048576", 1048576, "big"),
     "BACKPRESSURE_THRESHOLD": ("6000", 6000, "-5"),
     "BACKPRESSURE_RESUME": ("100", 100, "1.5"),
     "BUFFER_LOG_SECONDS": ("30", 30.0, "0"),
@@ -52,8 +55,10 @@ CASES: dict[str, tuple[str, object, str | None]] = {
     "REDIS_URL": ("redis://r:6380/1", "redis://r:6380/1", None),
     "STREAM_PARTITIONS": ("16", 16, "0"),
     "STREAM_RETENTION_SECONDS": ("3600", 3600, "0"),
+    "DLQ_RETENTION_SECONDS": ("60", 60, "0"),
     "CONSUMER_GROUP": ("g2", "g2", None),
     "CONSUMER_NAME": ("c-1", "c-1", None),
+    "PRODUCER_NAME": ("p-1", "p-1", None),
     "LEASE_TTL_SECONDS": ("2", 2.0, "0"),
     "MAX_DELIVERIES": ("3", 3, "0"),
     "METRICS_PORT": ("9400", 9400, "65536"),
@@ -112,6 +117,8 @@ def test_good_value_parses(variable: str) -> None:
     env = {variable: raw}
     if variable == "BACKPRESSURE_THRESHOLD":
         env["BACKPRESSURE_RESUME"] = "10"
+    if variable == "OS_PASSWORD":
+        env["OS_USER"] = "admin"
     settings = load_settings(env)
     assert getattr(settings, FIELDS[variable].name) == parsed
 
@@ -147,7 +154,9 @@ def test_initial_backoff_not_above_max() -> None:
 def test_secret_values_never_echoed() -> None:
     assert {"MZ_PASSWORD", "OS_PASSWORD", "REDIS_URL"} <= SECRET_VARIABLES
     assert "hunter2" not in str(ConfigError("MZ_PASSWORD", "hunter2", "something"))
-    redacted = load_settings({"MZ_PASSWORD": "hunter2", "OS_PASSWORD": "pw2"}).redacted()
+    redacted = load_settings(
+        {"MZ_PASSWORD": "hunter2", "OS_USER": "u", "OS_PASSWORD": "pw2"}
+    ).redacted()
     assert "hunter2" not in str(redacted) and "pw2" not in str(redacted)
 
 
