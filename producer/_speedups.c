@@ -25,6 +25,12 @@
  *       a snapshot's upsert entries (producer.batches.snapshot_entries)
  *   hold_snapshot_rows(rows, start, raw, key_index, first_value, snap, seen, room)
  *       the loop of producer.consolidate.Consolidator._take_snapshot_rows
+ *   KeySet()
+ *       a set of str keys as their 64-bit hashes (producer.keyset): add, discard,
+ *       in, len, clear, update, nbytes. 10.7-21.3 bytes a key (16.8 at 1M keys)
+ *       against ~100+ for a set[str]; two keys with the same hash are one key to it
+ *       (odds ~n^2/2^65 for n keys: 2.7e-8 at 1M). C API for this file:
+ *       keyset_contains, keyset_add, keyset_discard (at the type).
  *
  * CPython 3.11 API only (the project's Python); no other library.
  */
@@ -970,6 +976,378 @@ pack_upserts(PyObject *module, PyObject *args)
 }
 
 /* ======================================================================== */
+/* KeySet                                                                   */
+
+/* A set of str keys that keeps only each key's 64-bit hash, its fingerprint.
+ *
+ * Why: the producer keeps, for every key of a view (millions), whether it has a
+ * live row now, for as long as it runs. A set[str] holds the key objects: ~100+
+ * bytes a key (a 16-character key alone is a 65-byte str). Here a key costs one
+ * int64 slot of a table kept between 3/8 and 3/4 full: 10.7-21.3 bytes, 16.8 at
+ * 1,000,000 keys (2^21 slots, 16 MiB; bench/keyset.py measures it).
+ *
+ * The price is that two different keys with the same 64-bit hash are one key here:
+ * adding the second says it was there, discarding one discards both, and `in` says
+ * yes for a key never added. With CPython's SipHash of str (randomized per process),
+ * the chance that any two of n keys collide is about n^2/2^65: ~2.7e-8 at 1M keys,
+ * ~2.7e-6 at 10M. Hashes are those of PyObject_Hash, so a process and its pure-Python
+ * counterpart (producer/keyset.py, a set of hash(key)) hold the same fingerprints.
+ *
+ * The table: open addressing, linear probing from slot hash & mask (SipHash's low
+ * bits are as good as any), a power of two of slots, at least KEYSET_MIN_SLOTS;
+ * x2 when an add would pass 3/4 load; back to the minimum on clear(). Deleting
+ * shifts the rest of the probe run back (no tombstones), so a set that sees many
+ * adds and discards of ever-new keys never fills with dead slots.
+ *
+ * C API for the code in this file (GIL held; set is a KeySetType instance, checked
+ * by the caller with PyObject_TypeCheck):
+ *   keyset_contains(set, key) -> 1 (in the set), 0 (not), -1 (TypeError)
+ *   keyset_add(set, key)      -> 1 (added), 0 (there already), -1 (TypeError, MemoryError)
+ *   keyset_discard(set, key)  -> 1 (removed), 0 (not there), -1 (TypeError)
+ * TypeError: key is not an exact str. None of them runs Python code (an exact str's
+ * hash is CPython's own, cached in the str after the first time), so a caller may
+ * keep borrowed references across them. */
+
+/* The empty slot: -1, the one value that is no hash (PyObject_Hash gives -1 only
+ * with an exception set; a hash that would be -1 is made -2), so no fingerprint has
+ * to be moved off it, and none merges with another for it. Not 0: hash("") is 0.
+ * All bits set: memset 0xFF empties a table. */
+#define KEYSET_EMPTY ((int64_t)-1)
+#define KEYSET_MIN_SLOTS 8
+
+typedef struct {
+    PyObject_HEAD
+    int64_t *slots;  /* a fingerprint or KEYSET_EMPTY each; never NULL */
+    Py_ssize_t mask; /* number of slots - 1 */
+    Py_ssize_t used;
+} KeySetObject;
+
+static PyTypeObject KeySetType;
+
+/* key's fingerprint into *fingerprint: 0, or -1 with TypeError. */
+static inline int
+keyset_fingerprint(PyObject *key, int64_t *fingerprint)
+{
+    Py_hash_t hash;
+    if (!PyUnicode_CheckExact(key)) {
+        /* a str subclass may hash (and compare) otherwise: refused, not guessed at */
+        PyErr_Format(PyExc_TypeError, "KeySet keys must be str, not %.100s",
+                     Py_TYPE(key)->tp_name);
+        return -1;
+    }
+    hash = PyObject_Hash(key);
+    if (hash == -1) {
+        return -1;
+    }
+    *fingerprint = (int64_t)hash; /* never KEYSET_EMPTY, see there */
+    return 0;
+}
+
+/* The slot holding fingerprint, or the empty slot ending its probe run (there is
+ * always one: the load stays at most 3/4). */
+static inline Py_ssize_t
+keyset_slot(const KeySetObject *set, int64_t fingerprint)
+{
+    Py_ssize_t i = (Py_ssize_t)((uint64_t)fingerprint & (uint64_t)set->mask);
+    while (set->slots[i] != fingerprint && set->slots[i] != KEYSET_EMPTY) {
+        i = (i + 1) & set->mask;
+    }
+    return i;
+}
+
+/* A new table of slots (a power of two, room for set->used) replacing set's; 0 or
+ * -1 with MemoryError (set unchanged). */
+static int
+keyset_resize(KeySetObject *set, Py_ssize_t slots)
+{
+    int64_t *old = set->slots, *table;
+    Py_ssize_t old_slots = set->mask + 1, i;
+    if ((size_t)slots > (size_t)PY_SSIZE_T_MAX / sizeof(int64_t)) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    table = PyMem_Malloc((size_t)slots * sizeof(int64_t));
+    if (table == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memset(table, 0xFF, (size_t)slots * sizeof(int64_t)); /* every slot -1: KEYSET_EMPTY */
+    set->slots = table;
+    set->mask = slots - 1;
+    if (old != NULL) {
+        for (i = 0; i < old_slots; i++) {
+            if (old[i] != KEYSET_EMPTY) {
+                table[keyset_slot(set, old[i])] = old[i];
+            }
+        }
+        PyMem_Free(old);
+    }
+    return 0;
+}
+
+/* Room for count fingerprints at a load of at most 3/4: 0, or -1 with MemoryError. */
+static int
+keyset_reserve(KeySetObject *set, Py_ssize_t count)
+{
+    Py_ssize_t slots = set->mask + 1;
+    if (count <= slots / 4 * 3) {
+        return 0;
+    }
+    while (count > slots / 4 * 3) {
+        if (slots > PY_SSIZE_T_MAX / 2) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        slots *= 2;
+    }
+    return keyset_resize(set, slots);
+}
+
+static int
+keyset_contains(KeySetObject *set, PyObject *key)
+{
+    int64_t fingerprint;
+    if (keyset_fingerprint(key, &fingerprint) < 0) {
+        return -1;
+    }
+    return set->slots[keyset_slot(set, fingerprint)] == fingerprint;
+}
+
+static int
+keyset_add(KeySetObject *set, PyObject *key)
+{
+    int64_t fingerprint;
+    Py_ssize_t i;
+    if (keyset_fingerprint(key, &fingerprint) < 0) {
+        return -1;
+    }
+    i = keyset_slot(set, fingerprint);
+    if (set->slots[i] == fingerprint) {
+        return 0;
+    }
+    /* grows only for a key that is new, so re-adding never costs memory */
+    if (set->used + 1 > (set->mask + 1) / 4 * 3) {
+        if (keyset_reserve(set, set->used + 1) < 0) {
+            return -1;
+        }
+        i = keyset_slot(set, fingerprint);
+    }
+    set->slots[i] = fingerprint;
+    set->used++;
+    return 1;
+}
+
+static int
+keyset_discard(KeySetObject *set, PyObject *key)
+{
+    int64_t fingerprint, *slots = set->slots;
+    Py_ssize_t hole, next, mask = set->mask;
+    if (keyset_fingerprint(key, &fingerprint) < 0) {
+        return -1;
+    }
+    hole = keyset_slot(set, fingerprint);
+    if (slots[hole] != fingerprint) {
+        return 0;
+    }
+    /* Backward shift: each later fingerprint of the run whose probe from its home
+     * slot passes the hole moves into it, and its slot becomes the hole; one whose
+     * home lies after the hole (cyclically, up to its own slot) stays. */
+    for (next = (hole + 1) & mask; slots[next] != KEYSET_EMPTY; next = (next + 1) & mask) {
+        Py_ssize_t home = (Py_ssize_t)((uint64_t)slots[next] & (uint64_t)mask);
+        if (((next - home) & mask) >= ((next - hole) & mask)) {
+            slots[hole] = slots[next];
+            hole = next;
+        }
+    }
+    slots[hole] = KEYSET_EMPTY;
+    set->used--;
+    return 1;
+}
+
+/* Empties set, handing back all but KEYSET_MIN_SLOTS slots (without the memory for
+ * a small new table, it keeps its own). Never fails. */
+static void
+keyset_clear_table(KeySetObject *set)
+{
+    int64_t *table = NULL;
+    if (set->mask + 1 > KEYSET_MIN_SLOTS) {
+        table = PyMem_Malloc(KEYSET_MIN_SLOTS * sizeof(int64_t));
+    }
+    if (table != NULL) {
+        PyMem_Free(set->slots);
+        set->slots = table;
+        set->mask = KEYSET_MIN_SLOTS - 1;
+    }
+    memset(set->slots, 0xFF, (size_t)(set->mask + 1) * sizeof(int64_t));
+    set->used = 0;
+}
+
+static PyObject *
+keyset_add_method(PyObject *self, PyObject *key)
+{
+    int added = keyset_add((KeySetObject *)self, key);
+    return added < 0 ? NULL : PyBool_FromLong(added);
+}
+
+static PyObject *
+keyset_discard_method(PyObject *self, PyObject *key)
+{
+    int removed = keyset_discard((KeySetObject *)self, key);
+    return removed < 0 ? NULL : PyBool_FromLong(removed);
+}
+
+static PyObject *
+keyset_clear_method(PyObject *self, PyObject *unused)
+{
+    keyset_clear_table((KeySetObject *)self);
+    Py_RETURN_NONE;
+}
+
+/* Adds every key of keys; at a key that is not a str, TypeError, the keys before it
+ * staying added (as set.update leaves them). */
+static PyObject *
+keyset_update_method(PyObject *self, PyObject *keys)
+{
+    KeySetObject *set = (KeySetObject *)self;
+    PyObject *key, *value, *iterator;
+    Py_ssize_t position = 0, i;
+    int failed = 0;
+    if (PyDict_CheckExact(keys)) {
+        /* A dict's keys are distinct, so the set ends with at least as many: growing
+         * to that at once never takes more memory than adding one by one. */
+        if (keyset_reserve(set, PyDict_GET_SIZE(keys)) < 0) {
+            return NULL;
+        }
+        while (PyDict_Next(keys, &position, &key, &value)) {
+            if (keyset_add(set, key) < 0) {
+                return NULL;
+            }
+        }
+        Py_RETURN_NONE;
+    }
+    if (PyList_CheckExact(keys) || PyTuple_CheckExact(keys)) {
+        /* keyset_add runs no Python code: the list cannot change under the loop */
+        for (i = 0; i < PySequence_Fast_GET_SIZE(keys); i++) {
+            if (keyset_add(set, PySequence_Fast_GET_ITEM(keys, i)) < 0) {
+                return NULL;
+            }
+        }
+        Py_RETURN_NONE;
+    }
+    if (PyDictKeys_Check(keys)) {
+        Py_ssize_t size = PyObject_Size(keys);
+        if (size < 0 || keyset_reserve(set, size) < 0) {
+            return NULL;
+        }
+    }
+    iterator = PyObject_GetIter(keys);
+    if (iterator == NULL) {
+        return NULL;
+    }
+    while (!failed && (key = PyIter_Next(iterator)) != NULL) {
+        failed = keyset_add(set, key) < 0;
+        Py_DECREF(key);
+    }
+    Py_DECREF(iterator);
+    if (failed || PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t
+keyset_nbytes(KeySetObject *set)
+{
+    return (set->mask + 1) * (Py_ssize_t)sizeof(int64_t);
+}
+
+static PyObject *
+keyset_sizeof_method(PyObject *self, PyObject *unused)
+{
+    return PyLong_FromSsize_t((Py_ssize_t)sizeof(KeySetObject) +
+                              keyset_nbytes((KeySetObject *)self));
+}
+
+static PyObject *
+keyset_get_nbytes(PyObject *self, void *closure)
+{
+    return PyLong_FromSsize_t(keyset_nbytes((KeySetObject *)self));
+}
+
+static int
+keyset_sq_contains(PyObject *self, PyObject *key)
+{
+    return keyset_contains((KeySetObject *)self, key);
+}
+
+static Py_ssize_t
+keyset_length(PyObject *self)
+{
+    return ((KeySetObject *)self)->used;
+}
+
+static PyObject *
+keyset_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *names[] = {NULL};
+    KeySetObject *set;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, ":KeySet", names)) {
+        return NULL;
+    }
+    set = (KeySetObject *)type->tp_alloc(type, 0);
+    if (set == NULL) {
+        return NULL;
+    }
+    if (keyset_resize(set, KEYSET_MIN_SLOTS) < 0) {
+        Py_DECREF(set);
+        return NULL;
+    }
+    return (PyObject *)set;
+}
+
+static void
+keyset_dealloc(PyObject *self)
+{
+    PyMem_Free(((KeySetObject *)self)->slots);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyMethodDef keyset_methods[] = {
+    {"add", keyset_add_method, METH_O, "add(key) -> True if key was not in the set"},
+    {"discard", keyset_discard_method, METH_O, "discard(key) -> True if key was in the set"},
+    {"clear", keyset_clear_method, METH_NOARGS, "clear(): no keys; the table back to its least"},
+    {"update", keyset_update_method, METH_O, "update(keys): add every key of an iterable"},
+    {"__sizeof__", keyset_sizeof_method, METH_NOARGS, "the object and its table, in bytes"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef keyset_getset[] = {
+    {"nbytes", keyset_get_nbytes, NULL, "bytes of the table currently allocated", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PySequenceMethods keyset_as_sequence = {
+    .sq_length = keyset_length,
+    .sq_contains = keyset_sq_contains,
+};
+
+static PyTypeObject KeySetType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "producer._speedups.KeySet",
+    .tp_basicsize = sizeof(KeySetObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT, /* holds no objects: no GC; final: no subclasses */
+    .tp_doc = "KeySet()\n\n"
+              "A set of str keys holding only each key's 64-bit hash (11-22 bytes a key).\n"
+              "Two keys with the same hash are one key to it (~n^2/2^65 odds for n keys).\n"
+              "Keys must be exact str (TypeError otherwise).",
+    .tp_new = keyset_new,
+    .tp_dealloc = keyset_dealloc,
+    .tp_methods = keyset_methods,
+    .tp_getset = keyset_getset,
+    .tp_as_sequence = &keyset_as_sequence,
+};
+
+/* ======================================================================== */
 /* hold_snapshot_rows                                                       */
 
 static PyObject *one; /* the int 1 */
@@ -1118,6 +1496,10 @@ PyInit__speedups(void)
     Py_INCREF(&DocumentWriterType);
     if (PyModule_AddObject(module, "DocumentWriter", (PyObject *)&DocumentWriterType) < 0) {
         Py_DECREF(&DocumentWriterType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    if (PyModule_AddType(module, &KeySetType) < 0) {
         Py_DECREF(module);
         return NULL;
     }
