@@ -18,14 +18,12 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
 import psycopg
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from common.backoff import Backoff
 from common.cancellation import raise_if_cancelled
 from common.config import Settings
 from common.keys import Keys
+from common.redis_client import connect_redis
 from common.streams import ensure_groups
 from producer.backpressure import BufferMonitor
 from producer.failures import AsOfRefused, describe, is_transient
@@ -44,19 +42,6 @@ EXIT_FATAL: Final = 1
 # How long a stopping session may take to finish the batch in hand (SIGTERM must
 # end the process within 5 s).
 STOP_GRACE_SECONDS: Final = 3.0
-# Redis commands are small and local; anything slower than this is a failure.
-REDIS_SOCKET_TIMEOUT: Final = 10.0
-
-
-def redis_client(url: str) -> Redis:
-    """A client without redis-py's own retries: our loop resumes from the checkpoint
-    instead, and a retried XADD could be written twice."""
-    return Redis.from_url(
-        url,
-        socket_timeout=REDIS_SOCKET_TIMEOUT,
-        socket_connect_timeout=5,
-        retry=Retry(NoBackoff(), 0),
-    )
 
 
 async def run_producer(
@@ -81,7 +66,7 @@ class _Producer:
         self.stop = stop
         self.metrics = metrics
         self.keys = Keys(settings.view_name, settings.stream_partitions)
-        self.redis = redis_client(settings.redis_url)
+        self.redis = connect_redis(settings.redis_url, client_name=settings.producer_identity())
         self.writer = StreamWriter(
             self.redis,
             self.keys,
@@ -143,9 +128,10 @@ class _Producer:
             )  # fmt: skip
             await self.session.run()
             return
-        # The polling fallback's key set is not kept up by SUBSCRIBE: drop it so a
-        # later switch to polling starts with a full read.
-        await self.redis.delete(self.keys.poll_keys)
+        # The polling fallback's digests are not kept up by SUBSCRIBE: drop them so a
+        # later switch to polling starts with a full read (a key created and deleted
+        # while polling was off would otherwise never be deleted).
+        await self.redis.delete(self.keys.poll_keys, self.keys.poll_digests)
         checkpoint = await self.writer.read_checkpoint()
         raise_if_cancelled()  # stopped meanwhile: redis-py may have swallowed it
         plan = plan_start(

@@ -7,8 +7,9 @@ and a private redis-server; real ``python -m producer.main`` processes.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -44,6 +45,22 @@ def index_after_reconciles(changes: list[Change], markers: list[Marker]) -> dict
     return state
 
 
+def add_order(stack: Stack, number: str) -> None:
+    """A new order FM-<number> of customer C-1 at store S-1, without lines or task."""
+    order = f"order:FM-{number}"
+    with stack.pg() as pg, pg.transaction(), pg.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO triples (subject_id, predicate, object_value, object_type) "
+            "VALUES (%s, %s, %s, %s)",
+            [
+                (order, "order_number", f"FM-{number}", "string"),
+                (order, "order_status", "placed", "string"),
+                (order, "order_store", "store:S-1", "entity_ref"),
+                (order, "placed_by", "customer:C-1", "entity_ref"),
+            ],
+        )
+
+
 def wait_change(stack: Stack, key: str, predicate: Any, what: str) -> list[Change]:
     client = stack.sync_redis()
 
@@ -67,7 +84,10 @@ def test_polling_upserts_changes_and_deletes_vanished_keys(stack: Stack) -> None
     [full_ts] = {c.ts for c in changes}
     assert Marker(b"r", full_ts) in markers
     assert client.hget(stack.keys.reconcile, str(full_ts)) == b"pending"
-    assert client.scard(stack.keys.poll_keys) == 6
+    digests = client.hgetall(stack.keys.poll_digests)
+    assert sorted(digests) == [f"order:FM-{n}".encode() for n in range(1001, 1007)]
+    assert {len(value) for value in digests.values()} == {8}
+    assert client.exists(stack.keys.poll_keys) == 0  # the old key set is gone
 
     set_status(stack, "order:FM-1001", "picking")
     [update] = wait_change(
@@ -82,10 +102,40 @@ def test_polling_upserts_changes_and_deletes_vanished_keys(stack: Stack) -> None
         10,
         "the checkpoint passing the delete",
     )
-    assert client.sismember(stack.keys.poll_keys, "order:FM-1002") == 0
+    assert client.hexists(stack.keys.poll_digests, "order:FM-1002") == 0
+    assert client.hget(stack.keys.poll_digests, "order:FM-1001") != digests[b"order:FM-1001"]
+    assert client.hget(stack.keys.poll_digests, "order:FM-1003") == digests[b"order:FM-1003"]
     changes, markers = stream_changes(client, stack.keys)
     assert {k.decode() for k in index_after_reconciles(changes, markers)} == set(view_rows(stack))
     assert poller.terminate(timeout=5) == 0
+
+
+def test_a_restarted_poller_writes_only_what_changed_while_it_was_down(stack: Stack) -> None:
+    poller = stack.producer(USE_SUBSCRIBE="false", POLL_INTERVAL="0.2")
+    poller.wait_log(f"Full poll of {VIEW}: 6 rows upserted")
+    assert poller.terminate(timeout=5) == 0
+    client = stack.sync_redis()
+    written_before = len(stream_changes(client, stack.keys)[0])
+
+    # while nothing runs; neither change moves effective_updated_at
+    with stack.pg() as pg, pg.transaction():
+        pg.execute(
+            "UPDATE triples SET object_value = '4' "
+            "WHERE subject_id = 'orderline:FM-1002-1' AND predicate = 'quantity'"
+        )
+        pg.execute("DELETE FROM triples WHERE subject_id = 'task:T-FM-1005'")
+    poller = stack.producer(USE_SUBSCRIBE="false", POLL_INTERVAL="0.2")
+    [total] = wait_change(
+        stack, "order:FM-1002", lambda d: d and d["order_total_amount"] == 15, "new total"
+    )
+    [task] = wait_change(
+        stack, "order:FM-1005", lambda d: d and d["delivery_task_status"] is None, "no task"
+    )
+    poller.wait_log("Broadcasting 2 changes")  # only those two, in one poll
+    assert total.ts == task.ts
+    assert poller.terminate(timeout=5) == 0
+    assert "Full poll" not in poller.log()  # the digests were loaded from Redis
+    assert len(stream_changes(client, stack.keys)[0]) == written_before + 2
 
 
 def test_switching_modes_back_and_forth_loses_nothing(stack: Stack) -> None:
@@ -99,11 +149,17 @@ def test_switching_modes_back_and_forth_loses_nothing(stack: Stack) -> None:
     wait_change(stack, "order:FM-1003", lambda d: d and d["order_status"] == "picking", "update")
     set_status(stack, "order:FM-1005", "delivered")  # while SUBSCRIBE runs
     wait_change(stack, "order:FM-1005", lambda d: d and d["order_status"] == "delivered", "update")
+    add_order(stack, "1007")  # while SUBSCRIBE runs: never seen by a poll
+    wait_change(stack, "order:FM-1007", lambda d: d is not None, "insert")
     assert subscriber.terminate(timeout=5) == 0
     client = stack.sync_redis()
-    assert client.exists(stack.keys.poll_keys) == 0  # SUBSCRIBE mode does not keep it
+    # SUBSCRIBE mode keeps neither: the next poll must not trust digests older than
+    # what SUBSCRIBE wrote (FM-1007, deleted below, is in none of them)
+    assert client.exists(stack.keys.poll_keys) == 0
+    assert client.exists(stack.keys.poll_digests) == 0
 
     delete_order(stack, "1004")  # while nothing runs
+    delete_order(stack, "1007")
     set_status(stack, "order:FM-1006", "cancelled")
     poller = stack.producer(USE_SUBSCRIBE="false", POLL_INTERVAL="0.2")
     poller.wait_log(f"Full poll of {VIEW}: 5 rows upserted")
@@ -114,4 +170,43 @@ def test_switching_modes_back_and_forth_loses_nothing(stack: Stack) -> None:
     assert {k.decode() for k in final} == set(view)
     for key, doc in final.items():
         assert doc["order_status"] == view[key.decode()]["order_status"]
+    assert poller.terminate(timeout=5) == 0
+
+
+def test_a_key_with_two_rows_is_dead_lettered_once_then_upserted_when_it_has_one(
+    stack: Stack,
+) -> None:
+    poller = stack.producer(USE_SUBSCRIBE="false", POLL_INTERVAL="0.2")
+    poller.wait_log(f"Full poll of {VIEW}: 6 rows upserted")
+    client = stack.sync_redis()
+    before = [c for c in stream_changes(client, stack.keys)[0] if c.key == b"order:FM-1001"]
+
+    with stack.pg() as pg, pg.transaction(), pg.cursor() as cursor:  # a second task: two rows
+        cursor.executemany(
+            "INSERT INTO triples (subject_id, predicate, object_value, object_type) "
+            "VALUES (%s, %s, %s, %s)",
+            [
+                ("task:T-extra", "task_of_order", "order:FM-1001", "entity_ref"),
+                ("task:T-extra", "task_status", "assigned", "string"),
+            ],
+        )
+    poller.wait_log("Key violation in")
+    time.sleep(1)  # several more polls: the unchanged violation is not sent again
+    letters = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange(stack.keys.dlq))
+    assert [fields[b"key"] for _, fields in letters] == [b"order:FM-1001"]
+    assert b"key violation: 2 live rows" in letters[0][1][b"reason"]
+    assert len(json.loads(letters[0][1][b"doc"])) == 2
+    during = [c for c in stream_changes(client, stack.keys)[0] if c.key == b"order:FM-1001"]
+    assert during == before  # nothing written for the key
+
+    with stack.pg() as pg:
+        pg.execute("DELETE FROM triples WHERE subject_id = 'task:T-extra'")
+
+    def upserted_again() -> list[Change]:
+        changes = stream_changes(client, stack.keys)[0]
+        return [c for c in changes if c.key == b"order:FM-1001" and c.ts > before[-1].ts]
+
+    [after] = wait_for(upserted_again, 20, "the upsert once one row is left")
+    assert after.doc is not None
+    assert json.loads(after.doc)["delivery_task_status"] == "pending"
     assert poller.terminate(timeout=5) == 0
