@@ -37,16 +37,19 @@ __all__ = [
     "RECONCILE",
     "UPSERT",
     "VERSION_FIELD",
+    "BadPart",
     "Change",
     "DeadLetter",
     "EntryError",
     "Marker",
     "decode_dead_letter",
     "decode_entry",
+    "decode_entry_parts",
     "encode_changes",
     "encode_dead_letter",
     "encode_progress",
     "encode_reconcile",
+    "raw_fields_json",
 ]
 
 # Every document carries its version (the ts it was written at) in this field, so
@@ -151,6 +154,59 @@ def decode_entry(fields: Mapping[bytes, bytes]) -> list[Change] | Marker:
     if op in (PROGRESS, RECONCILE):
         return Marker(op, ts)
     raise EntryError(f"unknown op {op!r}")
+
+
+class BadPart(msgspec.Struct, frozen=True):
+    """One field of a ``b`` entry that is not a change: ``key`` as well as it can be told."""
+
+    key: bytes
+    value: bytes
+    reason: str
+
+
+def decode_entry_parts(
+    fields: Mapping[bytes, bytes],
+) -> tuple[list[Change] | Marker, list[BadPart]]:
+    """:func:`decode_entry`, except that a ``b`` entry with some bad fields still yields
+    its good changes, and each bad field comes back as a :class:`BadPart`.
+
+    A consumer dead-letters each bad part on its own and applies the rest: one
+    malformed change must not cost the up to 255 others of its entry. A wrong ``n``
+    alone is no reason to drop anything (the changes are all there); it is
+    ignored. Raises :class:`EntryError` for what cannot be split: no readable
+    ``ts``, an unknown ``op``, a ``u``/``d`` entry without its key or document.
+    """
+    ts = _ts(fields)
+    if fields.get(b"op") != BATCH:
+        return decode_entry(fields), []
+    changes: list[Change] = []
+    bad: list[BadPart] = []
+    for name, value in fields.items():
+        if name in (b"ts", b"op", b"n"):
+            continue
+        kind, sep, key = name.partition(b":")
+        if sep and key and kind == UPSERT:
+            if value:
+                changes.append(Change(ts, key, value))
+            else:
+                bad.append(BadPart(key, value, f"batch field {name!r} holds no document"))
+        elif sep and key and kind == DELETE:
+            changes.append(Change(ts, key, None))
+        else:  # the whole field name is kept: it is all there is to rebuild the change from
+            shown = b"" if sep and not key else name
+            bad.append(BadPart(shown, value, f"batch field {name!r} is not u:<key> or d:<key>"))
+    return changes, bad
+
+
+def raw_fields_json(fields: Mapping[bytes, bytes]) -> bytes:
+    """An entry's fields as one JSON object (bytes shown as text, undecodable bytes
+    escaped): what a dead letter of an unreadable entry keeps, so it can be rebuilt."""
+    return msgspec.json.encode(
+        {
+            name.decode(errors="backslashreplace"): value.decode(errors="backslashreplace")
+            for name, value in fields.items()
+        }
+    )
 
 
 def _decode_batch(ts: int, fields: Mapping[bytes, bytes]) -> list[Change]:

@@ -17,10 +17,15 @@ class Keys:
         "checkpoint",
         "counts",
         "dlq",
+        "high_water",
         "members",
+        "meta",
         "partitions",
+        "poll_digests",
         "poll_keys",
         "prefix",
+        "producer_epoch",
+        "producer_lease",
         "reconcile",
         "reconcile_lock",
     )
@@ -44,7 +49,21 @@ class Keys:
         # their difference is the buffer the runbook's backpressure counts (common.buffer)
         self.counts = self.prefix + "counts"
         # set of keys present in the view, kept by the polling fallback to detect deletes
+        # (before it compared rows by content; deleted on start by both modes)
         self.poll_keys = self.prefix + "poll:keys"
+        # hash key -> 8-byte digest of the key's row(s): the polling fallback's view of
+        # what is indexed, so a change of any column and any deletion is found
+        self.poll_digests = self.prefix + "poll:digests"
+        # hash: the stream layout (layout version, partitions, view, key column), written
+        # once when the streams are created; producer and consumers refuse a mismatch
+        self.meta = self.prefix + "meta"
+        # the active producer's lease: "<epoch>:<name>", PX = LEASE_TTL; a standby waits
+        self.producer_lease = self.prefix + "producer"
+        # counter of producer lease acquisitions: the fencing token's epoch
+        self.producer_epoch = self.prefix + "producer:epoch"
+        # the highest ts any entry may carry: raised by the producer before it writes an
+        # entry above it; consumers dead-letter entries above it (hand-written garbage)
+        self.high_water = self.prefix + "high_water"
 
     def stream(self, partition: int) -> str:
         """The stream of partition ``partition``: ``searchsync:<view>:p<N>``."""
@@ -53,6 +72,16 @@ class Keys:
     def lease(self, partition: int) -> str:
         """The lease of partition ``partition``: ``searchsync:<view>:lease:p<N>``."""
         return f"{self.prefix}lease:p{partition}"
+
+    def attempts(self, partition: int) -> str:
+        """Hash entry id -> bulk attempts of partition ``partition``'s pending entries:
+        ``searchsync:<view>:attempts:p<N>`` (consumer.attempts)."""
+        return f"{self.prefix}attempts:p{partition}"
+
+    def blocked(self, partition: int) -> str:
+        """Why partition ``partition`` cannot be written (auth, missing alias …), with a
+        TTL while a consumer keeps retrying: ``searchsync:<view>:blocked:p<N>``."""
+        return f"{self.prefix}blocked:p{partition}"
 
     def streams(self) -> list[str]:
         return [self.stream(n) for n in range(self.partitions)]

@@ -14,7 +14,33 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["JsonFormatter", "TextFormatter", "configure_logging"]
+__all__ = ["JsonFormatter", "LogGate", "TextFormatter", "configure_logging"]
+
+
+class LogGate:
+    """Lets a message through at most once per ``interval`` seconds per cause.
+
+    A condition that lasts (rotated credentials, a missing alias) would otherwise
+    log one line per retry per partition; operators get one line a minute that
+    names the cause, and a line when it clears. Pure: the caller passes the clock.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+
+    def due(self, cause: str, now: float) -> bool:
+        """True if ``cause`` was not let through within the last ``interval`` seconds."""
+        last = self._last.get(cause)
+        if last is not None and now - last < self.interval:
+            return False
+        self._last[cause] = now
+        return True
+
+    def clear(self, cause: str) -> bool:
+        """Forget ``cause`` (it went away); True if it had been let through before."""
+        return self._last.pop(cause, None) is not None
+
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 

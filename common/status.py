@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,10 @@ class PartitionStatus(msgspec.Struct, frozen=True):
     applied_ts: int | None  # every change below it is in OpenSearch
     freshness_seconds: float | None  # now - applied_ts
     buffer: int  # changes written, not yet acknowledged
+    # why OpenSearch refuses this partition's writes (auth, endpoint, tls), while a
+    # consumer keeps retrying them; None when it is not blocked
+    blocked: str | None = None
+    blocked_seconds: float | None = None
 
 
 class Status(msgspec.Struct, frozen=True):
@@ -54,6 +59,19 @@ class Raw:
     lengths: list[int]
     groups: list[list[dict[str, Any]] | None]  # XINFO GROUPS per partition (None: no stream)
     owners: list[bytes | None]
+    blocked: list[bytes | None] | None = None  # blocked:p<N> per partition (JSON)
+
+
+def _blocked(raw: bytes | None, now_ms: int) -> tuple[str | None, float | None]:
+    """The reason and duration of a ``blocked:p<N>`` value (consumer.runner writes it)."""
+    if raw is None:
+        return None, None
+    try:
+        state = json.loads(raw)
+        reason = f"{state['kind']}: {state['reason']} (consumer {state['consumer']})"
+        return reason, (now_ms - int(state["since_ms"])) / 1000
+    except (ValueError, KeyError, TypeError):
+        return raw.decode(errors="replace"), None
 
 
 def _group_info(groups: list[dict[str, Any]] | None, group: str) -> dict[str, Any] | None:
@@ -82,6 +100,7 @@ def build(
         acked = int(raw.counts.get(Keys.acked_field(n).encode(), 0))
         outstanding = (int(lag) if lag is not None else raw.lengths[n]) + pending
         owner = raw.owners[n]
+        blocked, blocked_for = _blocked(raw.blocked[n] if raw.blocked else None, now_ms)
         partitions.append(
             PartitionStatus(
                 partition=n,
@@ -92,6 +111,8 @@ def build(
                 applied_ts=applied,
                 freshness_seconds=(now_ms - applied) / 1000 if applied is not None else None,
                 buffer=partition_buffer(written, acked, outstanding),
+                blocked=blocked,
+                blocked_seconds=blocked_for,
             )
         )
     checkpoint = _int(raw.checkpoint)
@@ -119,6 +140,7 @@ async def gather(redis: Redis, keys: Keys, group: str) -> Raw:
         for n in range(keys.partitions):
             pipe.xlen(keys.stream(n))
             pipe.get(keys.lease(n))
+            pipe.get(keys.blocked(n))
         head = await pipe.execute()
     async with redis.pipeline(transaction=False) as pipe:
         for stream in keys.streams():
@@ -131,8 +153,9 @@ async def gather(redis: Redis, keys: Keys, group: str) -> Raw:
         dlq_length=head[2],
         counts=head[3],
         applied=head[4],
-        lengths=[int(x) for x in per[0::2]],
-        owners=list(per[1::2]),
+        lengths=[int(x) for x in per[0::3]],
+        owners=list(per[1::3]),
+        blocked=list(per[2::3]),
         groups=[None if isinstance(g, ResponseError) else g for g in groups],
     )
 
@@ -157,8 +180,11 @@ def render(status: Status) -> str:
             f"{'p' + str(p.partition):<10}{p.length:>9}{p.lag if p.lag is not None else '-':>8}"
             f"{p.pending:>9}  {(p.owner or '-'):<28}"
             f"{p.applied_ts if p.applied_ts is not None else '-':>15}"
-            f"{_seconds(p.freshness_seconds):>11}"
+            f"{_seconds(p.freshness_seconds):>11}" + ("  BLOCKED" if p.blocked else "")
         )
+    for p in status.partitions:
+        if p.blocked:
+            lines.append(f"p{p.partition} BLOCKED for {_seconds(p.blocked_seconds)}: {p.blocked}")
     return "\n".join(lines)
 
 

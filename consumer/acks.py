@@ -2,7 +2,8 @@
 
 :meth:`Acker.settle` is one pipelined round trip, in order: dead letters (XADD
 dlq), XACK of the entries, HINCRBY of ``counts`` ``acked:p<N>`` by the changes
-they held (the producer's backpressure reads it, see common.buffer), and, for a
+they held (the producer's backpressure reads it, see common.buffer), the
+attempts bookkeeping of the bulk just answered (consumer.attempts), and, for a
 batch that ends with a progress entry, XPENDING of what is still pending below
 that entry. The frontier a progress entry at id X carries is only true when no
 entry below X is pending in the group, under any consumer: a previous owner
@@ -20,6 +21,7 @@ from redis.asyncio import Redis
 
 from common.entries import DeadLetter
 from common.keys import Keys
+from consumer.attempts import queue_answered
 from consumer.deadletters import queue_letters
 from consumer.reader import below
 
@@ -52,10 +54,16 @@ class Acker:
         changes: int,
         letters: Sequence[DeadLetter] = (),
         *,
+        sent: Sequence[bytes] = (),
+        charged: Sequence[bytes] = (),
         check_below: bytes | None = None,
         check_count: int = 1,
     ) -> list[bytes]:
-        """One pipeline: letters, XACK ``entry_ids``, acked counter, then the pending check.
+        """One pipeline: letters, XACK ``entry_ids``, acked counter, attempts, then the
+        pending check.
+
+        ``sent`` are the entries of the bulk just answered, ``charged`` those of them
+        a change of which FAILED (consumer.attempts.queue_answered).
 
         With ``check_below`` (an entry id) returns the ids of up to
         ``check_count`` entries below it that are still pending after the XACK,
@@ -63,7 +71,7 @@ class Acker:
         connection trouble; then nothing or part of it happened, and the entries
         are delivered again (at least once).
         """
-        if not entry_ids and not letters and check_below is None:
+        if not entry_ids and not letters and not sent and check_below is None:
             return []
         keys = self._keys
         stream = keys.stream(partition)
@@ -73,6 +81,9 @@ class Acker:
                 pipe.xack(stream, self._group, *entry_ids)
             if changes:
                 pipe.hincrby(keys.counts, keys.acked_field(partition), changes)
+            queue_answered(
+                pipe, keys.attempts(partition), sent=sent, charged=charged, acked=entry_ids
+            )
             if check_below is not None:
                 pipe.xpending_range(stream, self._group, "-", below(check_below), check_count)
             results = await pipe.execute()

@@ -9,6 +9,14 @@ NDJSON body) become dead letters here, before any request.
 An entry is acknowledged once every change it holds is settled: applied,
 superseded, or dead-lettered. :class:`Batch` keeps that bookkeeping so the worker
 only moves items between "to send" and "settled".
+
+Two checks happen here because only the entry can fail them. An entry whose
+``ts`` is above the producer's high-water mark (the highest ts the producer has
+announced before writing, common.keys ``high_water``) was not written by the
+producer — someone XADDed it by hand — and a progress entry like that would move
+the applied frontier past changes that are not indexed, for good: it goes to
+the dlq, never into the frontier. A ``b`` entry with some unreadable fields
+dead-letters those fields alone and sends the rest.
 """
 
 from __future__ import annotations
@@ -21,23 +29,35 @@ from common.entries import (
     DELETE,
     PROGRESS,
     UPSERT,
+    BadPart,
     Change,
     DeadLetter,
     EntryError,
     Marker,
-    decode_entry,
+    decode_entry_parts,
+    raw_fields_json,
 )
-from consumer.bulk import unsendable_reason
+from consumer.bulk import ACTION_OVERHEAD_BYTES, unsendable_reason
 
-__all__ = ["Batch", "EntryState", "Item", "RawEntry", "chunked", "entries_to_read", "should_flush"]
+__all__ = [
+    "Batch",
+    "EntryState",
+    "Item",
+    "RawEntry",
+    "chunked",
+    "entries_to_read",
+    "loose_ts",
+    "should_flush",
+]
 
 
 class RawEntry(NamedTuple):
-    """A stream entry as read, with how often Redis has delivered it (1 for a first read)."""
+    """A stream entry as read, with how often it was attempted before (consumer.attempts:
+    bulks that carried it and failed on it or never came back; 0 for a first read)."""
 
     id: bytes
     fields: dict[bytes, bytes]
-    deliveries: int
+    attempts: int
 
 
 @dataclass(slots=True)
@@ -70,11 +90,33 @@ def entries_to_read(room: int, changes_per_entry: float) -> int:
     return max(1, int(room // max(1.0, changes_per_entry)))
 
 
-def chunked(items: list[Item], size: int) -> list[list[Item]]:
-    """``items`` in order, in requests of at most ``size`` (a read can still overshoot
-    the batch size when entries grow larger than the last ones)."""
+def item_bytes(item: Item) -> int:
+    """What ``item`` adds to a ``_bulk`` body, near enough to cap requests by size."""
+    doc = item.change.doc
+    return ACTION_OVERHEAD_BYTES + len(item.change.key) + (len(doc) + 1 if doc is not None else 0)
+
+
+def chunked(items: list[Item], size: int, max_bytes: int | None = None) -> list[list[Item]]:
+    """``items`` in order, in requests of at most ``size`` items and ``max_bytes`` bytes
+    (a read can overshoot the batch size when entries grow larger than the last
+    ones). An item larger than ``max_bytes`` goes alone: it cannot be made smaller."""
     step = max(1, size)
-    return [items[start : start + step] for start in range(0, len(items), step)]
+    out: list[list[Item]] = []
+    current: list[Item] = []
+    current_bytes = 0
+    for item in items:
+        weight = item_bytes(item) if max_bytes is not None else 0
+        full = len(current) >= step or (
+            max_bytes is not None and current and current_bytes + weight > max_bytes
+        )
+        if full:
+            out.append(current)
+            current, current_bytes = [], 0
+        current.append(item)
+        current_bytes += weight
+    if current:
+        out.append(current)
+    return out
 
 
 def should_flush(
@@ -109,6 +151,9 @@ class Batch:
     partition: int
     max_deliveries: int
     started: float
+    # the highest ts an entry may carry (the producer's high-water mark, see the module
+    # docstring); None: no check
+    ts_bound: int | None = None
     entries: list[EntryState] = field(default_factory=list)
     # newest change per key, in the order keys first appeared
     pending: dict[bytes, Item] = field(default_factory=dict)
@@ -132,12 +177,17 @@ class Batch:
         """Take one entry (stream order). Never raises for bad content: that becomes a letter."""
         index = len(self.entries)
         try:
-            decoded = decode_entry(raw.fields)
+            decoded, bad = decode_entry_parts(raw.fields)
         except EntryError as error:
-            state = EntryState(raw.id, _loose_ts(raw.fields), _loose_changes(raw.fields))
-            self.entries.append(state)
-            self.changes += state.changes
-            self._letter(index, _malformed_letter(raw, str(error), self.source(raw.id)))
+            self._add_malformed(index, raw, f"malformed entry: {error}")
+            return
+        ts = decoded.ts if isinstance(decoded, Marker) else _entry_ts(raw.fields)
+        if self.ts_bound is not None and ts > self.ts_bound:
+            reason = (
+                f"ts {ts} is above the producer's high-water mark {self.ts_bound}: "
+                "not written by the producer (an entry added by hand?)"
+            )
+            self._add_malformed(index, raw, reason)
             return
         if isinstance(decoded, Marker):
             self.entries.append(EntryState(raw.id, decoded.ts, 0))
@@ -147,22 +197,42 @@ class Batch:
             else:
                 self.reconcile_ts.append(decoded.ts)
             return
-        state = EntryState(raw.id, decoded[0].ts, len(decoded))
+        state = EntryState(raw.id, ts, _declared_changes(raw.fields, len(decoded) + len(bad)))
         self.entries.append(state)
         self.changes += state.changes
+        for part in bad:
+            self._letter(index, self._bad_part_letter(raw, ts, part))
         for change in decoded:
             self._add_change(index, change, raw)
 
+    def _add_malformed(self, index: int, raw: RawEntry, reason: str) -> None:
+        state = EntryState(raw.id, loose_ts(raw.fields), _loose_changes(raw.fields))
+        self.entries.append(state)
+        self.changes += state.changes
+        self._letter(index, _malformed_letter(raw, reason, self.source(raw.id)))
+
+    def _bad_part_letter(self, raw: RawEntry, ts: int, part: BadPart) -> DeadLetter:
+        return DeadLetter(
+            ts=ts,
+            op=b"u",
+            key=part.key,
+            reason=f"malformed change: {part.reason}",
+            source=self.source(raw.id),
+            doc=part.value or None,
+            deliveries=raw.attempts,
+        )
+
     def _add_change(self, index: int, change: Change, raw: RawEntry) -> None:
-        if raw.deliveries > self.max_deliveries:
+        if raw.attempts >= self.max_deliveries:
             reason = (
-                f"delivered {raw.deliveries} times, more than MAX_DELIVERIES={self.max_deliveries}"
+                f"attempted {raw.attempts} times without an outcome "
+                f"(MAX_DELIVERIES={self.max_deliveries})"
             )
-            self._letter(index, self.letter_for(change, index, reason, raw.deliveries))
+            self._letter(index, self.letter_for(change, index, reason, raw.attempts))
             return
         problem = unsendable_reason(change)
         if problem is not None:
-            self._letter(index, self.letter_for(change, index, problem, raw.deliveries))
+            self._letter(index, self.letter_for(change, index, problem, raw.attempts))
             return
         self.entries[index].open += 1
         older = self.pending.get(change.key)
@@ -174,7 +244,7 @@ class Batch:
                 return
             self.entries[older.entry].open -= 1
             self._count_superseded(older.change)
-        self.pending[change.key] = Item(change, index, raw.deliveries)
+        self.pending[change.key] = Item(change, index, raw.attempts + 1)
 
     def _count_superseded(self, change: Change) -> None:
         if change.doc is None:
@@ -236,11 +306,27 @@ class Batch:
         return not self.pending and all(state.open == 0 for state in self.entries)
 
 
-def _loose_ts(fields: dict[bytes, bytes]) -> int:
+def loose_ts(fields: dict[bytes, bytes]) -> int:
+    """An entry's ts as well as it can be read (0 when it cannot)."""
     try:
         return int(fields.get(b"ts", b"0"))
     except ValueError:
         return 0
+
+
+def _entry_ts(fields: dict[bytes, bytes]) -> int:
+    return int(fields[b"ts"])  # decode_entry_parts has read it already
+
+
+def _declared_changes(fields: dict[bytes, bytes], found: int) -> int:
+    """The changes the producer counted into written:p<N> for a data entry: ``n`` for a
+    ``b`` entry (if readable), else what it holds; acked:p<N> must add the same."""
+    if fields.get(b"op") == BATCH:
+        try:
+            return max(int(fields.get(b"n", b"")), 1)
+        except ValueError:
+            return max(found, 1)
+    return found
 
 
 def _loose_changes(fields: dict[bytes, bytes]) -> int:
@@ -256,13 +342,15 @@ def _loose_changes(fields: dict[bytes, bytes]) -> int:
     return 0
 
 
-def _malformed_letter(raw: RawEntry, error: str, source: str) -> DeadLetter:
+def _malformed_letter(raw: RawEntry, reason: str, source: str) -> DeadLetter:
+    """A letter for an entry that cannot be split into changes: it keeps the whole entry
+    (as a JSON object of its fields in ``doc``), so it can be rebuilt and retried."""
     return DeadLetter(
-        ts=_loose_ts(raw.fields),
+        ts=loose_ts(raw.fields),
         op=raw.fields.get(b"op", b""),
         key=raw.fields.get(b"key", b""),
-        reason=f"malformed entry: {error}",
+        reason=reason,
         source=source,
-        doc=raw.fields.get(b"doc"),
-        deliveries=raw.deliveries,
+        doc=raw_fields_json(raw.fields),
+        deliveries=raw.attempts,
     )

@@ -22,6 +22,7 @@ import msgspec
 from common.entries import Change
 
 __all__ = [
+    "ACTION_OVERHEAD_BYTES",
     "BULK_PARAMS",
     "BulkResponseError",
     "ItemResult",
@@ -38,6 +39,8 @@ BULK_PARAMS: Final = {
 
 # OpenSearch refuses longer ids (400 on the item); refuse them before sending.
 MAX_ID_BYTES: Final = 512
+# An action line without its id: {"index":{"_id":"…","version":…,"version_type":…}}
+ACTION_OVERHEAD_BYTES: Final = 80
 
 _INDEX: Final = b'{"index":{"_id":'
 _DELETE: Final = b'{"delete":{"_id":'

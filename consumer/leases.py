@@ -74,6 +74,20 @@ end
 return 0
 """
 
+# KEYS[1] lease, KEYS[2] attempts hash; ARGV[1] me, ARGV[2] ttl ms, ARGV[3] the runner's
+# token, ARGV[4..] entry ids. Extend a lease we still hold and mark every entry about to
+# be sent as in flight (consumer.attempts), in one step: a fenced-off runner marks nothing.
+_FENCE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+for i = 4, #ARGV do
+  redis.call('HSET', KEYS[2], ARGV[i] .. '@', ARGV[3])
+end
+return 1
+"""
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -99,6 +113,7 @@ class Leases:
         self._acquire = redis.register_script(_ACQUIRE)
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
+        self._fence = redis.register_script(_FENCE)
         # monotonic deadline before which each held lease is surely still ours
         self._valid_until: dict[int, float] = {}
 
@@ -142,9 +157,23 @@ class Leases:
                 self._valid_until.pop(partition, None)
         return held
 
-    async def fence(self, partition: int) -> bool:
-        """Check-and-extend right before a write: True if the lease is still ours."""
-        return bool(await self.renew([partition]))
+    async def fence(self, partition: int, token: str = "", entry_ids: Iterable[bytes] = ()) -> bool:
+        """Check-and-extend right before a write: True if the lease is still ours.
+
+        With ``entry_ids``, the entries about to be sent, it also marks each as in
+        flight under the runner's ``token`` (consumer.attempts), only if the lease is
+        still ours.
+        """
+        started = time.monotonic()
+        held = await self._fence(
+            keys=[self._keys.lease(partition), self._keys.attempts(partition)],
+            args=[self.me, self.ttl_ms, token, *entry_ids],
+        )
+        if held:
+            self._mark(partition, started)
+        else:
+            self._valid_until.pop(partition, None)
+        return bool(held)
 
     def expired(self, partition: int, now: float | None = None) -> bool:
         """True when no successful renewal vouches for the lease any more (local clock)."""

@@ -2,7 +2,9 @@
 
 Start any number of them; they share the partitions (consumer.worker). Exit
 status: 0 after a clean stop (log line "Orders sync worker stopped"), 1 on a
-fatal error, 2 on a configuration error (common.config).
+fatal error (e.g. the alias is a concrete index: the message names the fix), 2
+on a configuration error (common.config) or settings that disagree with the
+streams' layout (common.meta).
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import signal
 import sys
 
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
 
-from common.config import Settings, settings_or_exit
+from common.config import EXIT_CONFIG, Settings, settings_or_exit
 from common.diagnostics import install_stack_dumps
 from common.errors import FatalError
 from common.logs import configure_logging
+from common.meta import StreamLayoutError
 from common.opensearch import make_client
+from common.redis_client import connect_redis
 from consumer.metrics import ConsumerMetrics, serve_metrics
 from consumer.worker import Worker
 
@@ -27,20 +30,13 @@ __all__ = ["main", "run"]
 
 log = logging.getLogger("consumer")
 
-# Above the 100 ms blocking reads; a Redis that answers nothing for this long is down.
-REDIS_SOCKET_TIMEOUT_SECONDS = 10.0
-
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     """Run a consumer until ``stop`` is set; raises FatalError."""
     registry = CollectorRegistry()
     metrics = ConsumerMetrics(registry, settings.consumer_identity())
     server = serve_metrics(settings.metrics_port, registry)
-    redis = Redis.from_url(
-        settings.redis_url,
-        socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
-        socket_connect_timeout=5.0,
-    )
+    redis = connect_redis(settings.redis_url, client_name=settings.consumer_identity())
     client = make_client(settings, maxsize=settings.stream_partitions + 2)
     try:
         await Worker(settings, redis, client, metrics).run(stop)
@@ -59,6 +55,10 @@ async def _main(settings: Settings) -> int:
     install_stack_dumps(loop)
     try:
         await run(settings, stop)
+    except StreamLayoutError as error:
+        log.error("Consumer cannot start: %s", error)
+        print(f"searchsync: configuration error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
     except FatalError as error:
         log.error("Consumer cannot continue: %s", error)
         return 1

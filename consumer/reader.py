@@ -1,4 +1,4 @@
-"""Reading one partition's stream: new entries, a takeover's pending ones, our own again.
+"""Reading one partition's stream: new entries, and a takeover's pending ones.
 
 A partition is read only by the holder of its lease, so reads are per partition:
 XREADGROUP ``>`` for new entries (BLOCK at most :data:`READ_BLOCK_MS` while the
@@ -12,12 +12,11 @@ before it notices, and those entries then sit under its name. The owner finds
 them with :func:`pending_count` and :func:`pending_below` and takes them over
 with :func:`claim_pending` or :func:`claim_ids` (consumer.runner decides when).
 
-Redis counts deliveries per pending entry, and MAX_DELIVERIES reads that count.
-Measured on Redis 7.0: XREADGROUP ``>`` sets it to 1, XAUTOCLAIM and XCLAIM add
-one, and so does XREADGROUP with an explicit id (re-reading one's own history);
-XPENDING, XRANGE and the JUSTID forms of XCLAIM/XAUTOCLAIM leave it alone. So
-:func:`claim_pending` counts a delivery and :func:`read_held` does not; which one
-applies to which entry is the runner's decision (consumer.runner).
+Redis counts a delivery for every XREADGROUP, XAUTOCLAIM and XCLAIM, whether or
+not the entry ever reached OpenSearch: a rebalance, a restart or a Redis outage
+longer than the lease each add one. MAX_DELIVERIES therefore reads the
+consumers' own count of real attempts instead (consumer.attempts), which every
+read here returns with the entries.
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from typing import Any, Final
 
 from redis.asyncio import Redis
 
+from consumer.attempts import read_attempts
 from consumer.batch import RawEntry
 
 __all__ = [
@@ -34,25 +34,22 @@ __all__ = [
     "below",
     "claim_ids",
     "claim_pending",
-    "held_below",
     "pending_below",
     "pending_count",
-    "read_held",
     "read_new",
 ]
 
 # Short enough that a stop or a lost lease is noticed quickly, long enough not to spin.
 READ_BLOCK_MS: Final = 100
 _START: Final = b"0-0"
-# XPENDING range bounds: from the first entry, up to the last one.
+# XPENDING range bound: from the first entry.
 _FIRST: Final = b"-"
-_LAST: Final = b"+"
 
 
 async def read_new(
     redis: Redis, stream: str, group: str, consumer: str, count: int, *, block: bool
 ) -> list[RawEntry]:
-    """Up to ``count`` never-delivered entries of ``stream`` (first delivery each).
+    """Up to ``count`` never-delivered entries of ``stream`` (no attempts yet).
 
     With ``block`` waits up to READ_BLOCK_MS for the first one; otherwise returns
     at once. Raises redis.exceptions.RedisError on connection trouble.
@@ -63,62 +60,58 @@ async def read_new(
     if not reply:
         return []
     _, entries = reply[0]
-    return [RawEntry(entry_id, fields, 1) for entry_id, fields in entries if fields is not None]
+    return [RawEntry(entry_id, fields, 0) for entry_id, fields in entries if fields is not None]
 
 
 async def claim_pending(
-    redis: Redis, stream: str, group: str, consumer: str, count: int, *, cursor: bytes = _START
+    redis: Redis,
+    stream: str,
+    group: str,
+    consumer: str,
+    count: int,
+    *,
+    attempts: str,
+    cursor: bytes = _START,
 ) -> tuple[bytes, list[RawEntry]]:
     """Take over up to ``count`` pending entries of ``stream`` from ``cursor`` on.
 
-    Counts one delivery for each entry (XAUTOCLAIM), whoever held it before.
-    Returns the next cursor (``0-0`` once the whole pending list was scanned; the
-    entries below it are now ``consumer``'s) and the entries with their delivery
-    counts (this delivery included). Entries trimmed away while pending are
-    dropped from the pending list by XAUTOCLAIM itself. One round trip, two if
-    anything was claimed. Raises redis.exceptions.RedisError on connection trouble.
+    ``attempts`` is the partition's attempts hash. Returns the next cursor (``0-0``
+    once the whole pending list was scanned; the entries below it are now
+    ``consumer``'s) and the entries with their attempts so far. Entries trimmed
+    away while pending are dropped from the pending list by XAUTOCLAIM itself. One
+    round trip, two if anything was claimed. Raises redis.exceptions.RedisError on
+    connection trouble.
     """
     reply: Any = await redis.xautoclaim(stream, group, consumer, 0, cursor, count=count)
     next_cursor: bytes = reply[0]
-    # XAUTOCLAIM scans the pending list in id order and, with min-idle 0, claims
-    # everything it scans: the claimed ids are exactly the pending ones in this range.
-    return next_cursor, await _with_deliveries(redis, stream, group, consumer, reply[1])
+    return next_cursor, await _with_attempts(redis, attempts, reply[1])
 
 
 async def claim_ids(
-    redis: Redis, stream: str, group: str, consumer: str, ids: Sequence[bytes]
+    redis: Redis, stream: str, group: str, consumer: str, ids: Sequence[bytes], *, attempts: str
 ) -> list[RawEntry]:
-    """Take over the pending entries ``ids`` of ``stream`` (XCLAIM), counting one delivery each.
+    """Take over the pending entries ``ids`` of ``stream`` (XCLAIM).
 
-    ``ids`` must be a run of consecutive pending entries in id order, as
-    :func:`pending_below` returns them. Returns the entries with their delivery
-    counts (this delivery included), in id order; entries trimmed away while
-    pending are dropped from the pending list by XCLAIM itself (Redis >= 7.0) and
-    left out. One round trip, two if anything was claimed. Raises
+    Returns the entries with their attempts so far, in id order; entries trimmed
+    away while pending are dropped from the pending list by XCLAIM itself (Redis
+    >= 7.0) and left out. One round trip, two if anything was claimed. Raises
     redis.exceptions.RedisError on connection trouble.
     """
     if not ids:
         return []
     reply: Any = await redis.xclaim(stream, group, consumer, 0, list(ids))
-    return await _with_deliveries(redis, stream, group, consumer, reply)
+    return await _with_attempts(redis, attempts, reply)
 
 
-async def _with_deliveries(
-    redis: Redis, stream: str, group: str, consumer: str, claimed: Sequence[Any]
-) -> list[RawEntry]:
-    """``claimed`` (id, fields) pairs, just claimed by ``consumer``, with their delivery counts.
-
-    The claimed ids must be every pending entry between the first and the last of
-    them (so one XPENDING range of that many rows lists exactly them).
-    """
+async def _with_attempts(redis: Redis, attempts: str, claimed: Sequence[Any]) -> list[RawEntry]:
     found = [(entry_id, fields) for entry_id, fields in claimed if fields is not None]
     if not found:
         return []
-    details: Any = await redis.xpending_range(
-        stream, group, found[0][0], found[-1][0], len(found), consumername=consumer
-    )
-    counts = {row["message_id"]: int(row["times_delivered"]) for row in details}
-    return [RawEntry(entry_id, fields, counts.get(entry_id, 1)) for entry_id, fields in found]
+    counts = await read_attempts(redis, attempts, [entry_id for entry_id, _ in found])
+    return [
+        RawEntry(entry_id, fields, count)
+        for (entry_id, fields), count in zip(found, counts, strict=True)
+    ]
 
 
 async def pending_count(redis: Redis, stream: str, group: str) -> int:
@@ -146,47 +139,3 @@ async def pending_below(
     """
     rows: Any = await redis.xpending_range(stream, group, _FIRST, below(entry_id), count)
     return [row["message_id"] for row in rows]
-
-
-def held_below(cursor: bytes) -> bytes:
-    """The ``below`` bound of :func:`read_held` covering what :func:`claim_pending` claimed
-    up to ``cursor`` (its returned cursor; ``0-0`` = the whole pending list)."""
-    return _LAST if cursor == _START else below(cursor)
-
-
-async def read_held(
-    redis: Redis,
-    stream: str,
-    group: str,
-    consumer: str,
-    count: int,
-    *,
-    after: bytes = _FIRST,
-    below: bytes = _LAST,
-) -> tuple[bytes | None, list[RawEntry]]:
-    """Up to ``count`` pending entries that ``consumer`` holds already, without counting one.
-
-    ``after`` and ``below`` are XPENDING bounds: ``-``/``+``, or ``(<id>`` for an
-    exclusive one. Returns the ``after`` to continue from (None when the range is
-    exhausted) and the entries with their delivery counts as they stand. Entries
-    trimmed away while pending are skipped and stay in the pending list until the
-    next :func:`claim_pending` scan drops them. Two round trips (XPENDING, then one
-    pipeline of XRANGE per entry). Raises redis.exceptions.RedisError on connection
-    trouble.
-    """
-    rows: Any = await redis.xpending_range(
-        stream, group, after, below, count, consumername=consumer
-    )
-    if not rows:
-        return None, []
-    ids: list[bytes] = [row["message_id"] for row in rows]
-    async with redis.pipeline(transaction=False) as pipe:
-        for entry_id in ids:
-            pipe.xrange(stream, entry_id, entry_id)
-        found: list[Any] = await pipe.execute()
-    entries = [
-        RawEntry(entry_id, hits[0][1], int(row["times_delivered"]))
-        for entry_id, row, hits in zip(ids, rows, found, strict=True)
-        if hits
-    ]
-    return (b"(" + ids[-1] if len(ids) == count else None), entries

@@ -1,11 +1,14 @@
-"""Trimming a partition stream without losing anything replay or the group still needs.
+"""Trimming streams: partitions without losing what the group needs, and the dlq by age.
 
-An entry may go only when the group has acknowledged it (delivered and no
-longer pending) AND it is older than STREAM_RETENTION_SECONDS, so a replay
-(DESIGN.md's ``searchsync replay --since``, not built yet; today ``XRANGE`` and
-``XCLAIM``/``XADD`` by hand) finds a day of history by default. The cut is
-XTRIM MINID with ``~``: Redis then frees whole macro-nodes only, which is cheap and
-can only keep more than asked, never less.
+A partition entry may go only when the group has acknowledged it (delivered and
+no longer pending) AND it is older than STREAM_RETENTION_SECONDS, so a replay
+(``XRANGE`` and ``XADD`` by hand until a replay command exists) finds a day of
+history by default. The cut is XTRIM MINID with ``~``: Redis then frees whole
+macro-nodes only, which is cheap and can only keep more than asked, never less.
+
+The dead-letter stream holds whole documents (names, emails, addresses), so it
+is kept only DLQ_RETENTION_SECONDS (7 days by default) by :func:`trim_dlq`,
+whether or not anyone read it: a letter older than that is gone for good.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-__all__ = ["parse_id", "trim", "trim_floor"]
+__all__ = ["parse_id", "trim", "trim_dlq", "trim_floor"]
 
 
 def parse_id(entry_id: bytes | str) -> tuple[int, int]:
@@ -66,3 +69,16 @@ async def trim(redis: Redis, stream: str, group: str, retention_seconds: int) ->
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+async def trim_dlq(redis: Redis, dlq: str, retention_seconds: int) -> int:
+    """Remove dead letters older than ``retention_seconds`` (by their entry id's time).
+
+    Exact (no ``~``): the README promises the retention. Returns how many were
+    removed. One or two round trips; raises redis.exceptions.RedisError on
+    connection trouble.
+    """
+    seconds, micros = await redis.time()
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    removed: Any = await redis.xtrim(dlq, minid=f"{now_ms - retention_seconds * 1000}-0")
+    return int(removed)

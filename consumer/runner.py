@@ -1,18 +1,31 @@
 """One partition, while this consumer holds its lease: read, send, settle, repeat.
 
 A runner first takes over and finishes the partition's pending entries, then
-reads new ones. After an error it starts over from the pending entries; which of
-them count a delivery against MAX_DELIVERIES is decided in one place,
-:meth:`PartitionRunner._drain_pending`. Batches of one partition are strictly
-sequential (one bulk in flight per partition): a batch is settled completely,
-including retries, before the next is read, which keeps per-key order. Different
-partitions run concurrently.
+reads new ones. After an error it starts over from the pending entries. Batches
+of one partition are strictly sequential (one bulk in flight per partition): a
+batch is settled completely, including retries, before the next is read, which
+keeps per-key order. Different partitions run concurrently.
+
+What MAX_DELIVERIES counts is decided in one place, consumer.attempts: bulks that
+carried an entry and failed on it or never came back. Re-reading or taking over
+entries costs nothing, so a rebalance, a restart or a Redis outage longer than
+the lease never pushes an entry into the dlq.
+
+When OpenSearch refuses writes for a reason that is not the documents' (401,
+403, a 404 for the whole request, a failed TLS handshake), the partition is
+*blocked*: its changes are retried with backoff and never dead-lettered, an
+ERROR names the cause at most once a minute (per consumer), the metric
+``opensearch_sync_errors_total{kind="auth"|"endpoint"|"tls"}`` counts it, and
+``searchsync:<view>:blocked:p<N>`` says why, so ``searchsync status`` shows it.
+When the alias itself is wrong (a concrete index named like it, no write index),
+retrying cannot help: the runner raises common.index.IndexLayoutError and the
+consumer stops with a message that names the fix.
 
 Entries can also become pending behind the runner's back, after its takeover: a
 previous owner paused past its lease (GC pause, SIGSTOP, slow host) may do one
 more XREADGROUP ``>`` before its fence stops it, and leaves those entries pending
 under its name, where no read of ``>`` ever sees them again. Two checks find
-such strays and take them over (counting a delivery: it is a takeover):
+such strays and take them over:
 
 - before a progress entry's frontier is written, nothing below the entry may be
   pending in the group (:meth:`PartitionRunner._advance`), or ``applied`` would
@@ -35,38 +48,55 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from common.config import Settings
+from common.errors import FatalError
+from common.index import IndexLayoutError, layout_problem
 from common.keys import Keys
+from common.logs import LogGate
 from consumer.acks import Acker
-from consumer.batch import Batch, Item, RawEntry, chunked, entries_to_read, should_flush
+from consumer.attempts import Attempts, new_token
+from consumer.batch import Batch, Item, RawEntry, chunked, entries_to_read, loose_ts, should_flush
 from consumer.bulk import ItemResult
 from consumer.deadletters import log_letters
+from consumer.highwater import HighWater
 from consumer.leases import Leases
 from consumer.metrics import ConsumerMetrics
-from consumer.outcomes import RequestVerdict, RetryPolicy, judge
-from consumer.reader import (
-    claim_ids,
-    claim_pending,
-    held_below,
-    pending_below,
-    pending_count,
-    read_held,
-    read_new,
+from consumer.outcomes import (
+    Blocked,
+    Outcome,
+    RequestVerdict,
+    RetryPolicy,
+    Round,
+    Verdict,
+    blocked_kind,
+    judge,
 )
+from consumer.reader import claim_ids, claim_pending, pending_below, pending_count, read_new
 from consumer.sender import BulkFailed, BulkSender
 
-__all__ = ["PartitionRunner", "RunnerDeps"]
+__all__ = ["BLOCKED_LOG_SECONDS", "PartitionRunner", "RunnerDeps"]
 
 log = logging.getLogger(__name__)
+
+# A cause that lasts is logged as an ERROR at most this often per consumer.
+BLOCKED_LOG_SECONDS: Final = 60.0
+
+_FIXES: Final = {
+    Blocked.AUTH: "check OS_USER / OS_PASSWORD and that the role may index into the alias",
+    Blocked.ENDPOINT: "check OS_HOST / OS_PORT and any proxy in front of OpenSearch",
+    Blocked.TLS: "check OS_USE_SSL and the certificates OpenSearch presents",
+}
 
 
 class LeaseLost(Exception):
@@ -91,6 +121,13 @@ class RunnerDeps:
     sender: BulkSender
     metrics: ConsumerMetrics
     policy: RetryPolicy
+    high_water: HighWater
+    attempts: Attempts
+    # this process's in-flight marker token (consumer.attempts): a runner started again
+    # in the same process (a lease lost and won back) recognises its markers as its own
+    token: str
+    # one ERROR a minute per cause for the whole consumer, not one per partition
+    gate: LogGate
 
 
 class PartitionRunner:
@@ -98,27 +135,33 @@ class PartitionRunner:
         self.deps = deps
         self.partition = partition
         self.stream = deps.keys.stream(partition)
+        self.attempts = deps.keys.attempts(partition)
         self.stopping = asyncio.Event()
         self.in_hand = 0  # changes read and not yet acknowledged
-        # Pending entries this runner already holds, delivery counted, as an XPENDING
-        # bound: ids below it (reader.held_below). None: nothing held yet, or the runner
-        # failed on what it held, which then counts again.
-        self._held_below: bytes | None = None
         # monotonic time of the last check that nothing pending escaped this runner
         self._checked_at = time.monotonic()
         # changes per entry in the last read: sizes the next read (batch.entries_to_read)
         self._changes_per_entry = 1.0
+        # blocked:p<N> was written by this runner and not cleared since
+        self._blocked_since: int | None = None
+        # marks this runner's bulks in flight (consumer.attempts); a new one after an
+        # unexpected error, so that the bulks in flight then count as attempts
+        self._token = deps.token
 
     @property
     def _redis(self) -> Redis:
         return self.deps.redis
 
     async def run(self) -> None:
-        """Work the partition until stopped, fenced off, or abandoned. Never raises."""
+        """Work the partition until stopped, fenced off, or abandoned.
+
+        Raises only FatalError (common.index.IndexLayoutError: the alias cannot be
+        written as it is); the consumer then stops.
+        """
         backoff = self.deps.policy.backoff()
         while not self.stopping.is_set():
             try:
-                await self._drain_pending()
+                await self._claim_all()
                 while not self.stopping.is_set():
                     await self._sweep_strays()
                     batch = await self._next_batch()
@@ -128,8 +171,9 @@ class PartitionRunner:
                 return
             except (LeaseLost, Abandoned):
                 return
+            except FatalError:
+                raise
             except RedisError as error:
-                # not the entries' fault: what is held is re-read without counting a delivery
                 delay = backoff.next_delay()
                 log.warning(
                     "Redis error on partition p%d, retrying in %.1fs: %s",
@@ -138,9 +182,10 @@ class PartitionRunner:
                     error,
                 )
             except Exception:
-                # maybe the entries' fault: they are taken over again, counting a delivery
-                # each, so an entry that always breaks the runner ends in the dlq
-                self._held_below = None
+                # maybe the entries' fault: with a new token, the takeover counts the
+                # bulk in flight as an attempt (consumer.attempts), so an entry that
+                # always breaks the runner ends in the dlq
+                self._token = new_token(self.deps.me)
                 delay = backoff.next_delay()
                 log.exception("Partition p%d failed, retrying in %.1fs", self.partition, delay)
             finally:
@@ -150,31 +195,10 @@ class PartitionRunner:
 
     # reading
 
-    async def _drain_pending(self) -> None:
-        """Settle every pending entry of the partition, oldest first, before reading new ones.
-
-        The one place that decides which entries count a delivery. A delivery means
-        a consumer took the entry and did not settle it because it, or its process,
-        failed on it; after MAX_DELIVERIES of them the entry is a poison entry and
-        goes to the dlq (consumer.batch). So:
-
-        - entries this runner already holds (left pending by a Redis error) are
-          read back as they are, not counted again: a flaky connection must not
-          dead-letter valid entries;
-        - everything else pending is taken over with XAUTOCLAIM, counting one
-          delivery each: a previous owner's entries, a killed process's (even one
-          with this consumer's name: a restart is a new runner), and all of them
-          after this runner failed on its batch.
-
-        Raises redis.exceptions.RedisError; entries stay pending either way.
-        """
-        if self._held_below is not None:
-            await self._reread_held(self._held_below)
-        await self._claim_all()
-
     async def _claim_all(self) -> None:
-        """Take over every pending entry of the partition (XAUTOCLAIM, counting a delivery
-        each), oldest first, and settle them. Raises redis.exceptions.RedisError."""
+        """Take over every pending entry of the partition (XAUTOCLAIM), oldest first,
+        and settle them. Raises redis.exceptions.RedisError."""
+        await self._recover_attempts()
         cursor = b"0-0"
         while not self.stopping.is_set():
             cursor, entries = await claim_pending(
@@ -183,18 +207,28 @@ class PartitionRunner:
                 self.deps.group,
                 self.deps.me,
                 self._entries_wanted(self.deps.settings.max_batch_size),
+                attempts=self.attempts,
                 cursor=cursor,
             )
-            # whatever is left of the held ones was settled above: held = claimed so far
-            self._held_below = held_below(cursor)
             if entries:
                 log.info(
                     "Took over %d pending entries of partition p%d", len(entries), self.partition
                 )
-                await self._process(self._batch_of(entries))
+                await self._process(await self._batch_of(entries))
             if cursor == b"0-0":
                 self._checked_at = time.monotonic()
                 return
+
+    async def _recover_attempts(self) -> None:
+        """Count the bulks other runners left in flight (consumer.attempts)."""
+        counted = await self.deps.attempts.recover(self.attempts, self._token)
+        if counted:
+            log.warning(
+                "%d entries of partition p%d were on the wire when their consumer died or "
+                "lost the partition: one attempt each",
+                counted,
+                self.partition,
+            )
 
     async def _sweep_strays(self) -> None:
         """Take over what is pending in the partition, if nothing was checked for a while.
@@ -222,40 +256,27 @@ class PartitionRunner:
         )
         await self._claim_all()
 
-    async def _reread_held(self, below: bytes) -> None:
-        """Settle the pending entries this runner holds below ``below``, oldest first."""
-        after: bytes | None = b"-"
-        while after is not None and not self.stopping.is_set():
-            after, entries = await read_held(
-                self._redis,
-                self.stream,
-                self.deps.group,
-                self.deps.me,
-                self._entries_wanted(self.deps.settings.max_batch_size),
-                after=after,
-                below=below,
-            )
-            if entries:
-                log.info(
-                    "Resuming %d pending entries of partition p%d after an error",
-                    len(entries),
-                    self.partition,
-                )
-                await self._process(self._batch_of(entries))
+    def _new_batch(self) -> Batch:
+        settings = self.deps.settings
+        return Batch(self.partition, settings.max_deliveries, time.monotonic())
 
-    def _batch_of(self, entries: Sequence[RawEntry]) -> Batch:
-        batch = Batch(self.partition, self.deps.settings.max_deliveries, time.monotonic())
+    async def _add_entries(self, batch: Batch, entries: Sequence[RawEntry]) -> None:
+        """Add ``entries`` to ``batch``, checked against the producer's high-water mark."""
+        if entries:
+            highest = max(loose_ts(entry.fields) for entry in entries)
+            batch.ts_bound = await self.deps.high_water.bound_for(highest)
         for entry in entries:
             batch.add(entry)
-        self._learn_entry_size(batch)
+        if batch.entries:
+            self._changes_per_entry = max(1.0, batch.changes / len(batch.entries))
+
+    async def _batch_of(self, entries: Sequence[RawEntry]) -> Batch:
+        batch = self._new_batch()
+        await self._add_entries(batch, entries)
         return batch
 
     def _entries_wanted(self, room: int) -> int:
         return entries_to_read(room, self._changes_per_entry)
-
-    def _learn_entry_size(self, batch: Batch) -> None:
-        if batch.entries:
-            self._changes_per_entry = max(1.0, batch.changes / len(batch.entries))
 
     async def _next_batch(self) -> Batch | None:
         """New entries up to the flush policy; None when a blocking read found nothing."""
@@ -274,10 +295,8 @@ class PartitionRunner:
             if batch is None:
                 if not entries:
                     return None
-                batch = Batch(self.partition, settings.max_deliveries, time.monotonic())
-            for entry in entries:
-                batch.add(entry)
-            self._learn_entry_size(batch)
+                batch = self._new_batch()
+            await self._add_entries(batch, entries)
             self.in_hand = batch.changes
             if should_flush(
                 len(batch.entries),
@@ -292,36 +311,52 @@ class PartitionRunner:
     # sending
 
     async def _process(self, batch: Batch) -> None:
-        """Send ``batch`` until every change is settled; acknowledge as items settle."""
+        """Send ``batch`` until every change is settled; acknowledge as items settle.
+
+        Raises IndexLayoutError, :class:`LeaseLost`, :class:`Abandoned`,
+        redis.exceptions.RedisError.
+        """
+        settings = self.deps.settings
         self.in_hand = batch.changes
         backoff = self.deps.policy.backoff()
-        queue: deque[list[Item]] = deque()
-        queue.extend(chunked(batch.items(), self.deps.settings.max_batch_size))
+        queue: deque[list[Item]] = deque(
+            chunked(batch.items(), settings.max_batch_size, settings.max_bulk_bytes)
+        )
         while queue:
             items = queue.popleft()
-            await self._fence()
+            sent = [batch.entries[index].id for index in dict.fromkeys(i.entry for i in items)]
+            await self._fence(sent)
             try:
                 results = await self.deps.sender.send([item.change for item in items])
             except BulkFailed as failure:
-                await self._request_failed(batch, items, failure, queue, backoff.next_delay())
+                await self._request_failed(
+                    batch, items, failure, sent=sent, queue=queue, delay=backoff.next_delay()
+                )
                 continue
-            retry = self._judge(batch, items, results)
-            await self._settle(batch, final=False)
-            if retry:
+            verdicts = self._judge(batch, items, results)
+            charged = [batch.entries[item.entry].id for item in verdicts.charged]
+            await self._settle(batch, final=False, sent=sent, charged=charged)
+            if verdicts.layout:
+                raise IndexLayoutError(_layout_message(results, verdicts))
+            if verdicts.blocked_by:
+                await self._block(Blocked.AUTH, verdicts.blocked_by)
+            elif self._blocked_since is not None:
+                await self._unblock()
+            if verdicts.retry:
                 delay = backoff.next_delay()
                 log.warning(
                     "OpenSearch bulk operation failed for %d of %d items, retrying in %.1fs",
-                    len(retry),
+                    len(verdicts.retry),
                     len(items),
                     delay,
                 )
                 await self._pause(delay)
-                queue.append(retry)
+                queue.append(verdicts.retry)
             else:
                 backoff.reset()
         await self._settle(batch, final=True)
 
-    def _judge(self, batch: Batch, items: list[Item], results: Sequence[ItemResult]) -> list[Item]:
+    def _judge(self, batch: Batch, items: list[Item], results: Sequence[ItemResult]) -> Round[Item]:
         metrics = self.deps.metrics
         verdicts = judge(items, [i.deliveries for i in items], results, self.deps.policy)
         upserts = 0
@@ -332,9 +367,8 @@ class PartitionRunner:
             batch.dead_letter(item, reason)
         for item in verdicts.charged:
             item.deliveries += 1
-        errors = verdicts.throttled + verdicts.failed + verdicts.rejected
-        log.info("Synced %d documents, %d errors", len(verdicts.applied), errors)
-        if errors:
+        log.info("Synced %d documents, %d errors", len(verdicts.applied), verdicts.errors)
+        if verdicts.errors:
             log.warning("OpenSearch bulk operation failed: %s", verdicts.first_error)
         metrics.events.labels("upsert").inc(upserts)
         metrics.events.labels("delete").inc(len(verdicts.applied) - upserts)
@@ -345,28 +379,51 @@ class PartitionRunner:
         ):
             if count:
                 metrics.errors.labels(kind).inc(count)
-        return verdicts.retry
+        return verdicts
 
     async def _request_failed(
         self,
         batch: Batch,
         items: list[Item],
         failure: BulkFailed,
+        *,
+        sent: list[bytes],
         queue: deque[list[Item]],
         delay: float,
     ) -> None:
+        """Act on a failure of the whole request (no item outcome is known)."""
         self.deps.metrics.errors.labels("request").inc()
-        if failure.verdict is RequestVerdict.SPLIT:
-            # a rejected request names no item: halve it until the culprit is alone
+        verdict = failure.verdict
+        if verdict is RequestVerdict.PROBE:
+            verdict = await self._probe(items)
+        if verdict is RequestVerdict.BLOCKED:
+            await self._close_attempts(sent)
+            await self._block(blocked_kind(failure.status, tls=failure.tls), failure.reason)
+            await self._pause(delay)
+            queue.appendleft(items)
+            return
+        if verdict is RequestVerdict.SPLIT:
+            # the request is at fault and names no item: halve it until the culprit is alone
+            await self._close_attempts(sent)
             if len(items) > 1:
                 middle = len(items) // 2
                 queue.appendleft(items[middle:])
                 queue.appendleft(items[:middle])
+                log.warning(
+                    "OpenSearch bulk operation failed: %s (splitting %d items in two)",
+                    failure.reason,
+                    len(items),
+                )
                 return
             log.warning("OpenSearch bulk operation failed: %s", failure.reason)
             batch.dead_letter(items[0], f"request rejected: {failure.reason}")
             await self._settle(batch, final=False)
             return
+        if verdict is RequestVerdict.PROBE:  # a lone item OpenSearch keeps dropping
+            if await self._charge_dropped(batch, items[0], failure, delay):
+                queue.appendleft(items)
+            return
+        await self._close_attempts(sent)
         log.warning(
             "OpenSearch bulk operation failed: %s (retrying %d items in %.1fs)",
             failure.reason,
@@ -376,13 +433,94 @@ class PartitionRunner:
         await self._pause(delay)
         queue.appendleft(items)
 
-    async def _fence(self) -> None:
-        if not await self.deps.leases.fence(self.partition):
+    async def _probe(self, items: list[Item]) -> RequestVerdict:
+        """No answer came: OpenSearch down (retry) or this request dropped (split it; a lone
+        item stays PROBE and is charged)."""
+        if not await self.deps.sender.answers():
+            return RequestVerdict.RETRY
+        return RequestVerdict.SPLIT if len(items) > 1 else RequestVerdict.PROBE
+
+    async def _charge_dropped(
+        self, batch: Batch, item: Item, failure: BulkFailed, delay: float
+    ) -> bool:
+        """OpenSearch answers other requests but drops the one holding only ``item`` (a
+        document it cannot take, e.g. above its http.max_content_length): a FAILED
+        attempt of the item, so it cannot be retried forever. True: retry it."""
+        verdict = self.deps.policy.verdict(Outcome.FAILED, item.deliveries)
+        self.deps.metrics.errors.labels("failed").inc()
+        if verdict is Verdict.DEAD_LETTER:
+            reason = f"gave up after {item.deliveries} attempts: OpenSearch dropped the request"
+            batch.dead_letter(item, f"{reason} ({failure.reason})")
+            await self._settle(batch, final=False)
+            return False
+        item.deliveries += 1
+        entry_id = [batch.entries[item.entry].id]
+        await self.deps.acker.settle(self.partition, [], 0, sent=entry_id, charged=entry_id)
+        log.warning(
+            "OpenSearch drops the request holding only key %s (%s); attempt %d of %d, "
+            "retrying in %.1fs",
+            item.change.key.decode(errors="replace"),
+            failure.reason,
+            item.deliveries - 1,
+            self.deps.policy.max_deliveries,
+            delay,
+        )
+        await self._pause(delay)
+        return True
+
+    # blocked partitions
+
+    async def _block(self, kind: Blocked, reason: str) -> None:
+        """Record that OpenSearch refuses this partition's writes, and why (see the module
+        docstring). Raises redis.exceptions.RedisError."""
+        settings = self.deps.settings
+        now_ms = int(time.time() * 1000)
+        if self._blocked_since is None:
+            self._blocked_since = now_ms
+        self.deps.metrics.errors.labels(kind.value).inc()
+        state = {
+            "kind": kind.value,
+            "reason": reason,
+            "since_ms": self._blocked_since,
+            "consumer": self.deps.me,
+        }
+        # outlives the longest backoff between two retries, so it stays while retrying
+        ttl_ms = int((2 * settings.retry_max_backoff + settings.lease_ttl_seconds) * 1000)
+        await self._redis.set(self.deps.keys.blocked(self.partition), json.dumps(state), px=ttl_ms)
+        if self.deps.gate.due(kind.value, time.monotonic()):
+            log.error(
+                "OpenSearch refuses writes (%s): %s. Retrying with backoff; nothing is "
+                "dead-lettered, the index falls behind until this is fixed: %s",
+                kind.value,
+                reason,
+                _FIXES[kind],
+            )
+
+    async def _unblock(self) -> None:
+        since = self._blocked_since
+        self._blocked_since = None
+        await self._redis.delete(self.deps.keys.blocked(self.partition))
+        if since is not None:
+            log.warning(
+                "OpenSearch accepts writes to partition p%d again (blocked for %.0fs)",
+                self.partition,
+                (time.time() * 1000 - since) / 1000,
+            )
+
+    async def _fence(self, sent: Sequence[bytes] = ()) -> None:
+        """Check the lease right before a write, marking the entries in ``sent`` as in
+        flight (consumer.attempts). Raises :class:`LeaseLost`."""
+        if not await self.deps.leases.fence(self.partition, self._token, sent):
             self.deps.metrics.errors.labels("fenced").inc()
             log.warning(
                 "Lost the lease of partition p%d; leaving it to its new owner", self.partition
             )
             raise LeaseLost
+
+    async def _close_attempts(self, sent: Sequence[bytes]) -> None:
+        """Clear the in-flight marks of a request that failed as a whole, not through its
+        entries' fault (consumer.attempts)."""
+        await self.deps.acker.settle(self.partition, [], 0, sent=sent)
 
     async def _pause(self, delay: float) -> None:
         """Sleep ``delay`` seconds; raise :class:`Abandoned` if asked to stop meanwhile."""
@@ -393,17 +531,28 @@ class PartitionRunner:
 
     # acknowledging
 
-    async def _settle(self, batch: Batch, *, final: bool) -> None:
-        """Write letters, XACK settled entries, and (``final``) the applied frontier."""
+    async def _settle(
+        self,
+        batch: Batch,
+        *,
+        final: bool,
+        sent: Sequence[bytes] = (),
+        charged: Sequence[bytes] = (),
+    ) -> None:
+        """Write letters, XACK settled entries, the attempts of the bulk just answered
+        (``sent``, of which ``charged`` failed), and (``final``) the applied frontier."""
         entries = batch.take_settled()
         letters = batch.take_letters()
         progress = batch.progress_id if final else None
         changes = sum(entry.changes for entry in entries)
+        acked = [entry.id for entry in entries]
         strays = await self.deps.acker.settle(
             self.partition,
-            [entry.id for entry in entries],
+            acked,
             changes,
             letters,
+            sent=sent,
+            charged=charged,
             check_below=progress,
             check_count=self.deps.settings.max_batch_size,
         )
@@ -451,7 +600,7 @@ class PartitionRunner:
         self.deps.metrics.applied_through(self.partition, ts)
 
     async def _take_over(self, ids: list[bytes]) -> bool:
-        """Claim the pending entries ``ids`` (XCLAIM, a delivery each) and settle them.
+        """Claim the pending entries ``ids`` (XCLAIM) and settle them.
 
         False when none could be claimed (settled by their holder after all, or
         trimmed away, which XCLAIM drops from the pending list): the caller then
@@ -460,7 +609,10 @@ class PartitionRunner:
         """
         # a runner paused past its own lease must not take entries from the new owner
         await self._fence()
-        entries = await claim_ids(self._redis, self.stream, self.deps.group, self.deps.me, ids)
+        await self._recover_attempts()
+        entries = await claim_ids(
+            self._redis, self.stream, self.deps.group, self.deps.me, ids, attempts=self.attempts
+        )
         if not entries:
             return False
         log.warning(
@@ -471,5 +623,14 @@ class PartitionRunner:
             entries[0].id.decode(),
             entries[-1].id.decode(),
         )
-        await self._process(self._batch_of(entries))
+        await self._process(await self._batch_of(entries))
         return True
+
+
+def _layout_message(results: Sequence[ItemResult], verdicts: Round[Item]) -> str:
+    """The human message for the first per-item answer that says the alias is wrong."""
+    for result in results:
+        message = layout_problem(result.status, result.error_type, result.reason)
+        if message is not None:
+            return message
+    return f"OpenSearch cannot write through the alias: {verdicts.layout}"

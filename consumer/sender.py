@@ -3,14 +3,15 @@
 The body is built from the producer's document bytes (consumer.bulk); the client
 is opensearch-py's AsyncOpenSearch (see common.opensearch for why not raw
 aiohttp). Whole-request failures become :class:`BulkFailed` with the HTTP status
-(None when nothing was answered), which consumer.outcomes turns into a verdict.
+(None when nothing was answered) and whether the TLS handshake was what failed,
+which consumer.outcomes turns into a verdict.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from opensearchpy import AsyncOpenSearch, ConnectionTimeout, TransportError
+from opensearchpy import AsyncOpenSearch, ConnectionTimeout, SSLError, TransportError
 from opensearchpy import ConnectionError as OpenSearchConnectionError
 
 from common.entries import Change
@@ -18,25 +19,31 @@ from common.opensearch import status_of
 from consumer.bulk import BULK_PARAMS, BulkResponseError, ItemResult, decode_response, encode_body
 from consumer.outcomes import RequestVerdict, classify_request
 
-__all__ = ["BulkFailed", "BulkSender"]
+__all__ = ["PROBE_TIMEOUT_SECONDS", "BulkFailed", "BulkSender"]
+
+# A HEAD / that takes longer than this says OpenSearch is not answering.
+PROBE_TIMEOUT_SECONDS = 5.0
 
 
 class BulkFailed(Exception):
     """The request as a whole failed; no item outcome is known."""
 
-    def __init__(self, status: int | None, reason: str) -> None:
+    def __init__(self, status: int | None, reason: str, *, tls: bool = False) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.tls = tls
 
     @property
     def verdict(self) -> RequestVerdict:
-        return classify_request(self.status)
+        return classify_request(self.status, tls=self.tls)
 
 
 def _describe(error: TransportError) -> str:
     if isinstance(error, ConnectionTimeout):
         return "timeout"
+    if isinstance(error, SSLError):
+        return f"TLS handshake failed: {error.info}"
     if isinstance(error, OpenSearchConnectionError):
         return f"connection error: {error.info}"
     text = f"{error.status_code} {error.error}"
@@ -62,8 +69,27 @@ class BulkSender:
         try:
             response = await self._client.bulk(body=body, index=self._alias, params=self._params)
         except TransportError as error:
-            raise BulkFailed(status_of(error), _describe(error)) from None
+            tls = isinstance(error, SSLError)
+            raise BulkFailed(status_of(error), _describe(error), tls=tls) from None
         try:
             return decode_response(response, len(changes))
         except BulkResponseError as error:
             raise BulkFailed(None, str(error)) from None
+
+    async def answers(self) -> bool:
+        """Whether OpenSearch answers at all (``HEAD /`` within PROBE_TIMEOUT_SECONDS).
+
+        After a request got no answer, this tells "OpenSearch is down" (retry, not
+        the request's fault) from "OpenSearch is up but drops this request" (a
+        request too large for it: split it, charge a lone item). Any HTTP answer,
+        even 401, counts as answering. Never raises.
+        """
+        try:
+            await self._client.transport.perform_request(
+                "HEAD", "/", params={"request_timeout": PROBE_TIMEOUT_SECONDS}
+            )
+        except (OpenSearchConnectionError, ConnectionTimeout):
+            return False
+        except TransportError:
+            return True
+        return True

@@ -10,7 +10,13 @@ expiry plus one tick, see consumer.leases) and within about two ticks of a join
 or a clean leave.
 
 Housekeeping rides on the same tick: due reconciles, stream retention of owned
-partitions, the buffer gauge and log line.
+partitions and of the dead-letter stream, the buffer gauge and log line.
+
+At start the worker checks the stream layout (common.meta: a different
+STREAM_PARTITIONS or KEY_COLUMN than the streams were created with stops it)
+and the index layout (common.index: a concrete index named like the alias, or an
+alias without a write index, stops it with a message that names the fix). A
+runner that meets the same index problem later stops the whole consumer too.
 """
 
 from __future__ import annotations
@@ -30,15 +36,19 @@ from common.config import Settings
 from common.errors import FatalError
 from common.index import ensure_index
 from common.keys import Keys
+from common.logs import LogGate
+from common.meta import ensure_meta
 from common.streams import ensure_groups
 from consumer.acks import Acker
+from consumer.attempts import Attempts, new_token, prune
+from consumer.highwater import HighWater
 from consumer.leases import Leases, tick_seconds
 from consumer.membership import desired_partitions, live_members
 from consumer.metrics import ConsumerMetrics
 from consumer.outcomes import RetryPolicy
 from consumer.reconcile import Reconciler
-from consumer.retention import trim
-from consumer.runner import PartitionRunner, RunnerDeps
+from consumer.retention import trim, trim_dlq
+from consumer.runner import BLOCKED_LOG_SECONDS, PartitionRunner, RunnerDeps
 from consumer.sender import BulkSender
 
 __all__ = ["SHUTDOWN_GRACE_SECONDS", "Worker"]
@@ -84,6 +94,10 @@ class Worker:
             sender=BulkSender(client, settings.os_index_name, settings.os_timeout_seconds),
             metrics=metrics,
             policy=policy,
+            high_water=HighWater(redis, self.keys.high_water),
+            attempts=Attempts(redis),
+            token=new_token(self.me),
+            gate=LogGate(BLOCKED_LOG_SECONDS),
         )
         self.reconciler = Reconciler(redis, client, self.keys, settings.os_index_name, self.me)
         self.runners: dict[int, PartitionRunner] = {}
@@ -92,13 +106,17 @@ class Worker:
         self._chores: dict[str, asyncio.Task[None]] = {}
         self._last_retention = 0.0
         self._last_buffer_log = time.monotonic()
+        # a runner's FatalError: the consumer shuts down and run() raises it
+        self._fatal: FatalError | None = None
 
     # lifecycle
 
     async def run(self, stop: asyncio.Event) -> None:
         """Prepare, tick until ``stop``, then shut down cleanly (within ~8 s).
 
-        Raises FatalError when the index cannot be created as specified.
+        Raises FatalError when the index cannot be created as specified or cannot
+        be written through the alias (common.index.IndexLayoutError), and
+        common.meta.StreamLayoutError when the settings disagree with the streams.
         """
         if not await self._prepare(stop):
             return
@@ -112,20 +130,31 @@ class Worker:
         )
         interval = tick_seconds(self.settings.lease_ttl_seconds)
         try:
-            while not stop.is_set():
+            while not stop.is_set() and self._fatal is None:
                 await self._tick()
+                if self._fatal is not None:
+                    break
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), interval)
         finally:
             await self._shutdown()
+        if self._fatal is not None:
+            raise self._fatal
 
     async def _prepare(self, stop: asyncio.Event) -> bool:
-        """Consumer groups and index bootstrap, retried with backoff; False if stopped first."""
+        """Layout check, consumer groups and index bootstrap, retried with backoff; False
+        if stopped first. Raises StreamLayoutError, FatalError."""
+        await self._until_done(stop, "check the stream layout", self._ensure_meta)
+        if stop.is_set():
+            return False
         await self._until_done(stop, "create consumer groups", self._ensure_groups)
         if stop.is_set():
             return False
         await self._until_done(stop, "bootstrap the index", self._ensure_index)
         return not stop.is_set()
+
+    async def _ensure_meta(self) -> None:
+        await ensure_meta(self.redis, self.keys, self.settings)
 
     async def _ensure_groups(self) -> None:
         await ensure_groups(self.redis, self.keys, self.settings.consumer_group)
@@ -234,10 +263,16 @@ class Worker:
         self.metrics.owns(partition, False)
 
     def _reap(self) -> None:
-        """Release the leases of retired runners that ended; restart ones that ended early."""
+        """Release the leases of retired runners that ended; restart ones that ended early;
+        note a runner's FatalError (the consumer then stops)."""
         for partition, task in list(self.tasks.items()):
             if not task.done():
                 continue
+            error = None if task.cancelled() else task.exception()
+            if isinstance(error, FatalError) and self._fatal is None:
+                self._fatal = error
+            elif error is not None:
+                log.error("Runner of partition p%d ended with %r", partition, error)
             if partition in self.retiring:
                 self._forget(partition)
                 self._chore(f"release-p{partition}", self.leases.release(partition))
@@ -254,6 +289,7 @@ class Worker:
         if now - self._last_retention >= RETENTION_INTERVAL_SECONDS and self.runners:
             self._last_retention = now
             self._chore("retention", self._trim_owned(sorted(self.runners)))
+            self._chore("dlq retention", self._trim_dlq())
         if now - self._last_buffer_log >= self.settings.buffer_log_seconds:
             self._last_buffer_log = now
             log.info(
@@ -290,3 +326,18 @@ class Worker:
             )
             if removed:
                 log.info("Trimmed %d retained entries from p%d", removed, partition)
+            await prune(
+                self.redis,
+                self.keys.stream(partition),
+                self.settings.consumer_group,
+                self.keys.attempts(partition),
+            )
+
+    async def _trim_dlq(self) -> None:
+        removed = await trim_dlq(self.redis, self.keys.dlq, self.settings.dlq_retention_seconds)
+        if removed:
+            log.info(
+                "Trimmed %d dead letters older than DLQ_RETENTION_SECONDS=%d",
+                removed,
+                self.settings.dlq_retention_seconds,
+            )

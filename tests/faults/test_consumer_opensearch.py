@@ -135,7 +135,8 @@ async def test_sigterm_while_opensearch_is_down_exits_in_time(stack: Stack, tmp_
     env = stack.consumer_env(OS_PORT=proxy.port, RETRY_INITIAL_BACKOFF=1, RETRY_MAX_BACKOFF=30)
     proc = ConsumerProcess(env, "cons-down", tmp_path)
     try:
-        await wait_for(lambda: alias_exists(stack), 30, "index bootstrap through the proxy")
+        # the bootstrap's last request is done when the consumer says it started
+        await wait_for(lambda: _logged(proc, "Consumer cons-down started"), 30, "index bootstrap")
         await proxy.stop()
         t = int(time.time() * 1000)
         await stack.write(t, orders(0, 20))

@@ -1,17 +1,20 @@
-"""Delivery counts: Redis connection drops must not use them up, dead processes must.
+"""Attempts: Redis trouble, rebalances and restarts must not use them up; dying mid-bulk must.
 
 MAX_DELIVERIES protects against poison entries (an entry that kills every consumer
-that takes it ends in the dlq), so a delivery is counted when a consumer takes an
-entry over, including the same consumer name after a kill -9. A consumer that only
-lost its Redis connection while holding entries did not fail on them: re-reading
-its own pending entries must not count again, or valid entries would be
+that sends it ends in the dlq), so an attempt counts when a consumer sent a bulk
+carrying the entry and never came back (consumer.attempts). Taking entries over
+is not an attempt: a consumer that lost its Redis connection while holding
+entries, even for longer than its lease (every recovery is then a takeover that
+Redis counts as a delivery), did not fail on them, or valid changes would be
 dead-lettered by a flaky network.
 
 Real services: a private redis-server (tests.support.consumer.PrivateRedis) behind a
 TCP proxy that the test takes down and brings back (tests.support.consumer.Proxy),
 the devstack's shared Redis for the process test, and the devstack's OpenSearch
 node whose index is write-blocked (403 ``cluster_block_exception``, retried
-without using up deliveries) so that the consumer keeps its entries in hand.
+without using up attempts) so that the consumer keeps its entries in hand, or
+reached through an HTTP proxy that swallows ``_bulk`` requests so that a bulk
+stays on the wire.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from tests.support.consumer import (
     running_worker,
     wait_for,
 )
+from tests.support.http_proxy import HttpProxy, _read_body, _read_head, _response_has_body
 from tests.support.services import PrivateRedis, Proxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -146,9 +150,10 @@ async def test_redis_connection_drops_do_not_use_up_deliveries(
                     20,
                     f"the runner sending its entries again (cut {cut + 1})",
                 )
-                counts = await deliveries(stack)
-                assert counts == dict.fromkeys(held, 1), (
-                    f"delivery counts after {cut + 1} Redis drops: {counts}"
+                # a cut can land between a bulk and its answer: that one stays counted
+                counts = await attempts(stack)
+                assert set(counts) <= held and all(n <= 1 for n in counts.values()), (
+                    f"attempts after {cut + 1} Redis drops: {counts}"
                 )
             await block_writes(stack, False)
             await wait_for(lambda: _settled(stack), 30, "entries acknowledged after the block")
@@ -193,13 +198,119 @@ async def _settled(stack: Stack) -> bool:
     return await stack.outstanding() == 0
 
 
-async def test_kill_9_still_counts_a_delivery(shared_stack: Stack, tmp_path: Path) -> None:
-    """The poison-entry protection with real processes: one name, killed twice while holding."""
-    stack = shared_stack
-    env = stack.consumer_env(
-        MAX_DELIVERIES=MAX_DELIVERIES, LEASE_TTL_SECONDS=2, RETRY_MAX_BACKOFF=0.3, LOG_LEVEL="INFO"
+async def test_takeovers_after_redis_outages_longer_than_the_lease_use_up_nothing(
+    private_stack: Stack, private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each outage outlives the lease, so each recovery is a takeover (XAUTOCLAIM),
+    which Redis counts as a delivery; before consumer.attempts, the third one
+    dead-lettered every valid entry the consumer held."""
+    stack = private_stack
+    caplog.set_level(logging.INFO, logger="consumer")
+    proxy = Proxy("127.0.0.1", private_redis.port)
+    await proxy.start()
+    settings = stack.settings(
+        REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0",
+        MAX_DELIVERIES=MAX_DELIVERIES,
+        LEASE_TTL_SECONDS=1,
+        RETRY_INITIAL_BACKOFF=0.05,
+        RETRY_MAX_BACKOFF=0.3,
     )
-    stream = stack.keys.stream(partition_of(b"order:FM-1", stack.partitions))
+    t = int(time.time() * 1000)
+    await ensure_index(stack.search, stack.alias, retention_seconds=3600)
+    await block_writes(stack, True)
+    await stack.write(t, orders(0, 12))
+    await stack.write(t + 1, orders(20, 6), batch=False)
+    try:
+        async with running_worker(settings):
+            await wait_for_held(stack, caplog, entries=1 + 6)
+            for cut in range(CUTS):
+                mark = len(caplog.records)
+                await proxy.stop()
+                await asyncio.sleep(2.5)  # the 1 s lease (0.8 s held) is long gone
+                await proxy.start()
+                await wait_for(
+                    partial(_taken_over_and_resent, stack, caplog, mark),
+                    20,
+                    f"the takeover and a new send after outage {cut + 1}",
+                )
+            letters = [decode_dead_letter(f) for f in await stack.dead_letters()]
+            assert letters == [], (
+                f"{len(letters)} valid changes dead-lettered after {CUTS} takeovers: "
+                f"{letters[0].reason if letters else ''}"
+            )
+            counts = await deliveries(stack)
+            assert counts and min(counts.values()) > MAX_DELIVERIES + 1, counts  # Redis' view
+            await block_writes(stack, False)
+            await wait_for(lambda: _settled(stack), 30, "entries acknowledged after the block")
+    finally:
+        await proxy.stop()
+        await unblock(stack)
+    letters = [decode_dead_letter(fields) for fields in await stack.dead_letters()]
+    assert letters == [], [letter.reason for letter in letters]
+    docs = await stack.documents()
+    assert sorted(docs) == sorted(key for key, _ in orders(0, 12) + orders(20, 6))
+    assert await attempts(stack) == {}
+
+
+async def _taken_over_and_resent(
+    stack: Stack, caplog: pytest.LogCaptureFixture, since: int
+) -> bool:
+    # taken over, then sent again; or dead-lettered instead (the failure this is about)
+    if await stack.dead_letters():
+        return True
+    if runner_logs(caplog, since, "Took over") == 0:
+        return False
+    return await _resent_or_settled(stack, caplog, since)
+
+
+class BulkSwallowingProxy(HttpProxy):
+    """An HTTP proxy to OpenSearch that, once :attr:`swallow` is set, reads ``_bulk``
+    requests and never answers them (everything else is forwarded): a bulk on the
+    wire then waits for an answer that never comes, as with a node that hangs on it."""
+
+    swallow = False
+
+    async def _exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: Any
+    ) -> bool:
+        if reader.at_eof():
+            return False
+        request = await _read_head(reader)
+        body = await _read_body(reader, request)
+        if self.swallow and "/_bulk" in request.start_line:
+            await reader.read()  # nothing comes back until the client goes away
+            return False
+        sent = await self._send(upstream, request.raw + body)
+        if sent is None:
+            return False
+        up_reader, response = sent
+        method = request.start_line.split(" ", 1)[0].upper()
+        status = int(response.start_line.split(" ")[1])
+        answer = b""
+        if _response_has_body(method, status):
+            answer = await _read_body(up_reader, response)
+        writer.write(response.raw + answer)
+        await writer.drain()
+        return not request.close and not response.close
+
+
+async def test_a_consumer_killed_mid_bulk_counts_an_attempt(
+    shared_stack: Stack, tmp_path: Path
+) -> None:
+    """The poison-entry protection with real processes: one name, killed twice while its
+    bulk is on the wire; the third owner dead-letters the entry without sending it."""
+    stack = shared_stack
+    proxy = BulkSwallowingProxy(stack.env["OS_HOST"], int(stack.env["OS_PORT"]))
+    proxy.start()
+    env = stack.consumer_env(
+        OS_PORT=proxy.port,
+        OS_TIMEOUT_SECONDS=60,
+        MAX_DELIVERIES=MAX_DELIVERIES,
+        LEASE_TTL_SECONDS=2,
+        RETRY_MAX_BACKOFF=0.3,
+        LOG_LEVEL="INFO",
+    )
+    partition = partition_of(b"order:FM-1", stack.partitions)
     procs: list[ConsumerProcess] = []
 
     def start() -> ConsumerProcess:
@@ -213,39 +324,56 @@ async def test_kill_9_still_counts_a_delivery(shared_stack: Stack, tmp_path: Pat
     t = int(time.time() * 1000)
     try:
         start()
-        await wait_for(lambda: alias_exists(stack), 30, "index bootstrap")
-        await block_writes(stack, True)
+        await wait_for(lambda: _logged_in(procs[-1], "Consumer cons-poison started"), 30, "start")
+        proxy.swallow = True
         await stack.write(t, orders(1, 1))
-        for delivery in range(1, MAX_DELIVERIES + 1):
-            proc = procs[-1]
+        for attempt in range(1, MAX_DELIVERIES + 1):
             await wait_for(
-                partial(_held_by_process, stack, stream, proc, delivery),
-                20,
-                f"delivery {delivery} in hand",
+                partial(_in_flight_after, stack, partition, attempt),
+                30,
+                f"attempt {attempt} on the wire",
             )
-            proc.proc.kill()  # SIGKILL while holding the entry: no ack, no lease release
-            await asyncio.to_thread(proc.wait, 5)
+            procs[-1].proc.kill()  # SIGKILL mid-request: no answer, no ack, no lease release
+            await asyncio.to_thread(procs[-1].wait, 5)
             start()
-        # the next takeover is delivery MAX_DELIVERIES + 1: dead-lettered, not sent
+        # the third owner finds MAX_DELIVERIES attempts: dead-lettered, not sent
         await wait_for(lambda: _has_letters(stack), 30, "the entry in the dlq")
-        await block_writes(stack, False)
+        proxy.swallow = False
         await stack.write(t + 1, orders(2, 1))
-        await wait_for(lambda: _settled(stack), 30, "entries acknowledged")
+        await wait_for(lambda: _settled(stack), 60, "entries acknowledged")
     finally:
         for proc in procs:
             proc.ensure_dead()
-        await unblock(stack)
+        proxy.close()
     (letter_fields,) = await stack.dead_letters()
     letter = decode_dead_letter(letter_fields)
-    assert letter.key == b"order:FM-1" and letter.deliveries == MAX_DELIVERIES + 1
-    assert f"more than MAX_DELIVERIES={MAX_DELIVERIES}" in letter.reason
+    assert letter.key == b"order:FM-1" and letter.deliveries == MAX_DELIVERIES
+    assert f"attempted {MAX_DELIVERIES} times without an outcome" in letter.reason
     assert sorted(await stack.documents()) == ["order:FM-2"]
+    assert await attempts(stack) == {}
 
 
-async def _held_by_process(stack: Stack, stream: str, proc: ConsumerProcess, delivery: int) -> bool:
-    rows: Any = await stack.redis.xpending_range(stream, GROUP, "-", "+", 10)
-    held = [row for row in rows if int(row["times_delivered"]) == delivery]
-    return bool(held) and "OpenSearch bulk operation failed" in proc.log()
+async def _logged_in(proc: ConsumerProcess, text: str) -> bool:
+    return text in proc.log()
+
+
+async def _in_flight_after(stack: Stack, partition: int, count: int) -> bool:
+    """The entry's bulk is on the wire (its in-flight marker is set) after ``count`` - 1
+    earlier attempts were counted."""
+    raw: Any = await stack.redis.hgetall(stack.keys.attempts(partition))
+    markers = [field for field in raw if field.endswith(b"@")]
+    counts = [int(n) for field, n in raw.items() if not field.endswith(b"@")]
+    return len(markers) == 1 and sum(counts) == count - 1
+
+
+async def attempts(stack: Stack) -> dict[bytes, int]:
+    """The consumers' attempts of every pending entry, over all partitions (in-flight
+    markers, ``<id>@``, left out)."""
+    out: dict[bytes, int] = {}
+    for partition in range(stack.partitions):
+        raw: Any = await stack.redis.hgetall(stack.keys.attempts(partition))
+        out.update({field: int(n) for field, n in raw.items() if not field.endswith(b"@")})
+    return out
 
 
 async def _has_letters(stack: Stack) -> bool:

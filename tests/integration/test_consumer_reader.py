@@ -1,5 +1,6 @@
-"""consumer/reader.py against the devstack's real Redis: which reads count a delivery,
-and finding entries left pending by a consumer that no longer works on them.
+"""consumer/reader.py against the devstack's real Redis: takeovers carry the consumers'
+own attempts (consumer/attempts.py), never Redis' delivery counts, and finding
+entries left pending by a consumer that no longer works on them.
 
 Only Redis is used (the stack's OpenSearch client is never called); each test has
 its own view name, so its own stream keys, deleted afterwards.
@@ -14,14 +15,7 @@ import pytest
 
 from common.streams import ensure_groups
 from consumer.acks import Acker
-from consumer.reader import (
-    claim_ids,
-    claim_pending,
-    held_below,
-    pending_below,
-    pending_count,
-    read_held,
-)
+from consumer.reader import claim_ids, claim_pending, pending_below, pending_count
 from tests.support.consumer import GROUP, Stack, cleanup, make_stack
 
 pytestmark = pytest.mark.timeout(60)
@@ -58,54 +52,31 @@ async def counts(stack: Stack) -> dict[bytes, tuple[str, int]]:
     }
 
 
-async def test_read_held_pages_through_own_entries_without_counting(stack: Stack) -> None:
+async def test_takeovers_carry_attempts_not_redis_deliveries(stack: Stack) -> None:
     ids = await add(stack, 5)
-    await deliver(stack, "me", 5)
-    stream = stack.keys.stream(0)
-    seen: list[bytes] = []
-    after: bytes | None = b"-"
-    pages = 0
-    while after is not None:
-        after, entries = await read_held(stack.redis, stream, GROUP, "me", 2, after=after)
-        seen += [entry.id for entry in entries]
-        assert all(entry.deliveries == 1 for entry in entries)
-        assert all(entry.fields[b"op"] == b"p" for entry in entries)
-        pages += 1
-    assert seen == ids and pages == 3
-    assert await counts(stack) == dict.fromkeys(ids, ("me", 1))
-    # a takeover does count, even of one's own entries
-    cursor, claimed = await claim_pending(stack.redis, stream, GROUP, "me", 10)
-    assert cursor == b"0-0"
-    assert [(entry.id, entry.deliveries) for entry in claimed] == [(i, 2) for i in ids]
-    assert await counts(stack) == dict.fromkeys(ids, ("me", 2))
+    await deliver(stack, "old", 5)
+    stream, attempts = stack.keys.stream(0), stack.keys.attempts(0)
+    # two of them were sent and never came back (consumer.attempts)
+    await stack.redis.hset(attempts, mapping={ids[1]: 2, ids[3]: 1})
+    for _ in range(3):  # rebalances and restarts: Redis counts every one of them
+        cursor, claimed = await claim_pending(
+            stack.redis, stream, GROUP, "me", 10, attempts=attempts
+        )
+        assert cursor == b"0-0"
+    assert [(entry.id, entry.attempts) for entry in claimed] == [
+        (ids[0], 0), (ids[1], 2), (ids[2], 0), (ids[3], 1), (ids[4], 0)
+    ]  # fmt: skip
+    assert await counts(stack) == dict.fromkeys(ids, ("me", 4))
 
 
-async def test_read_held_keeps_to_its_owner_and_bound(stack: Stack) -> None:
-    mine = await add(stack, 4)
-    await deliver(stack, "me", 4)
-    theirs = await add(stack, 1)
-    await deliver(stack, "other", 1)
-    stream = stack.keys.stream(0)
-    _, held = await read_held(stack.redis, stream, GROUP, "me", 10)
-    assert [entry.id for entry in held] == mine
-    # what a takeover claimed up to its cursor: the ids below it, not the cursor itself
-    _, below = await read_held(stack.redis, stream, GROUP, "me", 10, below=held_below(mine[2]))
-    assert [entry.id for entry in below] == mine[:2]
-    assert held_below(b"0-0") == b"+"
-    assert (await counts(stack))[theirs[0]] == ("other", 1)
-
-
-async def test_entries_trimmed_while_pending_are_skipped_then_dropped(stack: Stack) -> None:
+async def test_entries_trimmed_while_pending_are_dropped_by_a_takeover(stack: Stack) -> None:
     ids = await add(stack, 3)
     await deliver(stack, "me", 3)
     stream = stack.keys.stream(0)
     await stack.redis.xdel(stream, ids[1])
-    after, held = await read_held(stack.redis, stream, GROUP, "me", 10)
-    assert after is None
-    assert [entry.id for entry in held] == [ids[0], ids[2]]
-    assert set(await counts(stack)) == set(ids)  # still pending: nothing was changed
-    # the takeover scan drops it from the pending list, as it always did
-    _, claimed = await claim_pending(stack.redis, stream, GROUP, "me", 10)
+    _, claimed = await claim_pending(
+        stack.redis, stream, GROUP, "me", 10, attempts=stack.keys.attempts(0)
+    )
     assert [entry.id for entry in claimed] == [ids[0], ids[2]]
     assert set(await counts(stack)) == {ids[0], ids[2]}
 
@@ -121,13 +92,14 @@ async def test_pending_below_sees_every_consumer_and_excludes_its_bound(stack: S
     assert await pending_below(stack.redis, stream, GROUP, ids[0], 10) == []
 
 
-async def test_claim_ids_takes_entries_over_counting_a_delivery(stack: Stack) -> None:
+async def test_claim_ids_takes_entries_over_with_their_attempts(stack: Stack) -> None:
     ids = await add(stack, 4)
     await deliver(stack, "old", 4)
-    stream = stack.keys.stream(0)
+    stream, attempts = stack.keys.stream(0), stack.keys.attempts(0)
+    await stack.redis.hset(attempts, ids[2], 3)
     await stack.redis.xdel(stream, ids[1])  # trimmed while pending
-    claimed = await claim_ids(stack.redis, stream, GROUP, "me", ids[:3])
-    assert [(entry.id, entry.deliveries) for entry in claimed] == [(ids[0], 2), (ids[2], 2)]
+    claimed = await claim_ids(stack.redis, stream, GROUP, "me", ids[:3], attempts=attempts)
+    assert [(entry.id, entry.attempts) for entry in claimed] == [(ids[0], 0), (ids[2], 3)]
     assert all(entry.fields[b"op"] == b"p" for entry in claimed)
     # the trimmed one left the pending list; the one not asked for stayed where it was
     assert await counts(stack) == {
@@ -135,7 +107,7 @@ async def test_claim_ids_takes_entries_over_counting_a_delivery(stack: Stack) ->
         ids[2]: ("me", 2),
         ids[3]: ("old", 1),
     }
-    assert await claim_ids(stack.redis, stream, GROUP, "me", []) == []
+    assert await claim_ids(stack.redis, stream, GROUP, "me", [], attempts=attempts) == []
 
 
 async def test_settle_reports_what_is_still_pending_below_a_progress_entry(stack: Stack) -> None:

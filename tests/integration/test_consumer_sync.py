@@ -177,20 +177,21 @@ async def test_poison_entry_is_dead_lettered_after_max_deliveries(stack: Stack) 
     from common.streams import ensure_groups
 
     await ensure_groups(stack.redis, stack.keys, "searchsync")
-    stream = stack.keys.stream(_partition(stack, "order:FM-1"))
-    # consumers that crashed while holding it: each took it over (real XREADGROUP/XCLAIM)
+    partition = _partition(stack, "order:FM-1")
+    stream = stack.keys.stream(partition)
+    # three consumers took it, sent it and crashed before the answer (each left the
+    # attempt it opened before the bulk, consumer.attempts)
     reply: Any = await stack.redis.xreadgroup("searchsync", "crashed-0", {stream: ">"}, count=1)
     entry_id = reply[0][1][0][0]
-    for n in range(1, 3):
-        await stack.redis.xclaim(stream, "searchsync", f"crashed-{n}", 0, [entry_id])
-    # delivered 3 times; the consumer's takeover is the 4th > MAX_DELIVERIES=3
+    await stack.redis.hset(stack.keys.attempts(partition), entry_id, 3)
     await stack.write(t + 1, [("order:FM-2", order(2))])
     async with running_worker(stack.settings(MAX_DELIVERIES=3)):
         await wait_for(lambda: settled(stack), 30, "entries acknowledged")
     (letter_fields,) = await stack.dead_letters()
     letter = decode_dead_letter(letter_fields)
-    assert letter.key == b"order:FM-1" and letter.deliveries == 4
-    assert "more than MAX_DELIVERIES=3" in letter.reason
+    assert letter.key == b"order:FM-1" and letter.deliveries == 3
+    assert "attempted 3 times without an outcome (MAX_DELIVERIES=3)" in letter.reason
+    assert await stack.redis.hlen(stack.keys.attempts(partition)) == 0
     assert sorted(await stack.documents()) == ["order:FM-2"]
 
 

@@ -6,14 +6,22 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.entries import Change, encode_changes, encode_progress, encode_reconcile
-from consumer.batch import Batch, Item, RawEntry, chunked, entries_to_read, should_flush
+from consumer.batch import (
+    Batch,
+    Item,
+    RawEntry,
+    chunked,
+    entries_to_read,
+    item_bytes,
+    should_flush,
+)
 
 Stream = list[tuple[int, dict[bytes, bytes | None]]]
 KEYS = [b"order:FM-1", b"order:FM-2", b"order:FM-3", b"order:FM-4"]
 
 
-def raw(n: int, fields: dict[bytes, bytes], deliveries: int = 1) -> RawEntry:
-    return RawEntry(f"1-{n}".encode(), fields, deliveries)
+def raw(n: int, fields: dict[bytes, bytes], attempts: int = 0) -> RawEntry:
+    return RawEntry(f"1-{n}".encode(), fields, attempts)
 
 
 # one entry = a ts and 1..4 distinct keys, each an upsert or a delete
@@ -98,15 +106,16 @@ def test_malformed_entry_becomes_a_letter() -> None:
     assert batch.done()
 
 
-def test_over_delivered_entry_is_dead_lettered_without_sending() -> None:
+def test_an_entry_attempted_max_deliveries_times_is_dead_lettered_without_sending() -> None:
     batch = Batch(partition=0, max_deliveries=3, started=0.0)
-    batch.add(raw(0, encode_changes(5, [(b"a", b"{}"), (b"b", None)]), deliveries=4))
-    batch.add(raw(1, encode_changes(6, [(b"c", b"{}")]), deliveries=3))
+    batch.add(raw(0, encode_changes(5, [(b"a", b"{}"), (b"b", None)]), attempts=3))
+    batch.add(raw(1, encode_changes(6, [(b"c", b"{}")]), attempts=2))
     letters = batch.take_letters()
     assert {letter.key for letter in letters} == {b"a", b"b"}
-    assert all("delivered 4 times" in letter.reason for letter in letters)
-    assert all(letter.deliveries == 4 for letter in letters)
-    assert [item.change.key for item in batch.items()] == [b"c"]
+    assert all("attempted 3 times" in letter.reason for letter in letters)
+    assert all(letter.deliveries == 3 for letter in letters)
+    (item,) = batch.items()
+    assert item.change.key == b"c" and item.deliveries == 3  # its third attempt
     assert [e.id for e in batch.take_settled()] == [b"1-0"]
 
 
@@ -171,3 +180,53 @@ def test_chunks_keep_order_and_size(count: int, size: int) -> None:
     chunks = chunked(items, size)
     assert [item for chunk in chunks for item in chunk] == items
     assert all(1 <= len(chunk) <= size for chunk in chunks)
+
+
+@given(st.lists(st.integers(0, 5000), max_size=40), st.integers(1, 25), st.integers(200, 20_000))
+def test_chunks_are_capped_in_bytes_and_a_big_item_goes_alone(
+    sizes: list[int], size: int, max_bytes: int
+) -> None:
+    items = [Item(Change(1, f"k{n}".encode(), b"x" * doc), n, 1) for n, doc in enumerate(sizes)]
+    chunks = chunked(items, size, max_bytes)
+    assert [item for chunk in chunks for item in chunk] == items
+    for chunk in chunks:
+        assert 1 <= len(chunk) <= size
+        assert len(chunk) == 1 or sum(item_bytes(item) for item in chunk) <= max_bytes
+
+
+def test_a_bad_field_of_a_batch_entry_costs_only_its_change() -> None:
+    fields = encode_changes(7, [(b"a", b'{"v":1}'), (b"b", None), (b"c", b'{"v":3}')])
+    fields[b"u:"] = b'{"v":"no key"}'  # a key the codec cannot carry
+    fields[b"x:d"] = b"{}"  # an unknown kind
+    fields[b"n"] = b"5"
+    batch = Batch(partition=0, max_deliveries=3, started=0.0)
+    batch.add(raw(0, fields))
+    assert sorted(item.change.key for item in batch.items()) == [b"a", b"b", b"c"]
+    letters = batch.take_letters()
+    assert sorted((letter.key, letter.doc) for letter in letters) == [
+        (b"", b'{"v":"no key"}'),
+        (b"x:d", b"{}"),
+    ]
+    assert all(
+        letter.ts == 7 and letter.reason.startswith("malformed change") for letter in letters
+    )
+    assert batch.changes == 5  # what the producer counted into written:p<N>
+
+
+def test_entries_above_the_high_water_mark_never_reach_the_frontier() -> None:
+    batch = Batch(partition=0, max_deliveries=3, started=0.0, ts_bound=1_000)
+    batch.add(raw(0, encode_changes(900, [(b"a", b"{}")])))
+    batch.add(raw(1, encode_progress(950)))
+    batch.add(raw(2, encode_progress(99_999_999_999_999)))  # added by hand
+    batch.add(raw(3, encode_changes(5_000, [(b"b", b"{}")])))  # added by hand
+    assert batch.progress_ts == 950 and batch.progress_id == b"1-1"
+    assert [item.change.key for item in batch.items()] == [b"a"]
+    letters = batch.take_letters()
+    assert [(letter.op, letter.ts) for letter in letters] == [
+        (b"p", 99_999_999_999_999),
+        (b"u", 5_000),
+    ]
+    assert all("high-water mark 1000" in letter.reason for letter in letters)
+    # the whole entry is kept, so it can be looked at and retried
+    assert letters[1].doc == b'{"ts":"5000","op":"u","key":"b","doc":"{}"}'
+    assert batch.changes == 2

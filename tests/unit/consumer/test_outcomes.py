@@ -30,7 +30,16 @@ POLICY = RetryPolicy(max_deliveries=3, initial_backoff=1, max_backoff=30, multip
         (ItemResult(429, "es_rejected_execution_exception"), Outcome.THROTTLED),
         (ItemResult(429, "cluster_block_exception"), Outcome.THROTTLED),
         (ItemResult(403, "cluster_block_exception"), Outcome.THROTTLED),
-        (ItemResult(404, "index_not_found_exception"), Outcome.THROTTLED),
+        (ItemResult(404, "index_not_found_exception"), Outcome.LAYOUT),
+        (
+            ItemResult(400, "illegal_argument_exception", "no write index is defined for alias"),
+            Outcome.LAYOUT,
+        ),
+        (
+            ItemResult(403, "security_exception", "no permissions for [indices:data/write]"),
+            Outcome.BLOCKED,
+        ),
+        (ItemResult(401, "security_exception"), Outcome.BLOCKED),
         (ItemResult(503, "unavailable_shards_exception"), Outcome.THROTTLED),
         (ItemResult(500, "exception"), Outcome.FAILED),
         (ItemResult(504), Outcome.FAILED),
@@ -48,7 +57,10 @@ def test_classify(result: ItemResult, outcome: Outcome) -> None:
 @pytest.mark.parametrize(
     ("status", "verdict"),
     [
-        (None, RequestVerdict.RETRY),
+        (None, RequestVerdict.PROBE),
+        (401, RequestVerdict.BLOCKED),
+        (403, RequestVerdict.BLOCKED),
+        (404, RequestVerdict.BLOCKED),
         (429, RequestVerdict.RETRY),
         (500, RequestVerdict.RETRY),
         (503, RequestVerdict.RETRY),
@@ -69,6 +81,15 @@ def test_throttling_never_dead_letters(delivered: int) -> None:
     assert POLICY.verdict(Outcome.THROTTLED, delivered) is Verdict.RETRY
 
 
+def test_tls_failures_block_and_are_never_split() -> None:
+    assert classify_request(None, tls=True) is RequestVerdict.BLOCKED
+
+
+@given(deliveries)
+def test_a_layout_problem_stops_the_consumer(delivered: int) -> None:
+    assert POLICY.verdict(Outcome.LAYOUT, delivered) is Verdict.FATAL
+
+
 @given(deliveries)
 def test_failures_dead_letter_at_max_deliveries(delivered: int) -> None:
     expected = Verdict.DEAD_LETTER if delivered >= POLICY.max_deliveries else Verdict.RETRY
@@ -83,7 +104,11 @@ def test_applied_acks_and_rejected_dead_letters_at_once(delivered: int) -> None:
 
 def test_backoff_follows_retry_settings() -> None:
     backoff = POLICY.backoff()
-    assert [backoff.next_delay() for _ in range(7)] == [1, 2, 4, 8, 16, 30, 30]
+    nominal = []
+    for _ in range(7):
+        nominal.append(backoff.nominal())
+        backoff.next_delay()
+    assert nominal == [1, 2, 4, 8, 16, 30, 30]
 
 
 statuses = st.sampled_from(
@@ -123,4 +148,4 @@ def test_judge_reasons_name_the_error() -> None:
     )
     assert out.dead == ["a", "b"]
     assert out.reasons[0] == "400 mapper_parsing_exception: bad float"
-    assert out.reasons[1] == "gave up after 3 deliveries: 500 x: boom"
+    assert out.reasons[1] == "gave up after 3 attempts: 500 x: boom"

@@ -1,0 +1,133 @@
+"""OpenSearch answering 401 (a rotated OS_PASSWORD): block and retry, never dead-letter.
+
+Real services: the devstack's Redis and OpenSearch node, a real consumer process
+(``python -m consumer.main``) that reaches OpenSearch through an HTTP proxy
+(tests.support.http_proxy) which, for a while, answers every request with 401 and
+the security plugin's body, as a node does after its credentials were rotated.
+Before the fix every change written during the window went to the dead-letter
+stream (a refused request was split down to single items, each dead-lettered),
+while the index went stale and ``searchsync status`` looked healthy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common.index import ensure_index
+from tests.support.consumer import (
+    PYTHON,
+    ROOT,
+    ConsumerProcess,
+    Stack,
+    cleanup,
+    make_stack,
+    wait_for,
+)
+from tests.support.http_proxy import HttpProxy
+from tests.support.services import free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[Stack]:
+    s = await make_stack(partitions=2)
+    try:
+        yield s
+    finally:
+        await cleanup(s)
+
+
+def orders(start: int, count: int) -> list[tuple[str, dict[str, Any] | None]]:
+    return [
+        (f"order:FM-{n}", {"order_id": f"order:FM-{n}", "order_status": "PLACED"})
+        for n in range(start, start + count)
+    ]
+
+
+def status(env: dict[str, str]) -> dict[str, Any]:
+    proc = subprocess.run(
+        [str(PYTHON), "-m", "common.cli", "status", "--json"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    report: dict[str, Any] = json.loads(proc.stdout)
+    return report
+
+
+def auth_errors(port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    for line in text.splitlines():
+        if line.startswith('opensearch_sync_errors_total{kind="auth"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def test_401_blocks_the_partitions_and_dead_letters_nothing(
+    stack: Stack, tmp_path: Path
+) -> None:
+    proxy = HttpProxy(stack.env["OS_HOST"], int(stack.env["OS_PORT"]))
+    proxy.start()
+    metrics_port = free_port()
+    env = stack.consumer_env(
+        OS_PORT=proxy.port, METRICS_PORT=metrics_port, RETRY_MAX_BACKOFF=0.5, MAX_DELIVERIES=2
+    )
+    await ensure_index(stack.search, stack.alias, retention_seconds=3600)
+    consumer = ConsumerProcess(env, "cons-auth", tmp_path)
+    t = int(time.time() * 1000)
+    try:
+        await stack.write(t, orders(0, 10))
+        await wait_for(lambda: _outstanding_is(stack, 0), 30, "the first changes synced")
+        proxy.set_unauthorized(True)  # the password was rotated under the consumer
+        await stack.write(t + 1, orders(10, 40))
+        await stack.progress(t + 2)
+        await asyncio.sleep(5)  # many retries inside the window, each answered 401
+        letters = await stack.dead_letters()
+        assert letters == [], f"{len(letters)} changes dead-lettered for a 401"
+        await wait_for(lambda: _blocked_everywhere(env, stack.partitions), 30, "blocked status")
+        report = status(env)
+        assert all("auth: 401" in p["blocked"] for p in report["partitions"]), report
+        assert report["dlq_length"] == 0
+        assert auth_errors(metrics_port) >= stack.partitions
+        assert proxy.refused > 2 * stack.partitions  # it kept trying, with backoff
+        log = consumer.log()
+        assert "OpenSearch refuses writes (auth): 401 security_exception" in log
+        assert "check OS_USER / OS_PASSWORD" in log
+        assert log.count("OpenSearch refuses writes (auth)") == 1  # once a minute, not per retry
+        proxy.set_unauthorized(False)  # the new password is deployed
+        await wait_for(lambda: _outstanding_is(stack, 0), 30, "the blocked changes synced")
+        await wait_for(lambda: _blocked_nowhere(env), 30, "blocked status cleared")
+    finally:
+        consumer.ensure_dead()
+        proxy.close()
+    assert await stack.dead_letters() == []
+    assert sorted(await stack.documents()) == sorted(key for key, _ in orders(0, 50))
+    assert "OpenSearch accepts writes to partition" in consumer.log()
+
+
+async def _outstanding_is(stack: Stack, count: int) -> bool:
+    return await stack.outstanding() == count
+
+
+async def _blocked_everywhere(env: dict[str, str], partitions: int) -> bool:
+    report = status(env)
+    return sum(1 for p in report["partitions"] if p.get("blocked")) == partitions
+
+
+async def _blocked_nowhere(env: dict[str, str]) -> bool:
+    return not any(p.get("blocked") for p in status(env)["partitions"])
