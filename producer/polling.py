@@ -482,7 +482,7 @@ class Poller:
         changes.extend((ts, key.encode(), None) for key in plan.deletes)
         for chunk in _chunks(changes, _WRITE_CHANGES):
             await self._writer.write(
-                build_entries(chunk, self._settings.stream_partitions), letters
+                build_entries(chunk, self._settings.stream_partitions), letters, high_water=ts
             )
             letters = []
         if letters:

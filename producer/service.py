@@ -1,4 +1,11 @@
-"""The producer process: sessions in a loop, with backoff between failures.
+"""The producer process: the producer lease, then sessions in a loop, with backoff.
+
+A producer first checks the stream layout (common.meta: exit 2 when its
+STREAM_PARTITIONS or KEY_COLUMN disagree with the streams'), then waits for the
+view's producer lease (producer.lease): a second producer of the view is a hot
+standby and takes over within LEASE_TTL_SECONDS when the active one dies. Losing
+the lease ends the session like a stop (what is in hand is written; the
+checkpoint, fenced, refuses to move) and the producer stands by again.
 
 Each session (SUBSCRIBE, or polling when USE_SUBSCRIBE=false) starts from the
 checkpoint in Redis, so any failure — Materialize or Redis down, the connection
@@ -14,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
@@ -21,12 +29,14 @@ import psycopg
 
 from common.backoff import Backoff
 from common.cancellation import raise_if_cancelled
-from common.config import Settings
+from common.config import EXIT_CONFIG, Settings
 from common.keys import Keys
+from common.meta import StreamLayoutError, ensure_meta
 from common.redis_client import connect_redis
 from common.streams import ensure_groups
 from producer.backpressure import BufferMonitor
 from producer.failures import AsOfRefused, describe, is_transient
+from producer.lease import ProducerFenced, ProducerLease
 from producer.metrics import ProducerMetrics
 from producer.polling import Poller
 from producer.resume import plan_start
@@ -67,11 +77,15 @@ class _Producer:
         self.metrics = metrics
         self.keys = Keys(settings.view_name, settings.stream_partitions)
         self.redis = connect_redis(settings.redis_url, client_name=settings.producer_identity())
+        self.lease = ProducerLease(
+            self.redis, self.keys, settings.producer_identity(), settings.lease_ttl_seconds
+        )
         self.writer = StreamWriter(
             self.redis,
             self.keys,
             progress_interval_ms=settings.progress_interval_ms,
             metrics=metrics,
+            lease=lambda: self.lease.value,
         )
         self.monitor = BufferMonitor(
             self.redis,
@@ -94,36 +108,77 @@ class _Producer:
     async def run(self) -> int:
         monitor_task = asyncio.create_task(self.monitor.run())
         try:
-            while not self.stop.is_set():
+            code = await self._check_layout()
+            while code is None and not self.stop.is_set():
+                if not await self.lease.lead(self.stop):
+                    break
+                code = await self._lead()
+            return EXIT_OK if code is None else code
+        finally:
+            monitor_task.cancel()
+            await asyncio.gather(monitor_task, return_exceptions=True)
+            with contextlib.suppress(Exception):  # it expires on its own anyway
+                await self.lease.release()
+            await self.redis.aclose()
+            log.info("Producer stopped")
+
+    async def _check_layout(self) -> int | None:
+        """common.meta, retried while Redis is unreachable; EXIT_CONFIG on a mismatch."""
+        while not self.stop.is_set():
+            try:
+                await ensure_meta(self.redis, self.keys, self.settings)
+                return None
+            except StreamLayoutError as error:
+                log.error("Producer cannot start: %s", error)
+                print(f"searchsync: configuration error: {error}", file=sys.stderr)
+                return EXIT_CONFIG
+            except Exception as error:
+                if not is_transient(error):
+                    raise
+                await self._back_off(error, self.stop)
+        return None
+
+    async def _lead(self) -> int | None:
+        """Sessions, one at a time, while the lease is ours. Returns an exit status to
+        end the process with, or None: stopped, or the lease is lost (stand by)."""
+        lost = asyncio.Event()
+        # what sessions watch: a stop, or the lease gone
+        halt = asyncio.Event()
+        keeper = asyncio.create_task(self.lease.keep(lost))
+        relay = asyncio.create_task(_when_any(halt, self.stop, lost))
+        try:
+            while not halt.is_set():
                 self.session = None
                 try:
-                    await _until_stopped(self._attempt(), self.stop, self._winds_down)
+                    await _until_stopped(self._attempt(halt), halt, self._winds_down)
                 except AsOfRefused as error:
                     self.refused = True
                     _log_refused(self.settings.view_name, error)
                     continue
+                except ProducerFenced as error:
+                    log.warning("Standing by: %s", error)
+                    return None
                 except Exception as error:
                     if not is_transient(error):
                         log.error("Producer cannot continue: %s", describe(error), exc_info=error)
                         return EXIT_FATAL
-                    await self._back_off(error)
+                    await self._back_off(error, halt)
                 if isinstance(self.session, SubscribeSession) and self.session.snapshot_written:
                     self.refused = False
-            return EXIT_OK
+            return None
         finally:
-            monitor_task.cancel()
-            await asyncio.gather(monitor_task, return_exceptions=True)
-            await self.redis.aclose()
-            log.info("Producer stopped")
+            keeper.cancel()
+            relay.cancel()
+            await asyncio.gather(keeper, relay, return_exceptions=True)
 
-    async def _attempt(self) -> None:
-        """One session, from the checkpoint. Raises what the session raises."""
+    async def _attempt(self, halt: asyncio.Event) -> None:
+        """One session, from the checkpoint, until ``halt``. Raises what the session raises."""
         settings = self.settings
         await ensure_groups(self.redis, self.keys, settings.consumer_group)
         raise_if_cancelled()  # stopped meanwhile: redis-py may have swallowed it
         if not settings.use_subscribe:
             self.session = Poller(
-                settings, self.redis, self.writer, self.monitor, self.stop,
+                settings, self.redis, self.writer, self.monitor, halt,
                 metrics=self.metrics, on_streaming=self.backoff.reset,
             )  # fmt: skip
             await self.session.run()
@@ -139,7 +194,7 @@ class _Producer:
         )
         log.info("Producer start plan for %s: %s", settings.view_name, plan.reason)
         session = SubscribeSession(
-            settings, self.writer, self.monitor, self.stop,
+            settings, self.writer, self.monitor, halt,
             metrics=self.metrics, on_streaming=self.backoff.reset,
         )  # fmt: skip
         self.session = session
@@ -148,11 +203,22 @@ class _Producer:
     def _winds_down(self) -> bool:
         return self.session is not None and self.session.watching_stop
 
-    async def _back_off(self, error: Exception) -> None:
+    async def _back_off(self, error: Exception, halt: asyncio.Event) -> None:
         delay = self.backoff.next_delay()
         _log_failure(error, delay, self.metrics)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stop.wait(), delay)
+            await asyncio.wait_for(halt.wait(), delay)
+
+
+async def _when_any(target: asyncio.Event, *sources: asyncio.Event) -> None:
+    """Set ``target`` as soon as any of ``sources`` is set."""
+    waits = [asyncio.create_task(source.wait()) for source in sources]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        target.set()
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 def _log_refused(view: str, error: AsOfRefused) -> None:

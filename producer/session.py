@@ -105,6 +105,7 @@ class _Batch(NamedTuple):
     entries: list[Entry]
     letters: list[DeadLetter]
     changes: int
+    high_water: int | None  # the highest ts among the entries
 
 
 class SubscribeSession:
@@ -282,7 +283,11 @@ class SubscribeSession:
         ]
         entries += build_entries(changes, partitions)
         letters = dead_letters_for(out, rejected, encoder) if out.violations or rejected else []
-        return _Batch(entries, letters, len(out.snapshot) + len(changes))
+        high_water = max(
+            (ts for ts in (out.snapshot_ts, changes[-1][0] if changes else None) if ts is not None),
+            default=None,
+        )
+        return _Batch(entries, letters, len(out.snapshot) + len(changes), high_water)
 
     async def _apply(
         self,
@@ -294,7 +299,7 @@ class SubscribeSession:
     ) -> None:
         """Write a batch, then (snapshot done) the reconcile marker, then the checkpoint."""
         if batch.entries or batch.letters:
-            await self._writer.write(batch.entries, batch.letters)
+            await self._writer.write(batch.entries, batch.letters, high_water=batch.high_water)
         if batch.changes:
             log.info("Broadcasting %d changes for %s", batch.changes, self._view)
         if snapshot_at is not None:

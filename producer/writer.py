@@ -1,10 +1,16 @@
 """Writes entries to the partition streams, then moves the checkpoint.
 
-Order is the delivery guarantee (DESIGN.md "Delivery"): a batch's data entries,
-their ``written:p<N>`` counts and any dead letters go in one round trip; only
-when every reply of it is a success does a second round trip write the progress
-entries (if due) and SET the checkpoint. So the checkpoint never passes a change
-that is not in a stream, and a crash between the two only replays.
+Order is the delivery guarantee: a batch's data entries, their ``written:p<N>``
+counts and any dead letters go in one round trip; only when every reply of it is
+a success does a second round trip write the progress entries (if due) and move
+the checkpoint. So the checkpoint never passes a change that is not in a stream,
+and a crash between the two only replays.
+
+Each round trip that adds entries first raises the high-water mark
+(``ZADD … GT``, consumer.highwater) to the highest ts among them, so a consumer
+never meets an entry of ours above it. The checkpoint moves through
+producer.lease.FENCED_CHECKPOINT: only while this producer holds the view's
+producer lease, and only up.
 
 The round trip is a pipeline sent on one of redis-py's pooled connections: the
 entries come packed in RESP already (:mod:`producer.batches`, ~0.2 µs per change),
@@ -27,6 +33,7 @@ from redis.exceptions import ResponseError
 from common.entries import DeadLetter, encode_dead_letter, encode_progress, encode_reconcile
 from common.keys import Keys
 from producer.batches import Entry
+from producer.lease import FENCED_CHECKPOINT, ProducerFenced
 from producer.metrics import ProducerMetrics
 from producer.progress import ProgressPacer
 
@@ -42,6 +49,17 @@ class Packed(NamedTuple):
 
 
 RECONCILE_PENDING = b"pending"
+_HIGH_WATER_MEMBER = b"ts"
+
+# Without a producer lease (tests, tools): only up, never fenced.
+_MONOTONIC_CHECKPOINT = """
+local current = redis.call('GET', KEYS[2])
+if (not current) or tonumber(current) < tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[2], ARGV[2])
+  return 1
+end
+return 0
+"""
 
 
 async def send_commands(redis: Redis, commands: Sequence[Command | Packed]) -> list[Any]:
@@ -103,23 +121,48 @@ class StreamWriter:
         progress_interval_ms: int,
         metrics: ProducerMetrics | None = None,
         clock: Callable[[], float] = time.time,
+        lease: Callable[[], str] | None = None,
     ) -> None:
+        """``lease`` gives the producer lease value held now (producer.lease); without it
+        the checkpoint is not fenced (only ever raised)."""
         self._redis = redis
         self._keys = keys
         self._streams = [k.encode() for k in keys.streams()]
         self._pacer = ProgressPacer(progress_interval_ms)
         self._metrics = metrics
         self._clock = clock
+        self._lease = lease
+        self._checkpoint_script = FENCED_CHECKPOINT if lease is not None else _MONOTONIC_CHECKPOINT
+
+    def _raise_high_water(self, ts: int) -> Command:
+        return (b"ZADD", self._keys.high_water.encode(), b"GT", str(ts), _HIGH_WATER_MEMBER)
+
+    def _move_checkpoint(self, frontier: int) -> Command:
+        lease = self._lease() if self._lease is not None else ""
+        return (
+            b"EVAL",
+            self._checkpoint_script,
+            b"2",
+            self._keys.producer_lease.encode(),
+            self._keys.checkpoint.encode(),
+            lease,
+            str(frontier),
+        )
 
     @staticmethod
     def _xadd(stream: bytes, fields: dict[bytes, bytes]) -> Command:
         return (b"XADD", stream, b"*", *chain.from_iterable(fields.items()))
 
     async def write(
-        self, entries: Sequence[Entry], dead_letters: Sequence[DeadLetter] = ()
+        self,
+        entries: Sequence[Entry],
+        dead_letters: Sequence[DeadLetter] = (),
+        *,
+        high_water: int | None = None,
     ) -> None:
         """XADD ``entries`` and ``dead_letters``, count changes into ``written:p<N>``.
 
+        ``high_water`` is the highest ts among ``entries`` (required with entries).
         One round trip. Raises ResponseError if Redis refused any command (e.g. OOM),
         ConnectionError/TimeoutError if the connection failed; either way nothing
         may be assumed written and the caller resumes from the checkpoint.
@@ -127,6 +170,10 @@ class StreamWriter:
         if not entries and not dead_letters:
             return
         commands: list[Command | Packed] = []
+        if entries:
+            if high_water is None:
+                raise ValueError("entries need their highest ts as high_water")
+            commands.append(self._raise_high_water(high_water))
         written: dict[int, int] = {}
         ops: dict[bytes, int] = {}
         upserts = 0
@@ -173,9 +220,16 @@ class StreamWriter:
         progress = self._pacer.due(now, frontier)
         if progress:
             fields = encode_progress(frontier)
+            commands.append(self._raise_high_water(frontier))
             commands.extend(self._xadd(stream, fields) for stream in self._streams)
-        commands.append((b"SET", self._keys.checkpoint.encode(), str(frontier)))
-        _raise_first_error(await send_commands(self._redis, commands))
+        commands.append(self._move_checkpoint(frontier))
+        replies = await send_commands(self._redis, commands)
+        _raise_first_error(replies)
+        if replies[-1] == -1:
+            raise ProducerFenced(
+                f"the producer lease of {self._keys.prefix} is no longer ours: "
+                f"checkpoint {frontier} not written"
+            )
         if progress:
             self._pacer.sent(now, frontier)
             if self._metrics is not None:
@@ -191,7 +245,8 @@ class StreamWriter:
         version is below ``ts`` once every partition has applied through it.
         """
         fields = encode_reconcile(ts)
-        commands: list[Command] = [self._xadd(stream, fields) for stream in self._streams]
+        commands: list[Command] = [self._raise_high_water(ts)]
+        commands.extend(self._xadd(stream, fields) for stream in self._streams)
         _raise_first_error(await send_commands(self._redis, commands))
         reply = await send_commands(
             self._redis, [(b"HSET", self._keys.reconcile.encode(), str(ts), RECONCILE_PENDING)]

@@ -20,6 +20,7 @@ from common.partition import partition_of
 from common.streams import ensure_groups
 from producer.backpressure import BufferMonitor, read_buffer
 from producer.batches import build_entries
+from producer.lease import ProducerFenced, ProducerLease
 from producer.writer import StreamWriter
 from tests.support.producer import (
     Entries,
@@ -53,8 +54,10 @@ async def test_entries_counts_and_checkpoint(redis_client: tuple[Redis, Keys]) -
     assert await writer.read_checkpoint() is None
     changes = [*docs(10, 600), (11, b"o5", None)]
     entries = build_entries(changes, PARTITIONS, 256)
-    await writer.write(entries)
+    await writer.write(entries, high_water=11)
+    assert await client.zscore(keys.high_water, "ts") == 11
     await writer.commit(12)
+    assert await client.zscore(keys.high_water, "ts") == 12  # progress entries at 12
     stored, markers = await all_changes(client, keys)
     assert sorted(stored, key=lambda c: (c.ts, c.key)) == sorted(
         (Change(ts, k, d) for ts, k, d in changes), key=lambda c: (c.ts, c.key)
@@ -72,12 +75,12 @@ async def test_entries_counts_and_checkpoint(redis_client: tuple[Redis, Keys]) -
 async def test_refused_write_raises_and_leaves_checkpoint(redis_client: tuple[Redis, Keys]) -> None:
     client, keys = redis_client
     writer = StreamWriter(client, keys, progress_interval_ms=1000)
-    await writer.write(build_entries(docs(10, 1), PARTITIONS))
+    await writer.write(build_entries(docs(10, 1), PARTITIONS), high_water=10)
     await writer.commit(11)
     entries = build_entries(docs(12, 50), PARTITIONS)
     await client.set(keys.stream(entries[0].partition), "not a stream")
     with pytest.raises(ResponseError, match="WRONGTYPE"):
-        await writer.write(entries)
+        await writer.write(entries, high_water=12)
     assert await writer.read_checkpoint() == 11
     # the connection is still usable afterwards (every reply was read)
     assert await client.ping()
@@ -86,7 +89,7 @@ async def test_refused_write_raises_and_leaves_checkpoint(redis_client: tuple[Re
 async def test_reconcile_marker_and_pending_hash(redis_client: tuple[Redis, Keys]) -> None:
     client, keys = redis_client
     writer = StreamWriter(client, keys, progress_interval_ms=1000)
-    await writer.write(build_entries(docs(20, 3), PARTITIONS))
+    await writer.write(build_entries(docs(20, 3), PARTITIONS), high_water=20)
     await writer.mark_reconcile(20)
     _, markers = await all_changes(client, keys)
     assert markers == [Marker(b"r", 20)] * PARTITIONS
@@ -102,6 +105,27 @@ async def test_dead_letters_go_to_the_dlq(redis_client: tuple[Redis, Keys]) -> N
     await writer.write([], [letter])
     [(_, fields)] = cast(Entries, await client.xrange(keys.dlq))
     assert decode_dead_letter(fields) == letter
+
+
+async def test_the_checkpoint_only_moves_up_and_only_for_the_lease_holder(
+    redis_client: tuple[Redis, Keys],
+) -> None:
+    client, keys = redis_client
+    ours = ProducerLease(client, keys, "a", ttl_seconds=5)
+    assert await ours.try_acquire()
+    writer = StreamWriter(client, keys, progress_interval_ms=1000, lease=lambda: ours.value)
+    await writer.commit(100)
+    await writer.commit(90)  # a replayed, older frontier: never moves it back
+    assert await writer.read_checkpoint() == 100
+    # another producer took the lease over (ours expired while we were paused)
+    await client.delete(keys.producer_lease)
+    theirs = ProducerLease(client, keys, "b", ttl_seconds=5)
+    assert await theirs.try_acquire()
+    assert theirs.value.startswith("2:") and ours.value.startswith("1:")
+    with pytest.raises(ProducerFenced):
+        await writer.commit(200)
+    assert await writer.read_checkpoint() == 100
+    assert not await ours.try_acquire()  # held: the old holder waits as a standby
 
 
 async def ack_partition(client: Redis, keys: Keys, partition: int) -> None:
@@ -125,7 +149,7 @@ async def test_buffer_counts_changes_until_acknowledged(
     writer = StreamWriter(client, keys, progress_interval_ms=1000)
     monitor = BufferMonitor(client, keys, group="g", threshold=1000, resume=400, log_seconds=60)
     assert await read_buffer(client, keys, "g") == 0
-    await writer.write(build_entries(docs(30, 1200), PARTITIONS, 256))
+    await writer.write(build_entries(docs(30, 1200), PARTITIONS, 256), high_water=30)
     caplog.set_level(logging.INFO, logger="producer.backpressure")
     assert await monitor.measure() == 1200
     assert monitor.active
