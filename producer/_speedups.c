@@ -1374,18 +1374,44 @@ not_equal(PyObject *a, PyObject *b)
     return truth;
 }
 
+/* OpenSearch ids are at most this many UTF-8 bytes (consumer.bulk.MAX_ID_BYTES). */
+#define MAX_ID_BYTES 512
+
+/* Whether key is a str the stream codec and OpenSearch can carry: not empty, at most
+ * MAX_ID_BYTES of UTF-8, encodable (no lone surrogates). Anything else leaves the fast
+ * path, and producer.rows.parse_rows dead-letters it on its own. */
+static int
+carriable_key(PyObject *key)
+{
+    Py_ssize_t size;
+    if (!PyUnicode_CheckExact(key) || PyUnicode_GET_LENGTH(key) == 0) {
+        return 0;
+    }
+    if (PyUnicode_IS_ASCII(key)) {
+        return PyUnicode_GET_LENGTH(key) <= MAX_ID_BYTES;
+    }
+    if (PyUnicode_AsUTF8AndSize(key, &size) == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    return size <= MAX_ID_BYTES;
+}
+
 /* Holds rows[start:] in snap (key -> row[first_value:]) and seen while each is a
  * first +1 row of a key at the snapshot's timestamp, that is while
  *   row[0] == raw and row[1] is False and row[2] == 1
- *   and type(row[key_index]) is str and row[key_index] not in seen;
+ *   and type(row[key_index]) is str and carriable and row[key_index] not in seen;
  * returns the index of the first row that is not, or the index after the row that
  * made len(snap) reach room (the caller hands the snapshot out), or -(i + 1) for a
- * row i that is not a tuple long enough (the Python loop takes over there). */
+ * row i that is not a tuple long enough (the Python loop takes over there). seen is a
+ * set or a KeySet (compact: producer.keyset); a key carriable_key refuses stops the
+ * loop like a key seen before. */
 static PyObject *
 hold_snapshot_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *rows, *raw, *snap, *seen;
     Py_ssize_t start, key_index, first_value, room, position, width;
+    int compact;
     if (nargs != 8) {
         PyErr_SetString(PyExc_TypeError, "hold_snapshot_rows takes 8 arguments");
         return NULL;
@@ -1394,10 +1420,12 @@ hold_snapshot_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     raw = args[2];
     snap = args[5];
     seen = args[6];
-    if (!PyList_CheckExact(rows) || !PyDict_CheckExact(snap) || !PySet_CheckExact(seen)) {
-        PyErr_SetString(PyExc_TypeError, "rows, snap, seen must be a list, a dict, a set");
+    if (!PyList_CheckExact(rows) || !PyDict_CheckExact(snap) ||
+        !(PySet_CheckExact(seen) || PyObject_TypeCheck(seen, &KeySetType))) {
+        PyErr_SetString(PyExc_TypeError, "rows, snap, seen must be a list, a dict, a set or KeySet");
         return NULL;
     }
+    compact = PyObject_TypeCheck(seen, &KeySetType);
     start = PyLong_AsSsize_t(args[1]);
     key_index = PyLong_AsSsize_t(args[3]);
     first_value = PyLong_AsSsize_t(args[4]);
@@ -1428,11 +1456,11 @@ hold_snapshot_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             differs = not_equal(PyTuple_GET_ITEM(row, 2), one);
         }
         key = PyTuple_GET_ITEM(row, key_index);
-        if (differs == 0 && !PyUnicode_CheckExact(key)) {
-            differs = 1;
+        if (differs == 0 && !carriable_key(key)) {
+            differs = 1; /* the general path rejects it (producer.rows) */
         }
         if (differs == 0) {
-            found = PySet_Contains(seen, key);
+            found = compact ? keyset_contains((KeySetObject *)seen, key) : PySet_Contains(seen, key);
             differs = found; /* 1: seen (held, or handed out) already; -1: error */
         }
         if (differs != 0) {
@@ -1440,7 +1468,8 @@ hold_snapshot_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             return differs < 0 ? NULL : PyLong_FromSsize_t(position);
         }
         values = PyTuple_GetSlice(row, first_value, PyTuple_GET_SIZE(row));
-        failed = values == NULL || PySet_Add(seen, key) < 0 ||
+        failed = values == NULL ||
+                 (compact ? keyset_add((KeySetObject *)seen, key) : PySet_Add(seen, key)) < 0 ||
                  PyDict_SetItem(snap, key, values) < 0;
         Py_XDECREF(values);
         Py_DECREF(row);
@@ -1462,7 +1491,8 @@ static PyMethodDef methods[] = {
      "pack_upserts(writer, rows, version, partitions, cap) -> [(partition, count, body)] "
      "or None"},
     {"hold_snapshot_rows", (PyCFunction)(void (*)(void))hold_snapshot_rows, METH_FASTCALL,
-     "hold_snapshot_rows(rows, start, raw, key_index, first_value, snap, seen, room) -> int"},
+     "hold_snapshot_rows(rows, start, raw, key_index, first_value, snap, seen, room) -> int "
+     "(seen: a set or a KeySet)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -26,7 +26,7 @@ def hold_snapshot_rows(
     key_index: int,
     first_value: int,
     snap: dict[str, tuple[object, ...]],
-    seen: set[str],
+    seen: set[str] | KeySet,
     room: int,
     /,
 ) -> int: ...

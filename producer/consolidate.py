@@ -1,26 +1,52 @@
-"""Per-timestamp, per-key consolidation of SUBSCRIBE events, and timestamp completeness.
+"""Consolidation of SUBSCRIBE events into settled per-key changes, following the view.
 
 Pure, no I/O. Materialize gives the rows of one timestamp in no particular order
 and ``mz_diff`` is a multiplicity, so nothing can be decided about a key until
 its timestamp is complete: when a progress row above it, or a row at a later
-timestamp, arrives (timestamps never go down). Then, per key:
+timestamp, arrives (timestamps never go down). Then each key's net diffs are
+applied to what the view held for it before, and the outcome follows the view:
 
-* exactly one live row (the positive multiplicities sum to 1) → upsert that row;
-* no live row but a retraction → delete;
-* a row retracted and inserted again (multiplicities cancel) → nothing;
-* more than one live row → a key violation: the key and all its live rows are
-  reported, nothing is written for it, and the stream goes on.
+* one live row afterwards → upsert that row (an insert, an update, or — after a
+  key violation — the survivor);
+* no live row afterwards → delete;
+* two or more live rows → a key violation: the key's known rows are reported,
+  nothing is written for it (the index keeps what it had, usually the row that
+  was live before the second one arrived), and the stream goes on; when all but
+  one are retracted again, the survivor is written (nothing, if the survivor is
+  the row the index already holds).
+
+That needs per-key state across timestamps (a second row arriving at a later
+timestamp, or the retraction of one of two, says nothing on its own), kept in
+bounded memory:
+
+* ``_live``: every key with a live row, as a 64-bit fingerprint in a compact set
+  (producer.keyset.KeySet: ~17 bytes a key at 1M keys in C, ~69 in its Python
+  fallback; measured by ``python -m bench.keyset``). The row itself is not kept:
+  it is in the index;
+* ``_violated``: the rows of keys that have more than one live row right now —
+  the rows that arrived while the key was in violation, and how many live rows
+  are only known to exist (the one indexed before). Violations are rare (a view
+  that breaks its own key), so this stays small.
+
+The state is only as good as its start: every subscription starts with a
+snapshot (SNAPSHOT = true, producer.resume), which fills it; a resumed one (AS OF
+the checkpoint) reads the snapshot for its state only and writes none of it
+(``write_snapshot=False``). Two keys whose fingerprints collide (odds ~n²/2⁶⁵,
+~3e-8 at 1M keys) are one key to the state: an insert of the second would be
+taken for a violation. ENVELOPE UPSERT needs none of this: Materialize keeps the
+state and reports violations itself.
 
 The frontier F is the smallest timestamp that may still get rows; everything
 below it has been handed out. It moves on a progress row (to that row's ts) and on
 a row at a later timestamp (to that ts).
 
-Memory is bounded by the keys of the timestamp in hand, except that the snapshot
-(every row at the AS OF timestamp, all with positive multiplicities) may be the
-whole view: once ``hold_limit`` snapshot keys are held, they are handed out early
-(the timestamp still counts as incomplete, so the checkpoint does not move), and
-only their key is remembered. A later snapshot row for such a key is still
-reported as a violation, but with only the rows not yet handed out.
+Memory for the rows in hand is bounded by the keys of the timestamp in hand,
+except that the snapshot (every row at the AS OF timestamp, all with positive
+multiplicities) may be the whole view: once ``hold_limit`` snapshot keys are held,
+they are handed out early (the timestamp still counts as incomplete, so the
+checkpoint does not move) and only their fingerprint is remembered. A later
+snapshot row for such a key is then a violation whose first row is only known to
+exist (it went out as an upsert).
 
 :meth:`Consolidator.feed_rows` takes SUBSCRIBE rows instead of events: the rows
 of a snapshot that insert a key not seen yet — nearly every row of a backlog — go
@@ -36,6 +62,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from producer import native
+from producer.keyset import KeySetLike, new_key_set
 from producer.rows import (
     DELETE_STATE,
     FIRST_VALUE,
@@ -44,6 +71,7 @@ from producer.rows import (
     Event,
     Layout,
     Rejected,
+    key_problem,
     parse_rows,
 )
 
@@ -53,17 +81,33 @@ __all__ = ["DEFAULT_HOLD_LIMIT", "Consolidated", "Consolidator", "Violation"]
 # loaded row each, ~8 MB). Holding more buys exact violation reports for more of a
 # big snapshot at ~1.5 KB per key; the producer's memory goal (100 MB) decides.
 DEFAULT_HOLD_LIMIT = 5_000
+# keys of at most this many characters are surely short enough (producer.rows)
+_SURELY_SHORT_KEY = 128
 
 Values = tuple[object, ...]
 
 
 class Violation(NamedTuple):
-    """``key`` has ``len(rows)`` live rows at ``ts`` (rows repeated by multiplicity)."""
+    """``key`` has ``len(rows) + unknown`` live rows at ``ts`` (rows repeated by
+    multiplicity); ``unknown`` of them are only known to exist (their document is the
+    one in the index)."""
 
     ts: int
     key: str
     rows: tuple[Values, ...]
     reason: str
+    unknown: int = 0
+
+
+class _Violated:
+    """A key with more than one live row: ``known`` rows ([values, multiplicity]) and
+    ``unknown`` more that were live before the violation began."""
+
+    __slots__ = ("known", "unknown")
+
+    def __init__(self, unknown: int, known: list[list[Any]]) -> None:
+        self.unknown = unknown
+        self.known = known
 
 
 @dataclass(slots=True)
@@ -109,6 +153,7 @@ class Consolidator:
         "_hold_limit",
         "_in_hand",
         "_in_hand_raw",
+        "_live",
         "_pending",
         "_reported",
         "_seen",
@@ -117,6 +162,8 @@ class Consolidator:
         "_snapshot_done",
         "_states",
         "_upsert",
+        "_violated",
+        "_write_snapshot",
     )
 
     def __init__(
@@ -125,10 +172,14 @@ class Consolidator:
         snapshot: bool,
         envelope: Envelope = "diffs",
         hold_limit: int = DEFAULT_HOLD_LIMIT,
+        write_snapshot: bool = True,
     ) -> None:
+        """``write_snapshot`` False: the snapshot only fills the per-key state (a resume
+        from the checkpoint, or DISCARD_SNAPSHOT); none of it is handed out."""
         if hold_limit < 1:
             raise ValueError("hold_limit must be at least 1")
         self._snapshot = snapshot
+        self._write_snapshot = write_snapshot
         self._upsert = envelope == "upsert"
         self._hold_limit = hold_limit
         self._as_of: int | None = None
@@ -143,10 +194,12 @@ class Consolidator:
         self._snap: dict[str, Values] = {}
         # upsert envelope: key -> (state, values)
         self._states: dict[str, tuple[object, Values | None]] = {}
-        # Every key of the snapshot so far, held or handed out early: a key in it and
-        # not held any more was handed out (one set probe per snapshot row; a separate
-        # set of handed-out keys cost another pass over every hand-out).
-        self._seen: set[str] = set()
+        # Every key of the snapshot so far, held, pending or handed out early: the fast
+        # path holds a row only for a key not in it (compact; emptied after the snapshot)
+        self._seen: KeySetLike = new_key_set()
+        # keys with a live row, and the rows of keys in violation (module docstring)
+        self._live: KeySetLike = new_key_set()
+        self._violated: dict[str, _Violated] = {}
         self._snapshot_done = not snapshot
 
     @property
@@ -165,6 +218,20 @@ class Consolidator:
     @property
     def snapshot_done(self) -> bool:
         return self._snapshot_done
+
+    @property
+    def live_keys(self) -> int:
+        """Keys with a live row (those in violation included)."""
+        return len(self._live)
+
+    @property
+    def violated_keys(self) -> int:
+        """Keys with more than one live row right now."""
+        return len(self._violated)
+
+    def state_bytes(self) -> int:
+        """Bytes of the per-key state's fingerprint sets (not the rows of violations)."""
+        return self._live.nbytes + self._seen.nbytes
 
     def feed(self, events: Iterable[Event]) -> Consolidated:
         """Consume ``events`` (in stream order); return what they settled.
@@ -228,7 +295,8 @@ class Consolidator:
         room = self._hold_limit - len(self._pending)  # the loop adds nothing to _pending
         position = start
         speedups = native.speedups
-        while speedups is not None and type(rows) is list:
+        # (a KeySet made while the C path was off is the Python one: the loop below)
+        while speedups is not None and type(rows) is list and type(seen) is speedups.KeySet:
             stop = speedups.hold_snapshot_rows(
                 rows, position, raw, key_index, FIRST_VALUE, snap, seen, room
             )
@@ -248,8 +316,10 @@ class Consolidator:
             if row[0] != raw or row[1] is not False or row[2] != 1:
                 break
             key = row[key_index]
-            if type(key) is not str or key in seen:  # seen: held, or handed out already
+            if type(key) is not str or key in seen:  # seen: held, pending or handed out
                 break
+            if (not key or len(key) > _SURELY_SHORT_KEY) and key_problem(key) is not None:
+                break  # parse_rows dead-letters it on its own
             seen.add(key)
             snap[key] = row[FIRST_VALUE:]
             if len(snap) >= room:
@@ -308,23 +378,21 @@ class Consolidator:
                 snapshot_open = not self._snapshot_done
             if snapshot_open:
                 snapshot_rows += 1
-                seen = self._seen
-                if key in seen and key not in snap and key not in pending and key not in states:
-                    # seen but not held: it was handed out already
-                    out.violations.append(_late_snapshot_row(ts, key, tag, values))
-                    continue
-                seen.add(key)
                 if not upsert:
                     # Snapshot rows are nearly all "+1, a key not seen yet": keep just the
-                    # row; a second row for the key moves it to the general structure.
+                    # row; a second row for the key moves it to the general structure, and
+                    # a row of a key handed out already is settled against its state.
+                    seen = self._seen
                     first = snap.pop(key, None)
                     if first is not None:
                         pending[key] = [[first, 1]]
-                    elif tag == 1 and key not in pending:
+                    elif tag == 1 and key not in seen:
+                        seen.add(key)
                         snap[key] = values  # type: ignore[assignment]  # diffs: never None
                         if len(snap) + len(pending) >= hold_limit:
                             self._hand_out_snapshot(out)
                         continue
+                    seen.add(key)
             if upsert:
                 previous = states.get(key)
                 if previous is not None and previous[0] == KEY_VIOLATION_STATE:
@@ -360,7 +428,7 @@ class Consolidator:
     def _finish_snapshot(self, out: Consolidated) -> None:
         self._snapshot_done = True
         out.snapshot_complete = True
-        self._seen = set()
+        self._seen.clear()
 
     def _hand_out_snapshot(self, out: Consolidated) -> None:
         ts = self._in_hand
@@ -368,54 +436,109 @@ class Consolidator:
         self._settle(ts, out)  # their keys stay in _seen: later rows for them are late
 
     def _settle(self, ts: int, out: Consolidated) -> None:
-        changes = out.changes
-        if self._snap:  # snapshot rows: only ever at the AS OF
-            out.snapshot.update(self._snap)
-            out.snapshot_ts = ts
+        # the snapshot of a resumed subscription only fills the state
+        silent = self._snapshot and ts == self._as_of and not self._write_snapshot
+        changes: list[tuple[int, str, Values | None]] = [] if silent else out.changes
+        violations: list[Violation] = [] if silent else out.violations
+        live = self._live
+        if self._snap:  # snapshot rows: only ever at the AS OF, each a key not live yet
+            live.update(self._snap)
+            if not silent:
+                out.snapshot.update(self._snap)
+                out.snapshot_ts = ts
             self._snap.clear()
+        violated = self._violated
+        # The common cases inline (an insert, a delete, an update of a key with one live
+        # row); everything else against the key's state (_settle_key).
         for key, entries in self._pending.items():
-            if len(entries) == 1:  # the common cases: an insert, a delete
-                values, diff = entries[0]
-                if diff == 1:
-                    changes.append((ts, key, values))
-                    continue
-                if diff < 0:
-                    changes.append((ts, key, None))
-                    continue
-            live: list[Values] = []
-            retracted = False
-            for values, diff in entries:
-                if diff > 0:
-                    live.extend([values] * diff)
-                elif diff < 0:
-                    retracted = True
-            if len(live) == 1:
-                changes.append((ts, key, live[0]))
-            elif live:
-                reason = f"key violation: {len(live)} live rows for one key at ts {ts}"
-                out.violations.append(Violation(ts, key, tuple(live), reason))
-            elif retracted:
-                changes.append((ts, key, None))
+            if key not in violated:
+                if len(entries) == 1:
+                    values, diff = entries[0]
+                    if diff == 1 and live.add(key):
+                        changes.append((ts, key, values))
+                        continue
+                    if diff == -1 and live.discard(key):
+                        changes.append((ts, key, None))
+                        continue
+                elif len(entries) == 2 and key in live:
+                    (first, first_diff), (second, second_diff) = entries
+                    if first_diff + second_diff == 0 and first_diff in (1, -1):
+                        changes.append((ts, key, first if first_diff == 1 else second))
+                        continue
+            self._settle_key(ts, key, entries, changes, violations)
         self._pending.clear()
         for key, (state, values) in self._states.items():
             if state == KEY_VIOLATION_STATE:
                 reason = f"key violation reported by ENVELOPE UPSERT at ts {ts}"
-                out.violations.append(Violation(ts, key, (), reason))
+                violations.append(Violation(ts, key, (), reason))
             elif state == DELETE_STATE:
                 changes.append((ts, key, None))
             else:
                 changes.append((ts, key, values))
         self._states.clear()
 
+    def _settle_key(
+        self,
+        ts: int,
+        key: str,
+        entries: list[list[Any]],
+        changes: list[tuple[int, str, Values | None]],
+        violations: list[Violation],
+    ) -> None:
+        """Apply ``key``'s net diffs at ``ts`` to its state; the outcome follows the view
+        (module docstring)."""
+        live = self._live
+        state = self._violated.pop(key, None)
+        if state is None:
+            unknown, known = (1 if key in live else 0), []
+        else:
+            unknown, known = state.unknown, state.known
+        before = unknown + sum(count for _, count in known)
+        retracted = False
+        for values, diff in entries:
+            if diff > 0:
+                _add_row(known, values, diff)
+            elif diff < 0:
+                retracted = True
+                # what is not among the known rows was the row live before (in the index)
+                unknown = max(unknown - _remove_row(known, values, -diff), 0)
+        after = unknown + sum(count for _, count in known)
+        if after == 0:
+            live.discard(key)
+            if before or retracted:
+                changes.append((ts, key, None))
+            return
+        live.add(key)
+        if after == 1:
+            if not unknown:  # else the one live row is the document the index holds
+                changes.append((ts, key, known[0][0]))
+            return
+        self._violated[key] = _Violated(unknown, known)
+        rows = tuple(values for values, count in known for _ in range(count))
+        reason = f"key violation: {after} live rows for one key at ts {ts}"
+        if unknown:
+            reason += (
+                f" ({unknown} of them live before the violation: its document is the one in "
+                "the index, left as it was)"
+            )
+        violations.append(Violation(ts, key, rows, reason, unknown))
 
-def _late_snapshot_row(ts: int, key: str, tag: object, values: Values | None) -> Violation:
-    if values is None:
-        rows: tuple[Values, ...] = ()
-    else:
-        copies = tag if isinstance(tag, int) else 1
-        rows = (values,) * max(copies, 1)
-    reason = (
-        f"key violation: another snapshot row for a key already written at ts {ts}"
-        " (the first row went out as an upsert before this one arrived)"
-    )
-    return Violation(ts, key, rows, reason)
+
+def _add_row(known: list[list[Any]], values: Values, count: int) -> None:
+    for entry in known:
+        if entry[0] == values:
+            entry[1] += count
+            return
+    known.append([values, count])
+
+
+def _remove_row(known: list[list[Any]], values: Values, count: int) -> int:
+    """Take ``count`` copies of ``values`` out of ``known``; return how many were not there."""
+    for position, entry in enumerate(known):
+        if entry[0] == values:
+            taken = min(entry[1], count)
+            entry[1] -= taken
+            if entry[1] == 0:
+                del known[position]
+            return count - int(taken)
+    return count

@@ -1,13 +1,22 @@
 """Where a subscription starts: exact resume from the checkpoint, or a snapshot.
 
 Pure, no I/O. With a checkpoint F (every change below F is in the streams) the
-subscription is declared ``AS OF F-1 WITH (SNAPSHOT = false)``: Materialize then
-emits exactly the times above F-1, i.e. from F on — the documented ``AS OF F``
-would emit F's changes only as part of a snapshot, so without a snapshot they
-would be lost. If Materialize no longer has that history it refuses the AS OF;
+subscription is declared ``AS OF F-1``: Materialize then emits the view as of
+F-1 as its snapshot and every change from F on — the documented ``AS OF F``
+would emit F's changes only as part of a snapshot. That snapshot is read but not
+written (``write_snapshot`` False): it is already in the streams, and it is what
+the consolidator's per-key state is rebuilt from (producer.consolidate: which
+keys have a live row, which have several), so that a second row arriving for a
+key, or one of two retracted, is judged against the view and not against an
+empty state. If Materialize no longer has that history it refuses the AS OF;
 then the start is a snapshot at a time T it picks, written as upserts and followed
 by a reconcile marker at T (documents older than T that the snapshot did not
 rewrite were deleted while we were away).
+
+DISCARD_SNAPSHOT=true (the runbook's mode) reads the snapshot too, for the state
+only: changes only, from whenever Materialize starts us. ENVELOPE UPSERT keeps no
+state of ours (Materialize reports violations itself), so it resumes with
+``SNAPSHOT = false`` and skips that read.
 """
 
 from __future__ import annotations
@@ -29,29 +38,39 @@ _REFUSED: Final = re.compile(
 class StartPlan(NamedTuple):
     """How to declare the next subscription.
 
-    ``as_of`` None lets Materialize pick; ``reconcile`` says the snapshot must be
-    followed by a reconcile marker at its timestamp.
+    ``as_of`` None lets Materialize pick; ``snapshot`` is the declared SNAPSHOT;
+    ``write_snapshot`` whether its rows go to the streams (else they only rebuild
+    the per-key state); ``reconcile`` says the written snapshot must be followed by
+    a reconcile marker at its timestamp.
     """
 
     as_of: int | None
     snapshot: bool
     reconcile: bool
     reason: str
+    write_snapshot: bool = True
 
 
-def plan_start(checkpoint: int | None, *, discard_snapshot: bool, refused: bool) -> StartPlan:
+def plan_start(
+    checkpoint: int | None, *, discard_snapshot: bool, refused: bool, keeps_state: bool = True
+) -> StartPlan:
     """The plan for a checkpoint (None: none stored) after ``refused`` AS OF attempts.
 
     ``discard_snapshot`` is the runbook's DISCARD_SNAPSHOT=true: changes only, from
-    whenever Materialize starts us, whatever the checkpoint says.
+    whenever Materialize starts us, whatever the checkpoint says. ``keeps_state``
+    is False for ENVELOPE UPSERT (no per-key state to rebuild).
     """
     if discard_snapshot:
-        return StartPlan(None, False, False, "DISCARD_SNAPSHOT=true: streaming changes only")
+        reason = "DISCARD_SNAPSHOT=true: streaming changes only"
+        return StartPlan(None, keeps_state, False, reason, write_snapshot=False)
     if checkpoint is None:
         return StartPlan(None, True, True, "no checkpoint: writing a snapshot")
     if refused:
         return StartPlan(None, True, True, f"AS OF {checkpoint - 1} refused: writing a snapshot")
-    return StartPlan(max(checkpoint - 1, 0), False, False, f"resuming from checkpoint {checkpoint}")
+    reason = f"resuming from checkpoint {checkpoint}"
+    if keeps_state:
+        reason += " (its snapshot rebuilds the per-key state, nothing of it is written)"
+    return StartPlan(max(checkpoint - 1, 0), keeps_state, False, reason, write_snapshot=False)
 
 
 def as_of_refused(message: str) -> bool:

@@ -12,7 +12,10 @@ timestamps, see :mod:`producer.documents`); ``mz_timestamp`` is numeric, so it i
 text here and is turned into an ``int``.
 
 Rows that break the layout (a NULL key, an unknown state, a NULL diff) are
-:class:`Rejected`: the caller logs and dead-letters them and goes on.
+:class:`Rejected`: the caller logs and dead-letters them and goes on. So is a row
+whose key the stream codec or OpenSearch cannot carry — empty, or longer than
+OpenSearch's 512-byte ``_id`` — each alone, with its key and values, so that one
+bad key costs only its own change (on the consumer it would cost its whole entry).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ __all__ = [
     "DELETE_STATE",
     "FIRST_VALUE",
     "KEY_VIOLATION_STATE",
+    "MAX_KEY_BYTES",
     "UPSERT_STATE",
     "Diff",
     "DiffEvent",
@@ -39,12 +43,18 @@ __all__ = [
     "Upsert",
     "UpsertEvent",
     "Values",
+    "key_problem",
     "parse_row",
     "parse_rows",
 ]
 
 Envelope = Literal["diffs", "upsert"]
 Row = Sequence[object]
+
+# OpenSearch's limit on an _id, in UTF-8 bytes (consumer.bulk.MAX_ID_BYTES)
+MAX_KEY_BYTES: Final = 512
+# A key of at most this many characters is at most MAX_KEY_BYTES bytes in UTF-8.
+_SURELY_SHORT: Final = MAX_KEY_BYTES // 4
 
 UPSERT_STATE: Final = "upsert"
 DELETE_STATE: Final = "delete"
@@ -147,11 +157,27 @@ def parse_row(layout: Layout, row: Row) -> Event:
 
 
 class Rejected(NamedTuple):
-    """A row :func:`parse_rows` skipped: its timestamp (0 if unreadable), why, the row."""
+    """A row :func:`parse_rows` skipped: its timestamp (0 if unreadable), why, the row,
+    and its key when the key is what is wrong (then the row's values are its document)."""
 
     ts: int
     reason: str
     row: tuple[object, ...]
+    key: str | None = None
+
+
+def key_problem(key: str) -> str | None:
+    """Why ``key`` cannot be a stream entry's key and an OpenSearch ``_id``, or None."""
+    if not key:
+        return "is empty"
+    if len(key) > _SURELY_SHORT:
+        try:
+            size = len(key.encode())
+        except UnicodeEncodeError:
+            return "is not valid Unicode"
+        if size > MAX_KEY_BYTES:
+            return f"is {size} bytes, OpenSearch ids are at most {MAX_KEY_BYTES}"
+    return None
 
 
 def parse_rows(layout: Layout, rows: Sequence[Row], rejected: list[Rejected]) -> list[Event]:
@@ -186,14 +212,23 @@ def parse_rows(layout: Layout, rows: Sequence[Row], rejected: list[Rejected]) ->
         if key is None:
             name = layout.columns[key_index - _FIRST_VALUE]
             rejected.append(Rejected(ts, f"key column {name} is NULL", tuple(row)))
-        elif upsert:
+            continue
+        if type(key) is not str:
+            key = str(key)
+        if not key or len(key) > _SURELY_SHORT:
+            problem = key_problem(key)
+            if problem is not None:
+                name = layout.columns[key_index - _FIRST_VALUE]
+                reason = f"key column {name} {problem}"
+                rejected.append(Rejected(ts, reason, tuple(row), key))
+                continue
+        if upsert:
             if tag not in _STATES:
                 rejected.append(Rejected(ts, f"unknown mz_state {tag!r}", tuple(row)))
                 continue
             values = tuple(row[_FIRST_VALUE:]) if tag == UPSERT_STATE else None
-            append((ts, key if isinstance(key, str) else str(key), str(tag), values))
+            append((ts, key, str(tag), values))
         elif isinstance(tag, int) and tag != 0:
-            key = key if isinstance(key, str) else str(key)
             append((ts, key, tag, tuple(row[_FIRST_VALUE:])))
         else:
             reason = f"mz_diff is {tag!r}, expected a non-zero integer"

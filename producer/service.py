@@ -190,7 +190,10 @@ class _Producer:
         checkpoint = await self.writer.read_checkpoint()
         raise_if_cancelled()  # stopped meanwhile: redis-py may have swallowed it
         plan = plan_start(
-            checkpoint, discard_snapshot=settings.discard_snapshot, refused=self.refused
+            checkpoint,
+            discard_snapshot=settings.discard_snapshot,
+            refused=self.refused,
+            keeps_state=settings.subscribe_envelope == "diffs",
         )
         log.info("Producer start plan for %s: %s", settings.view_name, plan.reason)
         session = SubscribeSession(
@@ -262,6 +265,6 @@ async def _until_stopped(
 def _log_failure(error: Exception, delay: float, metrics: ProducerMetrics | None) -> None:
     if isinstance(error, psycopg.OperationalError) and "refused" in str(error).lower():
         log.error("Connection refused to Materialize")
-    log.warning("SUBSCRIBE failed, retrying in %gs: %s", delay, describe(error))
+    log.warning("SUBSCRIBE failed, retrying in %.1fs: %s", delay, describe(error))
     if metrics is not None:
         metrics.reconnects.inc()

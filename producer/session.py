@@ -31,7 +31,7 @@ from producer.documents import DocumentEncoder
 from producer.failures import AsOfRefused
 from producer.metrics import ProducerMetrics
 from producer.resume import StartPlan, as_of_refused
-from producer.rows import Rejected
+from producer.rows import FIRST_VALUE, Rejected
 from producer.subscribe import Subscription, connect
 from producer.writer import StreamWriter
 
@@ -45,7 +45,12 @@ _encode_row = msgspec.json.Encoder(enc_hook=str).encode
 def dead_letters_for(
     out: Consolidated, rejected: list[Rejected], encoder: DocumentEncoder
 ) -> list[DeadLetter]:
-    """Dead letters for the key violations of ``out`` and the unreadable rows."""
+    """Dead letters for the key violations of ``out`` and the rows that were rejected.
+
+    A row rejected for its key keeps the key (as well as it can be written) and its
+    document as it would have been indexed, so it can be retried once the key is
+    fixed in the view; any other rejected row keeps the whole row.
+    """
     letters = [
         DeadLetter(
             ts=violation.ts,
@@ -57,17 +62,30 @@ def dead_letters_for(
         )
         for violation in out.violations
     ]
-    letters.extend(
-        DeadLetter(
-            ts=row.ts,
-            op=b"u",
-            key=b"",
-            reason=row.reason,
-            source="producer",
-            doc=_encode_row(row.row),
-        )
-        for row in rejected
-    )
+    for row in rejected:
+        if row.key is not None:
+            diff = row.row[2]
+            letters.append(
+                DeadLetter(
+                    ts=row.ts,
+                    op=b"d" if isinstance(diff, int) and diff < 0 else b"u",
+                    key=row.key.encode(errors="backslashreplace"),
+                    reason=row.reason,
+                    source="producer",
+                    doc=encoder.encode(row.row[FIRST_VALUE:], row.ts),
+                )
+            )
+        else:
+            letters.append(
+                DeadLetter(
+                    ts=row.ts,
+                    op=b"u",
+                    key=b"",
+                    reason=row.reason,
+                    source="producer",
+                    doc=_encode_row(row.row),
+                )
+            )
     return letters
 
 
@@ -99,6 +117,14 @@ async def _wind_down(
             await asyncio.gather(writing, return_exceptions=True)
         else:  # stopping: finish what is in hand and checkpoint it
             await writing
+
+
+class _SnapshotDone(NamedTuple):
+    as_of: int
+    rows: int
+    live_keys: int
+    violated_keys: int
+    state_bytes: int
 
 
 class _Batch(NamedTuple):
@@ -157,8 +183,14 @@ class SubscribeSession:
                 raise
             if not self._monitor.active:  # else the loop waits for backpressure first
                 fetch = asyncio.create_task(subscription.fetch())
-            if plan.snapshot:
+            if plan.snapshot and plan.write_snapshot:
                 log.info("SUBSCRIBE started for %s, receiving snapshot...", self._view)
+            elif plan.snapshot:
+                log.info(
+                    "SUBSCRIBE started for %s, reading the snapshot%s for the per-key state",
+                    self._view,
+                    f" at ts={plan.as_of}" if plan.as_of is not None else "",
+                )
             elif plan.as_of is not None:
                 log.info(
                     "SUBSCRIBE started for %s, resuming after ts=%d (no snapshot)",
@@ -187,7 +219,9 @@ class SubscribeSession:
         first_fetch: asyncio.Task[list[tuple[Any, ...]]] | None,
     ) -> None:
         consolidator = Consolidator(
-            snapshot=plan.snapshot, envelope=self._settings.subscribe_envelope
+            snapshot=plan.snapshot,
+            envelope=self._settings.subscribe_envelope,
+            write_snapshot=plan.write_snapshot,
         )
         snapshot_rows = 0
         streaming = False
@@ -229,15 +263,21 @@ class SubscribeSession:
                     self._on_streaming()
                 snapshot_rows += out.snapshot_rows
                 batch = self._prepare(out, rejected, encoder)
-                snapshot_at = (
-                    consolidator.as_of if out.snapshot_complete and plan.snapshot else None
-                )
+                snapshot_at = None
+                if out.snapshot_complete and plan.snapshot and consolidator.as_of is not None:
+                    snapshot_at = _SnapshotDone(
+                        consolidator.as_of,
+                        snapshot_rows,
+                        consolidator.live_keys,
+                        consolidator.violated_keys,
+                        consolidator.state_bytes(),
+                    )
                 if writing is not None:
                     await writing
                     writing = None
                 if batch.entries or batch.letters or out.frontier is not None or snapshot_at:
                     writing = asyncio.create_task(
-                        self._apply(batch, out.frontier, snapshot_at, plan, snapshot_rows)
+                        self._apply(batch, out.frontier, snapshot_at, plan)
                     )
             failed = False
         finally:
@@ -293,30 +333,43 @@ class SubscribeSession:
         self,
         batch: _Batch,
         frontier: int | None,
-        snapshot_at: int | None,
+        snapshot: _SnapshotDone | None,
         plan: StartPlan,
-        snapshot_rows: int,
     ) -> None:
         """Write a batch, then (snapshot done) the reconcile marker, then the checkpoint."""
         if batch.entries or batch.letters:
             await self._writer.write(batch.entries, batch.letters, high_water=batch.high_water)
         if batch.changes:
             log.info("Broadcasting %d changes for %s", batch.changes, self._view)
-        if snapshot_at is not None:
-            await self._finish_snapshot(snapshot_at, plan, snapshot_rows)
+        if snapshot is not None:
+            await self._finish_snapshot(snapshot, plan)
         if frontier is not None:
             await self._writer.commit(frontier)
             log.debug("Progress update: %s at ts=%d", self._view, frontier)
 
-    async def _finish_snapshot(self, as_of: int, plan: StartPlan, snapshot_rows: int) -> None:
+    async def _finish_snapshot(self, snapshot: _SnapshotDone, plan: StartPlan) -> None:
+        state = (
+            f"{snapshot.live_keys} keys live, {snapshot.violated_keys} in key violation, "
+            f"{snapshot.state_bytes / max(snapshot.live_keys, 1):.1f} bytes of state a key"
+        )
+        if not plan.write_snapshot:
+            log.info(
+                "Snapshot complete for %s: %d rows (discarding snapshot, streaming changes "
+                "only; %s)",
+                self._view,
+                snapshot.rows,
+                state,
+            )
+            return
         if plan.reconcile:
-            await self._writer.mark_reconcile(as_of)
+            await self._writer.mark_reconcile(snapshot.as_of)
         if self._metrics is not None:
             self._metrics.snapshots.inc()
         self.snapshot_written = True
         log.info(
-            "Snapshot complete for %s: %d rows (written as upserts at ts=%d)",
+            "Snapshot complete for %s: %d rows (written as upserts at ts=%d; %s)",
             self._view,
-            snapshot_rows,
-            as_of,
+            snapshot.rows,
+            snapshot.as_of,
+            state,
         )

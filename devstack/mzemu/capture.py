@@ -5,7 +5,8 @@ the ``order_id`` keys of ``orders_search_source_mv`` it can affect, and append t
 to ``mzemu_touched`` in the served schema. The mapping follows the subject-id
 convention of ``devstack/freshmart/model.py`` (entity kind before the colon):
 
-* ``order:…``      → the order itself
+* ``order:…``      → the order itself (as is any subject with an ``order_number``
+  triple: the view's anchor, whatever the subject is called)
 * ``orderline:…``  → the order its ``line_of_order`` triple names
 * ``task:…``       → the order its ``task_of_order`` triple names
 * ``customer:…``   → every order ``placed_by`` that customer
@@ -45,7 +46,8 @@ _MAP_KEYS = """
     )
     INSERT INTO {log} (order_id)
     SELECT k FROM (
-        SELECT c.subject_id AS k FROM kinds c WHERE c.kind = 'order'
+        SELECT c.subject_id AS k FROM kinds c
+        WHERE c.kind = 'order' OR c.predicate = 'order_number'
         UNION
         SELECT c.object_value FROM kinds c
         WHERE c.predicate IN ('line_of_order', 'task_of_order')

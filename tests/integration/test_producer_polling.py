@@ -145,7 +145,7 @@ def test_switching_modes_back_and_forth_loses_nothing(stack: Stack) -> None:
 
     set_status(stack, "order:FM-1003", "picking")  # while nothing runs
     subscriber = stack.producer()
-    subscriber.wait_log("(no snapshot)")  # resumed after the poll's checkpoint
+    subscriber.wait_log("for the per-key state")  # resumed after the poll's checkpoint
     wait_change(stack, "order:FM-1003", lambda d: d and d["order_status"] == "picking", "update")
     set_status(stack, "order:FM-1005", "delivered")  # while SUBSCRIBE runs
     wait_change(stack, "order:FM-1005", lambda d: d and d["order_status"] == "delivered", "update")

@@ -142,7 +142,7 @@ def test_restart_resumes_exactly_from_the_checkpoint(stack: Stack) -> None:
     set_status(stack, "order:FM-1001", "delivered")
     delete_order(stack, "1002")
     restarted = stack.producer()
-    restarted.wait_log(f"resuming after ts={checkpoint - 1} (no snapshot)")
+    restarted.wait_log(f"reading the snapshot at ts={checkpoint - 1} for the per-key state")
     [update] = wait_change(
         stack, "order:FM-1001", lambda d: d and d["order_status"] == "delivered", "update"
     )

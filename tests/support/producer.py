@@ -216,6 +216,8 @@ class Stack:
             "BACKPRESSURE_THRESHOLD": "1000000",
             "BACKPRESSURE_RESUME": "1000",
             "METRICS_PORT": "0",
+            # a restarted producer waits for the killed one's lease to expire
+            "LEASE_TTL_SECONDS": "1",
         }
         env.update(overrides)
         return env

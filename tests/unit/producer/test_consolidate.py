@@ -374,3 +374,117 @@ def test_feed_rows_takes_snapshot_rows_without_parsing_them(
     out = Consolidator(snapshot=True).feed_rows(SUBSCRIBE_LAYOUT, rows, [])
     assert out.snapshot_rows == 100
     assert sum(parsed) == 2  # the progress row and the first row at the AS OF
+
+
+# --- several live rows per key, across timestamps -------------------------------------
+
+ViewHistory = tuple[list[Event], dict[str, Row], set[str], list[tuple[int, str]]]
+
+
+@st.composite
+def view_histories(draw: st.DrawFn, *, start: int = 100) -> ViewHistory:
+    """A diff stream of a view that breaks its key: a key may hold 0, 1, 2 or 3 live
+    rows (a second row while the first lives, a duplicate row, one of two retracted,
+    both retracted, an update of one of two), at any timestamp.
+
+    Returns the events, the index the policy of producer/consolidate.py leads to (a
+    key's document changes only when it has exactly one live row — to that row — or
+    none — deleted; while it has more it keeps what it had), the keys in violation
+    at the end, and (ts, key) of every timestamp that left a key with several rows
+    after changing it.
+    """
+    rng = random.Random(draw(st.integers(0, 2**32)))
+    live: dict[str, Counter[Row]] = {}
+    index: dict[str, Row] = {}
+    events: list[Event] = [Progress(start)]
+    violations: list[tuple[int, str]] = []
+    ts = start
+    for _ in range(draw(st.integers(1, 10))):
+        ts += draw(st.integers(1, 5))
+        diffs: list[Diff] = []
+        for key in draw(st.lists(st.sampled_from(KEYS), unique=True, max_size=4)):
+            rows = live.setdefault(key, Counter())
+            delta: Counter[Row] = Counter()
+            for _ in range(draw(st.integers(1, 2))):
+                current = [r for r, n in (rows + delta).items() for _ in range(n)]
+                op = draw(st.sampled_from(["add", "add", "retract", "update", "duplicate"]))
+                if op == "add" or not current:
+                    delta[row(key, draw(st.sampled_from(VERSIONS)))] += 1
+                elif op == "retract":
+                    delta[draw(st.sampled_from(current))] -= 1
+                elif op == "update":
+                    delta[draw(st.sampled_from(current))] -= 1
+                    delta[row(key, draw(st.sampled_from(VERSIONS)))] += 1
+                else:  # the same row twice: multiplicity 2
+                    delta[draw(st.sampled_from(current))] += 1
+            for values, diff in delta.items():
+                if diff == 0:
+                    continue
+                if draw(st.booleans()):  # split into canceling pieces
+                    diffs += [Diff(ts, key, diff * 2, values), Diff(ts, key, -diff, values)]
+                else:
+                    diffs.append(Diff(ts, key, diff, values))
+            rows.update(delta)
+            rows += Counter()  # drop zero and negative counts
+            total = sum(rows.values())
+            if total == 1:
+                index[key] = next(iter(rows))
+            elif total == 0:
+                index.pop(key, None)
+            elif any(delta.values()):
+                violations.append((ts, key))
+        rng.shuffle(diffs)
+        events.extend(diffs)
+        if draw(st.booleans()):
+            events.append(Progress(ts + 1))
+    events.append(Progress(ts + 1))
+    in_violation = {key for key, rows in live.items() if sum(rows.values()) > 1}
+    return events, index, in_violation, violations
+
+
+@given(view_histories(), st.lists(st.integers(0, 200), max_size=6))
+@settings(max_examples=500)
+def test_the_index_follows_the_view_when_a_key_has_several_live_rows(
+    history: ViewHistory, cuts: list[int]
+) -> None:
+    events, expected, in_violation, violations = history
+    consolidator = Consolidator(snapshot=False)
+    store: dict[str, Row] = {}
+    reported: list[tuple[int, str]] = []
+    for out in feed_in_chunks(consolidator, events, cuts):
+        apply(store, out.all_changes())
+        reported += [(v.ts, v.key) for v in out.violations]
+    assert store == expected
+    assert sorted(reported) == sorted(violations)
+    assert consolidator.violated_keys == len(in_violation)
+
+
+@given(view_histories(), view_histories(start=1000), st.integers(1, 6))
+@settings(max_examples=300)
+def test_a_resumed_subscription_rebuilds_the_state_from_its_snapshot(
+    first: ViewHistory, second: ViewHistory, hold_limit: int
+) -> None:
+    """Run one, stop, resume AS OF its frontier - 1 with a snapshot that only fills the
+    state (write_snapshot=False), run on: the index ends where one long run would."""
+    events, _, _, _ = first
+    store: dict[str, Row] = {}
+    running = Consolidator(snapshot=False)
+    apply(store, running.feed(events).all_changes())
+    # the view as it stands at the resume point, as Materialize's snapshot gives it
+    view: Counter[tuple[str, Row]] = Counter()
+    for event in events:
+        if isinstance(event, Diff):
+            view[(event.key, event.values)] += event.diff
+    as_of = events[-1][0] - 1
+    snapshot: list[Event] = [Progress(as_of)]
+    snapshot += [Diff(as_of, key, n, values) for (key, values), n in view.items() if n > 0]
+    resumed = Consolidator(snapshot=True, write_snapshot=False, hold_limit=hold_limit)
+    out = resumed.feed(snapshot)
+    assert out.snapshot == {} and out.changes == [] and out.violations == []
+    later = [e for e in second[0] if not (isinstance(e, Progress) and e[0] == 1000)]
+    apply(store, resumed.feed(later).all_changes())
+    # one long run over both histories, as the oracle
+    whole = Consolidator(snapshot=False)
+    expected: dict[str, Row] = {}
+    apply(expected, whole.feed(events[:-1] + later).all_changes())
+    assert store == expected

@@ -5,9 +5,14 @@ from __future__ import annotations
 from producer.resume import StartPlan, as_of_refused, plan_start
 
 
-def test_checkpoint_resumes_as_of_f_minus_one_without_snapshot() -> None:
+def test_checkpoint_resumes_as_of_f_minus_one_reading_the_snapshot_for_state_only() -> None:
     plan = plan_start(1_700_000_000_000, discard_snapshot=False, refused=False)
-    assert plan == StartPlan(1_699_999_999_999, False, False, plan.reason)
+    assert plan == StartPlan(1_699_999_999_999, True, False, plan.reason, write_snapshot=False)
+
+
+def test_upsert_envelope_resumes_without_a_snapshot() -> None:
+    plan = plan_start(1_700_000_000_000, discard_snapshot=False, refused=False, keeps_state=False)
+    assert (plan.as_of, plan.snapshot, plan.write_snapshot) == (1_699_999_999_999, False, False)
 
 
 def test_no_checkpoint_takes_a_snapshot_and_reconciles() -> None:
@@ -23,7 +28,8 @@ def test_refused_as_of_takes_a_snapshot_and_reconciles() -> None:
 def test_discard_snapshot_streams_changes_only() -> None:
     for checkpoint in (None, 5):
         plan = plan_start(checkpoint, discard_snapshot=True, refused=False)
-        assert (plan.as_of, plan.snapshot, plan.reconcile) == (None, False, False)
+        assert (plan.as_of, plan.snapshot, plan.reconcile) == (None, True, False)
+        assert not plan.write_snapshot  # read for the per-key state, never written
 
 
 def test_both_wordings_of_a_refused_as_of() -> None:

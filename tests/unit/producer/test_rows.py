@@ -123,3 +123,38 @@ def test_a_timestamp_equal_in_value_but_not_an_integer_is_still_rejected() -> No
         "mz_timestamp 5.0 is not an integer",
         "mz_timestamp Decimal('5.0') is not an integer",
     ]
+
+
+@pytest.mark.parametrize(
+    ("key", "problem"),
+    [
+        ("", "is empty"),
+        ("k" * 513, "is 513 bytes, OpenSearch ids are at most 512"),
+        ("é" * 257, "is 514 bytes, OpenSearch ids are at most 512"),
+    ],
+)
+def test_a_key_the_codec_cannot_carry_is_rejected_alone_with_its_row(
+    key: str, problem: str
+) -> None:
+    layout = Layout.from_columns(
+        ["mz_timestamp", "mz_progressed", "mz_diff", "id", "v"], "diffs", "id"
+    )
+    rejected: list[Rejected] = []
+    events = parse_rows(
+        layout,
+        [("5", False, 1, "good", "a"), ("5", False, 1, key, "b"), ("5", False, -1, "g2", "c")],
+        rejected,
+    )
+    assert events == [(5, "good", 1, ("good", "a")), (5, "g2", -1, ("g2", "c"))]
+    (bad,) = rejected
+    assert bad.key == key and bad.ts == 5 and bad.reason == f"key column id {problem}"
+    assert bad.row == ("5", False, 1, key, "b")
+
+
+def test_a_key_of_512_bytes_is_fine() -> None:
+    layout = Layout.from_columns(["mz_timestamp", "mz_progressed", "mz_diff", "id"], "diffs", "id")
+    rejected: list[Rejected] = []
+    assert parse_rows(layout, [("5", False, 1, "é" * 256)], rejected) == [
+        (5, "é" * 256, 1, ("é" * 256,))
+    ]
+    assert rejected == []

@@ -165,6 +165,10 @@ def odd_subscribe_rows(draw: st.DrawFn) -> list[Any]:
                     (before[0], True, 1, "ky", "b"),  # progressed, yet a diff and a key
                     (before[0], 0, 1, "kz", "c"),  # falsy, but not False
                     (before[0], False, True, "kw", "a"),  # == 1, but a bool
+                    (before[0], False, 1, "", "e"),  # a key the codec cannot carry
+                    (before[0], False, 1, "k" * 513, "l"),  # longer than an OpenSearch id
+                    (before[0], False, 1, "é" * 257, "u"),  # 514 bytes in UTF-8
+                    (before[0], False, 1, "é" * 256, "u"),  # 512 bytes: fine
                 ]
             )
         )
