@@ -21,8 +21,10 @@
  *
  *   DocumentWriter(kinds, prefixes, version_key, fallback)
  *       writer(values, version) -> bytes: one row's JSON document
- *   pack_upserts(writer, rows, version, partitions, cap) -> [(partition, n, body)]
- *       a snapshot's upsert entries (producer.batches.snapshot_entries)
+ *   pack_upserts(writer, rows, version, partitions, cap[, max_entry_bytes, max_doc_bytes,
+ *                oversize]) -> [(partition, n, body)]
+ *       a snapshot's upsert entries (producer.batches.snapshot_entries); documents
+ *       above max_doc_bytes are left out and reported in oversize as (key, size)
  *   hold_snapshot_rows(rows, start, raw, key_index, first_value, snap, seen, room)
  *       the loop of producer.consolidate.Consolidator._take_snapshot_rows
  *   KeySet()
@@ -816,13 +818,20 @@ close_group(DocumentWriter *writer, PyObject *out, Py_ssize_t partition, const c
     return failed;
 }
 
-/* Adds the upsert of key (UTF-8) with the document of values to group. */
+/* add_upsert's answer for a document above max_doc_bytes: taken back out of group. */
+#define OVERSIZE 2
+
+/* Adds the upsert of key (UTF-8) with the document of values to group: 0, OVERSIZE
+ * (the document is longer than max_doc_bytes, 0 = no limit: group is as it was and
+ * *doc_size says how long it was), or -1 with an exception set. */
 static int
 add_upsert(DocumentWriter *writer, Group *group, const char *key, Py_ssize_t key_len,
-           PyObject *values, PyObject *version)
+           PyObject *values, PyObject *version, Py_ssize_t max_doc_bytes, Py_ssize_t *doc_size)
 {
     Buffer *body = &group->body;
     Py_ssize_t header_at, doc_at, doc_len, digits, end;
+    Py_ssize_t start = body->len, last_key_at = group->key_at, last_key_len = group->key_len;
+    Py_ssize_t last_doc_at = group->doc_at, last_doc_len = group->doc_len;
     int done;
     if (buffer_reserve(body, 2 + bulk_header_size(key_len + 2) + 2 + key_len + 8) < 0) {
         return -1;
@@ -857,6 +866,16 @@ add_upsert(DocumentWriter *writer, Group *group, const char *key, Py_ssize_t key
         Py_DECREF(doc);
     }
     doc_len = body->len - doc_at;
+    if (max_doc_bytes > 0 && doc_len > max_doc_bytes) {
+        /* too big for OpenSearch (MAX_DOCUMENT_BYTES): the caller dead-letters it */
+        *doc_size = doc_len;
+        body->len = start;
+        group->key_at = last_key_at;
+        group->key_len = last_key_len;
+        group->doc_at = last_doc_at;
+        group->doc_len = last_doc_len;
+        return OVERSIZE;
+    }
     digits = digit_count(doc_len);
     if (digits != 3) {
         if (digits > 3 && buffer_reserve(body, digits - 3) < 0) {
@@ -876,12 +895,36 @@ add_upsert(DocumentWriter *writer, Group *group, const char *key, Py_ssize_t key
     return 0;
 }
 
+/* Appends (key, size) to list: 0, or -1 with an exception set. */
+static int
+report_oversize(PyObject *list, PyObject *key, Py_ssize_t size)
+{
+    PyObject *item = Py_BuildValue("(On)", key, size);
+    int failed;
+    if (item == NULL) {
+        return -1;
+    }
+    failed = PyList_Append(list, item);
+    Py_DECREF(item);
+    return failed;
+}
+
+/* Limits of one pack_upserts call (0 = none), and where oversized documents go. */
+typedef struct {
+    Py_ssize_t cap;             /* changes per entry */
+    Py_ssize_t max_entry_bytes; /* an entry closes once its body reaches this */
+    Py_ssize_t max_doc_bytes;   /* longer documents are not packed but reported */
+    PyObject *oversize;         /* list of (key, size) for those, or NULL */
+} Limits;
+
 /* The upserts of rows (key -> values) at version, packed into entries of at most
- * cap changes per partition, appended to out. */
+ * limits->cap changes per partition (and closed once they reach
+ * limits->max_entry_bytes), appended to out. */
 static int
 pack_rows(DocumentWriter *writer, PyObject *rows, PyObject *version, Py_ssize_t partitions,
-          Py_ssize_t cap, PyObject *out)
+          const Limits *limits, PyObject *out)
 {
+    Py_ssize_t cap = limits->cap;
     PyObject *key, *values;
     Py_ssize_t position = 0, p, ts_len = writer->version_len;
     char ts[24]; /* the version's digits: a fallback may make the writer cache another */
@@ -909,11 +952,23 @@ pack_rows(DocumentWriter *writer, PyObject *rows, PyObject *version, Py_ssize_t 
             failed = 1;
         }
         else {
+            Py_ssize_t doc_size = 0;
+            Group *group;
+            int added;
             p = (Py_ssize_t)((uint64_t)crc32_of(key_text, key_len) % (uint64_t)partitions);
-            failed = add_upsert(writer, &writer->groups[p], key_text, key_len, values,
-                                version) < 0 ||
-                     (writer->groups[p].count == cap &&
-                      close_group(writer, out, p, ts, ts_len) < 0);
+            group = &writer->groups[p];
+            added = add_upsert(writer, group, key_text, key_len, values, version,
+                               limits->max_doc_bytes, &doc_size);
+            if (added == OVERSIZE) {
+                failed = limits->oversize != NULL &&
+                         report_oversize(limits->oversize, key, doc_size) < 0;
+            }
+            else {
+                failed = added < 0 ||
+                         ((group->count == cap || (limits->max_entry_bytes > 0 &&
+                                                   group->body.len >= limits->max_entry_bytes)) &&
+                          close_group(writer, out, p, ts, ts_len) < 0);
+            }
         }
         Py_DECREF(key);
         Py_DECREF(values);
@@ -932,20 +987,27 @@ static PyObject *
 pack_upserts(PyObject *module, PyObject *args)
 {
     DocumentWriter *writer;
-    PyObject *rows, *version, *out;
-    Py_ssize_t partitions, cap;
+    PyObject *rows, *version, *out, *oversize = Py_None;
+    Py_ssize_t partitions;
+    Limits limits = {0, 0, 0, NULL};
     int done;
-    if (!PyArg_ParseTuple(args, "O!O!Onn:pack_upserts", &DocumentWriterType, &writer,
-                          &PyDict_Type, &rows, &version, &partitions, &cap)) {
+    if (!PyArg_ParseTuple(args, "O!O!Onn|nnO:pack_upserts", &DocumentWriterType, &writer,
+                          &PyDict_Type, &rows, &version, &partitions, &limits.cap,
+                          &limits.max_entry_bytes, &limits.max_doc_bytes, &oversize)) {
         return NULL;
     }
     if (!writer_ready(writer)) {
         return NULL;
     }
-    if (partitions < 1 || cap < 1) {
+    if (partitions < 1 || limits.cap < 1) {
         PyErr_SetString(PyExc_ValueError, "partitions and cap must be at least 1");
         return NULL;
     }
+    if (oversize != Py_None && !PyList_Check(oversize)) {
+        PyErr_SetString(PyExc_TypeError, "oversize must be a list or None");
+        return NULL;
+    }
+    limits.oversize = oversize == Py_None ? NULL : oversize;
     if (writer->packing) {
         PyErr_SetString(PyExc_RuntimeError, "pack_upserts is already running on this writer");
         return NULL;
@@ -964,7 +1026,7 @@ pack_upserts(PyObject *module, PyObject *args)
     Py_INCREF(rows);    /* a fallback runs Python code */
     Py_INCREF(writer);
     writer->packing = 1;
-    done = pack_rows(writer, rows, version, partitions, cap, out);
+    done = pack_rows(writer, rows, version, partitions, &limits, out);
     writer->packing = 0;
     Py_DECREF(writer);
     Py_DECREF(rows);
@@ -1488,8 +1550,8 @@ hold_snapshot_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 static PyMethodDef methods[] = {
     {"pack_upserts", pack_upserts, METH_VARARGS,
-     "pack_upserts(writer, rows, version, partitions, cap) -> [(partition, count, body)] "
-     "or None"},
+     "pack_upserts(writer, rows, version, partitions, cap, max_entry_bytes=0, "
+     "max_doc_bytes=0, oversize=None) -> [(partition, count, body)] or None"},
     {"hold_snapshot_rows", (PyCFunction)(void (*)(void))hold_snapshot_rows, METH_FASTCALL,
      "hold_snapshot_rows(rows, start, raw, key_index, first_value, snap, seen, room) -> int "
      "(seen: a set or a KeySet)"},

@@ -17,6 +17,9 @@ def pack_upserts(
     version: int,
     partitions: int,
     cap: int,
+    max_entry_bytes: int = 0,
+    max_doc_bytes: int = 0,
+    oversize: list[tuple[str, int]] | None = None,
     /,
 ) -> list[tuple[int, int, bytes]] | None: ...
 def hold_snapshot_rows(

@@ -105,7 +105,8 @@ _DELETE_OP: Final = _bulk(DELETE)
 
 
 class _Grouper:
-    """The open entries of one timestamp, one per partition, closed at ``cap`` changes.
+    """The open entries of one timestamp, one per partition, closed at ``cap`` changes
+    or once their keys and documents reach ``max_bytes`` (0: no byte cap).
 
     An open entry is a list of pieces: a placeholder for the head (known only when
     the entry closes: it holds the count), then four pieces per change — key
@@ -114,22 +115,33 @@ class _Grouper:
     entry is full when its list is ``full`` long.
     """
 
-    __slots__ = ("_deletes", "_ts", "full", "open", "out")
+    __slots__ = ("_deletes", "_ts", "bytes", "full", "max_bytes", "open", "out")
 
-    def __init__(self, ts: int, partitions: int, cap: int, out: list[Entry]) -> None:
+    def __init__(
+        self, ts: int, partitions: int, cap: int, out: list[Entry], max_bytes: int = 0
+    ) -> None:
         self._ts = str(ts).encode()
         self.full = 1 + 4 * cap
+        self.max_bytes = max_bytes
         self.open: list[list[bytes]] = [[b""] for _ in range(partitions)]
+        self.bytes = [0] * partitions
         self._deletes = [0] * partitions
         self.out = out
 
     def add(self, partition: int, key: bytes, doc: bytes | None) -> None:
         pieces = self.open[partition]
         if doc is None:
-            pieces += (_DELETE_KEY[len(key)], key, _EMPTY_VALUE, b"")
+            head, value_head, value = _DELETE_KEY[len(key)], _EMPTY_VALUE, b""
             self._deletes[partition] += 1
         else:
-            pieces += (_UPSERT_KEY[len(key)], key, _VALUE[len(doc)], doc)
+            head, value_head, value = _UPSERT_KEY[len(key)], _VALUE[len(doc)], doc
+        pieces += (head, key, value_head, value)
+        if self.max_bytes:
+            # the entry's body as the C writer counts it (pack_upserts): the same pieces
+            self.bytes[partition] += len(head) + len(key) + len(value_head) + len(value)
+            if self.bytes[partition] >= self.max_bytes:
+                self.close(partition)
+                return
         if len(pieces) == self.full:
             self.close(partition)
 
@@ -141,6 +153,7 @@ class _Grouper:
         upserts = count - self._deletes[partition]
         self.open[partition] = [b""]
         self._deletes[partition] = 0
+        self.bytes[partition] = 0
         ts_value = _bulk(self._ts)
         if count == 1:  # a plain u/d entry: ts, op, key[, doc]
             key, doc = pieces[2], pieces[4]
@@ -166,12 +179,15 @@ def build_entries(
     changes: Iterable[tuple[int, bytes, bytes | None]],
     partitions: int,
     max_changes: int = DEFAULT_MAX_CHANGES,
+    max_bytes: int = 0,
 ) -> list[Entry]:
     """Entries for ``(ts, key, doc-or-None)`` changes given in timestamp order.
 
-    Within a partition, entries keep the changes' timestamp order; keys must be
-    distinct within one timestamp (consolidation guarantees it). Raises
-    ValueError if they are not, or if ``max_changes`` < 1.
+    An entry holds at most ``max_changes`` changes and is closed once its keys and
+    documents reach ``max_bytes`` (MAX_ENTRY_BYTES; 0: no byte cap), so it holds at
+    most that plus one document. Within a partition, entries keep the changes'
+    timestamp order; keys must be distinct within one timestamp (consolidation
+    guarantees it). Raises ValueError if they are not, or if ``max_changes`` < 1.
     """
     if max_changes < 1:
         raise ValueError("max_changes must be at least 1")
@@ -183,7 +199,7 @@ def build_entries(
         if ts != current_ts or grouper is None:
             if grouper is not None:
                 grouper.close_all()
-            grouper = _Grouper(ts, partitions, max_changes, out)
+            grouper = _Grouper(ts, partitions, max_changes, out, max_bytes)
             current_ts = ts
             seen.clear()
         if key in seen:
@@ -201,12 +217,18 @@ def snapshot_entries(
     encode: Callable[[V, int], bytes],
     partitions: int,
     max_changes: int = DEFAULT_MAX_CHANGES,
+    *,
+    max_bytes: int = 0,
+    max_doc_bytes: int = 0,
+    oversize: list[tuple[str, int]] | None = None,
 ) -> list[Entry]:
     """Upsert entries for ``rows`` (key → values, all at ``ts``), documents by ``encode``.
 
     The snapshot's hot path: :func:`build_entries` of ``(ts, key, encode(values,
     ts))`` without building those tuples — keys of a mapping are distinct already.
-    Raises ValueError if ``max_changes`` < 1.
+    A document longer than ``max_doc_bytes`` (MAX_DOCUMENT_BYTES; 0: no limit) is
+    left out and its ``(key, size)`` appended to ``oversize``. Raises ValueError if
+    ``max_changes`` < 1.
     """
     if max_changes < 1:
         raise ValueError("max_changes must be at least 1")
@@ -216,13 +238,26 @@ def snapshot_entries(
     speedups = native.speedups
     if speedups is not None and isinstance(encode, speedups.DocumentWriter) and type(rows) is dict:
         snapshot = cast(dict[str, tuple[object, ...]], rows)  # V: what encode takes
-        packed = speedups.pack_upserts(encode, snapshot, ts, partitions, max_changes)
+        packed = speedups.pack_upserts(
+            encode, snapshot, ts, partitions, max_changes, max_bytes, max_doc_bytes, oversize
+        )
         if packed is not None:  # None: a ts the C path does not write (not an int)
             return [
                 Entry(p, BATCH, n, n, body, 6 + 2 * n) if n > 1 else Entry(p, UPSERT, 1, 1, body, 8)
                 for p, n, body in packed
             ]
-    grouper = _Grouper(ts, partitions, max_changes, out)
+    grouper = _Grouper(ts, partitions, max_changes, out, max_bytes)
+    if max_bytes or max_doc_bytes:  # the loop below, with the limits: not the hot path
+        for key, values in rows.items():
+            doc = encode(values, ts)
+            if max_doc_bytes and len(doc) > max_doc_bytes:
+                if oversize is not None:
+                    oversize.append((key, len(doc)))
+                continue
+            encoded = key.encode()
+            grouper.add(crc32(encoded) % partitions, encoded, doc)
+        grouper.close_all()
+        return out
     # _Grouper.add inlined, for upserts only: this loop runs once per snapshot row.
     opened = grouper.open
     full = grouper.full

@@ -476,14 +476,26 @@ class Poller:
                     doc=b"[" + b",".join(docs) + b"]",
                 )
             )
-        changes: list[tuple[int, bytes, bytes | None]] = [
-            (ts, key.encode(), scan.docs[key]) for key in plan.upserts
-        ]
+        limit = self._settings.max_document_bytes
+        changes: list[tuple[int, bytes, bytes | None]] = []
+        for key in plan.upserts:
+            doc = scan.docs[key]
+            if len(doc) > limit:  # OpenSearch would refuse it: dead-lettered, not written
+                reason = f"document is {len(doc)} bytes, more than MAX_DOCUMENT_BYTES={limit}"
+                log.error("Document of key %s at ts=%d: %s", key, ts, reason)
+                letters.append(
+                    DeadLetter(ts=ts, op=b"u", key=key.encode(), reason=reason, source="producer")
+                )
+                continue
+            changes.append((ts, key.encode(), doc))
         changes.extend((ts, key.encode(), None) for key in plan.deletes)
         for chunk in _chunks(changes, _WRITE_CHANGES):
-            await self._writer.write(
-                build_entries(chunk, self._settings.stream_partitions), letters, high_water=ts
+            entries = build_entries(
+                chunk,
+                self._settings.stream_partitions,
+                max_bytes=self._settings.max_entry_bytes,
             )
+            await self._writer.write(entries, letters, high_water=ts)
             letters = []
         if letters:
             await self._writer.write([], letters)

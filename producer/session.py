@@ -313,21 +313,55 @@ class SubscribeSession:
                 len(violation.rows),
             )
         encode = encoder.encode
-        partitions = self._settings.stream_partitions
+        settings = self._settings
+        partitions = settings.stream_partitions
+        max_doc = settings.max_document_bytes
         entries: list[Entry] = []
+        oversize: list[tuple[int, str, int]] = []
         if out.snapshot_ts is not None:  # before the changes: they are not below the AS OF
-            entries = snapshot_entries(out.snapshot_ts, out.snapshot, encode, partitions)
-        changes = [
-            (ts, key.encode(), None if values is None else encode(values, ts))
-            for ts, key, values in out.changes
-        ]
-        entries += build_entries(changes, partitions)
+            too_big: list[tuple[str, int]] = []
+            entries = snapshot_entries(
+                out.snapshot_ts, out.snapshot, encode, partitions,
+                max_bytes=settings.max_entry_bytes, max_doc_bytes=max_doc, oversize=too_big,
+            )  # fmt: skip
+            oversize += [(out.snapshot_ts, key, size) for key, size in too_big]
+        changes: list[tuple[int, bytes, bytes | None]] = []
+        for ts, key, values in out.changes:
+            doc = None if values is None else encode(values, ts)
+            if doc is not None and len(doc) > max_doc:
+                oversize.append((ts, key, len(doc)))
+                continue
+            changes.append((ts, key.encode(), doc))
+        entries += build_entries(changes, partitions, max_bytes=settings.max_entry_bytes)
         letters = dead_letters_for(out, rejected, encoder) if out.violations or rejected else []
+        letters += [self._oversize_letter(ts, key, size) for ts, key, size in oversize]
         high_water = max(
             (ts for ts in (out.snapshot_ts, changes[-1][0] if changes else None) if ts is not None),
             default=None,
         )
-        return _Batch(entries, letters, len(out.snapshot) + len(changes), high_water)
+        written = len(out.snapshot) + len(out.changes) - len(oversize)
+        return _Batch(entries, letters, written, high_water)
+
+    def _oversize_letter(self, ts: int, key: str, size: int) -> DeadLetter:
+        """A document OpenSearch would refuse (above MAX_DOCUMENT_BYTES): dead-lettered with
+        its key and size but without the document, which would weigh as much in Redis;
+        it is the view's row, to be re-read once the limit or the row changes."""
+        limit = self._settings.max_document_bytes
+        log.error(
+            "Document of key %s at ts=%d is %d bytes, more than MAX_DOCUMENT_BYTES=%d; "
+            "sent to the dead-letter stream",
+            key,
+            ts,
+            size,
+            limit,
+        )
+        return DeadLetter(
+            ts=ts,
+            op=b"u",
+            key=key.encode(),
+            reason=f"document is {size} bytes, more than MAX_DOCUMENT_BYTES={limit}",
+            source="producer",
+        )
 
     async def _apply(
         self,

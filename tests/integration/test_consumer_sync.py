@@ -292,3 +292,28 @@ async def test_large_entries_are_sent_in_bulks_of_at_most_max_batch_size(
     docs = await stack.documents()
     assert len(docs) == 300
     assert {doc["_version"] for doc in docs.values()} == {t + 4}
+
+
+async def test_bulks_are_capped_in_bytes_as_well(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ~2 KB documents, 200 to a bulk by count: ~400 KB; MAX_BULK_BYTES=64 KiB caps them
+    from consumer.bulk import encode_body
+    from consumer.sender import BulkSender
+
+    sizes: list[tuple[int, int]] = []
+    real_send = BulkSender.send
+
+    async def measuring_send(self: BulkSender, changes: Any) -> Any:
+        sizes.append((len(changes), len(encode_body(changes))))
+        return await real_send(self, changes)
+
+    monkeypatch.setattr(BulkSender, "send", measuring_send)
+    t = now_ms()
+    padding = "x" * 2000
+    await stack.write(t, [(f"order:FM-{n}", order(n, store_address=padding)) for n in range(300)])
+    await stack.progress(t + 1)
+    async with running_worker(stack.settings(MAX_BATCH_SIZE=200, MAX_BULK_BYTES=65536)):
+        await wait_for(lambda: settled(stack), 30, "all entries acknowledged")
+    assert sizes and max(size for _, size in sizes) <= 65536, sizes
+    assert len(await stack.documents()) == 300

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from common.entries import VERSION_FIELD
 from producer import native
-from producer.batches import snapshot_entries
+from producer.batches import Entry, snapshot_entries
 from producer.consolidate import Consolidator
 from producer.documents import ColumnKind, DocumentEncoder
 from producer.rows import Rejected
@@ -137,6 +137,37 @@ def test_snapshot_entries_are_the_python_paths_entries(data: st.DataObject) -> N
         assert outcome(snapshot_entries, ts, rows, encoder.encode, partitions, cap) == outcome(
             snapshot_entries, ts, rows, encoder.python_encode, partitions, cap
         )
+
+
+@given(st.data())
+@settings(max_examples=200)
+def test_byte_caps_and_oversized_documents_pack_the_same(data: st.DataObject) -> None:
+    encoder = DocumentEncoder(["t"], ["plain"])
+    sizes = st.integers(0, 3000)
+    rows: dict[str, Any] = {
+        f"k{n}": ("x" * size,) for n, size in enumerate(data.draw(st.lists(sizes, max_size=40)))
+    }
+    partitions = data.draw(st.integers(1, 4))
+    cap = data.draw(st.sampled_from([1, 3, 256]))
+    max_bytes = data.draw(st.sampled_from([0, 1, 500, 4000, 20_000]))
+    max_doc = data.draw(st.sampled_from([0, 100, 1500]))
+
+    def packed(encode: Any) -> tuple[list[Entry], list[tuple[str, int]]]:
+        oversize: list[tuple[str, int]] = []
+        entries = snapshot_entries(
+            5, rows, encode, partitions, cap,
+            max_bytes=max_bytes, max_doc_bytes=max_doc, oversize=oversize,
+        )  # fmt: skip
+        return entries, oversize
+
+    c_entries, c_oversize = packed(encoder.encode)
+    assert (c_entries, c_oversize) == packed(encoder.python_encode)
+    assert sorted(key for key, _ in c_oversize) == sorted(
+        key for key, values in rows.items() if max_doc and len(values[0]) + 25 > max_doc
+    )
+    for entry in c_entries:  # closed once it reaches the cap: at most one document over
+        if max_bytes and entry.changes > 1:
+            assert len(entry.body) - len(max(entry.fields.values(), key=len)) < max_bytes + 200
 
 
 def test_documents_of_every_length_pack_the_same() -> None:
