@@ -20,7 +20,7 @@ import pytest
 from common.entries import decode_dead_letter
 from tests.e2e.test_pipeline import Pipeline
 from tests.support.mzemu import seed_orders
-from tests.support.producer import Stack, wait_for
+from tests.support.producer import Entries, Stack, wait_for, xrange_all
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -97,9 +97,8 @@ def test_5_mb_is_indexed_and_120_mb_is_dead_lettered_by_the_producer(pipeline: P
     assert max(len(fields.get(b"doc", b"")) for _, fields in _entries(pipeline)) < 6 * MB
 
 
-def _entries(pipeline: Pipeline) -> list[Any]:
+def _entries(pipeline: Pipeline) -> Entries:
     client = pipeline.stack.sync_redis()
-    out: list[Any] = []
-    for stream in pipeline.stack.keys.streams():
-        out += client.xrange(stream)  # type: ignore[operator]
-    return out
+    return [
+        entry for stream in pipeline.stack.keys.streams() for entry in xrange_all(client, stream)
+    ]
