@@ -151,6 +151,8 @@ class _Producer:
                 self.session = None
                 try:
                     await _until_stopped(self._attempt(halt), halt, self._winds_down)
+                    if isinstance(self.session, SubscribeSession) and self.session.ended_paused:
+                        await self._until_resumed(halt)
                 except AsOfRefused as error:
                     self.refused = True
                     _log_refused(self.settings.view_name, error)
@@ -202,6 +204,16 @@ class _Producer:
         )  # fmt: skip
         self.session = session
         await session.run(plan)
+
+    async def _until_resumed(self, halt: asyncio.Event) -> None:
+        """After a session ended itself during backpressure: until it is released."""
+        resumed = asyncio.create_task(self.monitor.wait_until_resumed())
+        halted = asyncio.create_task(halt.wait())
+        try:
+            await asyncio.wait({resumed, halted}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            resumed.cancel()
+            halted.cancel()
 
     def _winds_down(self) -> bool:
         return self.session is not None and self.session.watching_stop

@@ -1,5 +1,13 @@
 """One SUBSCRIBE session: connect, declare, then FETCH → consolidate → write → checkpoint.
 
+While backpressure is active the session sends nothing, and its transaction sits
+idle; Materialize ends a transaction idle for ``idle_in_transaction_session_timeout``
+(2 min by default) with an error. A pause longer than half of that ends the
+session cleanly instead (the write in hand finished and checkpointed, the cursor
+closed, so Materialize holds nothing for it either) and :attr:`ended_paused`
+tells the service to start the next session from the checkpoint once the buffer
+has drained.
+
 A session ends when the stop event is set (returns) or on the first failure
 (raises; the service backs off and starts a new session from the checkpoint).
 The next FETCH is sent as soon as a batch arrives, and a batch is written to
@@ -16,8 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import msgspec
 import psycopg
@@ -35,7 +44,14 @@ from producer.rows import FIRST_VALUE, Rejected
 from producer.subscribe import Subscription, connect
 from producer.writer import StreamWriter
 
-__all__ = ["SubscribeSession", "dead_letters_for"]
+__all__ = [
+    "PAUSE_FRACTION",
+    "SubscribeSession",
+    "dead_letters_for",
+    "idle_timeout_seconds",
+    "interval_seconds",
+    "pause_limit",
+]
 
 log = logging.getLogger("producer.session")
 
@@ -119,6 +135,73 @@ async def _wind_down(
             await writing
 
 
+# A pause may last this fraction of Materialize's idle_in_transaction_session_timeout
+# before the session ends itself: a FETCH in flight or a slow write can add seconds.
+PAUSE_FRACTION: Final = 0.5
+_INTERVAL_UNITS: Final = {
+    "": 0.001,  # a bare number: the setting's unit, milliseconds
+    "ms": 0.001,
+    "s": 1.0,
+    "sec": 1.0,
+    "second": 1.0,
+    "seconds": 1.0,
+    "min": 60.0,
+    "minute": 60.0,
+    "minutes": 60.0,
+    "h": 3600.0,
+    "hour": 3600.0,
+    "hours": 3600.0,
+}
+_INTERVAL: Final = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*")
+
+
+def interval_seconds(text: str) -> float | None:
+    """Seconds of a SHOW value like ``2min``, ``2 min``, ``120s``, ``120000 ms``,
+    ``120000`` (ms) or ``00:02:00``; None when it cannot be read."""
+    value = text.strip().lower()
+    if ":" in value:
+        try:
+            hours, minutes, seconds = (float(part) for part in value.split(":"))
+        except ValueError:
+            return None
+        return hours * 3600 + minutes * 60 + seconds
+    total, position = 0.0, 0
+    for match in _INTERVAL.finditer(value):
+        unit = match.group(2)
+        if match.start() != position or unit not in _INTERVAL_UNITS:
+            return None
+        total += float(match.group(1)) * _INTERVAL_UNITS[unit]
+        position = match.end()
+    return total if position == len(value) and value else None
+
+
+def pause_limit(idle_timeout: float | None) -> float | None:
+    """How long a pause may last before the session ends itself (None: for ever)."""
+    if not idle_timeout:
+        return None
+    return idle_timeout * PAUSE_FRACTION
+
+
+async def idle_timeout_seconds(conn: psycopg.AsyncConnection[Any]) -> float | None:
+    """The session's idle_in_transaction_session_timeout in seconds (0: none); the
+    default of Materialize (2 min) when it cannot be read. Raises psycopg errors of
+    a broken connection."""
+    try:
+        cursor = await conn.execute("SHOW idle_in_transaction_session_timeout")
+        row = await cursor.fetchone()
+    except psycopg.errors.Error as error:
+        if isinstance(error, psycopg.OperationalError):
+            raise
+        log.debug("SHOW idle_in_transaction_session_timeout failed: %s", error)
+        return DEFAULT_IDLE_TIMEOUT_SECONDS
+    seconds = interval_seconds(str(row[0])) if row else None
+    return DEFAULT_IDLE_TIMEOUT_SECONDS if seconds is None else seconds
+
+
+# Materialize's default idle_in_transaction_session_timeout
+DEFAULT_IDLE_TIMEOUT_SECONDS: Final = 120.0
+
+
 class _SnapshotDone(NamedTuple):
     as_of: int
     rows: int
@@ -159,6 +242,10 @@ class SubscribeSession:
         # and winds down (finish the write in hand, checkpoint); before, it holds
         # nothing and may simply be cancelled.
         self.watching_stop = False
+        # ended because backpressure lasted longer than PAUSE_FRACTION of Materialize's
+        # idle-in-transaction timeout (see the module docstring)
+        self.ended_paused = False
+        self._pause_limit: float | None = None
 
     async def run(self, plan: StartPlan) -> None:
         """Stream until ``stop`` is set. Raises :class:`AsOfRefused` if Materialize
@@ -166,6 +253,7 @@ class SubscribeSession:
         """
         conn = await connect(self._settings)
         log.info("Connected to Materialize for SUBSCRIBE")
+        self._pause_limit = pause_limit(await idle_timeout_seconds(conn))
         fetch: asyncio.Task[list[tuple[Any, ...]]] | None = None
         subscription = Subscription(
             conn,
@@ -285,16 +373,31 @@ class SubscribeSession:
             await _wind_down(subscription, fetch, writing, failed=failed)
 
     async def _resumed_or_stopped(self, stop_wait: asyncio.Task[Any]) -> bool:
-        """Wait out backpressure; False if stop was requested meanwhile."""
+        """Wait out backpressure; False if stop was requested meanwhile, or if the pause
+        outlasted the safe part of the idle timeout (then :attr:`ended_paused`)."""
         if self._stop.is_set():
             return False
         if not self._monitor.active:
             return True
         resumed = asyncio.create_task(self._monitor.wait_until_resumed())
         try:
-            await asyncio.wait({resumed, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {resumed, stop_wait},
+                timeout=self._pause_limit,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         finally:
             resumed.cancel()
+        if not done:
+            self.ended_paused = True
+            log.info(
+                "Backpressure has lasted %.0fs: ending the SUBSCRIBE for %s before Materialize "
+                "ends its idle transaction; it resumes from the checkpoint once the buffer "
+                "drains",
+                self._pause_limit,
+                self._view,
+            )
+            return False
         return not self._stop.is_set()
 
     def _prepare(

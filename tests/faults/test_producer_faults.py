@@ -310,3 +310,38 @@ def test_subscription_killed_while_paused_resumes_from_the_checkpoint() -> None:
         assert producer.terminate(timeout=5) == 0
     finally:
         stack.close()
+
+
+def test_a_long_pause_ends_the_subscription_cleanly_and_resumes_from_the_checkpoint() -> None:
+    # Materialize ends a transaction idle for idle_in_transaction_session_timeout; a
+    # paused producer sends nothing. Here the timeout is 3 s and the consumers are gone
+    # for 12 s: the producer must end its cursor itself (no error, nothing for
+    # Materialize to keep) and resume exactly from its checkpoint afterwards (the
+    # emulator keeps 10 min of history, as RETAIN HISTORY would).
+    stack = Stack(orders=60, emulator_env={"MZEMU_IDLE_IN_TRANSACTION_SESSION_TIMEOUT_MS": "3000"})
+    try:
+        producer = stack.producer(BACKPRESSURE_THRESHOLD="20", BACKPRESSURE_RESUME="10")
+        producer.wait_log("Backpressure activated: pausing SUBSCRIBE stream")
+        set_status(stack, "order:FM-1009", "picking")  # while paused
+        time.sleep(12)  # four times the timeout, without a consumer
+        producer.wait_log("ending the SUBSCRIBE for")
+        ack_everything(stack)
+        producer.wait_log("Backpressure released: resuming SUBSCRIBE stream")
+        producer.wait_log("for the per-key state", count=1)  # the resume, AS OF checkpoint
+
+        def picked() -> bool:
+            return any(
+                c.key == b"order:FM-1009"
+                and c.doc is not None
+                and json.loads(c.doc)["order_status"] == "picking"
+                for c in stream_changes(stack.sync_redis(), stack.keys)[0]
+            )
+
+        wait_for(picked, 20, "the change made while paused")
+        log = producer.log()
+        assert "SUBSCRIBE failed" not in log, log
+        assert "idle" not in log.lower().replace("idle transaction", ""), log
+        assert "refused to resume" not in log  # no snapshot + reconcile was needed
+        assert producer.terminate(timeout=5) == 0
+    finally:
+        stack.close()
