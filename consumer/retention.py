@@ -80,5 +80,6 @@ async def trim_dlq(redis: Redis, dlq: str, retention_seconds: int) -> int:
     """
     seconds, micros = await redis.time()
     now_ms = int(seconds) * 1000 + int(micros) // 1000
-    removed: Any = await redis.xtrim(dlq, minid=f"{now_ms - retention_seconds * 1000}-0")
+    floor = f"{now_ms - retention_seconds * 1000}-0"
+    removed: Any = await redis.xtrim(dlq, minid=floor, approximate=False)
     return int(removed)

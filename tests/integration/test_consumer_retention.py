@@ -13,7 +13,7 @@ import pytest
 
 from common.entries import encode_changes
 from consumer.retention import trim
-from tests.support.consumer import GROUP, Stack, cleanup, make_stack
+from tests.support.consumer import GROUP, Stack, cleanup, make_stack, running_worker, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -78,3 +78,21 @@ async def test_young_acknowledged_entries_are_kept(stack: Stack) -> None:
     await stack.redis.xack(stream, GROUP, *young_ids)
     assert await trim(stack.redis, stream, GROUP, retention_seconds=3600) == 0
     assert await stack.redis.xlen(stream) == 1000
+
+
+async def test_the_dlq_keeps_letters_for_dlq_retention_seconds_only(stack: Stack) -> None:
+    """Letters hold whole documents (names, emails, addresses): they are trimmed by age,
+    read or not, by any running consumer."""
+    now = int(time.time() * 1000)
+    old = [f"{now - 8 * 86_400_000 + n}-0" for n in range(3)]  # eight days ago
+    for entry_id in old:
+        await stack.redis.xadd(stack.keys.dlq, {"ts": "1", "op": "u", "key": "k"}, id=entry_id)
+    await stack.redis.xadd(stack.keys.dlq, {"ts": "2", "op": "u", "key": "recent"})
+    async with running_worker(stack.settings()):  # DLQ_RETENTION_SECONDS: 7 days
+        await wait_for(lambda: _dlq_length_is(stack, 1), 20, "old letters trimmed")
+    rows: Any = await stack.redis.xrange(stack.keys.dlq)
+    assert [fields[b"key"] for _, fields in rows] == [b"recent"]
+
+
+async def _dlq_length_is(stack: Stack, length: int) -> bool:
+    return int(await stack.redis.xlen(stack.keys.dlq)) == length
