@@ -317,3 +317,26 @@ async def test_bulks_are_capped_in_bytes_as_well(
         await wait_for(lambda: settled(stack), 30, "all entries acknowledged")
     assert sizes and max(size for _, size in sizes) <= 65536, sizes
     assert len(await stack.documents()) == 300
+
+
+@pytest.mark.parametrize("producer_mark", [True, False])
+async def test_a_progress_entry_with_an_absurd_ts_never_reaches_the_frontier(
+    stack: Stack, producer_mark: bool
+) -> None:
+    t = now_ms()
+    if producer_mark:  # what the producer announces before it writes (producer.writer)
+        await stack.redis.zadd(stack.keys.high_water, {"ts": t + 2})
+    await stack.write(t, [("order:FM-1", order(1))])
+    await stack.progress(t + 1)
+    garbage = 99_999_999_999_999  # someone XADDs by hand
+    await stack.raw_entry(
+        _partition(stack, "order:FM-1"), {b"ts": str(garbage).encode(), b"op": b"p"}
+    )
+    async with running_worker(stack.settings()):
+        await wait_for(lambda: settled(stack), 30, "entries acknowledged")
+    applied = await stack.applied()
+    assert applied and max(applied.values()) <= t + 2, applied
+    (fields,) = await stack.dead_letters()
+    letter = decode_dead_letter(fields)
+    assert letter.op == b"p" and letter.ts == garbage
+    assert "not written by the producer" in letter.reason
