@@ -98,7 +98,9 @@ def build(
         applied = _int(raw.applied.get(Keys.partition_name(n).encode()))
         written = int(raw.counts.get(Keys.written_field(n).encode(), 0))
         acked = int(raw.counts.get(Keys.acked_field(n).encode(), 0))
-        outstanding = (int(lag) if lag is not None else raw.lengths[n]) + pending
+        redis_lag = int(lag) if lag is not None else None
+        # no group yet: every entry is undelivered, a true lower bound (unlike a lag)
+        unacked = pending if info is not None else raw.lengths[n]
         owner = raw.owners[n]
         blocked, blocked_for = _blocked(raw.blocked[n] if raw.blocked else None, now_ms)
         partitions.append(
@@ -110,7 +112,7 @@ def build(
                 owner=owner.decode() if owner else None,
                 applied_ts=applied,
                 freshness_seconds=(now_ms - applied) / 1000 if applied is not None else None,
-                buffer=partition_buffer(written, acked, outstanding),
+                buffer=partition_buffer(written, acked, unacked, redis_lag),
                 blocked=blocked,
                 blocked_seconds=blocked_for,
             )

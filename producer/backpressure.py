@@ -78,21 +78,17 @@ async def read_buffer(redis: Redis, keys: Keys, group: str) -> int:
             continue
         if isinstance(reply, Exception):
             raise reply
-        outstanding = None
-        for group_info in reply:
-            if _text(group_info.get("name")) == group:
-                lag = group_info.get("lag")
-                pending = int(group_info.get("pending") or 0)
-                # lag is nil when Redis cannot compute it (entries deleted or trimmed
-                # past the group's position): let the counters decide.
-                outstanding = pending + (int(lag) if lag is not None else 1)
-                break
-        if outstanding is None:
+        mine = next((info for info in reply if _text(info.get("name")) == group), None)
+        if mine is None:
             missing = True
             continue
+        # lag is nil when Redis cannot compute it (entries deleted or trimmed past the
+        # group's position): the counters decide
+        lag = mine.get("lag")
+        pending = int(mine.get("pending") or 0)
         written = int(counts.get(keys.written_field(partition).encode(), 0))
         acked = int(counts.get(keys.acked_field(partition).encode(), 0))
-        total += partition_buffer(written, acked, outstanding)
+        total += partition_buffer(written, acked, pending, int(lag) if lag is not None else None)
     if missing:
         await ensure_groups(redis, keys, group)
     return total

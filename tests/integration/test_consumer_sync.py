@@ -13,9 +13,10 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 import pytest
 
-from common.entries import decode_dead_letter
+from common.entries import decode_dead_letter, encode_changes
 from tests.support.consumer import Stack, cleanup, make_stack, running_worker, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -340,3 +341,22 @@ async def test_a_progress_entry_with_an_absurd_ts_never_reaches_the_frontier(
     letter = decode_dead_letter(fields)
     assert letter.op == b"p" and letter.ts == garbage
     assert "not written by the producer" in letter.reason
+
+
+async def test_a_bad_field_costs_only_its_change_not_its_entry(stack: Stack) -> None:
+    t = now_ms()
+    fields = encode_changes(
+        t, [(f"order:FM-{n}".encode(), msgspec.json.encode(order(n))) for n in range(1, 6)]
+    )
+    fields[b"u:"] = b'{"order_id": ""}'  # a change whose key the codec cannot carry
+    fields[b"n"] = b"6"
+    await stack.raw_entry(0, fields)
+    await stack.redis.hincrby(stack.keys.counts, stack.keys.written_field(0), 6)
+    async with running_worker(stack.settings()):
+        await wait_for(lambda: settled(stack), 30, "the entry acknowledged")
+    assert sorted(await stack.documents()) == [f"order:FM-{n}" for n in range(1, 6)]
+    (letter_fields,) = await stack.dead_letters()
+    letter = decode_dead_letter(letter_fields)
+    assert letter.key == b"" and letter.doc == b'{"order_id": ""}' and letter.ts == t
+    assert letter.reason.startswith("malformed change")
+    assert await stack.counts() == (6, 6)

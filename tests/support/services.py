@@ -87,6 +87,13 @@ class PrivateRedis:
         except OSError:
             return False
 
+    def kill_gracefully(self) -> None:
+        """SIGTERM: Redis saves (fsyncs its AOF) and exits, as on a planned restart."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(30)
+        self.proc = None
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
