@@ -166,6 +166,7 @@ class HttpProxy:
         self.port = 0
         self.refused = 0  # requests answered 401
         self.forwarded = 0
+        self.unanswered = 0  # requests the node did not answer (down, or closed on us)
         self._unauthorized = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
@@ -260,6 +261,7 @@ class HttpProxy:
             return not request.close
         sent = await self._send(upstream, request.raw + body)
         if sent is None:
+            self.unanswered += 1
             return False  # the node is down or dropped us: the client sees no answer either
         up_reader, response = sent
         status = int(response.start_line.split(" ")[1])
