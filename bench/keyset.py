@@ -7,7 +7,10 @@ No services. Keys are shaped like the view's, ``order:FM-0000000`` to
 
 * ``c``: ``producer._speedups.KeySet`` (one int64 fingerprint a key);
 * ``python``: :class:`producer.keyset.PyKeySet` (a set of ``hash(key)`` ints);
-* ``python_set_of_str``: the baseline, a plain ``set[str]`` holding the keys.
+* ``python_set_of_str``: the baseline, a plain ``set[str]`` holding the keys;
+* ``consolidator``: what the producer really keeps, a
+  :class:`producer.consolidate.Consolidator` after a snapshot of the keys
+  (``consolidator_state_bytes_per_key``: its whole per-key state, whatever it holds).
 
 Memory: each holder is built in its own child process (so no holder reuses memory
 another freed) from keys made 10,000 at a time, as the producer gets them from
@@ -48,9 +51,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from producer import native  # noqa: E402
+from producer.consolidate import Consolidator  # noqa: E402
 from producer.keyset import KeySetLike, PyKeySet  # noqa: E402
+from producer.rows import Layout, Rejected  # noqa: E402
 
-HOLDERS = ("c", "python", "python_set_of_str")
+# "consolidator": the producer's whole per-key state (producer.consolidate) after a
+# snapshot of the keys, which is what runs in production
+HOLDERS = ("c", "python", "python_set_of_str", "consolidator")
 CHUNK = 10_000
 
 
@@ -71,7 +78,9 @@ def c_key_set() -> KeySetLike:
     return native.speedups.KeySet()
 
 
-def build(holder: str, count: int) -> KeySetLike | set[str]:
+def build(holder: str, count: int) -> Any:
+    if holder == "consolidator":
+        return consolidator_after_snapshot(count)
     keys: KeySetLike | set[str] = (
         c_key_set() if holder == "c" else PyKeySet() if holder == "python" else set()
     )
@@ -80,8 +89,30 @@ def build(holder: str, count: int) -> KeySetLike | set[str]:
     return keys
 
 
-def nbytes_of(keys: KeySetLike | set[str]) -> int:
-    return sys.getsizeof(keys) if isinstance(keys, set) else keys.nbytes
+def consolidator_after_snapshot(count: int) -> Consolidator:
+    """The producer's per-key state after a resume's snapshot of ``count`` keys: a
+    Consolidator fed the snapshot in FETCH-sized batches of SUBSCRIBE rows (read for
+    the state only, as on every resume), then the progress row that completes it."""
+    layout = Layout.from_columns(
+        ["mz_timestamp", "mz_progressed", "mz_diff", "order_id", "order_status"],
+        "diffs",
+        "order_id",
+    )
+    consolidator = Consolidator(snapshot=True, write_snapshot=False)
+    rejected: list[Rejected] = []
+    consolidator.feed_rows(layout, [("1000", True, None, None, None)], rejected)
+    for chunk in key_chunks(count):
+        rows = [("1000", False, 1, key, "placed") for key in chunk]
+        consolidator.feed_rows(layout, rows, rejected)
+    consolidator.feed_rows(layout, [("1001", True, None, None, None)], rejected)
+    assert consolidator.snapshot_done and consolidator.live_keys == count and not rejected
+    return consolidator
+
+
+def nbytes_of(keys: Any) -> int:
+    if isinstance(keys, Consolidator):
+        return keys.state_bytes()
+    return sys.getsizeof(keys) if isinstance(keys, set) else int(keys.nbytes)
 
 
 def measure_memory(holder: str, count: int) -> dict[str, Any]:
@@ -101,7 +132,7 @@ def measure_memory(holder: str, count: int) -> dict[str, Any]:
     tracemalloc.stop()
     return {
         "holder": holder,
-        "len": len(keys),
+        "len": keys.live_keys if isinstance(keys, Consolidator) else len(keys),
         "rss_delta_bytes": rss_delta,
         "traced_bytes": traced,
         "traced_peak_bytes": peak,
@@ -218,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         "memory_ratio": round(
             memory["c"]["traced_bytes"] / memory["python_set_of_str"]["traced_bytes"], 3
         ),
+        "consolidator_state_bytes_per_key": per_key("consolidator", "traced_bytes"),
+        "consolidator_rss_bytes_per_key": per_key("consolidator", "rss_delta_bytes"),
         "times_ns": times,
         "memory": memory,
     }

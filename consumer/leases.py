@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from redis.asyncio import Redis
 
 from common.keys import Keys
+from common.owned_keys import RELEASE, RENEW
 
 __all__ = ["Leases", "hold_seconds", "tick_seconds"]
 
@@ -66,14 +67,6 @@ end
 return 0
 """
 
-# Extend only a lease we still hold.
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-
 # KEYS[1] lease, KEYS[2] attempts hash; ARGV[1] me, ARGV[2] ttl ms, ARGV[3] the runner's
 # token, ARGV[4..] entry ids. Extend a lease we still hold and mark every entry about to
 # be sent as in flight (consumer.attempts), in one step: a fenced-off runner marks nothing.
@@ -86,13 +79,6 @@ for i = 4, #ARGV do
   redis.call('HSET', KEYS[2], ARGV[i] .. '@', ARGV[3])
 end
 return 1
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
 """
 
 
@@ -111,8 +97,8 @@ class Leases:
         self.ttl_ms = max(int(hold_seconds(ttl_seconds) * 1000), 1)
         self._heartbeat = redis.register_script(_HEARTBEAT)
         self._acquire = redis.register_script(_ACQUIRE)
-        self._renew = redis.register_script(_RENEW)
-        self._release = redis.register_script(_RELEASE)
+        self._renew = redis.register_script(RENEW)
+        self._release = redis.register_script(RELEASE)
         self._fence = redis.register_script(_FENCE)
         # monotonic deadline before which each held lease is surely still ours
         self._valid_until: dict[int, float] = {}

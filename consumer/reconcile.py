@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from common.cancellation import raise_if_cancelled
 from common.entries import VERSION_FIELD
 from common.keys import Keys
+from common.owned_keys import RELEASE, RENEW
 
 __all__ = ["PENDING", "Reconciler", "due_snapshots"]
 
@@ -35,15 +36,6 @@ DONE: Final = b"done"
 LOCK_TTL_MS: Final = 30_000
 LOCK_RENEW_SECONDS: Final = 10.0
 DELETE_TIMEOUT_SECONDS: Final = 600.0
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
 
 
 def due_snapshots(
@@ -73,8 +65,8 @@ class Reconciler:
         self._keys = keys
         self._alias = alias
         self._me = me
-        self._release = redis.register_script(_RELEASE)
-        self._renew = redis.register_script(_RENEW)
+        self._release = redis.register_script(RELEASE)
+        self._renew = redis.register_script(RENEW)
 
     async def run_due(self) -> list[int]:
         """Run every due reconcile this process can lock; return the snapshot ts done.

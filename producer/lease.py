@@ -32,9 +32,11 @@ from redis.exceptions import RedisError
 from common.cancellation import raise_if_cancelled
 from common.errors import TransientError
 from common.keys import Keys
+from common.owned_keys import RELEASE, RENEW
 
 __all__ = [
     "FENCED_CHECKPOINT",
+    "MONOTONIC_CHECKPOINT",
     "ProducerFenced",
     "ProducerLease",
     "hold_seconds",
@@ -59,26 +61,9 @@ redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
 return value
 """
 
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
 
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-#: KEYS[1] lease, KEYS[2] checkpoint; ARGV[1] the lease value, ARGV[2] the frontier.
-#: -1: fenced (the lease is not ours); 1: moved; 0: not moved (not above the stored one).
-FENCED_CHECKPOINT: Final = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return -1
-end
+# Moves the checkpoint only up: KEYS[2] checkpoint; ARGV[2] the frontier.
+_RAISE_CHECKPOINT = """
 local current = redis.call('GET', KEYS[2])
 if (not current) or tonumber(current) < tonumber(ARGV[2]) then
   redis.call('SET', KEYS[2], ARGV[2])
@@ -86,6 +71,20 @@ if (not current) or tonumber(current) < tonumber(ARGV[2]) then
 end
 return 0
 """
+
+#: KEYS[1] lease, KEYS[2] checkpoint; ARGV[1] the lease value, ARGV[2] the frontier.
+#: -1: fenced (the lease is not ours); 1: moved; 0: not moved (not above the stored one).
+FENCED_CHECKPOINT: Final = (
+    """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return -1
+end
+"""
+    + _RAISE_CHECKPOINT
+)
+
+#: The same, without a producer lease (tests, tools): only up, never fenced.
+MONOTONIC_CHECKPOINT: Final = _RAISE_CHECKPOINT
 
 
 class ProducerFenced(TransientError):
@@ -119,8 +118,8 @@ class ProducerLease:
         self.hold_ms = max(int(hold_seconds(ttl_seconds) * 1000), 1)
         self.value = ""  # "<epoch>:<name>" while we hold it
         self._acquire = redis.register_script(_ACQUIRE)
-        self._renew = redis.register_script(_RENEW)
-        self._release = redis.register_script(_RELEASE)
+        self._renew = redis.register_script(RENEW)
+        self._release = redis.register_script(RELEASE)
 
     async def try_acquire(self) -> bool:
         """Take the lease if it is free (or extend it if it is ours)."""

@@ -33,7 +33,7 @@ from redis.exceptions import ResponseError
 from common.entries import DeadLetter, encode_dead_letter, encode_progress, encode_reconcile
 from common.keys import Keys
 from producer.batches import Entry
-from producer.lease import FENCED_CHECKPOINT, ProducerFenced
+from producer.lease import FENCED_CHECKPOINT, MONOTONIC_CHECKPOINT, ProducerFenced
 from producer.metrics import ProducerMetrics
 from producer.progress import ProgressPacer
 
@@ -50,16 +50,6 @@ class Packed(NamedTuple):
 
 RECONCILE_PENDING = b"pending"
 _HIGH_WATER_MEMBER = b"ts"
-
-# Without a producer lease (tests, tools): only up, never fenced.
-_MONOTONIC_CHECKPOINT = """
-local current = redis.call('GET', KEYS[2])
-if (not current) or tonumber(current) < tonumber(ARGV[2]) then
-  redis.call('SET', KEYS[2], ARGV[2])
-  return 1
-end
-return 0
-"""
 
 
 async def send_commands(redis: Redis, commands: Sequence[Command | Packed]) -> list[Any]:
@@ -132,7 +122,7 @@ class StreamWriter:
         self._metrics = metrics
         self._clock = clock
         self._lease = lease
-        self._checkpoint_script = FENCED_CHECKPOINT if lease is not None else _MONOTONIC_CHECKPOINT
+        self._checkpoint_script = FENCED_CHECKPOINT if lease is not None else MONOTONIC_CHECKPOINT
 
     def _raise_high_water(self, ts: int) -> Command:
         return (b"ZADD", self._keys.high_water.encode(), b"GT", str(ts), _HIGH_WATER_MEMBER)

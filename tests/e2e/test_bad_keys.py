@@ -20,9 +20,8 @@ from typing import Any
 import pytest
 
 from common.entries import decode_dead_letter
-from tests.e2e.test_pipeline import Pipeline
 from tests.support.mzemu import seed_orders
-from tests.support.producer import Stack
+from tests.support.pipeline import Pipeline, pipeline_of
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -31,13 +30,8 @@ LONG_KEY = "order:" + "x" * 600
 
 @pytest.fixture
 def pipeline() -> Iterator[Pipeline]:
-    stack = Stack(orders=3, partitions=2)
-    pipe = Pipeline(stack)
-    try:
+    with pipeline_of(orders=3, partitions=2) as pipe:
         yield pipe
-    finally:
-        pipe.close()
-        stack.close()
 
 
 def test_bad_keys_are_dead_lettered_alone_at_the_producer(pipeline: Pipeline) -> None:

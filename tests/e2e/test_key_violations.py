@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from common.entries import decode_dead_letter
-from tests.e2e.test_pipeline import Pipeline
-from tests.support.producer import Stack, wait_for
+from tests.support.pipeline import Pipeline, pipeline_of
+from tests.support.producer import wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -34,13 +34,8 @@ SECOND_TASK = "task:T2-FM-1001"
 
 @pytest.fixture
 def pipeline() -> Iterator[Pipeline]:
-    stack = Stack(orders=5, partitions=2)
-    pipe = Pipeline(stack)
-    try:
+    with pipeline_of(orders=5, partitions=2) as pipe:
         yield pipe
-    finally:
-        pipe.close()
-        stack.close()
 
 
 def add_task(pipeline: Pipeline, task: str, status: str) -> None:

@@ -11,112 +11,22 @@ emulator) must equal its document in OpenSearch, and no other document may exist
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
 import time
-import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from opensearchpy import OpenSearch
 
-from tests.support.consumer import ConsumerProcess, service_env
-from tests.support.producer import REPO, Stack, start_load, wait_for
+from tests.support.pipeline import Pipeline, pipeline_of
+from tests.support.producer import start_load, wait_for
 
 pytestmark = pytest.mark.timeout(240)
-
-CLI = REPO / ".venv" / "bin" / "searchsync"
-
-
-class Pipeline:
-    """A Stack (schema, emulator, Redis, producers) plus consumers and an index."""
-
-    def __init__(self, stack: Stack) -> None:
-        self.stack = stack
-        self.alias = f"test_e2e_{uuid.uuid4().hex[:10]}"
-        services = service_env()
-        self.os_env = {"OS_HOST": services["OS_HOST"], "OS_PORT": services["OS_PORT"]}
-        self.consumers: dict[str, ConsumerProcess] = {}
-        self.search = OpenSearch(
-            hosts=[{"host": services["OS_HOST"], "port": int(services["OS_PORT"])}]
-        )
-
-    def env(self, **overrides: str) -> dict[str, str]:
-        return self.stack.env(
-            **self.os_env,
-            OS_INDEX_NAME=self.alias,
-            LEASE_TTL_SECONDS="2",
-            MAX_BATCH_AGE_SECONDS="0.5",
-            RETRY_INITIAL_BACKOFF="0.2",
-            **overrides,
-        )
-
-    def consumer(self, name: str) -> ConsumerProcess:
-        process = ConsumerProcess(self.env(), name, self.stack.log_dir)
-        self.consumers[name] = process
-        return process
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(CLI), *args],
-            env={**os.environ, **self.env()},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-
-    def verify(self, settle: float = 30) -> dict[str, Any]:
-        result = self.cli("verify", "--json", "--settle", str(settle))
-        assert result.returncode in (0, 1), result.stderr
-        report: dict[str, Any] = json.loads(result.stdout)
-        return report
-
-    def status(self) -> dict[str, Any]:
-        result = self.cli("status", "--json")
-        assert result.returncode == 0, result.stderr
-        report: dict[str, Any] = json.loads(result.stdout)
-        return report
-
-    def wait_synced(self, timeout: float = 90) -> dict[str, Any]:
-        """Until the producer's checkpoint is applied everywhere and nothing is buffered."""
-
-        def synced() -> dict[str, Any] | None:
-            status = self.status()
-            frontier = status["checkpoint"]
-            applied = [p["applied_ts"] or 0 for p in status["partitions"]]
-            done = frontier is not None and status["buffer"] == 0 and min(applied) >= frontier
-            return status if done else None
-
-        status: dict[str, Any] = wait_for(
-            synced, timeout, "the pipeline to apply everything", interval=0.5
-        )
-        return status
-
-    def logs(self) -> str:
-        parts = [f"--- {p.log_path.name}\n{p.log()[-3000:]}" for p in self.stack.producers]
-        parts += [f"--- {c.name}\n{c.log()[-3000:]}" for c in self.consumers.values()]
-        return "\n".join(parts)
-
-    def close(self) -> None:
-        for process in self.consumers.values():
-            process.ensure_dead()
-        self.search.indices.delete(index=f"{self.alias}_v*", ignore=[404])
-        self.search.close()
 
 
 @pytest.fixture
 def pipeline() -> Iterator[Pipeline]:
-    stack = Stack(orders=300, partitions=4, realistic=True)
-    pipe = Pipeline(stack)
-    try:
+    with pipeline_of(orders=300, partitions=4, realistic=True) as pipe:
         yield pipe
-    finally:
-        pipe.close()
-        stack.close()
 
 
 def test_view_and_index_agree_after_load_with_kill_9s(pipeline: Pipeline) -> None:

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.test_pipeline import Pipeline
-from tests.support.producer import ProducerProcess, Stack, start_load, wait_for
+from tests.support.pipeline import Pipeline, pipeline_of
+from tests.support.producer import ProducerProcess, start_load, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -25,13 +25,8 @@ LEASE_TTL = 2.0
 
 @pytest.fixture
 def pipeline() -> Iterator[Pipeline]:
-    stack = Stack(orders=300, partitions=4, realistic=True)
-    pipe = Pipeline(stack)
-    try:
+    with pipeline_of(orders=300, partitions=4, realistic=True) as pipe:
         yield pipe
-    finally:
-        pipe.close()
-        stack.close()
 
 
 class CheckpointWatch:
@@ -66,6 +61,17 @@ def producer(pipeline: Pipeline, name: str) -> ProducerProcess:
     return pipeline.stack.producer(**pipeline.env(PRODUCER_NAME=name))
 
 
+def leader_and_standby(pipeline: Pipeline) -> tuple[ProducerProcess, ProducerProcess]:
+    """prod-a holding the lease, prod-b standing by, a consumer, everything synced."""
+    a = producer(pipeline, "prod-a")
+    a.wait_log("Holding the producer lease")
+    b = producer(pipeline, "prod-b")
+    b.wait_log("Standing by: the producer lease")
+    pipeline.consumer("c1")
+    pipeline.wait_synced()
+    return a, b
+
+
 def takeover_seconds(killed: ProducerProcess, standby: ProducerProcess) -> float:
     """Kill -9 the active producer; seconds until the standby holds the lease."""
     before = standby.log().count("Holding the producer lease")
@@ -78,12 +84,7 @@ def takeover_seconds(killed: ProducerProcess, standby: ProducerProcess) -> float
 def test_a_standby_takes_over_within_the_lease_ttl_and_nothing_is_lost(
     pipeline: Pipeline,
 ) -> None:
-    a = producer(pipeline, "prod-a")
-    a.wait_log("Holding the producer lease")
-    b = producer(pipeline, "prod-b")
-    b.wait_log("Standing by: the producer lease")
-    pipeline.consumer("c1")
-    pipeline.wait_synced()
+    a, b = leader_and_standby(pipeline)
     watch = CheckpointWatch(pipeline)
     load = start_load(pipeline.stack, rate=60, seconds=16)
     takeovers: list[float] = []
@@ -112,12 +113,7 @@ def test_a_standby_takes_over_within_the_lease_ttl_and_nothing_is_lost(
 
 def test_two_producers_never_write_at_once(pipeline: Pipeline) -> None:
     """The standby writes nothing: every entry and the checkpoint come from the holder."""
-    a = producer(pipeline, "prod-a")
-    a.wait_log("Holding the producer lease")
-    b = producer(pipeline, "prod-b")
-    b.wait_log("Standing by: the producer lease")
-    pipeline.consumer("c1")
-    pipeline.wait_synced()
+    a, b = leader_and_standby(pipeline)
     assert "Starting SUBSCRIBE" not in b.log()
     client = pipeline.stack.sync_redis()
     holder = client.get(pipeline.stack.keys.producer_lease)
@@ -133,12 +129,7 @@ def test_two_producers_never_write_at_once(pipeline: Pipeline) -> None:
 def test_a_paused_producer_cannot_move_the_checkpoint_back(pipeline: Pipeline) -> None:
     """SIGSTOP the active producer past its lease (a GC pause, a frozen VM): the standby
     takes over and moves on; the woken producer's stale checkpoint is refused."""
-    a = producer(pipeline, "prod-a")
-    a.wait_log("Holding the producer lease")
-    b = producer(pipeline, "prod-b")
-    b.wait_log("Standing by: the producer lease")
-    pipeline.consumer("c1")
-    pipeline.wait_synced()
+    a, b = leader_and_standby(pipeline)
     watch = CheckpointWatch(pipeline)
     load = start_load(pipeline.stack, rate=60, seconds=12)
     try:

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from common.entries import decode_dead_letter
-from tests.e2e.test_pipeline import Pipeline
 from tests.support.mzemu import seed_orders
-from tests.support.producer import Entries, Stack, wait_for, xrange_all
+from tests.support.pipeline import Pipeline, pipeline_of
+from tests.support.producer import Entries, wait_for, xrange_all
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -29,18 +29,14 @@ MB = 1024 * 1024
 
 @pytest.fixture
 def pipeline() -> Iterator[Pipeline]:
-    stack = Stack(orders=3, partitions=2)
-    # The devstack's indexes cover object_value, and a btree entry holds at most ~2.7 KB:
-    # this private schema keeps only the subject index, so a value can be megabytes.
-    with stack.pg() as pg:
-        pg.execute("DROP INDEX triples_predicate_object_idx, triples_subject_predicate_idx")
-        pg.execute("CREATE INDEX triples_subject_idx ON triples (subject_id, predicate)")
-    pipe = Pipeline(stack)
-    try:
+    with pipeline_of(orders=3, partitions=2) as pipe:
+        # The devstack's indexes cover object_value, and a btree entry holds at most
+        # ~2.7 KB: this private schema keeps only the subject index, so a value can be
+        # megabytes.
+        with pipe.stack.pg() as pg:
+            pg.execute("DROP INDEX triples_predicate_object_idx, triples_subject_predicate_idx")
+            pg.execute("CREATE INDEX triples_subject_idx ON triples (subject_id, predicate)")
         yield pipe
-    finally:
-        pipe.close()
-        stack.close()
 
 
 def order_with_address(pipeline: Pipeline, number: int, address_bytes: int) -> None:

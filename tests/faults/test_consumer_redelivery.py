@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 from opensearchpy import NotFoundError
 
+from common.config import Settings
 from common.entries import decode_dead_letter
 from common.index import ensure_index
 from common.partition import partition_of
@@ -43,7 +44,7 @@ from tests.support.consumer import (
     running_worker,
     wait_for,
 )
-from tests.support.http_proxy import HttpProxy, _read_body, _read_head, _response_has_body
+from tests.support.http_proxy import Action, HttpProxy, RequestHead
 from tests.support.services import PrivateRedis, Proxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -103,6 +104,29 @@ async def deliveries(stack: Stack) -> dict[bytes, int]:
     return out
 
 
+async def held_behind_a_redis_proxy(
+    stack: Stack, redis: PrivateRedis, *, lease_ttl: float
+) -> tuple[Proxy, Settings]:
+    """A started proxy to ``redis``, consumer settings through it, and 18 changes (one
+    entry of 12, six of one) waiting for a consumer in front of a write-blocked index,
+    so that its first read takes them all and keeps them in hand."""
+    proxy = Proxy("127.0.0.1", redis.port)
+    await proxy.start()
+    settings = stack.settings(
+        REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0",
+        MAX_DELIVERIES=MAX_DELIVERIES,
+        LEASE_TTL_SECONDS=lease_ttl,
+        RETRY_INITIAL_BACKOFF=0.05,
+        RETRY_MAX_BACKOFF=0.3,
+    )
+    t = int(time.time() * 1000)
+    await ensure_index(stack.search, stack.alias, retention_seconds=3600)
+    await block_writes(stack, True)
+    await stack.write(t, orders(0, 12))
+    await stack.write(t + 1, orders(20, 6), batch=False)
+    return proxy, settings
+
+
 def runner_logs(caplog: pytest.LogCaptureFixture, since: int, text: str) -> int:
     return sum(
         1
@@ -116,22 +140,8 @@ async def test_redis_connection_drops_do_not_use_up_deliveries(
 ) -> None:
     stack = private_stack
     caplog.set_level(logging.INFO, logger="consumer")
-    proxy = Proxy("127.0.0.1", private_redis.port)
-    await proxy.start()
-    settings = stack.settings(
-        REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0",
-        MAX_DELIVERIES=MAX_DELIVERIES,
-        # the drops are short: the partitions stay with this consumer (no takeover)
-        LEASE_TTL_SECONDS=10,
-        RETRY_INITIAL_BACKOFF=0.05,
-        RETRY_MAX_BACKOFF=0.3,
-    )
-    t = int(time.time() * 1000)
-    # written before the consumer starts, so that its first read takes them all
-    await ensure_index(stack.search, stack.alias, retention_seconds=3600)
-    await block_writes(stack, True)
-    await stack.write(t, orders(0, 12))  # one entry of 12 changes
-    await stack.write(t + 1, orders(20, 6), batch=False)  # six entries of one
+    # the drops are short: the partitions stay with this consumer (no takeover)
+    proxy, settings = await held_behind_a_redis_proxy(stack, private_redis, lease_ttl=10)
     try:
         async with running_worker(settings):
             held = await wait_for_held(stack, caplog, entries=1 + 6)
@@ -206,20 +216,7 @@ async def test_takeovers_after_redis_outages_longer_than_the_lease_use_up_nothin
     dead-lettered every valid entry the consumer held."""
     stack = private_stack
     caplog.set_level(logging.INFO, logger="consumer")
-    proxy = Proxy("127.0.0.1", private_redis.port)
-    await proxy.start()
-    settings = stack.settings(
-        REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0",
-        MAX_DELIVERIES=MAX_DELIVERIES,
-        LEASE_TTL_SECONDS=1,
-        RETRY_INITIAL_BACKOFF=0.05,
-        RETRY_MAX_BACKOFF=0.3,
-    )
-    t = int(time.time() * 1000)
-    await ensure_index(stack.search, stack.alias, retention_seconds=3600)
-    await block_writes(stack, True)
-    await stack.write(t, orders(0, 12))
-    await stack.write(t + 1, orders(20, 6), batch=False)
+    proxy, settings = await held_behind_a_redis_proxy(stack, private_redis, lease_ttl=1)
     try:
         async with running_worker(settings):
             await wait_for_held(stack, caplog, entries=1 + 6)
@@ -270,28 +267,10 @@ class BulkSwallowingProxy(HttpProxy):
 
     swallow = False
 
-    async def _exchange(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: Any
-    ) -> bool:
-        if reader.at_eof():
-            return False
-        request = await _read_head(reader)
-        body = await _read_body(reader, request)
+    def action(self, request: RequestHead) -> Action:
         if self.swallow and "/_bulk" in request.start_line:
-            await reader.read()  # nothing comes back until the client goes away
-            return False
-        sent = await self._send(upstream, request.raw + body)
-        if sent is None:
-            return False
-        up_reader, response = sent
-        method = request.start_line.split(" ", 1)[0].upper()
-        status = int(response.start_line.split(" ")[1])
-        answer = b""
-        if _response_has_body(method, status):
-            answer = await _read_body(up_reader, response)
-        writer.write(response.raw + answer)
-        await writer.drain()
-        return not request.close and not response.close
+            return "swallow"
+        return super().action(request)
 
 
 async def test_a_consumer_killed_mid_bulk_counts_an_attempt(

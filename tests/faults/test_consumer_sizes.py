@@ -15,7 +15,6 @@ consumer runs in the test's event loop.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,7 +24,7 @@ import pytest
 from common.entries import decode_dead_letter
 from common.index import ensure_index
 from tests.support.consumer import Stack, cleanup, make_stack, running_worker, wait_for
-from tests.support.http_proxy import HttpProxy, _read_head
+from tests.support.http_proxy import Action, HttpProxy, RequestHead
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -35,17 +34,10 @@ LIMIT = 1_000_000  # bytes of request body the proxy lets through
 class BodyLimitProxy(HttpProxy):
     """Forwards requests up to LIMIT bytes; resets the connection on larger ones."""
 
-    async def _exchange(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: Any
-    ) -> bool:
-        request = await _read_head(reader)
+    def action(self, request: RequestHead) -> Action:
         if (request.content_length or 0) > LIMIT:
-            self.refused += 1
-            writer.transport.abort()  # a reset, no answer
-            return False
-        # put the head back for the real exchange
-        reader._buffer[:0] = request.raw  # type: ignore[attr-defined]
-        return await super()._exchange(reader, writer, upstream)
+            return "reset"
+        return super().action(request)
 
 
 @pytest.fixture

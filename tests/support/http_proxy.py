@@ -13,7 +13,10 @@ can answer a request itself without breaking the framing of the connection.
   stopped node sees: no answer, not an HTTP error);
 * unauthorized mode (:meth:`HttpProxy.set_unauthorized`): every request is read in
   full and answered with 401, ``WWW-Authenticate`` and the plugin's JSON, and the
-  connection stays open for the next request.
+  connection stays open for the next request;
+* per request, :meth:`HttpProxy.action` may also decide to ``reset`` the connection
+  without an answer (a proxy with a body limit) or ``swallow`` the request (a node
+  that hangs on it): tests override it.
 
 It runs its own event loop in a daemon thread, so synchronous code can drive it::
 
@@ -29,8 +32,9 @@ import asyncio
 import contextlib
 import threading
 from dataclasses import dataclass
+from typing import Literal
 
-__all__ = ["UNAUTHORIZED_BODY", "HttpProxy"]
+__all__ = ["UNAUTHORIZED_BODY", "Action", "HttpProxy", "RequestHead"]
 
 UNAUTHORIZED_BODY = (
     b'{"error":{"root_cause":[{"type":"security_exception","reason":"Unauthorized"}],'
@@ -40,12 +44,15 @@ _HEADER_LIMIT = 1 << 20
 _CHUNK = 1 << 16
 
 
+Action = Literal["forward", "unauthorized", "reset", "swallow"]
+
+
 class _Closed(Exception):
     """The peer closed the connection (or sent something that is not HTTP)."""
 
 
 @dataclass(frozen=True, slots=True)
-class _Head:
+class RequestHead:
     """A request or response head: the start line, the raw bytes, the headers we need."""
 
     start_line: str
@@ -55,7 +62,7 @@ class _Head:
     close: bool  # "Connection: close" (or HTTP/1.0 without keep-alive)
 
 
-def _parse_head(raw: bytes) -> _Head:
+def _parse_head(raw: bytes) -> RequestHead:
     text = raw.decode("latin-1")
     lines = text.split("\r\n")
     start = lines[0]
@@ -75,10 +82,10 @@ def _parse_head(raw: bytes) -> _Head:
             connection = value
     http10 = start.upper().startswith("HTTP/1.0") or start.upper().endswith("HTTP/1.0")
     close = "close" in connection or (http10 and "keep-alive" not in connection)
-    return _Head(start, raw, length, chunked, close)
+    return RequestHead(start, raw, length, chunked, close)
 
 
-async def _read_head(reader: asyncio.StreamReader) -> _Head:
+async def _read_head(reader: asyncio.StreamReader) -> RequestHead:
     try:
         raw = await reader.readuntil(b"\r\n\r\n")
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError) as error:
@@ -106,7 +113,7 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
 
 
 async def _read_body(
-    reader: asyncio.StreamReader, head: _Head, *, until_eof: bool = False
+    reader: asyncio.StreamReader, head: RequestHead, *, until_eof: bool = False
 ) -> bytes:
     try:
         if head.chunked:
@@ -230,6 +237,13 @@ class HttpProxy:
             writer.close()
         self._writers.clear()
 
+    def action(self, request: RequestHead) -> Action:
+        """What to do with ``request`` (its head is read, its body not yet): ``forward``,
+        answer ``unauthorized``, ``reset`` the connection without an answer, or
+        ``swallow`` it (read it, never answer). Override in a test; runs in the proxy's
+        thread. This one follows :meth:`set_unauthorized`."""
+        return "unauthorized" if self._unauthorized else "forward"
+
     # -- serving, in the proxy's loop
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -252,9 +266,17 @@ class HttpProxy:
         if reader.at_eof():
             return False
         request = await _read_head(reader)
+        action = self.action(request)
+        if action == "reset":
+            self.refused += 1
+            writer.transport.abort()
+            return False
         body = await _read_body(reader, request)
+        if action == "swallow":
+            await reader.read()  # nothing comes back until the client goes away
+            return False
         method = request.start_line.split(" ", 1)[0].upper()
-        if self._unauthorized:
+        if action == "unauthorized":
             self.refused += 1
             writer.write(_unauthorized(method))
             await writer.drain()
@@ -282,7 +304,7 @@ class HttpProxy:
 
     async def _send(
         self, upstream: _Upstream, request: bytes
-    ) -> tuple[asyncio.StreamReader, _Head] | None:
+    ) -> tuple[asyncio.StreamReader, RequestHead] | None:
         """Send ``request`` and read the answer's head; None when the node does not answer.
 
         A kept-alive upstream connection the node closed while idle fails on first use:
