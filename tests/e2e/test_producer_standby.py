@@ -86,14 +86,14 @@ def test_a_standby_takes_over_within_the_lease_ttl_and_nothing_is_lost(
 ) -> None:
     a, b = leader_and_standby(pipeline)
     watch = CheckpointWatch(pipeline)
-    load = start_load(pipeline.stack, rate=60, seconds=16)
+    load = start_load(pipeline.stack, rate=60, seconds=12)
     takeovers: list[float] = []
     try:
-        time.sleep(4)
+        time.sleep(3)
         takeovers.append(takeover_seconds(a, b))  # b writes from a's checkpoint on
         a = producer(pipeline, "prod-a")  # back as the standby
         a.wait_log("Standing by: the producer lease")
-        time.sleep(4)
+        time.sleep(2)
         takeovers.append(takeover_seconds(b, a))
     finally:
         _, err = load.communicate(timeout=60)

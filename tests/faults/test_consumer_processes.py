@@ -71,6 +71,15 @@ async def spread_over(stack: Stack, names: set[str]) -> bool:
     return max(counts) - min(counts) <= 1
 
 
+async def wait_spread(stack: Stack, procs: dict[str, ConsumerProcess]) -> None:
+    """Until every partition is leased evenly to ``procs``; on a timeout, their logs."""
+    try:
+        await wait_for(lambda: spread_over(stack, set(procs)), 30, "partitions spread")
+    except AssertionError as error:
+        logs = "\n".join(f"--- {name}\n{proc.log()[-3000:]}" for name, proc in procs.items())
+        raise AssertionError(f"{error}: holders {await holders(stack)}\n{logs}") from None
+
+
 async def settled(stack: Stack) -> bool:
     return await stack.outstanding() == 0
 
@@ -114,7 +123,7 @@ def stop_gracefully(proc: ConsumerProcess) -> float:
 async def test_kill_9_moves_partitions_and_loses_nothing(stack: Stack, spawn: object) -> None:
     names = ["cons-a", "cons-b", "cons-c"]
     procs = {name: spawn(name) for name in names}  # type: ignore[operator]
-    await wait_for(lambda: spread_over(stack, set(names)), 30, "partitions spread over 3")
+    await wait_spread(stack, procs)
     writer = LoadWriter(stack, keys=400, per_round=40, interval=0.1)
     async with load(writer):
         await asyncio.sleep(2)
