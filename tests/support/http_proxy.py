@@ -290,9 +290,9 @@ class HttpProxy:
         answer = b""
         if _response_has_body(method, status):
             answer = await _read_body(up_reader, response, until_eof=True)
+        self.forwarded += 1  # before the client can see the answer (tests read it then)
         writer.write(response.raw + answer)
         await writer.drain()
-        self.forwarded += 1
         reusable = not response.close and (
             not _response_has_body(method, status)
             or response.chunked
