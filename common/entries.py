@@ -233,9 +233,11 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     """One change that will not be retried on its own, and why.
 
     ``source`` says where it came from: ``p<N>/<entry id>`` for a consumer
-    rejection, ``producer`` for a key violation found while consolidating (then
-    ``doc`` holds a JSON array of every live row). ``deliveries`` is how often the
-    entry had been delivered when it was given up.
+    rejection, ``producer`` for what the producer refused: a key violation (then
+    ``doc`` holds a JSON array of the violating rows it knows), a key the codec
+    cannot carry (``doc``: the row's document), a document over MAX_DOCUMENT_BYTES
+    (no ``doc``). ``deliveries`` is how often the entry had been attempted when it
+    was given up (consumer.attempts; the field keeps its old name for readers).
     """
 
     ts: int

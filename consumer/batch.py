@@ -3,7 +3,7 @@
 Pure, no I/O. Entries go in in stream order; a change superseded by a newer
 change of the same key inside the batch is never sent (external versions would
 make OpenSearch ignore it anyway; not sending it is cheaper). Entries that cannot
-be sent at all (malformed, delivered too often, a document that would break the
+be sent at all (malformed, attempted too often, a document that would break the
 NDJSON body) become dead letters here, before any request.
 
 An entry is acknowledged once every change it holds is settled: applied,
@@ -75,7 +75,7 @@ class Item:
 
     change: Change
     entry: int  # index into Batch.entries
-    deliveries: int
+    deliveries: int  # the ordinal of the next attempt: attempts so far + 1 (consumer.attempts)
 
 
 def entries_to_read(room: int, changes_per_entry: float) -> int:

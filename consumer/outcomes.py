@@ -195,7 +195,8 @@ def judge(
     results: Sequence[ItemResult],
     policy: RetryPolicy,
 ) -> Round[T]:
-    """Sort ``items`` (with their delivery counts) by the verdict on their ``results``."""
+    """Sort ``items`` (with the ordinal of the attempt each just had) by the verdict on
+    their ``results``."""
     out: Round[T] = Round()
     for item, delivered, result in zip(items, deliveries, results, strict=True):
         outcome = classify(result)
