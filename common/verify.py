@@ -7,7 +7,7 @@ missing, extra or different. Values are compared by meaning, not by bytes: a
 same instant written in ISO 8601 with any offset. The version field is ignored.
 
 :func:`read_view` and :func:`read_index` are the I/O edges; ``searchsync
-verify`` (common.cli) runs them, compares, re-reads only the keys that differ
+verify`` (cli.verify) runs them, compares, re-reads only the keys that differ
 (changes in flight settle within seconds), and exits non-zero on drift.
 """
 

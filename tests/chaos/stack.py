@@ -38,10 +38,10 @@ from tests.support.processes import PYTHON, ROOT, DurableRedis, ManagedProcess, 
 
 __all__ = ["ALIAS", "PARTITIONS", "VIEW", "ChaosStack"]
 
-# `searchsync` is the console script for common.cli:main; run as a module from ROOT so
+# `searchsync` is the console script for cli.main:main; run as a module from ROOT so
 # the CLI is always the code of this tree (the console script imports whichever tree
 # the virtualenv was installed from)
-CLI = (str(PYTHON), "-m", "common.cli")
+CLI = (str(PYTHON), "-m", "cli")
 VIEW = "orders_search_source_mv"
 ALIAS = "orders"
 PARTITIONS = 8

@@ -57,7 +57,7 @@ def orders(start: int, count: int) -> list[tuple[str, dict[str, Any] | None]]:
 
 def status(env: dict[str, str]) -> dict[str, Any]:
     proc = subprocess.run(
-        [str(PYTHON), "-m", "common.cli", "status", "--json"],
+        [str(PYTHON), "-m", "cli", "status", "--json"],
         cwd=ROOT,
         env={**os.environ, **env},
         capture_output=True,

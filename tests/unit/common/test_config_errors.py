@@ -118,7 +118,7 @@ def test_bad_value_exits_2_naming_variable_and_accepted_values(
 
 @pytest.mark.parametrize(
     ("module", "args"),
-    [("producer.main", []), ("consumer.main", []), ("common.cli", ["status"])],
+    [("producer.main", []), ("consumer.main", []), ("cli", ["status"])],
 )
 def test_entry_points_exit_2_on_a_redis_url_with_the_wrong_scheme(
     module: str, args: list[str]

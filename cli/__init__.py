@@ -1,0 +1,1 @@
+"""``searchsync``: the operator's command line (one module per command, cli.main)."""

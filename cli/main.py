@@ -1,0 +1,74 @@
+"""``searchsync``: the operator's command line; one module per command.
+
+    searchsync status [--json]               per partition: length, lag, pending, owner,
+                                             applied-through ts, freshness (cli.status)
+    searchsync verify [--json] [--settle S]  view vs index; exit 1 on drift (cli.verify)
+    searchsync index create|adopt|mapping-diff
+                                             the alias and its indexes (cli.index)
+
+Every command has ``--json`` (one JSON object on stdout; prompts and progress on
+stderr) and every command that changes data asks for confirmation unless ``--yes``.
+Exit codes (cli.terminal): 0 ok; 1 a problem was found or the work was not done;
+2 bad usage or configuration (naming the variable); 3 a service cannot be reached;
+4 OS_INDEX_NAME cannot be written through (the message names the fix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import psycopg
+from opensearchpy import TransportError
+from redis.exceptions import RedisError
+
+from cli import index, status, verify
+from cli.terminal import EXIT_LAYOUT, EXIT_UNREACHABLE
+from common.config import Settings, settings_or_exit
+from common.index import IndexLayoutError
+
+__all__ = ["main"]
+
+Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
+
+# Each module adds its subcommand (``register(sub)``), in the order `--help` lists them.
+_COMMANDS = (status, verify, index)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="searchsync",
+        description="Operate a searchsync deployment (configuration from the environment).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in _COMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    settings = settings_or_exit()
+    run: Command = args.run
+    try:
+        code = asyncio.run(run(settings, args))
+    except KeyboardInterrupt:
+        print("searchsync: interrupted", file=sys.stderr)
+        code = 130
+    except IndexLayoutError as error:
+        print(f"searchsync: {error}", file=sys.stderr)
+        code = EXIT_LAYOUT
+    except (RedisError, TransportError, OSError) as error:
+        print(f"searchsync: cannot reach a service: {error}", file=sys.stderr)
+        code = EXIT_UNREACHABLE
+    except psycopg.Error as error:
+        print(f"searchsync: cannot read the view from Materialize: {error}", file=sys.stderr)
+        code = EXIT_UNREACHABLE
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

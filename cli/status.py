@@ -1,0 +1,42 @@
+"""``searchsync status [--json]``: per partition length, lag, pending, owner,
+applied-through ts and freshness (common.status does the reading and arithmetic)."""
+
+from __future__ import annotations
+
+import argparse
+
+from cli.terminal import EXIT_OK, print_json
+from common import status as status_report
+from common.config import Settings
+from common.keys import Keys
+from common.redis_client import connect_redis
+
+__all__ = ["register"]
+
+
+async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    keys = Keys(settings.view_name, settings.stream_partitions)
+    redis = connect_redis(settings.redis_url, socket_timeout=5.0)
+    try:
+        raw = await status_report.gather(redis, keys, settings.consumer_group)
+    finally:
+        await redis.aclose()
+    report = status_report.build(
+        raw,
+        keys,
+        view=settings.view_name,
+        group=settings.consumer_group,
+        now_ms=status_report.now_ms(),
+        member_ttl_ms=int(settings.lease_ttl_seconds * 1000),
+    )
+    if args.json:
+        print_json(report)
+    else:
+        print(status_report.render(report))
+    return EXIT_OK
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("status", help="per-partition state of the streams")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=cmd_status)
