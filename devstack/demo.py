@@ -11,7 +11,11 @@
    is not below its commit — or the document is gone; latency counts from when
    COMMIT returned);
 5. ``searchsync verify`` (view vs index, every document) and ``searchsync status``;
-6. stop the pipeline (``--keep-running`` leaves it up; ``devstack/down`` stops
+6. on a terminal, a live view while the load keeps running (devstack.dashboard):
+   events/s, buffer, lag and freshness per partition and the orders synced last,
+   until Ctrl-C (or ``--live-seconds``); then a search command that finds the order
+   changed last (``--no-live`` skips this step: plain output, for CI and logs);
+7. stop the pipeline (``--keep-running`` leaves it up; ``devstack/down`` stops
    the services).
 """
 
@@ -22,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -30,6 +35,10 @@ from pathlib import Path
 import psycopg
 from opensearchpy import AsyncOpenSearch, NotFoundError
 from redis.asyncio import Redis
+
+from common.config import settings_or_exit
+from common.keys import Keys
+from devstack import dashboard
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = ROOT / ".devstack" / "pipeline"
@@ -212,6 +221,18 @@ def metrics_summary(consumers: int) -> str:
     return "\n".join(lines)
 
 
+async def check(redis: Redis, env: dict[str, str], consumers: int) -> int:
+    """verify, status, metrics and dead letters, as an operator reads them; verify's exit."""
+    say("searchsync verify (view vs index, every document):")
+    verified = await run_command(str(BIN / "searchsync"), "verify", env=env)
+    say("searchsync status:")
+    await run_command(str(BIN / "searchsync"), "status", env=env)
+    say("consumer metrics:\n" + metrics_summary(consumers))
+    dlq = await redis.xlen(f"searchsync:{VIEW}:dlq")
+    say(f"dead letters: {dlq}")
+    return verified
+
+
 async def run(args: argparse.Namespace) -> int:
     redis = Redis.from_url(os.environ["REDIS_URL"])
     client = AsyncOpenSearch(
@@ -269,13 +290,9 @@ async def run(args: argparse.Namespace) -> int:
         for change in unseen[:10]:
             say(f"  not seen: {change}")
 
-        say("searchsync verify (view vs index, every document):")
-        verified = await run_command(str(BIN / "searchsync"), "verify", env=env)
-        say("searchsync status:")
-        await run_command(str(BIN / "searchsync"), "status", env=env)
-        say("consumer metrics:\n" + metrics_summary(args.consumers))
-        dlq = await redis.xlen(f"searchsync:{VIEW}:dlq")
-        say(f"dead letters: {dlq}")
+        verified = await check(redis, env, args.consumers)
+        if args.live:
+            await live_view(redis, client, args)
         return verified or (1 if unseen else 0)
     finally:
         if not args.keep_running:
@@ -285,6 +302,48 @@ async def run(args: argparse.Namespace) -> int:
             say(f"pipeline left running: {BIN}/supervisorctl -c supervisord.conf status")
         await client.close()
         await redis.aclose()
+
+
+async def live_view(redis: Redis, client: AsyncOpenSearch, args: argparse.Namespace) -> None:
+    """The dashboard while the load keeps running; Ctrl-C (or --live-seconds) ends it."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    load = await asyncio.create_subprocess_exec(
+        str(ROOT / "devstack" / "load"),
+        *("--rate", str(args.rate), "--seconds", str(args.live_seconds or 10**9), "--seed", "8"),
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    say(f"live view: load at {args.rate} changes/s; Ctrl-C stops the load and the pipeline")
+    ends = time.monotonic() + args.live_seconds if args.live_seconds else float("inf")
+    settings = settings_or_exit(supervisor(args.consumers))  # what the pipeline runs with
+    try:
+        latest = await dashboard.live(
+            redis,
+            client,
+            Keys(settings.view_name, settings.stream_partitions),
+            view=settings.view_name,
+            group=settings.consumer_group,
+            index=settings.os_index_name,
+            member_ttl_ms=int(settings.lease_ttl_seconds * 1000),
+            until=lambda: stop.is_set() or time.monotonic() > ends,
+        )
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        if load.returncode is None:
+            load.terminate()
+        await load.wait()
+    print(flush=True)  # rich leaves the last frame's line open off a terminal
+    if latest:
+        order = latest[0]
+        found = await client.search(index=INDEX, q=f"order_number:{order.order_number}")
+        age = time.time() - order.sync_version / 1000
+        base = f"http://{os.environ['OS_HOST']}:{os.environ['OS_PORT']}"
+        say(
+            f"order {order.order_number}, changed {age:.1f}s ago, is searchable "
+            f"({found['hits']['total']['value']} hit now):"
+        )
+        print(f"  {order.search_command(base, INDEX)}", flush=True)
 
 
 def main() -> None:
@@ -298,6 +357,20 @@ def main() -> None:
     )
     parser.add_argument(
         "--keep-running", action="store_true", help="leave the pipeline running at the end"
+    )
+    parser.add_argument(
+        "--no-live",
+        dest="live",
+        action="store_false",
+        default=sys.stdout.isatty(),
+        help="skip the live view at the end (the default when stdout is not a terminal)",
+    )
+    parser.add_argument("--live", action="store_true", help="show the live view even without a tty")
+    parser.add_argument(
+        "--live-seconds",
+        type=float,
+        default=0,
+        help="end the live view after S seconds (0: Ctrl-C)",
     )
     sys.exit(asyncio.run(run(parser.parse_args())))
 
