@@ -148,6 +148,8 @@ class BufferMonitor:
             self._running.clear()
             log.warning("Buffer size exceeds threshold: %d events", buffer)
             log.warning("Backpressure activated: pausing SUBSCRIBE stream")
+            # the runbook's "Unhealthy State" line for the same moment, for alerts on ERROR
+            log.error("Buffer overflow: %d events pending (backpressure activated)", buffer)
         elif transition == "released":
             self._running.set()
             log.info("Backpressure released: resuming SUBSCRIBE stream (buffer %d events)", buffer)

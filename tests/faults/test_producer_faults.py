@@ -189,6 +189,7 @@ def test_backpressure_pauses_and_resumes(small_stack: Stack) -> None:
     producer.wait_log("Backpressure activated: pausing SUBSCRIBE stream")
     producer.wait_log("Buffer size: 60 events (backpressure: active)")
     assert "[WARNING] Buffer size exceeds threshold: 60 events" in producer.log()
+    assert "[ERROR] Buffer overflow: 60 events pending (backpressure activated)" in producer.log()
     set_status(stack, "order:FM-1001", "picking")  # while paused
     ack_everything(stack)
     producer.wait_log("Backpressure released: resuming SUBSCRIBE stream")

@@ -154,6 +154,7 @@ async def test_buffer_counts_changes_until_acknowledged(
     assert await monitor.measure() == 1200
     assert monitor.active
     assert "Backpressure activated: pausing SUBSCRIBE stream" in caplog.text
+    assert "Buffer overflow: 1200 events pending (backpressure activated)" in caplog.text
     # A consumer acknowledges everything in two partitions: the rest stays buffered.
     for partition in range(2):
         await ack_partition(client, keys, partition)
