@@ -6,10 +6,11 @@
    (supervisord.conf), with the devstack's addresses;
 3. wait until the snapshot is searchable; report how long it took;
 4. run the load generator for ``--seconds`` at ``--rate`` changes/s and measure,
-   for every change, PostgreSQL COMMIT → visible in OpenSearch (the document's
-   ``sync_version`` reaches the time the change was sent — its Materialize timestamp
-   is not below its commit — or the document is gone; latency counts from when
-   COMMIT returned);
+   for every change, PostgreSQL COMMIT → searchable (``_search`` finds the document
+   with a ``sync_version`` at least the time the change was sent — its Materialize
+   timestamp is not below its commit — or no longer finds it) and COMMIT →
+   retrievable by id (``mget``, real time: it reads documents before a refresh
+   publishes them to searches); latency counts from when COMMIT returned;
 5. ``searchsync verify`` (view vs index, every document) and ``searchsync status``;
 6. on a terminal, a live view while the load keeps running (devstack.dashboard):
    events/s, buffer, lag and freshness per partition and the orders synced last,
@@ -140,13 +141,52 @@ async def wait_for_snapshot(client: AsyncOpenSearch, expected: int, limit: float
     raise SystemExit(f"[demo] snapshot not searchable after {limit:.0f}s (see {RUN_DIR})")
 
 
+async def visible_versions(
+    client: AsyncOpenSearch, ids: list[str]
+) -> tuple[dict[str, int], dict[str, int]]:
+    """``sync_version`` per id as GET by id sees it (real time) and as ``_search`` sees it
+    (only what a refresh has published: what users' searches find)."""
+    by_id = (
+        await client.mget(
+            index=INDEX, body={"ids": ids}, params={"_source_includes": "sync_version"}
+        )
+    )["docs"]
+    searched = await client.search(
+        index=INDEX,
+        body={"size": len(ids), "query": {"ids": {"values": ids}}, "_source": ["sync_version"]},
+    )
+    return (
+        {d["_id"]: d["_source"]["sync_version"] for d in by_id if d.get("found")},
+        {h["_id"]: h["_source"]["sync_version"] for h in searched["hits"]["hits"]},
+    )
+
+
+def _reached(versions: dict[str, int], oids: list[str], sent_ts: float, deleted: bool) -> bool:
+    # the change's Materialize timestamp is >= the time it was sent; the commit time is
+    # only known to be before commit_ts (when COMMIT returned)
+    sent_ms = sent_ts * 1000
+    return all(
+        (oid not in versions) if deleted else versions.get(oid, -1) >= sent_ms for oid in oids
+    )
+
+
+class Latencies:
+    """COMMIT → searchable (``_search``) and COMMIT → retrievable by id (``mget``)."""
+
+    def __init__(self) -> None:
+        self.searchable: list[float] = []
+        self.retrievable: list[float] = []
+
+
 async def measure_latency(
     client: AsyncOpenSearch, record: Path, load: asyncio.subprocess.Process, tail_seconds: float
-) -> tuple[list[float], list[str]]:
-    """Commit → searchable per recorded change; returns latencies and the changes never seen."""
+) -> tuple[Latencies, list[str]]:
+    """Both latencies per recorded change; and the changes never searchable."""
+    # seq -> (order ids, sent_ts, commit_ts, deleted)
     pending: dict[int, tuple[list[str], float, float, bool]] = {}
+    retrieved: set[int] = set()  # pending changes already retrievable by id
     kinds: dict[int, str] = {}
-    latencies: list[float] = []
+    out = Latencies()
     offset = 0
     seq = 0
     deadline: float | None = None
@@ -167,32 +207,35 @@ async def measure_latency(
             )
             seq += 1
         if pending:
-            ids = sorted({oid for oids, _, _, _ in pending.values() for oid in oids})
-            found = (
-                await client.mget(
-                    index=INDEX, body={"ids": ids}, params={"_source_includes": "sync_version"}
-                )
-            )["docs"]
+            ids = sorted({oid for v in pending.values() for oid in v[0]})
+            by_id, searched = await visible_versions(client, ids)
             seen = time.time()
-            versions = {d["_id"]: d["_source"]["sync_version"] for d in found if d.get("found")}
             for key, (oids, sent_ts, commit_ts, deleted) in list(pending.items()):
-                # the change's Materialize timestamp is >= the time it was sent; the
-                # commit time is only known to be before commit_ts (when COMMIT returned)
-                sent_ms = sent_ts * 1000
-                if all(
-                    (oid not in versions) if deleted else versions.get(oid, -1) >= sent_ms
-                    for oid in oids
-                ):
-                    latencies.append(seen - commit_ts)
+                # searchable implies retrievable: a search hit counts for both
+                searchable = _reached(searched, oids, sent_ts, deleted)
+                if key not in retrieved and (searchable or _reached(by_id, oids, sent_ts, deleted)):
+                    out.retrievable.append(seen - commit_ts)
+                    retrieved.add(key)
+                if searchable:
+                    out.searchable.append(seen - commit_ts)
                     del pending[key]
+                    retrieved.discard(key)
         if load.returncode is not None:
             deadline = deadline or time.monotonic() + tail_seconds
             if not pending or time.monotonic() > deadline:
-                return latencies, [
-                    f"{kinds[key]} of {', '.join(oids)} sent at {sent_ts:.3f}"
-                    for key, (oids, sent_ts, _, _) in pending.items()
+                return out, [
+                    f"{kinds[key]} of {', '.join(v[0])} sent at {v[1]:.3f}"
+                    for key, v in pending.items()
                 ]
         await asyncio.sleep(0.05)
+
+
+def _spread(label: str, values: list[float]) -> str:
+    return (
+        f"{label}, {len(values)} changes: p50 {percentile(values, 0.5):.2f}s  "
+        f"p95 {percentile(values, 0.95):.2f}s  p99 {percentile(values, 0.99):.2f}s  "
+        f"max {max(values, default=0):.2f}s"
+    )
 
 
 def metrics_summary(consumers: int) -> str:
@@ -282,11 +325,10 @@ async def run(args: argparse.Namespace) -> int:
         latencies, unseen = await measure_latency(client, record, load, tail_seconds=30)
         await waiter
         say(
-            f"PostgreSQL COMMIT → searchable in OpenSearch, {len(latencies)} changes: "
-            f"p50 {percentile(latencies, 0.5):.2f}s  p95 {percentile(latencies, 0.95):.2f}s  "
-            f"p99 {percentile(latencies, 0.99):.2f}s  max {max(latencies, default=0):.2f}s"
-            + (f"  ({len(unseen)} not seen within 30s)" if unseen else "")
+            _spread("PostgreSQL COMMIT → searchable (_search)", latencies.searchable)
+            + (f"  ({len(unseen)} not searchable within 30s)" if unseen else "")
         )
+        say(_spread("PostgreSQL COMMIT → retrievable by id (mget)", latencies.retrievable))
         for change in unseen[:10]:
             say(f"  not seen: {change}")
 
