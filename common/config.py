@@ -13,6 +13,7 @@ that error into a message on stderr and exit status 2.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import sys
@@ -57,6 +58,16 @@ Host = Annotated[
     Meta(
         pattern=r"^[A-Za-z0-9._\-\[\]:]+$",
         description="a host name or IP address (no scheme, no port, no path)",
+    ),
+]
+# Where METRICS_PORT listens: an IPv4/IPv6 address or a host name, nothing else.
+BindHost = Annotated[
+    str,
+    Meta(
+        pattern=r"^([0-9A-Fa-f.]*:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*"  # IPv6: two colons or more
+        r"|[A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?)*)$",
+        description="an IP address or host name to listen on, e.g. 127.0.0.1, 0.0.0.0 or :: "
+        "(no scheme, no port)",
     ),
 ]
 Bytes = Annotated[
@@ -146,6 +157,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     metrics_port: Annotated[
         int, Meta(ge=0, le=65535, description="a port number from 1 to 65535, or 0 for none")
     ] = 0  # 0: no metrics endpoint
+    # /metrics and /healthz listen here; loopback unless asked (compose sets 0.0.0.0)
+    metrics_host: BindHost = "127.0.0.1"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
 
@@ -238,6 +251,15 @@ def _check_redis_url(url: str) -> None:
         raise ConfigError("REDIS_URL", url, _REDIS_URL_EXPECTED)
 
 
+def _check_bind_host(host: str) -> None:
+    """An IPv6 address must parse as one (the pattern only sees its characters)."""
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError("METRICS_HOST", host, expected_of("METRICS_HOST")) from None
+
+
 def _check_pairs(settings: Settings) -> None:
     """Values that are fine alone but contradict another variable."""
     if settings.backpressure_resume >= settings.backpressure_threshold:
@@ -272,6 +294,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     values = {name: _convert(name, env[name]) for name in _FIELDS if env.get(name, "") != ""}
     settings = msgspec.convert(values, Settings)
     _check_redis_url(settings.redis_url)
+    _check_bind_host(settings.metrics_host)
     _check_pairs(settings)
     return settings
 

@@ -18,12 +18,14 @@ from prometheus_client import CollectorRegistry
 
 from common.config import EXIT_CONFIG, Settings, settings_or_exit
 from common.diagnostics import install_stack_dumps
+from common.endpoint import serve_or_exit
 from common.errors import FatalError
+from common.health import limits_for
 from common.logs import configure_logging
 from common.meta import StreamLayoutError
 from common.opensearch import make_client
 from common.redis_client import connect_redis
-from consumer.metrics import ConsumerMetrics, serve_metrics
+from consumer.metrics import ConsumerMetrics
 from consumer.worker import Worker
 
 __all__ = ["main", "run"]
@@ -35,7 +37,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     """Run a consumer until ``stop`` is set; raises FatalError."""
     registry = CollectorRegistry()
     metrics = ConsumerMetrics(registry, settings.consumer_identity())
-    server = serve_metrics(settings.metrics_port, registry)
+    limits = limits_for(settings, role="consumer")
+    server = serve_or_exit(settings, registry, lambda: metrics.health.verdict(limits))
     redis = connect_redis(settings.redis_url, client_name=settings.consumer_identity())
     client = make_client(settings, maxsize=settings.stream_partitions + 2)
     try:

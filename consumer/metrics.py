@@ -3,7 +3,10 @@
 Names follow the runbook (§1 "Prometheus Metrics"): the latency histogram, events
 and errors counters and the buffer gauge, plus per-partition applied timestamp and
 ownership. No module-level singletons: tests build as many :class:`ConsumerMetrics`
-as they like, each on its own CollectorRegistry.
+as they like, each on its own CollectorRegistry. Every ``op`` and ``kind`` label
+is exported from the start (at 0), so the runbook's error-rate query has data
+before the first error. The object also holds the process's health facts
+(common.health), served with the metrics by common.endpoint.
 """
 
 from __future__ import annotations
@@ -16,20 +19,23 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.exposition import start_http_server
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-__all__ = [
-    "LATENCY_BUCKETS",
-    "ConsumerMetrics",
-    "MetricsServer",
-    "WeightedHistogram",
-    "serve_metrics",
-]
+from common.health import HealthFacts
+
+__all__ = ["ERROR_KINDS", "LATENCY_BUCKETS", "ConsumerMetrics", "WeightedHistogram"]
 
 # How prometheus_client writes ``le`` values ("0.05", "1.0", "+Inf"); untyped there.
 _format_le: Callable[[float], str] = floatToGoString
+
+# opensearch_sync_errors_total{kind}: what consumer.runner counts (auth, endpoint, tls: the
+# consumer.outcomes.Blocked causes while a partition is blocked)
+ERROR_KINDS: Final = (
+    "throttled", "failed", "rejected", "dead_letter", "request", "fenced",
+    "auth", "endpoint", "tls",
+)  # fmt: skip
+EVENT_OPS: Final = ("upsert", "delete")
 
 # Around the runbook's targets (p95 < 2 s, p99 < 5 s), with room for backlogs.
 LATENCY_BUCKETS: Final = (
@@ -117,10 +123,14 @@ class ConsumerMetrics:
         )
         self.errors = Counter(
             "opensearch_sync_errors_total",
-            "Failures by kind: request, throttled, failed, rejected, dead_letter, fenced",
+            "Failures by kind: " + ", ".join(ERROR_KINDS),
             ["kind"],
             registry=registry,
         )
+        for op in EVENT_OPS:
+            self.events.labels(op)
+        for kind in ERROR_KINDS:
+            self.errors.labels(kind)
         self.buffer = Gauge(
             "opensearch_sync_buffer_size",
             "Changes read from the streams and not yet acknowledged by this consumer",
@@ -138,33 +148,10 @@ class ConsumerMetrics:
             ["partition", "consumer"],
             registry=registry,
         )
+        self.health = HealthFacts()
 
     def owns(self, partition: int, owned: bool) -> None:
         self.owner.labels(str(partition), self.consumer).set(1 if owned else 0)
 
     def applied_through(self, partition: int, ts_ms: int) -> None:
         self.applied.labels(str(partition)).set(ts_ms / 1000)
-
-
-class MetricsServer:
-    """A running /metrics endpoint; :meth:`close` stops it."""
-
-    def __init__(self, port: int, registry: CollectorRegistry) -> None:
-        self._server, self._thread = start_http_server(port, registry=registry)
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_port)
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=2)
-
-
-def serve_metrics(port: int, registry: CollectorRegistry) -> MetricsServer | None:
-    """Serve ``registry`` on ``port`` (METRICS_PORT) in a daemon thread; 0 = don't.
-
-    Raises OSError if the port is taken.
-    """
-    return MetricsServer(port, registry) if port else None

@@ -340,8 +340,10 @@ class PartitionRunner:
                 raise IndexLayoutError(_layout_message(results, verdicts))
             if verdicts.blocked_by:
                 await self._block(Blocked.AUTH, verdicts.blocked_by)
-            elif self._blocked_since is not None:
-                await self._unblock()
+            else:
+                self.deps.metrics.health.answered("OpenSearch")
+                if self._blocked_since is not None:
+                    await self._unblock()
             if verdicts.retry:
                 delay = backoff.next_delay()
                 log.warning(
@@ -393,6 +395,7 @@ class PartitionRunner:
     ) -> None:
         """Act on a failure of the whole request (no item outcome is known)."""
         self.deps.metrics.errors.labels("request").inc()
+        self.deps.metrics.health.failed("OpenSearch", failure.reason)
         verdict = failure.verdict
         if verdict is RequestVerdict.PROBE:
             verdict = await self._probe(items)
@@ -478,6 +481,7 @@ class PartitionRunner:
         if self._blocked_since is None:
             self._blocked_since = now_ms
         self.deps.metrics.errors.labels(kind.value).inc()
+        self.deps.metrics.health.failed("OpenSearch", f"refuses writes ({kind.value}): {reason}")
         state = {
             "kind": kind.value,
             "reason": reason,
@@ -559,6 +563,8 @@ class PartitionRunner:
         self.in_hand = max(self.in_hand - changes, 0)
         metrics = self.deps.metrics
         now = time.time()
+        if entries:
+            metrics.health.progressed()
         for entry in entries:
             if entry.ts:
                 # per change (every change of an entry has its ts), as events are counted;

@@ -25,7 +25,7 @@ from common.keys import Keys
 from common.streams import ensure_groups
 from producer.metrics import ProducerMetrics
 
-__all__ = ["POLL_SECONDS", "BufferMonitor", "Hysteresis", "read_buffer"]
+__all__ = ["POLL_SECONDS", "BufferMonitor", "BufferReading", "Hysteresis", "read_buffer"]
 
 log = logging.getLogger("producer.backpressure")
 
@@ -57,22 +57,46 @@ class Hysteresis:
         return None
 
 
-async def read_buffer(redis: Redis, keys: Keys, group: str) -> int:
-    """Changes written but not acknowledged by ``group``, over all partitions.
+@dataclass(frozen=True, slots=True)
+class BufferReading:
+    """One measurement: changes not acknowledged per partition, and dead letters stored."""
 
-    One round trip (HGETALL counts + XINFO GROUPS per stream). A stream or group
-    that does not exist yet is created (so it counts as empty). Raises redis
-    ConnectionError/TimeoutError when Redis is unreachable.
+    partitions: tuple[int, ...]
+    dead_letters: int
+
+    @property
+    def total(self) -> int:
+        return sum(self.partitions)
+
+
+async def read_buffer(redis: Redis, keys: Keys, group: str) -> int:
+    """Changes written but not acknowledged by ``group``, over all partitions (see
+    :func:`read_buffers`)."""
+    return (await read_buffers(redis, keys, group)).total
+
+
+async def read_buffers(redis: Redis, keys: Keys, group: str) -> BufferReading:
+    """Changes written but not acknowledged by ``group``, per partition, and the length
+    of the dead-letter stream.
+
+    One round trip (HGETALL counts + XLEN dlq + XINFO GROUPS per stream). A stream
+    or group that does not exist yet is created (so it counts as empty). Raises
+    redis ConnectionError/TimeoutError when Redis is unreachable.
     """
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(keys.counts)
+        pipe.xlen(keys.dlq)
         for stream in keys.streams():
             pipe.xinfo_groups(stream)
         replies = await pipe.execute(raise_on_error=False)
     counts: dict[Any, Any] = replies[0] if isinstance(replies[0], dict) else {}
-    total = 0
+    if isinstance(replies[1], Exception):
+        raise replies[1]
+    buffers: list[int] = []
     missing = False
-    for partition, reply in enumerate(replies[1:]):
+    for reply in replies[2:]:
+        partition = len(buffers)
+        buffers.append(0)
         if isinstance(reply, ResponseError):
             missing = True  # "no such key": nothing written to this partition yet
             continue
@@ -88,10 +112,12 @@ async def read_buffer(redis: Redis, keys: Keys, group: str) -> int:
         pending = int(mine.get("pending") or 0)
         written = int(counts.get(keys.written_field(partition).encode(), 0))
         acked = int(counts.get(keys.acked_field(partition).encode(), 0))
-        total += partition_buffer(written, acked, pending, int(lag) if lag is not None else None)
+        buffers[partition] = partition_buffer(
+            written, acked, pending, int(lag) if lag is not None else None
+        )
     if missing:
         await ensure_groups(redis, keys, group)
-    return total
+    return BufferReading(tuple(buffers), int(replies[1]))
 
 
 def _text(value: object) -> str:
@@ -139,10 +165,9 @@ class BufferMonitor:
 
     async def measure(self) -> int:
         """One measurement, applied to the state machine; returns the buffer."""
-        buffer = await read_buffer(self._redis, self._keys, self._group)
+        reading = await read_buffers(self._redis, self._keys, self._group)
+        buffer = reading.total
         self.buffer = buffer
-        if self._metrics is not None:
-            self._metrics.buffer_size.set(buffer)
         transition = self._state.observe(buffer)
         if transition == "activated":
             self._running.clear()
@@ -154,7 +179,7 @@ class BufferMonitor:
             self._running.set()
             log.info("Backpressure released: resuming SUBSCRIBE stream (buffer %d events)", buffer)
         if self._metrics is not None:
-            self._metrics.backpressure.set(1 if self._state.active else 0)
+            self._metrics.measured(reading, paused=self._state.active)
         return buffer
 
     async def run(self) -> None:
@@ -165,7 +190,11 @@ class BufferMonitor:
                 await self.measure()
             except Exception as error:  # Redis down: the writer reports and reconnects
                 log.debug("Buffer measurement failed: %s", error)
+                if self._metrics is not None:
+                    self._metrics.health.failed("Redis", str(error) or type(error).__name__)
             raise_if_cancelled()  # redis-py may have swallowed it (common.cancellation)
+            if self._metrics is not None:
+                self._metrics.health.tick()
             now = self._clock()
             if now >= next_log:
                 state = "active" if self._state.active else "inactive"

@@ -18,9 +18,11 @@ from prometheus_client import CollectorRegistry
 
 from common.config import Settings, settings_or_exit
 from common.diagnostics import install_stack_dumps
+from common.endpoint import serve_or_exit
+from common.health import limits_for
 from common.logs import configure_logging
 from producer import native
-from producer.metrics import ProducerMetrics, serve
+from producer.metrics import ProducerMetrics
 from producer.service import run_producer
 
 __all__ = ["main", "run"]
@@ -46,7 +48,8 @@ async def run(settings: Settings) -> int:
     install_stack_dumps(loop)
     registry = CollectorRegistry()
     metrics = ProducerMetrics(registry, settings.view_name)
-    serve(settings.metrics_port, registry)
+    limits = limits_for(settings, role="producer")
+    serve_or_exit(settings, registry, lambda: metrics.health.verdict(limits))
     log.info(
         "Producer starting for %s (%s, %d partitions)",
         settings.view_name,

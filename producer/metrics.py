@@ -1,16 +1,28 @@
 """The producer's Prometheus metrics, on a registry the caller owns (no global state).
 
-Served on METRICS_PORT by :func:`serve` (0 = no endpoint); tests and benchmarks
-build their own registry and read it directly.
+Served with ``/healthz`` on METRICS_HOST:METRICS_PORT by common.endpoint (0 = no
+endpoint); tests and benchmarks build their own registry and read it directly.
+The object also holds the process's health facts (common.health): what it
+observes about Redis, Materialize and the checkpoint feeds both.
 """
 
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from redis.exceptions import RedisError
 
-__all__ = ["ProducerMetrics", "serve"]
+from common.health import HealthFacts
+
+if TYPE_CHECKING:
+    from producer.backpressure import BufferReading
+
+__all__ = ["LEADING_WORK", "ProducerMetrics"]
+
+# What an active producer not paused by backpressure is expected to do (common.health).
+LEADING_WORK = "holding the producer lease (the checkpoint should move)"
 
 
 class ProducerMetrics:
@@ -86,7 +98,29 @@ class ProducerMetrics:
             labels,
             registry=registry,
         ).labels(view)
+        self._partition_buffer = Gauge(
+            "searchsync_producer_partition_buffer_size",
+            "Changes of the partition written but not yet acknowledged by the consumer group",
+            ["view", "partition"],
+            registry=registry,
+        )
+        self.dead_letter_stream = Gauge(
+            "searchsync_producer_dead_letter_stream_length",
+            "Dead letters stored in the dead-letter stream (read or not, until retried, "
+            "purged or older than DLQ_RETENTION_SECONDS)",
+            labels,
+            registry=registry,
+        ).labels(view)
+        self.leader = Gauge(
+            "searchsync_producer_leader",
+            "1 while this producer holds the view's producer lease (0: hot standby)",
+            labels,
+            registry=registry,
+        ).labels(view)
         self._view = view
+        self.health = HealthFacts()
+        self._leading = False
+        self._paused = False
 
     def entries(self, op: str, count: int = 1) -> None:
         self._entries.labels(self._view, op).inc(count)
@@ -95,19 +129,40 @@ class ProducerMetrics:
         self._changes.labels(self._view, op).inc(count)
 
     def set_frontier(self, frontier: int) -> None:
+        """The checkpoint moved to ``frontier``: progress, and Materialize answers."""
         self._frontier_value = frontier
         self.frontier_ts.set(frontier)
+        self.health.progressed()
+        self.health.answered("Materialize")
+
+    def measured(self, reading: BufferReading, *, paused: bool) -> None:
+        """A buffer measurement (producer.backpressure) succeeded: Redis answers."""
+        self.buffer_size.set(reading.total)
+        for partition, buffer in enumerate(reading.partitions):
+            self._partition_buffer.labels(self._view, str(partition)).set(buffer)
+        self.dead_letter_stream.set(reading.dead_letters)
+        self.backpressure.set(1 if paused else 0)
+        self.health.answered("Redis")
+        if paused != self._paused:
+            self._paused = paused
+            self._expect_progress()
+
+    def lead(self, leading: bool) -> None:
+        """The producer lease was won (True) or lost or given up (False)."""
+        self.leader.set(1 if leading else 0)
+        self._leading = leading
+        self._expect_progress()
+
+    def session_failed(self, error: BaseException, description: str) -> None:
+        """A session failed and will be retried: Redis's fault or Materialize's."""
+        self.reconnects.inc()
+        dependency = "Redis" if isinstance(error, RedisError) else "Materialize"
+        self.health.failed(dependency, description)
+
+    def _expect_progress(self) -> None:
+        self.health.waiting(LEADING_WORK if self._leading and not self._paused else "")
 
     def _lag(self) -> float:
         if not self._frontier_value:
             return 0.0
         return max(0.0, time.time() - self._frontier_value / 1000.0)
-
-
-def serve(port: int, registry: CollectorRegistry) -> None:
-    """Expose ``registry`` on ``port`` (all interfaces) from a daemon thread; 0 does nothing.
-
-    Raises OSError if the port is taken.
-    """
-    if port:
-        start_http_server(port, registry=registry)

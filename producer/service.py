@@ -146,6 +146,8 @@ class _Producer:
         halt = asyncio.Event()
         keeper = asyncio.create_task(self.lease.keep(lost))
         relay = asyncio.create_task(_when_any(halt, self.stop, lost))
+        if self.metrics is not None:
+            self.metrics.lead(True)
         try:
             while not halt.is_set():
                 self.session = None
@@ -169,6 +171,8 @@ class _Producer:
                     self.refused = False
             return None
         finally:
+            if self.metrics is not None:
+                self.metrics.lead(False)
             keeper.cancel()
             relay.cancel()
             await asyncio.gather(keeper, relay, return_exceptions=True)
@@ -279,4 +283,4 @@ def _log_failure(error: Exception, delay: float, metrics: ProducerMetrics | None
         log.error("Connection refused to Materialize")
     log.warning("SUBSCRIBE failed, retrying in %.1fs: %s", delay, describe(error))
     if metrics is not None:
-        metrics.reconnects.inc()
+        metrics.session_failed(error, describe(error))

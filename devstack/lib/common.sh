@@ -81,7 +81,9 @@ apt_install() {
   log "installing Debian packages: ${missing[*]}"
   local sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  # APT_NO_RECOMMENDS=1: the packages alone (prometheus.sh)
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    ${APT_NO_RECOMMENDS:+--no-install-recommends} "${missing[@]}" >/dev/null
 }
 
 now() { date +%s.%N; }

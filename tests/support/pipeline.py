@@ -49,8 +49,8 @@ class Pipeline:
             **overrides,
         )
 
-    def consumer(self, name: str) -> ConsumerProcess:
-        process = ConsumerProcess(self.env(), name, self.stack.log_dir)
+    def consumer(self, name: str, **overrides: str) -> ConsumerProcess:
+        process = ConsumerProcess(self.env(**overrides), name, self.stack.log_dir)
         self.consumers[name] = process
         return process
 

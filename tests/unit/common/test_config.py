@@ -62,6 +62,7 @@ CASES: dict[str, tuple[str, object, str | None]] = {
     "LEASE_TTL_SECONDS": ("2", 2.0, "0"),
     "MAX_DELIVERIES": ("3", 3, "0"),
     "METRICS_PORT": ("9400", 9400, "65536"),
+    "METRICS_HOST": ("::", "::", "0.0.0.0:9400"),
     "LOG_LEVEL": ("debug", "DEBUG", "TRACE"),
     "LOG_FORMAT": ("text", "text", "xml"),
 }

@@ -34,6 +34,7 @@ BYTES = "a size in bytes from 1024 to 536870912"
 IDENTIFIER = "an SQL identifier"
 HOST = "a host name or IP address (no scheme, no port, no path)"
 REDIS = "redis://[user:password@]host[:port][/db]"
+BIND = "an IP address or host name to listen on, e.g. 127.0.0.1, 0.0.0.0 or ::"
 
 # variable -> [(bad value, extra environment, text the message must hold)]
 BAD: dict[str, list[tuple[str, dict[str, str], str]]] = {
@@ -83,6 +84,13 @@ BAD: dict[str, list[tuple[str, dict[str, str], str]]] = {
     "LEASE_TTL_SECONDS": [("0", {}, POSITIVE)],
     "MAX_DELIVERIES": [("0", {}, WHOLE)],
     "METRICS_PORT": [("65536", {}, "a port number from 1 to 65535, or 0 for none")],
+    "METRICS_HOST": [
+        ("http://0.0.0.0", {}, BIND),
+        ("0.0.0.0:9400", {}, BIND),
+        ("my host", {}, BIND),
+        ("-x.example", {}, BIND),
+        ("1:2:3", {}, BIND),
+    ],
     "LOG_LEVEL": [("TRACE", {}, "one of DEBUG, INFO, WARNING, ERROR")],
     "LOG_FORMAT": [("xml", {}, "one of json, text")],
 }

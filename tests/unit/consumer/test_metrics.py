@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from consumer.metrics import LATENCY_BUCKETS, ConsumerMetrics, WeightedHistogram
+from consumer.metrics import ERROR_KINDS, LATENCY_BUCKETS, ConsumerMetrics, WeightedHistogram
+from consumer.outcomes import Blocked
 
 
 def test_metrics_live_in_the_given_registry() -> None:
@@ -32,7 +33,18 @@ def test_metrics_live_in_the_given_registry() -> None:
     applied = 'opensearch_sync_partition_applied_timestamp_seconds{partition="2"} 1.7000000005e+09'
     assert applied in text
     assert 'opensearch_sync_partition_owned{consumer="a",partition="2"} 1.0' in text
-    assert 'op="upsert"' not in generate_latest(second).decode()
+    assert second.get_sample_value("opensearch_sync_events_total", {"op": "upsert"}) == 0
+
+
+def test_every_op_and_error_kind_is_exported_at_zero_before_it_happens() -> None:
+    """So rate(opensearch_sync_errors_total[5m]) has data before the first error."""
+    registry = CollectorRegistry()
+    ConsumerMetrics(registry, "a")
+    for op in ("upsert", "delete"):
+        assert registry.get_sample_value("opensearch_sync_events_total", {"op": op}) == 0
+    for kind in ERROR_KINDS:
+        assert registry.get_sample_value("opensearch_sync_errors_total", {"kind": kind}) == 0
+    assert {b.value for b in Blocked} <= set(ERROR_KINDS)
 
 
 def _exposition(registry: CollectorRegistry) -> list[str]:
