@@ -5,6 +5,8 @@
     searchsync verify [--json] [--settle S]  view vs index; exit 1 on drift (cli.verify)
     searchsync index create|adopt|mapping-diff
                                              the alias and its indexes (cli.index)
+    searchsync resync [--yes] [--grace S | --keep-old] [--abort]
+                                             rebuild the index, swap the alias (cli.resync)
 
 Every command has ``--json`` (one JSON object on stdout; prompts and progress on
 stderr) and every command that changes data asks for confirmation unless ``--yes``.
@@ -25,7 +27,7 @@ import psycopg
 from opensearchpy import TransportError
 from redis.exceptions import RedisError
 
-from cli import index, status, verify
+from cli import index, resync, status, verify
 from cli.terminal import EXIT_LAYOUT, EXIT_UNREACHABLE
 from common.config import Settings, settings_or_exit
 from common.index import IndexLayoutError
@@ -35,7 +37,7 @@ __all__ = ["main"]
 Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 
 # Each module adds its subcommand (``register(sub)``), in the order `--help` lists them.
-_COMMANDS = (status, verify, index)
+_COMMANDS = (status, verify, index, resync)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,8 +1,8 @@
 """The index searchsync writes to: its mapping, its settings, and the alias in front of it.
 
 Writers always address the alias OS_INDEX_NAME; the concrete index behind it is
-``<alias>_v<N>``, so a resync (DESIGN.md's ``searchsync resync``, not built yet)
-can build ``_v<N+1>`` and swap the alias with no downtime. :func:`ensure_index` is
+``<alias>_v<N>``, so ``searchsync resync`` (common.resync) builds ``_v<N+1>``
+and swaps the alias with no downtime. :func:`ensure_index` is
 what a consumer runs at start and what ``searchsync index create`` runs.
 
 The write target. Bulks go to ``/<alias>/_bulk`` with ``require_alias=true``, so

@@ -28,6 +28,9 @@ class Keys:
         "producer_lease",
         "reconcile",
         "reconcile_lock",
+        "resync",
+        "resync_confirmed",
+        "retired",
     )
 
     def __init__(self, view: str, partitions: int) -> None:
@@ -64,6 +67,14 @@ class Keys:
         # the highest ts any entry may carry: raised by the producer before it writes an
         # entry above it; consumers dead-letter entries above it (hand-written garbage)
         self.high_water = self.prefix + "high_water"
+        # hash: the resync in progress (common.resync: id, phase, target and old index …);
+        # while its phase is a dual-write one, consumers write every bulk to both indexes
+        self.resync = self.prefix + "resync"
+        # hash consumer name -> resync id: that consumer dual-writes every bulk it sends
+        self.resync_confirmed = self.prefix + "resync:confirmed"
+        # sorted set index name -> delete-after (ms): indexes a resync swapped out,
+        # deleted by consumers once the grace period is over (never one behind the alias)
+        self.retired = self.prefix + "retired"
 
     def stream(self, partition: int) -> str:
         """The stream of partition ``partition``: ``searchsync:<view>:p<N>``."""

@@ -9,6 +9,7 @@ which consumer.outcomes turns into a verdict.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from opensearchpy import AsyncOpenSearch, ConnectionTimeout, SSLError, TransportError
@@ -17,6 +18,7 @@ from opensearchpy import ConnectionError as OpenSearchConnectionError
 from common.entries import Change
 from common.opensearch import status_of
 from consumer.bulk import BULK_PARAMS, BulkResponseError, ItemResult, decode_response, encode_body
+from consumer.dualwrite import DualWrite, merge
 from consumer.outcomes import RequestVerdict, classify_request
 
 __all__ = ["PROBE_TIMEOUT_SECONDS", "BulkFailed", "BulkSender"]
@@ -56,23 +58,57 @@ def _describe(error: TransportError) -> str:
 
 
 class BulkSender:
-    """Posts bulks to ``/<alias>/_bulk``; each request waits at most ``timeout`` seconds."""
+    """Posts bulks to ``/<alias>/_bulk``; each request waits at most ``timeout`` seconds.
 
-    def __init__(self, client: AsyncOpenSearch, alias: str, timeout: float) -> None:
+    With ``dual`` (consumer.dualwrite), while a resync is in progress the same body
+    also goes to the resync's alias, at the same time; the item outcomes are merged.
+    """
+
+    def __init__(
+        self, client: AsyncOpenSearch, alias: str, timeout: float, dual: DualWrite | None = None
+    ) -> None:
         self._client = client
         self._alias = alias
         self._params = {**BULK_PARAMS, "request_timeout": timeout}
+        self._dual = dual
 
     async def send(self, changes: Sequence[Change]) -> Sequence[ItemResult]:
-        """One result per change, in order. Raises :class:`BulkFailed`."""
+        """One result per change, in order. Raises :class:`BulkFailed` (also when only the
+        resync's index failed: the retry is harmless to the live index, versions are external)."""
         body = encode_body(changes)
+        dual = self._dual
+        target = dual.target if dual is not None else None
+        if target is None:
+            if dual is None:
+                return await self._post(body, self._alias, len(changes))
+            dual.single_in_flight += 1
+            try:
+                return await self._post(body, self._alias, len(changes))
+            finally:
+                dual.single_in_flight -= 1
+        live, new = await asyncio.gather(
+            self._post(body, self._alias, len(changes)),
+            self._post(body, target, len(changes)),
+            return_exceptions=True,
+        )
+        if isinstance(live, BaseException):
+            raise live
+        if isinstance(new, BaseException):
+            if isinstance(new, BulkFailed):
+                raise BulkFailed(
+                    new.status, f"new index {target} (resync): {new.reason}", tls=new.tls
+                )
+            raise new
+        return merge(live, new, target)
+
+    async def _post(self, body: bytes, index: str, sent: int) -> Sequence[ItemResult]:
         try:
-            response = await self._client.bulk(body=body, index=self._alias, params=self._params)
+            response = await self._client.bulk(body=body, index=index, params=self._params)
         except TransportError as error:
             tls = isinstance(error, SSLError)
             raise BulkFailed(status_of(error), _describe(error), tls=tls) from None
         try:
-            return decode_response(response, len(changes))
+            return decode_response(response, sent)
         except BulkResponseError as error:
             raise BulkFailed(None, str(error)) from None
 

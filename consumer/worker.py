@@ -10,7 +10,10 @@ expiry plus one tick, see consumer.leases) and within about two ticks of a join
 or a clean leave.
 
 Housekeeping rides on the same tick: due reconciles, stream retention of owned
-partitions and of the dead-letter stream, the buffer gauge and log line.
+partitions and of the dead-letter stream, the buffer gauge and log line, and
+indexes a resync retired once their grace is over (common.retired). Each tick
+first reads the resync's record (consumer.dualwrite): while a resync runs, every
+bulk also goes to the new index.
 
 At start the worker checks the stream layout (common.meta: a different
 STREAM_PARTITIONS or KEY_COLUMN than the streams were created with stops it)
@@ -38,9 +41,11 @@ from common.index import ensure_index
 from common.keys import Keys
 from common.logs import LogGate
 from common.meta import ensure_meta
+from common.retired import SWEEP_SECONDS, sweep_retired
 from common.streams import ensure_groups
 from consumer.acks import Acker
 from consumer.attempts import Attempts, new_token, prune
+from consumer.dualwrite import DualWrite
 from consumer.highwater import HighWater
 from consumer.leases import Leases, tick_seconds
 from consumer.membership import desired_partitions, live_members
@@ -77,6 +82,8 @@ class Worker:
         self.client = client
         self.metrics = metrics
         self.leases = Leases(redis, self.keys, self.me, settings.lease_ttl_seconds)
+        # the resync in progress, if any (consumer.dualwrite); read every tick
+        self.dual = DualWrite(redis, self.keys, self.me)
         policy = RetryPolicy(
             max_deliveries=settings.max_deliveries,
             initial_backoff=settings.retry_initial_backoff,
@@ -91,7 +98,9 @@ class Worker:
             me=self.me,
             leases=self.leases,
             acker=Acker(redis, self.keys, settings.consumer_group),
-            sender=BulkSender(client, settings.os_index_name, settings.os_timeout_seconds),
+            sender=BulkSender(
+                client, settings.os_index_name, settings.os_timeout_seconds, dual=self.dual
+            ),
             metrics=metrics,
             policy=policy,
             high_water=HighWater(redis, self.keys.high_water),
@@ -105,6 +114,7 @@ class Worker:
         self.retiring: set[int] = set()
         self._chores: dict[str, asyncio.Task[None]] = {}
         self._last_retention = 0.0
+        self._last_retired_sweep = 0.0
         self._last_buffer_log = time.monotonic()
         # a runner's FatalError: the consumer shuts down and run() raises it
         self._fatal: FatalError | None = None
@@ -216,6 +226,9 @@ class Worker:
         health = self.metrics.health
         health.tick()
         try:
+            # before any runner starts: a consumer started during a resync dual-writes
+            # from its first bulk
+            await self.dual.refresh()
             await self._rebalance()
             health.answered("Redis")
         except RedisError as error:
@@ -299,6 +312,9 @@ class Worker:
             self._last_retention = now
             self._chore("retention", self._trim_owned(sorted(self.runners)))
             self._chore("dlq retention", self._trim_dlq())
+        if now - self._last_retired_sweep >= SWEEP_SECONDS:
+            self._last_retired_sweep = now
+            self._chore("retired indexes", self._sweep_retired())
         if now - self._last_buffer_log >= self.settings.buffer_log_seconds:
             self._last_buffer_log = now
             log.info(
@@ -341,6 +357,11 @@ class Worker:
                 self.settings.consumer_group,
                 self.keys.attempts(partition),
             )
+
+    async def _sweep_retired(self) -> None:
+        now_ms = int(time.time() * 1000)
+        keys, alias = self.keys, self.settings.os_index_name
+        await sweep_retired(self.redis, self.client, keys, alias, now_ms)
 
     async def _trim_dlq(self) -> None:
         removed = await trim_dlq(self.redis, self.keys.dlq, self.settings.dlq_retention_seconds)

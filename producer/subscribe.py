@@ -128,8 +128,10 @@ def declare_statement(
     snapshot: bool,
     envelope: Envelope,
     key_column: str,
+    at_least: bool = False,
 ) -> sql.Composed:
-    """The DECLARE … CURSOR FOR SUBSCRIBE statement (clauses in the documented order)."""
+    """The DECLARE … CURSOR FOR SUBSCRIBE statement (clauses in the documented order);
+    ``at_least``: ``AS OF AT LEAST`` (Materialize picks a readable timestamp >= as_of)."""
     parts: list[sql.Composable] = [
         sql.SQL("DECLARE {} CURSOR FOR SUBSCRIBE (SELECT * FROM {})").format(
             sql.Identifier(CURSOR), sql.Identifier(view)
@@ -139,7 +141,8 @@ def declare_statement(
         parts.append(sql.SQL("ENVELOPE UPSERT (KEY ({}))").format(sql.Identifier(key_column)))
     parts.append(sql.SQL("WITH (PROGRESS, SNAPSHOT = {})").format(sql.SQL(str(snapshot).lower())))
     if as_of is not None:
-        parts.append(sql.SQL("AS OF {}").format(sql.Literal(int(as_of))))
+        clause = "AS OF AT LEAST {}" if at_least else "AS OF {}"
+        parts.append(sql.SQL(clause).format(sql.Literal(int(as_of))))
     return sql.SQL(" ").join(parts)
 
 
@@ -185,7 +188,7 @@ class Subscription:
         self.layout: Layout | None = None
         self.encoder: DocumentEncoder | None = None
 
-    async def declare(self, *, as_of: int | None, snapshot: bool) -> None:
+    async def declare(self, *, as_of: int | None, snapshot: bool, at_least: bool = False) -> None:
         """BEGIN and DECLARE the cursor. Raises psycopg.Error as Materialize reports it."""
         statement = declare_statement(
             self._view,
@@ -193,6 +196,7 @@ class Subscription:
             snapshot=snapshot,
             envelope=self._envelope,
             key_column=self._key_column,
+            at_least=at_least,
         )
         await self._conn.execute("BEGIN")
         await self._conn.execute(statement)

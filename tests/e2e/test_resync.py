@@ -1,0 +1,266 @@
+"""``searchsync resync`` end to end: a rebuild under live load, killed, resumed, aborted.
+
+Services: real PostgreSQL (a private FreshMart schema), a private Materialize
+emulator process over it, a private redis-server, the shared OpenSearch node (a
+private index alias). Processes: ``producer.main``, ``consumer.main``, the FreshMart
+load generator and the ``searchsync`` CLI — all real subprocesses (the tombstone
+test runs the resync's steps in-process, against the same real services).
+
+The oracles: ``searchsync verify`` (every row of the view equals its document behind
+the alias, nothing else is there) and a search loop through the alias that must
+never see an error or an emptied index.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opensearchpy import OpenSearch
+
+from common.config import load_settings
+from common.keys import Keys
+from common.opensearch import make_client
+from common.redis_client import connect_redis
+from common.resync import Phase, Step, parse_record, plan, plan_abort
+from common.resync_run import Context, execute, gather
+from tests.support.pipeline import CLI, Pipeline, pipeline_of
+from tests.support.producer import start_load, wait_for
+
+pytestmark = pytest.mark.timeout(240)
+
+ORDERS = 3000
+
+
+@pytest.fixture
+def pipeline() -> Iterator[Pipeline]:
+    with pipeline_of(orders=ORDERS, partitions=4, realistic=True) as pipe:
+        yield pipe
+
+
+class SearchLoop:
+    """``_search`` through the alias every 20 ms; records totals and errors."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        services = pipeline.os_env
+        self.client = OpenSearch(
+            hosts=[{"host": services["OS_HOST"], "port": int(services["OS_PORT"])}]
+        )
+        self.alias = pipeline.alias
+        self.totals: list[int] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> SearchLoop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.client.close()
+
+    def _run(self) -> None:
+        body = {"size": 1, "query": {"match_all": {}}, "track_total_hits": True}
+        while not self._stop.is_set():
+            try:
+                response = self.client.search(index=self.alias, body=body)
+                self.totals.append(int(response["hits"]["total"]["value"]))
+            except Exception as error:  # any failure is what the test looks for
+                self.errors.append(repr(error))
+            self._stop.wait(0.02)
+
+
+def record_of(pipeline: Pipeline) -> Any:
+    raw: Any = pipeline.stack.sync_redis().hgetall(pipeline.stack.keys.resync)
+    return parse_record(raw)
+
+
+def start_resync(pipeline: Pipeline, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(CLI), "resync", "--yes", "--json", *args],
+        env={**os.environ, **pipeline.env()},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finished(process: subprocess.Popen[str], timeout: float = 120) -> dict[str, Any]:
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, (out, err)
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+def write_index_of(pipeline: Pipeline) -> list[str]:
+    found = pipeline.search.indices.get_alias(name=pipeline.alias)
+    return sorted(found)
+
+
+def kill_while_loading(pipeline: Pipeline, process: subprocess.Popen[str]) -> None:
+    """SIGKILL ``process`` once its load has written documents, before it ends."""
+
+    def loading() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"resync ended before its load: {process.communicate()}")
+        record = record_of(pipeline)
+        if record is None or record.phase is not Phase.LOADING:
+            return False
+        stats = pipeline.search.indices.stats(index=record.target, metric="indexing")
+        written = int(stats["_all"]["primaries"]["indexing"]["index_total"])
+        return written >= 200  # the live load dual-writes a few dozen at most meanwhile
+
+    wait_for(loading, 60, "the resync's load to be under way", interval=0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+
+
+def test_resync_under_live_load_with_a_consumer_killed(pipeline: Pipeline) -> None:
+    pipeline.stack.producer(**pipeline.env())
+    first = pipeline.consumer("c1")
+    pipeline.consumer("c2")
+    pipeline.wait_synced()
+    initial = pipeline.search.count(index=pipeline.alias)["count"]
+    assert write_index_of(pipeline) == [f"{pipeline.alias}_v1"]
+
+    load = start_load(pipeline.stack, rate=40, seconds=12)
+    with SearchLoop(pipeline) as searches:
+        time.sleep(2)
+        resync = start_resync(pipeline, "--grace", "2")
+        record = wait_for(lambda: record_of(pipeline), 30, "the resync's record", interval=0.01)
+        first.signal(signal.SIGKILL)  # mid-resync: its partitions move, it never confirms
+        pipeline.consumer("c3")
+        result = finished(resync)
+        _, err = load.communicate(timeout=60)
+        assert load.returncode == 0, err
+        pipeline.wait_synced(timeout=120)
+    assert result["outcome"] == "swapped", result
+    assert result["new_index"] == f"{pipeline.alias}_v2" == record.target
+    assert result["as_of"] >= result["high_water"] > 0
+    assert result["written"] + result["newer_live"] >= initial * 0.9
+    assert write_index_of(pipeline) == [f"{pipeline.alias}_v2"]
+
+    report = pipeline.verify(settle=20)
+    assert report["ok"], (report, pipeline.logs())
+    assert pipeline.status()["dlq_length"] == 0
+    assert not searches.errors, searches.errors[:3]
+    assert len(searches.totals) > 100
+    assert min(searches.totals) >= initial * 0.9, (min(searches.totals), initial)
+
+    # dual writes stopped, the resync's alias is gone, the old index goes after --grace
+    assert record_of(pipeline) is None
+    assert not pipeline.search.indices.exists_alias(name=f"{pipeline.alias}_resync")
+    wait_for(
+        lambda: not pipeline.search.indices.exists(index=f"{pipeline.alias}_v1"),
+        30,
+        "a consumer to delete the retired index",
+        interval=0.5,
+    )
+    assert "Deleted index" in "".join(c.log() for c in pipeline.consumers.values())
+
+
+def test_resync_killed_mid_load_resumes_and_an_aborted_one_leaves_the_live_index(
+    pipeline: Pipeline,
+) -> None:
+    pipeline.stack.producer(**pipeline.env())
+    consumer = pipeline.consumer("c1")
+    pipeline.wait_synced()
+    alias = pipeline.alias
+
+    load = start_load(pipeline.stack, rate=30, seconds=10)
+    kill_while_loading(pipeline, start_resync(pipeline))
+    killed = record_of(pipeline)
+    assert killed.phase is Phase.LOADING and killed.loaded is None  # killed before the end
+    resumed = pipeline.cli("resync", "--yes", "--json")
+    assert resumed.returncode == 0, (resumed.stdout, resumed.stderr)
+    result = json.loads(resumed.stdout)
+    assert (result["outcome"], result["resumed_from"]) == ("swapped", "loading")
+    assert result["resync_id"] == killed.id
+    assert write_index_of(pipeline) == [f"{alias}_v2"]
+
+    # a second resync, killed mid-load, then abandoned
+    kill_while_loading(pipeline, start_resync(pipeline, "--keep-old"))
+    assert record_of(pipeline).target == f"{alias}_v3"
+    live_before = pipeline.search.indices.get_settings(index=f"{alias}_v2")
+    aborted = pipeline.cli("resync", "--abort", "--yes", "--json")
+    assert aborted.returncode == 0, (aborted.stdout, aborted.stderr)
+    assert json.loads(aborted.stdout)["outcome"] == "aborted"
+    assert not pipeline.search.indices.exists(index=f"{alias}_v3")
+    assert record_of(pipeline) is None
+    assert write_index_of(pipeline) == [f"{alias}_v2"]
+    assert pipeline.search.indices.get_settings(index=f"{alias}_v2") == live_before
+    wait_for(
+        lambda: consumer.log().count("Resync over: writing to the alias only") >= 2,
+        5,
+        "the consumer to go back to single writes",
+    )
+    nothing = pipeline.cli("resync", "--abort", "--yes", "--json")
+    assert nothing.returncode == 0 and json.loads(nothing.stdout)["outcome"] == "nothing"
+
+    _, err = load.communicate(timeout=60)
+    assert load.returncode == 0, err
+    pipeline.wait_synced(timeout=120)
+    report = pipeline.verify(settle=20)
+    assert report["ok"], (report, pipeline.logs())
+
+
+class _Quiet:
+    def note(self, line: str) -> None:
+        pass
+
+    def update(
+        self, what: str, done: int, total: int | None = None, *, force: bool = False
+    ) -> None:
+        pass
+
+
+async def test_a_delete_newer_than_the_snapshot_is_not_resurrected_by_the_load(
+    pipeline: Pipeline,
+) -> None:
+    """The tombstone of a dual-written delete (version > T) arrives before the load
+    writes the key's snapshot row (version T): the row must be refused."""
+    pipeline.stack.producer(**pipeline.env())
+    pipeline.consumer("c1")
+    pipeline.wait_synced()
+    settings = load_settings(pipeline.env())
+    keys = Keys(settings.view_name, settings.stream_partitions)
+    redis = connect_redis(settings.redis_url)
+    client = make_client(settings)
+    ctx = Context(settings, redis, client, keys, _Quiet(), confirm_timeout=30, settle=5)
+    victim = "order:FM-1001"
+    try:
+        record, facts = await gather(redis, client, keys, pipeline.alias)
+        the_plan = plan(record, facts, alias=pipeline.alias, new_id="t1", now_ms=1)
+        head = (Step.START, Step.CREATE_TARGET, Step.DUAL_WRITE, Step.WAIT_CONFIRMED)
+        report = await execute(ctx, type(the_plan)(the_plan.verdict, head, the_plan.record))
+        assert report.record is not None
+        later = int(time.time() * 1000) + 3_600_000  # above any T the load can pick
+        body = json.dumps({"delete": {"_id": victim, "version": later,
+                                      "version_type": "external_gte"}}) + "\n"  # fmt: skip
+        await client.bulk(
+            body=body, index=report.record.write_alias, params={"require_alias": "true"}
+        )
+        rest = (Step.LOAD, Step.FINISH_LOAD)
+        report = await execute(ctx, type(the_plan)(the_plan.verdict, rest, report.record))
+        assert report.record is not None and report.loaded is not None
+        assert report.loaded.as_of < later
+        assert report.loaded.newer >= 1  # the victim's row, refused by the tombstone
+        target = report.record.target
+        assert not (await client.exists(index=target, id=victim))
+        assert await client.exists(index=pipeline.alias, id=victim)  # the view still has it
+        assert (await client.count(index=target))["count"] == report.loaded.written
+        record, facts = await gather(redis, client, keys, pipeline.alias)
+        await execute(ctx, plan_abort(record, facts, alias=pipeline.alias))
+        assert not (await client.indices.exists(index=target))
+    finally:
+        await client.close()
+        await redis.aclose()
