@@ -5,6 +5,10 @@
     searchsync verify [--json] [--settle S]  view vs index; exit 1 on drift (cli.verify)
     searchsync index create|adopt|mapping-diff
                                              the alias and its indexes (cli.index)
+    searchsync replay --since T [--partition N]
+                                             re-deliver retained entries (cli.replay)
+    searchsync wait --ts T | --now [--timeout S]
+                                             until T is searchable (cli.wait)
     searchsync resync [--yes] [--grace S | --keep-old] [--abort]
                                              rebuild the index, swap the alias (cli.resync)
 
