@@ -31,7 +31,7 @@ import psycopg
 from opensearchpy import TransportError
 from redis.exceptions import RedisError
 
-from cli import index, resync, status, verify
+from cli import index, replay, resync, status, verify, wait
 from cli.terminal import EXIT_LAYOUT, EXIT_UNREACHABLE
 from common.config import Settings, settings_or_exit
 from common.index import IndexLayoutError
@@ -41,7 +41,7 @@ __all__ = ["main"]
 Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 
 # Each module adds its subcommand (``register(sub)``), in the order `--help` lists them.
-_COMMANDS = (status, verify, index, resync)
+_COMMANDS = (status, verify, index, resync, replay, wait)
 
 
 def _parser() -> argparse.ArgumentParser:
