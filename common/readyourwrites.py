@@ -30,6 +30,9 @@ things must hold:
    0.25 s), one ``_refresh`` is forced. That happens on quiet indexes, where it
    publishes nothing or very little, or when the interval is ``-1``.
 
+A change the consumers dead-lettered (``searchsync dlq list``) counts as applied:
+the frontier passes it although its document is not in the index.
+
 :func:`frontier_behind`, :func:`refresh_covered` and :func:`force_after` are the
 pure decisions (unit-tested); :func:`wait_searchable` does the I/O.
 """
@@ -60,6 +63,8 @@ __all__ = [
 ]
 
 POLL_SECONDS: Final = 0.05
+# _stats is a broadcast to every shard: polled at most this often per caller
+STATS_POLL_SECONDS: Final = 0.1
 _INTERVAL = re.compile(r"^(\d+(?:\.\d+)?)(nanos|micros|ms|s|m|h|d)?$")
 _UNIT_SECONDS: Final = {
     "nanos": 1e-9, "micros": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0,
@@ -216,8 +221,8 @@ async def wait_searchable(
 
     Returns a :class:`WaitResult` (``ok`` False on timeout: ``behind`` names the
     partitions, or ``refresh`` is "pending"). Costs one HGETALL per ``poll`` while
-    waiting for the frontier, then one ``_stats/refresh`` per ``poll`` (and at
-    most one ``_refresh``). Raises redis.exceptions.RedisError and
+    waiting for the frontier, then one ``_stats/refresh`` every 0.1 s (and at most
+    one ``_refresh``). Raises redis.exceptions.RedisError and
     opensearchpy.TransportError when a service cannot be reached.
     """
     started = time.monotonic()
@@ -259,4 +264,4 @@ async def _until_refreshed(
             return "forced"
         if moment >= deadline:
             return "pending"
-        await asyncio.sleep(poll)
+        await asyncio.sleep(max(poll, STATS_POLL_SECONDS))
