@@ -265,6 +265,7 @@ async def find_ts(redis: Redis, stream: str, ts: int, info: StreamInfo) -> Entry
 
     Binary search over entry-id milliseconds (entries are written in ts order), then
     one XRANGE through the millisecond before. Cost: log2(span ms) + 1 round trips.
+    Raises redis errors.
     """
     if info.first_id is None or info.last_id is None:
         return None
