@@ -13,23 +13,27 @@ sets 0.0.0.0); METRICS_PORT=0 serves nothing.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sys
 import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from common.config import EXIT_CONFIG, Settings
-from common.health import Verdict
+from common.health import HealthFacts, Verdict
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["Endpoint", "serve_endpoint", "serve_or_exit"]
+__all__ = ["HEARTBEAT_SECONDS", "Endpoint", "heartbeat", "serve_endpoint", "serve_or_exit"]
+
+# How often the event loop proves it runs (common.health's "event loop stalled" rule).
+HEARTBEAT_SECONDS: Final = 0.5
 
 
 class _Server(ThreadingMixIn, WSGIServer):
@@ -114,3 +118,11 @@ def serve_or_exit(
             file=sys.stderr,
         )
         raise SystemExit(EXIT_CONFIG) from None
+
+
+async def heartbeat(facts: HealthFacts, every: float = HEARTBEAT_SECONDS) -> None:
+    """Record a tick every ``every`` seconds until cancelled: while the event loop runs
+    its tasks, /healthz sees fresh ticks; when something blocks it, they stop."""
+    while True:
+        facts.tick()
+        await asyncio.sleep(every)

@@ -5,9 +5,9 @@ answered or failed, its loop ticked, progress was made, work is waiting);
 :func:`assess` turns a :class:`Snapshot` of them into a verdict with no I/O and
 no clock of its own. The rules, first match wins:
 
-1. **Loop stalled**: the process's periodic tick (a consumer's membership tick,
-   ≤ 1 s; the producer's buffer measurement, every 0.25 s) has not run for longer
-   than ``unreachable_after`` → 503 ``event loop stalled: no tick for 12s``.
+1. **Loop stalled**: the event loop's heartbeat (common.endpoint.heartbeat, every
+   0.5 s) has not run for longer than ``unreachable_after`` (something blocks the
+   loop) → 503 ``event loop stalled: no tick for 12s``.
 2. **Dependency unreachable**: Redis, OpenSearch or Materialize has failed every
    attempt for longer than ``unreachable_after`` (no success since its first
    failure) → 503 ``Redis failing for 12s: Error 111 connecting to …``.

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from common.config import EXIT_CONFIG, Settings, settings_or_exit
 from common.diagnostics import install_stack_dumps
-from common.endpoint import serve_or_exit
+from common.endpoint import heartbeat, serve_or_exit
 from common.errors import FatalError
 from common.health import limits_for
 from common.logs import configure_logging
@@ -41,9 +41,11 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     server = serve_or_exit(settings, registry, lambda: metrics.health.verdict(limits))
     redis = connect_redis(settings.redis_url, client_name=settings.consumer_identity())
     client = make_client(settings, maxsize=settings.stream_partitions + 2)
+    beat = asyncio.create_task(heartbeat(metrics.health))
     try:
         await Worker(settings, redis, client, metrics).run(stop)
     finally:
+        beat.cancel()
         await client.close()
         await redis.aclose()
         if server is not None:

@@ -193,7 +193,6 @@ class Worker:
                 log.warning("Could not %s, retrying in %.1fs: %s", what, delay, error)
                 dependency = "Redis" if isinstance(error, RedisError) else "OpenSearch"
                 self.metrics.health.failed(dependency, str(error) or type(error).__name__)
-            self.metrics.health.tick()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
 
@@ -224,7 +223,6 @@ class Worker:
 
     async def _tick(self) -> None:
         health = self.metrics.health
-        health.tick()
         try:
             # before any runner starts: a consumer started during a resync dual-writes
             # from its first bulk

@@ -193,8 +193,6 @@ class BufferMonitor:
                 if self._metrics is not None:
                     self._metrics.health.failed("Redis", str(error) or type(error).__name__)
             raise_if_cancelled()  # redis-py may have swallowed it (common.cancellation)
-            if self._metrics is not None:
-                self._metrics.health.tick()
             now = self._clock()
             if now >= next_log:
                 state = "active" if self._state.active else "inactive"

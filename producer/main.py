@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from common.config import Settings, settings_or_exit
 from common.diagnostics import install_stack_dumps
-from common.endpoint import serve_or_exit
+from common.endpoint import heartbeat, serve_or_exit
 from common.health import limits_for
 from common.logs import configure_logging
 from producer import native
@@ -62,7 +62,11 @@ async def run(settings: Settings) -> int:
             "producer._speedups is not built (no C compiler when it was installed?): "
             "rows are encoded on the pure-Python path, ~1.6x the CPU per row"
         )
-    return await run_producer(settings, stop, metrics)
+    beat = asyncio.create_task(heartbeat(metrics.health))
+    try:
+        return await run_producer(settings, stop, metrics)
+    finally:
+        beat.cancel()
 
 
 def main() -> None:

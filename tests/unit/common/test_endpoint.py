@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -11,8 +13,8 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from common.config import load_settings
-from common.endpoint import Endpoint, serve_endpoint, serve_or_exit
-from common.health import Verdict
+from common.endpoint import Endpoint, heartbeat, serve_endpoint, serve_or_exit
+from common.health import HealthFacts, Limits, Verdict
 
 
 @pytest.fixture
@@ -95,3 +97,18 @@ def _non_loopback_address() -> str | None:
         except OSError:
             return None
     return None if address.startswith("127.") else address
+
+
+async def test_the_heartbeat_ticks_while_the_loop_runs_and_stops_while_it_is_blocked() -> None:
+    facts = HealthFacts()
+    limits = Limits(unreachable_after=0.2, stalled_after=60)
+    beat = asyncio.create_task(heartbeat(facts, every=0.02))
+    try:
+        await asyncio.sleep(0.3)
+        assert facts.verdict(limits).ok
+        time.sleep(0.35)  # blocks the event loop, as a stuck call would  # noqa: ASYNC251
+        assert facts.verdict(limits).reason.startswith("event loop stalled: no tick for")
+        await asyncio.sleep(0.05)
+        assert facts.verdict(limits).ok
+    finally:
+        beat.cancel()
