@@ -96,6 +96,14 @@ def _runbook_queries_return_data(prometheus: PrivatePrometheus) -> None:
     assert math.isfinite(float(p95["value"][1])) and float(p95["value"][1]) > 0, p95
     [rate] = prometheus.query(ERROR_RATE)
     assert math.isfinite(float(rate["value"][1])) and float(rate["value"][1]) >= 0, rate
+    # the runbook's own forms: per consumer, and its error rate matches nothing (README)
+    runbook_p95 = "histogram_quantile(0.95, rate(opensearch_sync_latency_seconds_bucket[5m]))"
+    assert len(prometheus.query(runbook_p95)) == 2
+    assert len(prometheus.query("rate(opensearch_sync_events_total[5m])")) == 4  # 2 ops × 2
+    runbook_errors = (
+        "rate(opensearch_sync_errors_total[5m]) / rate(opensearch_sync_events_total[5m])"
+    )
+    assert prometheus.query(runbook_errors) == []
     buffers = prometheus.query(BUFFER)
     assert sorted(row["metric"]["job"] for row in buffers) == ["searchsync-consumer"] * 2
     # the per-partition series the dashboard and the rules use
