@@ -166,3 +166,43 @@ async def test_buffer_counts_changes_until_acknowledged(
     assert await monitor.measure() == 0
     assert not monitor.active
     assert "Backpressure released: resuming SUBSCRIBE stream" in caplog.text
+
+
+async def test_per_partition_buffers_and_dead_letters_reach_the_gauges(
+    redis_client: tuple[Redis, Keys],
+) -> None:
+    """What the dashboard's lag-per-partition and dead-letter panels read."""
+    from prometheus_client import CollectorRegistry
+
+    from producer.backpressure import read_buffers
+    from producer.metrics import ProducerMetrics
+
+    client, keys = redis_client
+    await ensure_groups(client, keys, "g")
+    changes = docs(40, 300)
+    await StreamWriter(client, keys, progress_interval_ms=1000).write(
+        build_entries(changes, PARTITIONS, 256), high_water=40
+    )
+    await client.xadd(keys.dlq, {"reason": "test", "key": "o1"})
+    await ack_partition(client, keys, 0)
+    expected = [0] + [
+        sum(1 for _, key, _ in changes if partition_of(key, PARTITIONS) == p)
+        for p in range(1, PARTITIONS)
+    ]
+    reading = await read_buffers(client, keys, "g")
+    assert list(reading.partitions) == expected and reading.dead_letters == 1
+    registry = CollectorRegistry()
+    metrics = ProducerMetrics(registry, keys.prefix)
+    monitor = BufferMonitor(
+        client, keys, group="g", threshold=1000, resume=400, log_seconds=60, metrics=metrics
+    )
+    assert await monitor.measure() == sum(expected)
+    for partition, buffer in enumerate(expected):
+        labels = {"view": keys.prefix, "partition": str(partition)}
+        assert (
+            registry.get_sample_value("searchsync_producer_partition_buffer_size", labels) == buffer
+        )
+    stored = registry.get_sample_value(
+        "searchsync_producer_dead_letter_stream_length", {"view": keys.prefix}
+    )
+    assert stored == 1
