@@ -5,12 +5,13 @@
     searchsync verify [--json] [--settle S]  view vs index; exit 1 on drift (cli.verify)
     searchsync index create|adopt|mapping-diff
                                              the alias and its indexes (cli.index)
+    searchsync resync [--yes] [--grace S | --keep-old] [--abort]
+                                             rebuild the index, swap the alias (cli.resync)
+    searchsync dlq list|show|retry|purge      the dead-letter stream (cli.dlq)
     searchsync replay --since T [--partition N]
                                              re-deliver retained entries (cli.replay)
     searchsync wait --ts T | --now [--timeout S]
                                              until T is searchable (cli.wait)
-    searchsync resync [--yes] [--grace S | --keep-old] [--abort]
-                                             rebuild the index, swap the alias (cli.resync)
 
 Every command has ``--json`` (one JSON object on stdout; prompts and progress on
 stderr) and every command that changes data asks for confirmation unless ``--yes``.
@@ -31,7 +32,7 @@ import psycopg
 from opensearchpy import TransportError
 from redis.exceptions import RedisError
 
-from cli import index, replay, resync, status, verify, wait
+from cli import dlq, index, replay, resync, status, verify, wait
 from cli.terminal import EXIT_LAYOUT, EXIT_UNREACHABLE
 from common.config import Settings, settings_or_exit
 from common.index import IndexLayoutError
@@ -41,7 +42,7 @@ __all__ = ["main"]
 Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 
 # Each module adds its subcommand (``register(sub)``), in the order `--help` lists them.
-_COMMANDS = (status, verify, index, resync, replay, wait)
+_COMMANDS = (status, verify, index, resync, dlq, replay, wait)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,11 +1,11 @@
 """Writing rejected changes to the dead-letter stream ``searchsync:<view>:dlq``.
 
 Each letter is one change with the reason it was given up (see
-common.entries.DeadLetter), readable with ``redis-cli XRANGE`` (DESIGN.md's
-``searchsync dlq list|retry`` is not built yet). Letters
-are queued into the same pipeline as the XACK of their entry (consumer.acks), and
-before it, so a crash in between re-delivers the entry rather than losing it: a
-letter may then be written twice, never zero times.
+common.entries.DeadLetter); ``searchsync dlq list|show|retry|purge`` (cli.dlq)
+reads, retries and deletes them. Letters are queued into the same pipeline as the
+XACK of their entry (consumer.acks), and before it, so a crash in between
+re-delivers the entry rather than losing it: a letter may then be written twice,
+never zero times.
 """
 
 from __future__ import annotations
