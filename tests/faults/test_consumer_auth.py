@@ -4,6 +4,7 @@ Real services: the devstack's Redis and OpenSearch node, a real consumer process
 (``python -m consumer.main``) that reaches OpenSearch through an HTTP proxy
 (tests.support.http_proxy) which, for a while, answers every request with 401 and
 the security plugin's body, as a node does after its credentials were rotated.
+Meanwhile the consumer's /healthz says 503 naming OpenSearch and the 401.
 Before the fix every change written during the window went to the dead-letter
 stream (a refused request was split down to single items, each dead-lettered),
 while the index went stale and ``searchsync status`` looked healthy.
@@ -16,6 +17,7 @@ import json
 import os
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -104,6 +106,9 @@ async def test_401_blocks_the_partitions_and_dead_letters_nothing(
         assert all("auth: 401" in p["blocked"] for p in report["partitions"]), report
         assert report["dlq_length"] == 0
         assert auth_errors(metrics_port) >= stack.partitions
+        code, reason = healthz(metrics_port)
+        assert code == 503 and reason.startswith("OpenSearch failing for"), reason
+        assert "refuses writes (auth): 401" in reason
         assert proxy.refused > 2 * stack.partitions  # it kept trying, with backoff
         log = consumer.log()
         assert "OpenSearch refuses writes (auth): 401 security_exception" in log
@@ -112,12 +117,22 @@ async def test_401_blocks_the_partitions_and_dead_letters_nothing(
         proxy.set_unauthorized(False)  # the new password is deployed
         await wait_for(lambda: _outstanding_is(stack, 0), 30, "the blocked changes synced")
         await wait_for(lambda: _blocked_nowhere(env), 30, "blocked status cleared")
+        assert healthz(metrics_port) == (200, "ok")
     finally:
         consumer.ensure_dead()
         proxy.close()
     assert await stack.dead_letters() == []
     assert sorted(await stack.documents()) == sorted(key for key, _ in orders(0, 50))
     assert "OpenSearch accepts writes to partition" in consumer.log()
+
+
+def healthz(port: int) -> tuple[int, str]:
+    """The consumer's /healthz: status and its one-line reason."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+            return response.status, response.read().decode().strip()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode().strip()
 
 
 async def _outstanding_is(stack: Stack, count: int) -> bool:
