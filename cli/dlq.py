@@ -34,7 +34,7 @@ from common import dlq
 from common.config import Settings
 from common.entries import DeadLetter
 from common.keys import Keys
-from common.meta import StreamLayoutError, ensure_meta
+from common.meta import StreamLayoutError, ensure_meta, mismatch
 from common.redis_client import connect_redis
 from producer import lookup
 from producer.batches import build_entries
@@ -58,12 +58,16 @@ def _id_arg(entry_id: tuple[int, int]) -> str:
 
 
 async def _all_letters(redis: Redis, name: str) -> list[Letter]:
-    """Every letter, oldest first (XRANGE in pages)."""
+    """Every letter, oldest first (XRANGE in pages), without its document: a retry never
+    uses it, and a dlq after a bad mapping may hold every document of the view."""
     out: list[Letter] = []
     start = "-"
     while True:
         page: Any = await redis.xrange(name, min=start, max="+", count=_PAGE)
-        out += [(_id_text(i), dlq.read_letter(fields)) for i, fields in page]
+        out += [
+            (_id_text(i), msgspec.structs.replace(dlq.read_letter(fields), doc=None))
+            for i, fields in page
+        ]
         if len(page) < _PAGE:
             return out
         start = "(" + _id_text(page[-1][0])
@@ -260,7 +264,10 @@ async def _retry(
     """Select, confirm and retry; returns the report and whether every letter that could
     be retried was (confirmed, or nothing to confirm). Raises StreamLayoutError,
     redis and psycopg errors."""
-    await ensure_meta(redis, keys, settings)
+    stored: Any = await redis.hgetall(keys.meta)
+    problem = mismatch(stored, settings, keys.meta) if stored else None
+    if problem is not None:
+        raise problem
     if args.all:
         letters = await _all_letters(redis, keys.dlq)
         ids, found = [i for i, _ in letters], dict(letters)
@@ -271,6 +278,7 @@ async def _retry(
     if not by_key:
         return report, True
     if args.yes or confirm(_retry_plan(settings, by_key, report), json_mode=args.json):
+        await ensure_meta(redis, keys, settings)  # records the layout if no process has
         await _retry_keys(settings, redis, keys, by_key, report)
         return report, True
     for key_letters in by_key.values():
@@ -387,11 +395,18 @@ def _purge_plan(name: str, matched: int, total: int, before: tuple[int, int] | N
     return [f"searchsync dlq purge will delete {matched} of the {total} letters{bound} in {name}."]
 
 
+def _limit(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("dlq", help="list, show, retry or purge dead letters")
     dlq_sub = p.add_subparsers(dest="dlq_command", required=True)
     c = dlq_sub.add_parser("list", help=f"the newest letters ({dlq.LIST_ORDER}) and the total")
-    c.add_argument("--limit", type=int, default=50, help="letters shown, default 50")
+    c.add_argument("--limit", type=_limit, default=50, help="letters shown, default 50")
     c.add_argument("--json", action="store_true", help="print one JSON object")
     c.set_defaults(run=cmd_list)
     c = dlq_sub.add_parser("show", help="one letter in full; exit 1 if there is none")

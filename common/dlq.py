@@ -242,6 +242,8 @@ def unretryable(letter: DeadLetter, key_problem: Callable[[str], str | None]) ->
         key = letter.key.decode()
     except UnicodeDecodeError:
         return "its key is not UTF-8: no view row can have it"
+    if "\x00" in key:
+        return "its key holds a NUL character: no view row can have it"
     problem = key_problem(key)
     if problem is not None:
         return f"its key {problem}: it cannot be written (fix the view's row)"

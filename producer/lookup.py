@@ -170,7 +170,10 @@ async def read_current(
         await conn.execute("ROLLBACK")
     except TimeoutError:
         await conn.close()
-        raise
+        raise TimeoutError(
+            f"Materialize did not complete the snapshot of {len(keys)} keys of {view} "
+            f"within {within_seconds:g} s"
+        ) from None
     assert encoder is not None and fold.as_of is not None
     ts = fold.as_of
     docs = {key: [encoder.encode(row, ts) for row in fold.live_rows(key)] for key in keys}

@@ -11,6 +11,7 @@ import asyncio
 from typing import Any
 
 import psycopg
+import pytest
 
 from producer.documents import register_text_loaders
 from producer.lookup import read_current
@@ -113,3 +114,27 @@ def test_a_change_committed_after_the_read_is_not_in_it(mzemu: Emulator) -> None
         ]
 
     asyncio.run(run())
+
+
+def test_a_snapshot_that_does_not_complete_in_time_raises(mzemu: Emulator) -> None:
+    mzemu.admin("mzemu_pause_ticks(5000)")  # no tick: the subscription never starts
+
+    async def run() -> None:
+        conn = await _connect(mzemu)
+        try:
+            with pytest.raises(TimeoutError, match="did not complete the snapshot of 1 keys"):
+                await read_current(
+                    conn,
+                    view=VIEW,
+                    key_column="order_id",
+                    keys=["order:FM-1001"],
+                    within_seconds=0.5,
+                )
+            assert conn.closed
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        mzemu.admin("mzemu_resume_ticks()")

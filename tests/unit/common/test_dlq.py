@@ -127,6 +127,8 @@ def test_only_a_change_of_a_valid_key_can_be_retried() -> None:
     assert "is empty" in (unretryable(empty, key_problem) or "")
     latin = DeadLetter(ts=9, op=DELETE, key=b"\xff", reason="r", source="p0/1-0")
     assert "not UTF-8" in (unretryable(latin, key_problem) or "")
+    nul = DeadLetter(ts=9, op=UPSERT, key=b"a\x00b", reason="r", source="p0/1-0")
+    assert "NUL" in (unretryable(nul, key_problem) or "")
 
 
 def test_decisions() -> None:
