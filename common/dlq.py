@@ -14,7 +14,6 @@ the version, a change newer than T that the pipeline writes anyway wins.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -168,15 +167,16 @@ def render_table(dlq: str, rows: Sequence[LetterRow], total: int) -> list[str]:
 
 
 def shown_document(doc: bytes | None) -> tuple[str, Any]:
-    """How a letter's document is shown: ``("json", value)`` when it is JSON, else
-    ``("text", str)`` with bytes that are not UTF-8 escaped (``\\xff``), or
-    ``("none", None)`` when the letter keeps none."""
+    """How a letter's document is shown: ``("json", msgspec.Raw)`` when it is JSON (its
+    bytes embedded as they are in a JSON answer), else ``("text", str)`` with bytes that
+    are not UTF-8 escaped (``\\xff``), or ``("none", None)`` when the letter keeps none."""
     if doc is None:
         return "none", None
-    try:
-        return "json", json.loads(doc)
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError both are
+    try:  # strict JSON (no NaN) in UTF-8: msgspec.json.format does not check the latter
+        msgspec.json.decode(doc)
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return "text", _text(doc)
+    return "json", msgspec.Raw(doc)
 
 
 def render_letter(row: LetterRow, doc: bytes | None) -> list[str]:
@@ -198,7 +198,8 @@ def render_letter(row: LetterRow, doc: bytes | None) -> list[str]:
         lines.append("document    (none kept)")
     elif kind == "json":
         lines.append(f"document    JSON, {row.doc_bytes} bytes:")
-        lines.extend(json.dumps(value, indent=2, ensure_ascii=False).splitlines())
+        # reindented, not re-encoded: numbers and escapes stay as the bytes have them
+        lines.extend(msgspec.json.format(doc or b"", indent=2).decode().splitlines())
     else:
         lines.append(f"document    not JSON, {row.doc_bytes} bytes (non-UTF-8 bytes escaped):")
         lines.append(value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -95,6 +96,16 @@ def test_show_pretty_prints_json_and_escapes_bytes_that_are_not_utf8() -> None:
     assert "key         k\\xff" in shown
     assert shown[-2:] == ["document    not JSON, 3 bytes (non-UTF-8 bytes escaped):", "a\\xffb"]
     assert shown_document(None) == ("none", None)
+
+
+def test_a_json_document_keeps_its_bytes_and_nan_is_not_json() -> None:
+    doc = b'{"order_total_amount":7.50,"name":"\\u00e9"}'
+    lines = render_letter(letter_row("1-0", LETTER, 2), doc)
+    assert '  "order_total_amount": 7.50,' in lines and '  "name": "\\u00e9"' in lines
+    kind, value = shown_document(doc)
+    assert kind == "json"
+    assert msgspec.json.encode({"document": value}) == b'{"document":' + doc + b"}"
+    assert shown_document(b'{"a":NaN}') == ("text", '{"a":NaN}')
 
 
 @given(st.binary(max_size=200))
