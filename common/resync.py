@@ -7,13 +7,15 @@ to both indexes.
 
 How nothing is lost (the invariant every step keeps):
 
-1. ``<alias>_v<N+1>`` (the *target*) is created with the project's mapping and a
-   second alias, ``<alias>_resync`` (:func:`write_alias_of`), that only it has.
+1. ``<alias>_v<N+1>`` (the *target*) is created with the project's mapping, and
+   ``<alias>_resync`` (:func:`write_alias_of`) is moved onto it alone.
 2. The record's phase becomes ``dual_write``: every consumer reads the record at
    least once a second and from then on sends every bulk to the alias *and* to
-   ``<alias>_resync`` (same body, same external versions, ``require_alias=true``
-   for both, so a deleted target is never re-created as a dynamically mapped
-   index: its writes get 404 and are ignored). A consumer confirms the resync's id
+   ``<alias>_resync`` (same body, same external versions). ``<alias>_resync``, once
+   made, always names an index (the target, then the live index after a swap or an
+   abort): a delete-only ``_bulk`` with external versions auto-creates a missing
+   index even with ``require_alias=true``, so a consumer writing a second late
+   must always find it. A consumer confirms the resync's id
    in ``resync:confirmed`` once no bulk it sent before it knew is still in flight.
    A consumer that starts later reads the record before its first bulk.
 3. Once every live consumer (``members``, heartbeat within LEASE_TTL_SECONDS) has
@@ -26,14 +28,15 @@ How nothing is lost (the invariant every step keeps):
    after T leaves a tombstone with its version (``index.gc_deletes`` is raised for
    the load) that refuses the older snapshot row.
 4. The target is verified against the view, then ONE ``_aliases`` request moves
-   the alias (``is_write_index: true``) from the old index to the target and drops
-   ``<alias>_resync``. Then the record is deleted (consumers stop dual writes within
+   the alias (``is_write_index: true``) from the old index to the target
+   (``<alias>_resync`` stays there). Then the record is deleted (consumers stop dual writes within
    a second) and the old index goes to ``retired`` with a delete-after time
    (``--grace``), which consumers sweep.
 
 Interrupted anywhere, a new run resumes from the recorded phase (the load starts
 over: writing a row twice at versions T and T' >= T is harmless); ``--abort``
-deletes the target and the record. The live index is not touched before the swap.
+moves ``<alias>_resync`` to the live index, deletes the target and the record. The
+live index's documents and settings are not touched before the swap.
 """
 
 from __future__ import annotations
@@ -292,8 +295,11 @@ def plan_abort(record: Record | None, facts: Facts, *, alias: str) -> Plan:
             f"{record.old} (POST /_aliases) while it is kept.",
             record,
         )
-    steps = (Step.DELETE_TARGET, Step.CLEAR) if record.target in facts.indexes else (Step.CLEAR,)
-    return Plan(Verdict.RUN, steps, record)
+    try:
+        write_index(facts.layout)
+    except IndexLayoutError as error:
+        return _refused(f"{error} (fix that first, then abort)", record)
+    return Plan(Verdict.RUN, (Step.DELETE_TARGET, Step.CLEAR), record)
 
 
 def describe(the_plan: Plan, *, grace_seconds: float, keep_old: bool) -> list[str]:
@@ -310,8 +316,8 @@ def describe(the_plan: Plan, *, grace_seconds: float, keep_old: bool) -> list[st
     words = {
         Step.START: f"record resync {record.id} in Redis (the live index {old} is not touched "
         f"until the swap)",
-        Step.CREATE_TARGET: f"create {target} with the project's mapping, refresh off, and the "
-        f"alias {write}",
+        Step.CREATE_TARGET: f"create {target} with the project's mapping and refresh off; move "
+        f"the alias {write} to it",
         Step.DUAL_WRITE: f"make every consumer write each change to {alias} and {target} "
         f"(they pick it up within a second)",
         Step.WAIT_CONFIRMED: "wait until every live consumer confirms it writes to both",
@@ -322,7 +328,8 @@ def describe(the_plan: Plan, *, grace_seconds: float, keep_old: bool) -> list[st
         Step.SWAP: f"in one _aliases request move {alias} from {old} to {target} "
         f"(is_write_index: true)",
         Step.FINISH: f"stop dual writes; {keep}",
-        Step.DELETE_TARGET: f"delete {target} (the live index {old} stays as it is)",
+        Step.DELETE_TARGET: f"move the alias {write} to the live index and delete {target} "
+        f"(the live index's documents and settings stay as they are)",
         Step.CLEAR: "delete the resync's record: consumers go back to single writes",
     }
     return [f"  {n}. {words[step]}" for n, step in enumerate(the_plan.steps, 1)]

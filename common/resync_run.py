@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from common import materialize
 from common.config import Settings
 from common.errors import SearchsyncError
-from common.index import index_body, inspect_layout
+from common.index import index_body, inspect_layout, write_index
 from common.keys import Keys
 from common.resync import Facts, Phase, Plan, Record, Step, advanced, parse_record, unconfirmed
 from common.resync_load import Loaded, load_snapshot
@@ -119,18 +119,40 @@ async def _create_target(ctx: Context, record: Record, report: Report) -> Record
     body = index_body(
         retention_seconds=max(retention, LOAD_GC_DELETES_SECONDS), refresh_interval="-1"
     )
-    body["aliases"] = {record.write_alias: {}}
     try:
         await ctx.client.indices.create(index=record.target, body=body)
-        ctx.progress.note(f"created {record.target} (alias {record.write_alias})")
+        ctx.progress.note(f"created {record.target}")
     except RequestError as error:
         if error.error != "resource_already_exists_exception":
-            raise
-        # made by the run that was interrupted: make sure it is as that run left it
-        await ctx.client.indices.update_aliases(
-            body={"actions": [{"add": {"index": record.target, "alias": record.write_alias}}]}
-        )
+            raise  # made by the run that was interrupted, else a real refusal
+    await _move_write_alias(ctx, record, record.target)
     return record
+
+
+async def _move_write_alias(ctx: Context, record: Record, index: str) -> None:
+    """Point ``<alias>_resync`` at ``index`` alone, in one ``_aliases`` request.
+
+    The name must always resolve once it exists: a delete-only ``_bulk`` with external
+    versions auto-creates a missing index even with ``require_alias=true`` (measured on
+    2.19.6), so a consumer a second late would make a concrete ``<alias>_resync``.
+    """
+    alias = record.write_alias
+    holders: Any = {}
+    if await ctx.client.indices.exists_alias(name=alias):
+        holders = await ctx.client.indices.get_alias(name=alias)
+    actions: list[dict[str, Any]] = [
+        {"remove": {"index": name, "alias": alias}} for name in holders if name != index
+    ]
+    actions.append({"add": {"index": index, "alias": alias}})
+    try:
+        await ctx.client.indices.update_aliases(body={"actions": actions})
+    except RequestError as error:
+        if error.error != "invalid_alias_name_exception":
+            raise
+        raise ResyncError(
+            f"a concrete index named {alias} exists (writes reached that name while it was no "
+            f"alias): check and delete it (`curl -X DELETE /{alias}`), then run again"
+        ) from None
 
 
 async def _dual_write(ctx: Context, record: Record, report: Report) -> Record:
@@ -257,8 +279,7 @@ async def _swap(ctx: Context, record: Record, report: Report) -> Record:
         {"remove": {"index": record.old, "alias": record.alias}},
         {"add": {"index": record.target, "alias": record.alias, "is_write_index": True}},
     ]
-    if await ctx.client.indices.exists_alias(name=record.write_alias, index=record.target):
-        actions.append({"remove": {"index": record.target, "alias": record.write_alias}})
+    # <alias>_resync stays on the target, now live: late dual writes land there twice
     await ctx.client.indices.update_aliases(body={"actions": actions})
     ctx.progress.note(f"alias {record.alias} -> {record.target} (write index)")
     return record
@@ -280,6 +301,8 @@ async def _delete_target(ctx: Context, record: Record, report: Report) -> Record
     layout = await inspect_layout(ctx.client, record.alias)
     if record.target in layout.members:  # plan_abort checked it; the alias may have moved since
         raise ResyncError(f"{record.target} is behind the alias {record.alias}: not deleting it")
+    # late dual writes must find the name (see _move_write_alias): the live index takes them
+    await _move_write_alias(ctx, record, write_index(layout))
     await ctx.client.indices.delete(index=record.target, params={"ignore_unavailable": "true"})
     ctx.progress.note(f"deleted {record.target}")
     return record

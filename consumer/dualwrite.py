@@ -4,8 +4,9 @@
 :meth:`DualWrite.refresh` every tick (at most 1 s apart; one HGETALL), before it
 starts any runner, so a consumer started during a resync dual-writes from its
 first bulk. consumer.sender reads :attr:`DualWrite.target` when a bulk starts and,
-when set, sends the same body to ``<alias>_resync`` as well (``require_alias``:
-a target deleted by ``--abort`` is never re-created, its items answer 404).
+when set, sends the same body to ``<alias>_resync`` as well (with
+``require_alias``; the resync keeps that name pointing at an index, so late writes
+land in the live index after a swap or an abort).
 
 The consumer confirms the resync's id in ``resync:confirmed`` once no bulk that
 started without the target is still in flight: from then on every bulk it sends
@@ -17,8 +18,8 @@ the two, so a change the new index could not take is retried like any other
 (and dead-lettered when the new index rejects the document itself, with a reason
 naming it; the live write has then been applied, and the resync's verify finds
 the key missing or different in the new index, so the alias is not moved). An
-index-not-found answer of the target means the resync is over (swapped or
-aborted) and counts as applied.
+index-not-found answer of the target (``<alias>_resync`` removed by hand) counts as
+applied: it must never stop the consumer the way a broken live alias does.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def _as_target(result: ItemResult, target: str) -> ItemResult:
     """The target's answer as the item's: gone = applied; else its reason names it."""
     outcome = classify(result)
     if outcome is Outcome.APPLIED or outcome is Outcome.LAYOUT:
-        # LAYOUT on <alias>_resync: the resync swapped or was aborted meanwhile
+        # LAYOUT on <alias>_resync: removed by hand; the live write decides
         return _APPLIED
     reason = f"new index {target} (resync): {result.reason or result.error_type}"
     return ItemResult(result.status, result.error_type, reason)

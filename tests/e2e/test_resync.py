@@ -106,6 +106,12 @@ def write_index_of(pipeline: Pipeline) -> list[str]:
     return sorted(found)
 
 
+def resync_alias_holders(pipeline: Pipeline) -> list[str]:
+    """The indexes behind ``<alias>_resync`` (an alias, never a concrete index)."""
+    found = pipeline.search.indices.get_alias(name=f"{pipeline.alias}_resync")
+    return sorted(found)
+
+
 def kill_while_loading(pipeline: Pipeline, process: subprocess.Popen[str]) -> None:
     """SIGKILL ``process`` once its load has written documents, before it ends."""
 
@@ -156,9 +162,9 @@ def test_resync_under_live_load_with_a_consumer_killed(pipeline: Pipeline) -> No
     assert len(searches.totals) > 100
     assert min(searches.totals) >= initial * 0.9, (min(searches.totals), initial)
 
-    # dual writes stopped, the resync's alias is gone, the old index goes after --grace
+    # dual writes stopped, <alias>_resync stays on the live index, the old one goes after --grace
     assert record_of(pipeline) is None
-    assert not pipeline.search.indices.exists_alias(name=f"{pipeline.alias}_resync")
+    assert resync_alias_holders(pipeline) == [f"{pipeline.alias}_v2"]
     wait_for(
         lambda: not pipeline.search.indices.exists(index=f"{pipeline.alias}_v1"),
         30,
@@ -196,6 +202,7 @@ def test_resync_killed_mid_load_resumes_and_an_aborted_one_leaves_the_live_index
     assert json.loads(aborted.stdout)["outcome"] == "aborted"
     assert not pipeline.search.indices.exists(index=f"{alias}_v3")
     assert record_of(pipeline) is None
+    assert resync_alias_holders(pipeline) == [f"{alias}_v2"]  # late dual writes land there
     assert write_index_of(pipeline) == [f"{alias}_v2"]
     assert pipeline.search.indices.get_settings(index=f"{alias}_v2") == live_before
     wait_for(

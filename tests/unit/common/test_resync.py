@@ -125,8 +125,11 @@ def test_abort_deletes_the_target_and_the_record_but_never_an_index_behind_the_a
     live = facts({"orders_v1": True}, "orders_v2")
     the_plan = plan_abort(recorded(Phase.LOADING), live, alias=ALIAS)
     assert the_plan.steps == (Step.DELETE_TARGET, Step.CLEAR)
+    # the target already gone: DELETE_TARGET still parks orders_resync on the live index
     gone = plan_abort(recorded(Phase.DUAL_WRITE), facts({"orders_v1": True}), alias=ALIAS)
-    assert gone.steps == (Step.CLEAR,)
+    assert gone.steps == (Step.DELETE_TARGET, Step.CLEAR)
+    broken = plan_abort(recorded(Phase.LOADING), Facts(Layout(ALIAS, concrete=True)), alias=ALIAS)
+    assert broken.verdict is Verdict.REFUSED
     swapped = plan_abort(recorded(Phase.SWAPPING), facts({"orders_v2": True}), alias=ALIAS)
     assert swapped.verdict is Verdict.REFUSED and "finishes" in swapped.message
     nothing = plan_abort(None, live, alias=ALIAS)
