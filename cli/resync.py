@@ -24,7 +24,7 @@ from common.keys import Keys
 from common.opensearch import make_client, status_of
 from common.redis_client import connect_redis
 from common.resync_load import LoadError
-from common.resync_run import Context, Report, ResyncError, execute, gather
+from common.resync_run import Context, Report, ResyncError, command_lock, execute, gather
 
 __all__ = ["register"]
 
@@ -44,6 +44,16 @@ def _header(the_plan: resync.Plan, args: argparse.Namespace) -> list[str]:
     return [head, *lines]
 
 
+def _plan(
+    args: argparse.Namespace, found: tuple[resync.Record | None, resync.Facts], alias: str,
+    new_id: str, now_ms: int,
+) -> resync.Plan:  # fmt: skip
+    record, facts = found
+    if args.abort:
+        return resync.plan_abort(record, facts, alias=alias)
+    return resync.plan(record, facts, alias=alias, new_id=new_id, now_ms=now_ms)
+
+
 async def _run(
     settings: Settings, args: argparse.Namespace, progress: Progress
 ) -> tuple[str, str, resync.Plan | None, Report | None]:
@@ -52,39 +62,37 @@ async def _run(
     keys = Keys(settings.view_name, settings.stream_partitions)
     redis = connect_redis(settings.redis_url, socket_timeout=30.0)
     client = make_client(settings)
+    new_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+    now_ms = int(time.time() * 1000)
     try:
-        record, facts = await gather(redis, client, keys, alias)
-        if args.abort:
-            the_plan = resync.plan_abort(record, facts, alias=alias)
-        else:
-            new_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
-            now_ms = int(time.time() * 1000)
-            the_plan = resync.plan(record, facts, alias=alias, new_id=new_id, now_ms=now_ms)
+        the_plan = _plan(args, await gather(redis, client, keys, alias), alias, new_id, now_ms)
         if the_plan.verdict is resync.Verdict.NOTHING:
             return "nothing", the_plan.message, the_plan, None
         if the_plan.verdict is resync.Verdict.REFUSED:
             return "refused", the_plan.message, the_plan, None
         if not (args.yes or confirm(_header(the_plan, args), json_mode=args.json)):
             return "not_confirmed", "not confirmed: nothing was changed", the_plan, None
-        ctx = Context(
-            settings, redis, client, keys, progress,
-            confirm_timeout=args.confirm_timeout, settle=args.settle,
-            grace_seconds=args.grace, keep_old=args.keep_old,
-        )  # fmt: skip
         report = Report(the_plan.record)
         try:
-            report = await execute(ctx, the_plan)
+            async with command_lock(redis, keys, progress) as lock:
+                # read again under the lock: another command may have moved it meanwhile
+                again = _plan(args, await gather(redis, client, keys, alias), alias, new_id, now_ms)
+                if again != the_plan:
+                    message = "the resync changed while this command waited: run it again"
+                    return "refused", message, again, None
+                ctx = Context(
+                    settings, redis, client, keys, progress, lock=lock,
+                    confirm_timeout=args.confirm_timeout, settle=args.settle,
+                    grace_seconds=args.grace, keep_old=args.keep_old,
+                )  # fmt: skip
+                await execute(ctx, the_plan, report)
         except (ResyncError, LoadError) as error:
             return "stopped", str(error), the_plan, report
         except TransportError as error:
             if status_of(error) is None:
                 raise  # no answer: "cannot reach a service", exit 3
-            return (
-                "stopped",
-                f"OpenSearch refused a step: {error}; run again to resume",
-                the_plan,
-                report,
-            )
+            message = f"OpenSearch refused a step: {error}; run again to resume"
+            return "stopped", message, the_plan, report
         return ("aborted" if args.abort else "swapped"), "", the_plan, report
     finally:
         progress.done()

@@ -30,6 +30,7 @@ class Keys:
         "reconcile_lock",
         "resync",
         "resync_confirmed",
+        "resync_lock",
         "retired",
     )
 
@@ -72,6 +73,9 @@ class Keys:
         self.resync = self.prefix + "resync"
         # hash consumer name -> resync id: that consumer dual-writes every bulk it sends
         self.resync_confirmed = self.prefix + "resync:confirmed"
+        # "<host>:<pid>" of the searchsync resync command running it, PX a few seconds,
+        # renewed every second: a second command waits for it or refuses
+        self.resync_lock = self.prefix + "resync:lock"
         # sorted set index name -> delete-after (ms): indexes a resync swapped out,
         # deleted by consumers once the grace period is over (never one behind the alias)
         self.retired = self.prefix + "retired"

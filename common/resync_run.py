@@ -10,8 +10,11 @@ confirmations), the snapshot's size (the load) and ``settle`` (the verify).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -28,7 +31,15 @@ from common.resync_load import Loaded, load_snapshot
 from common.verify import Drift, compare, read_index, read_view
 from consumer.membership import live_members
 
-__all__ = ["LOAD_GC_DELETES_SECONDS", "Context", "Report", "ResyncError", "execute", "gather"]
+__all__ = [
+    "LOAD_GC_DELETES_SECONDS",
+    "Context",
+    "Report",
+    "ResyncError",
+    "command_lock",
+    "execute",
+    "gather",
+]
 
 # index.gc_deletes while the snapshot loads: a delete newer than T must keep refusing
 # the snapshot's row for the key however long the load takes (then STREAM_RETENTION_SECONDS)
@@ -50,6 +61,66 @@ class Reporter(Protocol):
     ) -> None: ...
 
 
+# The command's lock: a second `searchsync resync` (a resume, an abort) waits for a killed
+# one's lock to expire, and refuses while a live one renews it.
+LOCK_TTL_MS: Final = 5000
+_RENEW_SECONDS: Final = 1.0
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+@dataclass(slots=True)
+class Lock:
+    """This command's hold on ``resync:lock``; :attr:`lost` once another took it."""
+
+    owner: str
+    lost: bool = False
+
+
+@contextlib.asynccontextmanager
+async def command_lock(redis: Redis, keys: Keys, progress: Reporter) -> AsyncIterator[Lock]:
+    """Hold ``resync:lock`` (renewed every second) for the ``with`` block.
+
+    Waits up to LOCK_TTL_MS (+1 s) for a killed command's lock to expire. Raises
+    :class:`ResyncError` when another command keeps it, redis errors.
+    """
+    lock = Lock(f"{socket.gethostname()}:{os.getpid()}")
+    deadline = time.monotonic() + LOCK_TTL_MS / 1000 + 1
+    while not await redis.set(keys.resync_lock, lock.owner, nx=True, px=LOCK_TTL_MS):
+        holder: Any = await redis.get(keys.resync_lock)
+        if time.monotonic() > deadline:
+            name = holder.decode() if holder else "?"
+            raise ResyncError(f"another searchsync resync is running ({name}): let it finish")
+        progress.update("waiting for the lock of an earlier searchsync resync to expire", 0)
+        await asyncio.sleep(0.25)
+    renewing = asyncio.create_task(_renew(redis, keys, lock))
+    try:
+        yield lock
+    finally:
+        renewing.cancel()
+        await asyncio.gather(renewing, return_exceptions=True)
+        await redis.eval(_RELEASE, 1, keys.resync_lock, lock.owner)
+
+
+async def _renew(redis: Redis, keys: Keys, lock: Lock) -> None:
+    while True:
+        await asyncio.sleep(_RENEW_SECONDS)
+        kept = await redis.eval(_RENEW, 1, keys.resync_lock, lock.owner, LOCK_TTL_MS)
+        if not kept:
+            lock.lost = True
+            return
+
+
 @dataclass(slots=True)
 class Context:
     settings: Settings
@@ -61,6 +132,7 @@ class Context:
     settle: float = 30.0
     grace_seconds: float = 3600.0
     keep_old: bool = False
+    lock: Lock | None = None
 
 
 @dataclass(slots=True)
@@ -85,15 +157,18 @@ async def gather(
     return parse_record(raw), Facts(layout, tuple(sorted(row["index"] for row in rows)))
 
 
-async def execute(ctx: Context, plan: Plan) -> Report:
-    """Run ``plan``'s steps in order; the report says what was done and how long each took.
+async def execute(ctx: Context, plan: Plan, report: Report | None = None) -> Report:
+    """Run ``plan``'s steps in order; ``report`` (a new one by default) says what was done
+    and how long each step took, also when a step raised.
 
     Raises :class:`ResyncError` (the phase stays recorded: run again to resume, or
     abort), common.resync_load.LoadError, psycopg.Error, redis and opensearchpy errors.
     """
     assert plan.record is not None
-    report = Report(plan.record)
+    report = report if report is not None else Report(plan.record)
     for step in plan.steps:
+        if ctx.lock is not None and ctx.lock.lost:
+            raise ResyncError("lost the resync lock to another command (paused too long?)")
         started = time.monotonic()
         assert report.record is not None
         report.record = await _STEPS[step](ctx, report.record, report)
@@ -116,8 +191,15 @@ async def _start(ctx: Context, record: Record, report: Report) -> Record:
 
 async def _create_target(ctx: Context, record: Record, report: Report) -> Record:
     retention = ctx.settings.stream_retention_seconds
+    # as many replicas as the live index has (the project's mapping and settings otherwise)
+    found: Any = await ctx.client.indices.get_settings(
+        index=record.old, name="index.number_of_replicas", flat_settings=True
+    )
+    replicas = int(found[record.old]["settings"].get("index.number_of_replicas", 0))
     body = index_body(
-        retention_seconds=max(retention, LOAD_GC_DELETES_SECONDS), refresh_interval="-1"
+        retention_seconds=max(retention, LOAD_GC_DELETES_SECONDS),
+        replicas=replicas,
+        refresh_interval="-1",
     )
     try:
         await ctx.client.indices.create(index=record.target, body=body)

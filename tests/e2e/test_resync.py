@@ -212,6 +212,23 @@ def test_resync_killed_mid_load_resumes_and_an_aborted_one_leaves_the_live_index
     )
     nothing = pipeline.cli("resync", "--abort", "--yes", "--json")
     assert nothing.returncode == 0 and json.loads(nothing.stdout)["outcome"] == "nothing"
+    human = pipeline.cli("resync", "--abort")
+    assert human.returncode == 0 and "no resync is in progress" in human.stdout, human
+
+    # without --yes and with no answer on stdin nothing changes (exit 1), human form
+    asked = subprocess.run(
+        [str(CLI), "resync"],
+        env={**os.environ, **pipeline.env()},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert asked.returncode == 1, asked
+    assert f"move {alias} from {alias}_v2 to {alias}_v3" in asked.stdout  # v3 was aborted
+    assert "not confirmed: nothing was changed" in asked.stderr
+    assert record_of(pipeline) is None and not pipeline.search.indices.exists(index=f"{alias}_v3")
 
     _, err = load.communicate(timeout=60)
     assert load.returncode == 0, err
