@@ -5,7 +5,8 @@ needed) it wrote a fresh snapshot at ts T as upserts, an ``r`` entry at T into
 every partition, and ``reconcile[T] = "pending"``. Documents deleted in the lost
 history are still in the index with versions below T. Once every partition's
 applied frontier is above T (all snapshot rows are in), one consumer, holding
-``reconcile:lock``, runs ``_delete_by_query`` for ``sync_version < T`` and marks
+``reconcile:lock``, runs ``_delete_by_query`` for ``sync_version < T`` (in a
+resync's new index too, while consumers dual-write: consumer.dualwrite) and marks
 ``reconcile[T] = "done"``. Re-running it is harmless (``conflicts=proceed``, and a
 document rewritten meanwhile has a version ≥ T), so a lock that expires under a
 dead consumer only costs a repeat.
@@ -26,6 +27,7 @@ from common.cancellation import raise_if_cancelled
 from common.entries import VERSION_FIELD
 from common.keys import Keys
 from common.owned_keys import RELEASE, RENEW
+from consumer.dualwrite import DualWrite
 
 __all__ = ["PENDING", "Reconciler", "due_snapshots"]
 
@@ -59,8 +61,18 @@ def due_snapshots(
 class Reconciler:
     """Runs due reconciles for one view; any number of consumers may call :meth:`run_due`."""
 
-    def __init__(self, redis: Redis, client: AsyncOpenSearch, keys: Keys, alias: str, me: str):
+    def __init__(
+        self,
+        redis: Redis,
+        client: AsyncOpenSearch,
+        keys: Keys,
+        alias: str,
+        me: str,
+        *,
+        dual: DualWrite | None = None,
+    ):
         self._redis = redis
+        self._dual = dual
         self._client = client
         self._keys = keys
         self._alias = alias
@@ -117,11 +129,20 @@ class Reconciler:
             raise_if_cancelled()  # redis-py may have swallowed it (common.cancellation)
 
     async def _delete_older_than(self, ts: int) -> int:
+        deleted = await self._delete_in(self._alias, ts)
+        target = self._dual.target if self._dual is not None else None
+        if target is not None:
+            # a resync's new index: its snapshot rows older than ts are just as stale
+            # (rows written since carry ts or more), and it becomes the live index
+            await self._delete_in(target, ts)
+        return deleted
+
+    async def _delete_in(self, index: str, ts: int) -> int:
         # _delete_by_query only sees what a refresh has made searchable: without this,
         # documents indexed in the last refresh_interval would survive the reconcile
-        await self._client.indices.refresh(index=self._alias)
+        await self._client.indices.refresh(index=index)
         response: Any = await self._client.delete_by_query(
-            index=self._alias,
+            index=index,
             body={"query": {"range": {VERSION_FIELD: {"lt": ts}}}},
             params={
                 "conflicts": "proceed",

@@ -108,7 +108,9 @@ class Worker:
             token=new_token(self.me),
             gate=LogGate(BLOCKED_LOG_SECONDS),
         )
-        self.reconciler = Reconciler(redis, client, self.keys, settings.os_index_name, self.me)
+        self.reconciler = Reconciler(
+            redis, client, self.keys, settings.os_index_name, self.me, dual=self.dual
+        )
         self.runners: dict[int, PartitionRunner] = {}
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.retiring: set[int] = set()

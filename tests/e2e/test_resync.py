@@ -31,6 +31,8 @@ from common.opensearch import make_client
 from common.redis_client import connect_redis
 from common.resync import Phase, Step, parse_record, plan, plan_abort
 from common.resync_run import Context, execute, gather
+from consumer.dualwrite import DualWrite
+from consumer.reconcile import Reconciler
 from tests.support.pipeline import CLI, Pipeline, pipeline_of
 from tests.support.producer import start_load, wait_for
 
@@ -251,7 +253,8 @@ async def test_a_delete_newer_than_the_snapshot_is_not_resurrected_by_the_load(
     pipeline: Pipeline,
 ) -> None:
     """The tombstone of a dual-written delete (version > T) arrives before the load
-    writes the key's snapshot row (version T): the row must be refused."""
+    writes the key's snapshot row (version T): the row must be refused. And a
+    reconcile run meanwhile deletes stale documents from the new index as well."""
     pipeline.stack.producer(**pipeline.env())
     pipeline.consumer("c1")
     pipeline.wait_synced()
@@ -282,6 +285,21 @@ async def test_a_delete_newer_than_the_snapshot_is_not_resurrected_by_the_load(
         assert not (await client.exists(index=target, id=victim))
         assert await client.exists(index=pipeline.alias, id=victim)  # the view still has it
         assert (await client.count(index=target))["count"] == report.loaded.written
+
+        # a reconcile (snapshot at ts 2) while consumers dual-write cleans the new index too
+        stale = [
+            {"index": {"_id": "order:STALE", "version": 1, "version_type": "external_gte"}},
+            {"order_id": "order:STALE", "sync_version": 1},
+        ]
+        body = "".join(json.dumps(line) + "\n" for line in stale)
+        await client.bulk(body=body, index=report.record.write_alias, params={"refresh": "true"})
+        await redis.hset(keys.reconcile, "2", "pending")
+        dual = DualWrite(redis, keys, "test")
+        await dual.refresh()
+        assert dual.target == report.record.write_alias
+        reconciler = Reconciler(redis, client, keys, pipeline.alias, "test", dual=dual)
+        assert await reconciler.run_due() == [2]
+        assert not (await client.exists(index=target, id="order:STALE"))
         record, facts = await gather(redis, client, keys, pipeline.alias)
         await execute(ctx, plan_abort(record, facts, alias=pipeline.alias))
         assert not (await client.indices.exists(index=target))
