@@ -18,7 +18,21 @@ chaos run).
 
 from __future__ import annotations
 
-__all__ = ["partition_buffer"]
+from dataclasses import dataclass
+
+__all__ = ["BufferReading", "partition_buffer"]
+
+
+@dataclass(frozen=True, slots=True)
+class BufferReading:
+    """One measurement: changes not acknowledged per partition, and dead letters stored."""
+
+    partitions: tuple[int, ...]
+    dead_letters: int
+
+    @property
+    def total(self) -> int:
+        return sum(self.partitions)
 
 
 def partition_buffer(written: int, acked: int, pending: int, lag: int | None) -> int:

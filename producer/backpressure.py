@@ -19,7 +19,7 @@ from typing import Any, Final, Literal
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from common.buffer import partition_buffer
+from common.buffer import BufferReading, partition_buffer
 from common.cancellation import raise_if_cancelled
 from common.keys import Keys
 from common.streams import ensure_groups
@@ -55,18 +55,6 @@ class Hysteresis:
             self.active = False
             return "released"
         return None
-
-
-@dataclass(frozen=True, slots=True)
-class BufferReading:
-    """One measurement: changes not acknowledged per partition, and dead letters stored."""
-
-    partitions: tuple[int, ...]
-    dead_letters: int
-
-    @property
-    def total(self) -> int:
-        return sum(self.partitions)
 
 
 async def read_buffer(redis: Redis, keys: Keys, group: str) -> int:

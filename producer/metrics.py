@@ -9,15 +9,12 @@ observes about Redis, Materialize and the checkpoint feeds both.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from redis.exceptions import RedisError
 
+from common.buffer import BufferReading
 from common.health import HealthFacts
-
-if TYPE_CHECKING:
-    from producer.backpressure import BufferReading
 
 __all__ = ["LEADING_WORK", "ProducerMetrics"]
 
