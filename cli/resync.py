@@ -3,12 +3,14 @@ index behind the alias under live load and swap the alias (common.resync says ho
 
 Exit codes: 0 swapped, aborted, or nothing to abort; 1 refused, not confirmed, or
 stopped on the way (the phase stays recorded: run it again to resume, or
-``--abort``); 2 usage; 3 a service cannot be reached.
+``--abort``); 2 usage; 3 a service cannot be reached. Ctrl-C stops it with the
+result ``interrupted`` (exit 1 when tried; the phase stays recorded).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import secrets
 import sys
 import time
@@ -88,6 +90,9 @@ async def _run(
                 await execute(ctx, the_plan, report)
         except (ResyncError, LoadError) as error:
             return "stopped", str(error), the_plan, report
+        except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels this task
+            message = "interrupted: the phase is recorded; run again to resume, or --abort"
+            return "interrupted", message, the_plan, report
         except TransportError as error:
             if status_of(error) is None:
                 raise  # no answer: "cannot reach a service", exit 3

@@ -96,12 +96,15 @@ async def command_lock(redis: Redis, keys: Keys, progress: Reporter) -> AsyncIte
     """
     lock = Lock(f"{socket.gethostname()}:{os.getpid()}")
     deadline = time.monotonic() + LOCK_TTL_MS / 1000 + 1
+    told = False
     while not await redis.set(keys.resync_lock, lock.owner, nx=True, px=LOCK_TTL_MS):
         holder: Any = await redis.get(keys.resync_lock)
+        name = holder.decode() if holder else "?"
         if time.monotonic() > deadline:
-            name = holder.decode() if holder else "?"
             raise ResyncError(f"another searchsync resync is running ({name}): let it finish")
-        progress.update("waiting for the lock of an earlier searchsync resync to expire", 0)
+        if not told:
+            progress.note(f"waiting for the lock of searchsync resync {name} (gone if killed)")
+            told = True
         await asyncio.sleep(0.25)
     renewing = asyncio.create_task(_renew(redis, keys, lock))
     try:
@@ -265,9 +268,8 @@ async def _wait_confirmed(ctx: Context, record: Record, report: Report) -> Recor
                 f"loaded. Run `searchsync resync` again to keep waiting, or `searchsync resync "
                 f"--abort`."
             )
-        ctx.progress.update(
-            f"waiting for {', '.join(missing)} to write to both indexes", int(waited)
-        )
+        names = ", ".join(missing)
+        ctx.progress.update(f"consumers not writing to both indexes yet ({names}):", len(missing))
         await asyncio.sleep(_POLL_SECONDS)
     ctx.progress.note("every live consumer writes to both indexes")
     return record
