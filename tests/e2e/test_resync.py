@@ -47,6 +47,12 @@ def pipeline() -> Iterator[Pipeline]:
         yield pipe
 
 
+@pytest.fixture
+def small_pipeline() -> Iterator[Pipeline]:
+    with pipeline_of(orders=300, partitions=4, realistic=True) as pipe:
+        yield pipe
+
+
 class SearchLoop:
     """``_search`` through the alias every 20 ms; records totals and errors."""
 
@@ -237,6 +243,42 @@ def test_resync_killed_mid_load_resumes_and_an_aborted_one_leaves_the_live_index
     pipeline.wait_synced(timeout=120)
     report = pipeline.verify(settle=20)
     assert report["ok"], (report, pipeline.logs())
+
+
+def test_a_consumer_that_does_not_confirm_blocks_the_load_until_it_is_gone(
+    small_pipeline: Pipeline,
+) -> None:
+    """A live member that never confirms (an older searchsync) stops the resync before
+    anything is loaded, named; once its heartbeat is stale the resync resumes."""
+    pipe = small_pipeline
+    pipe.stack.producer(**pipe.env())
+    pipe.consumer("c1")
+    pipe.wait_synced()
+    redis = pipe.stack.sync_redis()
+
+    def beat() -> None:
+        seconds, micros = redis.time()
+        redis.zadd(pipe.stack.keys.members, {"old-searchsync": seconds * 1000 + micros // 1000})
+
+    blocked = start_resync(pipe, "--confirm-timeout", "2")
+    while blocked.poll() is None:
+        beat()
+        time.sleep(0.2)
+    out, err = blocked.communicate()
+    assert blocked.returncode == 1, (out, err)
+    result = json.loads(out)
+    assert result["outcome"] == "stopped" and "old-searchsync" in result["message"]
+    waiting = [line for line in err.splitlines() if "not writing to both indexes yet" in line]
+    assert waiting and "old-searchsync" in waiting[-1], err  # the progress line names it
+    assert result["rows"] is None and record_of(pipe).phase is Phase.DUAL_WRITE
+
+    time.sleep(2.5)  # LEASE_TTL_SECONDS: the member no longer counts as live
+    resumed = pipe.cli("resync", "--yes", "--json")
+    assert resumed.returncode == 0, (resumed.stdout, resumed.stderr)
+    assert json.loads(resumed.stdout)["resumed_from"] == "dual_write"
+    pipe.wait_synced()
+    report = pipe.verify(settle=10)
+    assert report["ok"], (report, pipe.logs())
 
 
 class _Quiet:
