@@ -133,6 +133,7 @@ def _result(outcome: str, message: str, the_plan: resync.Plan | None, report: Re
             "missing": drift.missing[:20], "extra": drift.extra[:20],
             "different": sorted(drift.different)[:20],
         },
+        "not_compared_key_violations": report.skipped[:20] if report else [],
         "seconds": report.seconds if report else {},
         "old_index_deleted_after": _iso(report.retired_until_ms) if report else None,
         "message": message,

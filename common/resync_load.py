@@ -29,10 +29,12 @@ from opensearchpy import AsyncOpenSearch, TransportError
 from common.backoff import Backoff
 from common.config import Settings
 from common.entries import Change
+from common.materialize import connect
 from consumer.bulk import BULK_PARAMS, decode_response, encode_body
 from consumer.outcomes import Outcome, classify, describe
+from producer.documents import register_text_loaders
 from producer.rows import Progress, Rejected, parse_rows
-from producer.subscribe import Subscription, connect
+from producer.subscribe import ReadyReadsConnection, Subscription
 
 __all__ = ["BULK_DOCUMENTS", "LoadError", "Loaded", "load_snapshot"]
 
@@ -161,7 +163,11 @@ async def load_snapshot(
     refused, psycopg.Error from Materialize, opensearchpy.TransportError.
     """
     loaded = Loaded()
-    conn = await connect(settings)
+    # the producer's connection (text loaders: the same document bytes), named for the resync
+    conn = await connect(
+        settings, application_name="searchsync-resync", connection_class=ReadyReadsConnection
+    )
+    register_text_loaders(conn.adapters)
     writer = _Writer(client, write_alias, loaded)
     try:
         subscription = Subscription(

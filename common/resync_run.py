@@ -14,11 +14,13 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
+import psycopg
 from opensearchpy import AsyncOpenSearch, RequestError
+from psycopg import sql
 from redis.asyncio import Redis
 
 from common import materialize
@@ -145,6 +147,7 @@ class Report:
     loaded: Loaded | None = None
     drift: Drift | None = None
     retired_until_ms: int | None = None  # when the old index may be deleted
+    skipped: list[str] = field(default_factory=list)  # key violations the verify left out
 
 
 async def gather(
@@ -320,8 +323,8 @@ async def _finish_load(ctx: Context, record: Record, report: Report) -> Record:
 
 async def _verify(ctx: Context, record: Record, report: Report) -> Record:
     record = await _save(ctx, advanced(record, Phase.VERIFYING))
-    drift = await verify_index(ctx, record.target)
-    report.drift = drift
+    drift, skipped = await verify_index(ctx, record.target)
+    report.drift, report.skipped = drift, sorted(skipped)
     if not drift.ok:
         sample = ", ".join(sorted(drift.keys)[:5])
         raise ResyncError(
@@ -329,17 +332,23 @@ async def _verify(ctx: Context, record: Record, report: Report) -> Record:
             f"settling {ctx.settle:.0f} s (e.g. {sample}); the alias was not moved. Run "
             f"`searchsync resync` again to re-verify, or `searchsync resync --abort`."
         )
-    ctx.progress.note(f"{record.target} matches the view: {drift.index_count} documents")
+    also = f" ({len(skipped)} keys with several rows not compared)" if skipped else ""
+    ctx.progress.note(f"{record.target} matches the view: {drift.index_count} documents{also}")
     return record
 
 
-async def verify_index(ctx: Context, index: str) -> Drift:
-    """The view against ``index``, differing keys re-read for up to ``ctx.settle`` s."""
+async def verify_index(ctx: Context, index: str) -> tuple[Drift, set[str]]:
+    """The view against ``index``, differing keys re-read for up to ``ctx.settle`` s, and
+    the keys left out: those with several rows in the view (key violations), whose
+    document the live index keeps as it was (so does the new one: common.resync_load).
+    Raises psycopg.Error, opensearchpy.TransportError."""
     settings = ctx.settings
     conn = await materialize.connect(settings, application_name="searchsync-resync")
     view, key = settings.view_name, settings.key_column
     try:
         drift = compare(await read_view(conn, view, key), await read_index(ctx.client, index, key))
+        skipped = await _several_rows(conn, view, key, drift.keys) if not drift.ok else set()
+        drift = _without(drift, skipped)
         waited = 0.0
         while not drift.ok and waited < ctx.settle:
             await asyncio.sleep(1.0)
@@ -354,7 +363,27 @@ async def verify_index(ctx: Context, index: str) -> Drift:
             )
     finally:
         await conn.close()
-    return drift
+    return drift, skipped
+
+
+async def _several_rows(
+    conn: psycopg.AsyncConnection[Any], view: str, key: str, keys: Collection[str]
+) -> set[str]:
+    query = sql.SQL("SELECT {k} FROM {v} WHERE {k} = ANY(%s) GROUP BY {k} HAVING count(*) > 1")
+    async with conn.cursor() as cur:
+        statement = query.format(k=sql.Identifier(key), v=sql.Identifier(view))
+        await cur.execute(statement, (sorted(keys),))
+        return {str(row[0]) for row in await cur.fetchall()}
+
+
+def _without(drift: Drift, keys: Collection[str]) -> Drift:
+    return Drift(
+        drift.view_count,
+        drift.index_count,
+        [k for k in drift.missing if k not in keys],
+        [k for k in drift.extra if k not in keys],
+        {k: v for k, v in drift.different.items() if k not in keys},
+    )
 
 
 async def _swap(ctx: Context, record: Record, report: Report) -> Record:

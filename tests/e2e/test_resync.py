@@ -249,12 +249,22 @@ def test_a_consumer_that_does_not_confirm_blocks_the_load_until_it_is_gone(
     small_pipeline: Pipeline,
 ) -> None:
     """A live member that never confirms (an older searchsync) stops the resync before
-    anything is loaded, named; once its heartbeat is stale the resync resumes."""
+    anything is loaded, named; once its heartbeat is stale the resync resumes. A key
+    with two rows in the view (a key violation) gets the live index's document."""
     pipe = small_pipeline
     pipe.stack.producer(**pipe.env())
     pipe.consumer("c1")
     pipe.wait_synced()
     redis = pipe.stack.sync_redis()
+    violated = "order:FM-1001"
+    indexed = pipe.search.get(index=pipe.alias, id=violated)["_source"]
+    extra_task = (
+        "INSERT INTO triples (subject_id, predicate, object_value, object_type) "
+        "VALUES ('task:T-extra', 'task_of_order', %s, 'entity_ref')"
+    )
+    with pipe.stack.pg() as pg, pg.transaction():
+        pg.execute(extra_task, (violated,))
+    wait_for(lambda: pipe.status()["dlq_length"] >= 1, 30, "the key violation's dead letter")
 
     def beat() -> None:
         seconds, micros = redis.time()
@@ -275,7 +285,13 @@ def test_a_consumer_that_does_not_confirm_blocks_the_load_until_it_is_gone(
     time.sleep(2.5)  # LEASE_TTL_SECONDS: the member no longer counts as live
     resumed = pipe.cli("resync", "--yes", "--json")
     assert resumed.returncode == 0, (resumed.stdout, resumed.stderr)
-    assert json.loads(resumed.stdout)["resumed_from"] == "dual_write"
+    result = json.loads(resumed.stdout)
+    assert result["resumed_from"] == "dual_write" and result["key_violations"] == 1
+    assert set(result["not_compared_key_violations"]) <= {violated}
+    assert pipe.search.get(index=f"{pipe.alias}_v2", id=violated)["_source"] == indexed
+
+    with pipe.stack.pg() as pg, pg.transaction():  # the survivor is written: no drift left
+        pg.execute("DELETE FROM triples WHERE subject_id = 'task:T-extra'")
     pipe.wait_synced()
     report = pipe.verify(settle=10)
     assert report["ok"], (report, pipe.logs())
