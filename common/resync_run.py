@@ -326,11 +326,15 @@ async def _verify(ctx: Context, record: Record, report: Report) -> Record:
     drift, skipped = await verify_index(ctx, record.target)
     report.drift, report.skipped = drift, sorted(skipped)
     if not drift.ok:
+        # back to loading: the next run loads the snapshot again (which writes whatever a
+        # rejected dual write left out) before it verifies again
+        await _save(ctx, advanced(record, Phase.LOADING))
         sample = ", ".join(sorted(drift.keys)[:5])
         raise ResyncError(
             f"{record.target} differs from the view in {len(drift.keys)} documents after "
             f"settling {ctx.settle:.0f} s (e.g. {sample}); the alias was not moved. Run "
-            f"`searchsync resync` again to re-verify, or `searchsync resync --abort`."
+            f"`searchsync resync` again to load and verify again, or `searchsync resync "
+            f"--abort`."
         )
     also = f" ({len(skipped)} keys with several rows not compared)" if skipped else ""
     ctx.progress.note(f"{record.target} matches the view: {drift.index_count} documents{also}")

@@ -23,14 +23,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from opensearchpy import OpenSearch
+from opensearchpy import AsyncOpenSearch, OpenSearch
+from redis.asyncio import Redis
 
 from common.config import load_settings
 from common.keys import Keys
 from common.opensearch import make_client
 from common.redis_client import connect_redis
-from common.resync import Phase, Step, parse_record, plan, plan_abort
-from common.resync_run import Context, execute, gather
+from common.resync import Phase, Plan, Record, Step, Verdict, parse_record, plan, plan_abort
+from common.resync_run import Context, ResyncError, execute, gather
 from consumer.dualwrite import DualWrite
 from consumer.reconcile import Reconciler
 from tests.support.pipeline import CLI, Pipeline, pipeline_of
@@ -307,12 +308,18 @@ class _Quiet:
         pass
 
 
+def _steps(record: Record, *steps: Step) -> Plan:
+    """A plan of just ``steps`` for ``record`` (the test drives the resync step by step)."""
+    return Plan(Verdict.RUN, steps, record)
+
+
 async def test_a_delete_newer_than_the_snapshot_is_not_resurrected_by_the_load(
     pipeline: Pipeline,
 ) -> None:
     """The tombstone of a dual-written delete (version > T) arrives before the load
-    writes the key's snapshot row (version T): the row must be refused. And a
-    reconcile run meanwhile deletes stale documents from the new index as well."""
+    writes the key's snapshot row (version T): the row must be refused. A reconcile
+    run meanwhile deletes stale documents from the new index as well, and a verify
+    that finds documents missing sends the resync back to loading."""
     pipeline.stack.producer(**pipeline.env())
     pipeline.consumer("c1")
     pipeline.wait_synced()
@@ -324,9 +331,10 @@ async def test_a_delete_newer_than_the_snapshot_is_not_resurrected_by_the_load(
     victim = "order:FM-1001"
     try:
         record, facts = await gather(redis, client, keys, pipeline.alias)
-        the_plan = plan(record, facts, alias=pipeline.alias, new_id="t1", now_ms=1)
+        fresh = plan(record, facts, alias=pipeline.alias, new_id="t1", now_ms=1).record
+        assert fresh is not None
         head = (Step.START, Step.CREATE_TARGET, Step.DUAL_WRITE, Step.WAIT_CONFIRMED)
-        report = await execute(ctx, type(the_plan)(the_plan.verdict, head, the_plan.record))
+        report = await execute(ctx, _steps(fresh, *head))
         assert report.record is not None
         later = int(time.time() * 1000) + 3_600_000  # above any T the load can pick
         body = json.dumps({"delete": {"_id": victim, "version": later,
@@ -334,8 +342,7 @@ async def test_a_delete_newer_than_the_snapshot_is_not_resurrected_by_the_load(
         await client.bulk(
             body=body, index=report.record.write_alias, params={"require_alias": "true"}
         )
-        rest = (Step.LOAD, Step.FINISH_LOAD)
-        report = await execute(ctx, type(the_plan)(the_plan.verdict, rest, report.record))
+        report = await execute(ctx, _steps(report.record, Step.LOAD, Step.FINISH_LOAD))
         assert report.record is not None and report.loaded is not None
         assert report.loaded.as_of < later
         assert report.loaded.newer >= 1  # the victim's row, refused by the tombstone
@@ -344,23 +351,48 @@ async def test_a_delete_newer_than_the_snapshot_is_not_resurrected_by_the_load(
         assert await client.exists(index=pipeline.alias, id=victim)  # the view still has it
         assert (await client.count(index=target))["count"] == report.loaded.written
 
-        # a reconcile (snapshot at ts 2) while consumers dual-write cleans the new index too
-        stale = [
-            {"index": {"_id": "order:STALE", "version": 1, "version_type": "external_gte"}},
-            {"order_id": "order:STALE", "sync_version": 1},
-        ]
-        body = "".join(json.dumps(line) + "\n" for line in stale)
-        await client.bulk(body=body, index=report.record.write_alias, params={"refresh": "true"})
-        await redis.hset(keys.reconcile, "2", "pending")
-        dual = DualWrite(redis, keys, "test")
-        await dual.refresh()
-        assert dual.target == report.record.write_alias
-        reconciler = Reconciler(redis, client, keys, pipeline.alias, "test", dual=dual)
-        assert await reconciler.run_due() == [2]
-        assert not (await client.exists(index=target, id="order:STALE"))
+        await _reconcile_cleans_the_new_index(pipeline, redis, client, keys, report.record)
+        await _a_failed_verify_loads_again(ctx, pipeline, report.record)
+
         record, facts = await gather(redis, client, keys, pipeline.alias)
         await execute(ctx, plan_abort(record, facts, alias=pipeline.alias))
         assert not (await client.indices.exists(index=target))
     finally:
         await client.close()
         await redis.aclose()
+
+
+async def _reconcile_cleans_the_new_index(
+    pipeline: Pipeline, redis: Redis, client: AsyncOpenSearch, keys: Keys, record: Record
+) -> None:
+    """A reconcile (snapshot at ts 2) while consumers dual-write cleans the new index too."""
+    stale = [
+        {"index": {"_id": "order:STALE", "version": 1, "version_type": "external_gte"}},
+        {"order_id": "order:STALE", "sync_version": 1},
+    ]
+    body = "".join(json.dumps(line) + "\n" for line in stale)
+    await client.bulk(body=body, index=record.write_alias, params={"refresh": "true"})
+    await redis.hset(keys.reconcile, "2", "pending")
+    dual = DualWrite(redis, keys, "test")
+    await dual.refresh()
+    assert dual.target == record.write_alias
+    reconciler = Reconciler(redis, client, keys, pipeline.alias, "test", dual=dual)
+    assert await reconciler.run_due() == [2]
+    assert not (await client.exists(index=record.target, id="order:STALE"))
+
+
+async def _a_failed_verify_loads_again(ctx: Context, pipeline: Pipeline, record: Record) -> None:
+    """A document missing from the new index: the verify refuses the swap and sends the
+    resync back to loading; the next run loads again (the victim stays deleted: its
+    tombstone is newer than any snapshot)."""
+    lost = "order:FM-1002"
+    await ctx.client.delete(index=record.target, id=lost, params={"refresh": "true"})
+    with pytest.raises(ResyncError, match="differs from the view in 2 documents"):
+        await execute(ctx, _steps(record, Step.VERIFY))
+    found, facts = await gather(ctx.redis, ctx.client, ctx.keys, pipeline.alias)
+    assert found is not None and found.phase is Phase.LOADING
+    again = plan(found, facts, alias=pipeline.alias, new_id="unused", now_ms=1)
+    assert again.steps[:3] == (Step.WAIT_CONFIRMED, Step.LOAD, Step.FINISH_LOAD)
+    assert again.record is not None
+    await execute(ctx, _steps(again.record, *again.steps[:3]))
+    assert await ctx.client.exists(index=record.target, id=lost)
