@@ -1,4 +1,5 @@
-"""``searchsync``: the operator's command line; one module per command.
+"""``searchsync``: the operator's command line; one module per command (a command's
+own I/O beside it: cli.resync_run and cli.resync_load serve cli.resync).
 
     searchsync status [--json]               per partition: length, lag, pending, owner,
                                              applied-through ts, freshness (cli.status)

@@ -1,8 +1,8 @@
 """``searchsync resync``: rebuild the index behind the alias while the pipeline runs.
 
 Pure, no I/O: the resync's record in Redis, its phases, and what a run (or an
-abort) must do from the recorded phase on. common.resync_run executes the steps,
-common.resync_load loads the snapshot, consumer.dualwrite makes consumers write
+abort) must do from the recorded phase on. cli.resync_run executes the steps,
+cli.resync_load loads the snapshot, consumer.dualwrite makes consumers write
 to both indexes.
 
 How nothing is lost (the invariant every step keeps):

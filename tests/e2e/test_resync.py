@@ -26,12 +26,12 @@ import pytest
 from opensearchpy import AsyncOpenSearch, OpenSearch
 from redis.asyncio import Redis
 
+from cli.resync_run import Context, ResyncError, execute, gather
 from common.config import load_settings
 from common.keys import Keys
 from common.opensearch import make_client
 from common.redis_client import connect_redis
 from common.resync import Phase, Plan, Record, Step, Verdict, parse_record, plan, plan_abort
-from common.resync_run import Context, ResyncError, execute, gather
 from consumer.dualwrite import DualWrite
 from consumer.reconcile import Reconciler
 from tests.support.pipeline import CLI, Pipeline, pipeline_of

@@ -1,6 +1,6 @@
 """common/resync.py: the resync's record, and what a run or an abort does from each phase.
 
-Pure: records and layouts are built by hand the way common.resync_run.gather reads
+Pure: records and layouts are built by hand the way cli.resync_run.gather reads
 them (tests/e2e/test_resync.py runs the same plans against real services).
 """
 

@@ -23,13 +23,13 @@ from opensearchpy import AsyncOpenSearch, RequestError
 from psycopg import sql
 from redis.asyncio import Redis
 
+from cli.resync_load import Loaded, load_snapshot
 from common import materialize
 from common.config import Settings
 from common.errors import SearchsyncError
 from common.index import index_body, inspect_layout, write_index
 from common.keys import Keys
 from common.resync import Facts, Phase, Plan, Record, Step, advanced, parse_record, unconfirmed
-from common.resync_load import Loaded, load_snapshot
 from common.verify import Drift, compare, read_index, read_view
 from consumer.membership import live_members
 
@@ -168,7 +168,7 @@ async def execute(ctx: Context, plan: Plan, report: Report | None = None) -> Rep
     and how long each step took, also when a step raised.
 
     Raises :class:`ResyncError` (the phase stays recorded: run again to resume, or
-    abort), common.resync_load.LoadError, psycopg.Error, redis and opensearchpy errors.
+    abort), cli.resync_load.LoadError, psycopg.Error, redis and opensearchpy errors.
     """
     assert plan.record is not None
     report = report if report is not None else Report(plan.record)
@@ -344,7 +344,7 @@ async def _verify(ctx: Context, record: Record, report: Report) -> Record:
 async def verify_index(ctx: Context, index: str) -> tuple[Drift, set[str]]:
     """The view against ``index``, differing keys re-read for up to ``ctx.settle`` s, and
     the keys left out: those with several rows in the view (key violations), whose
-    document the live index keeps as it was (so does the new one: common.resync_load).
+    document the live index keeps as it was (so does the new one: cli.resync_load).
     Raises psycopg.Error, opensearchpy.TransportError."""
     settings = ctx.settings
     conn = await materialize.connect(settings, application_name="searchsync-resync")
