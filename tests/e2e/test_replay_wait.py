@@ -92,6 +92,8 @@ def _lose(pipeline: Pipeline, keys: list[str]) -> None:
         pipeline.search.delete(
             index=pipeline.alias, id=key, version=doc["_version"], version_type="external_gte"
         )
+    # verify reads the index through _search, which sees the deletes only once refreshed
+    pipeline.search.indices.refresh(index=pipeline.alias)
 
 
 def _first_entry_time(pipeline: Pipeline) -> str:

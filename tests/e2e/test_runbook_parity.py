@@ -121,7 +121,15 @@ def grep_shows_start(d: Deployment, r: subprocess.CompletedProcess[str]) -> None
 
 def index_counts(d: Deployment, r: subprocess.CompletedProcess[str]) -> None:
     _ok(r)
-    assert json.loads(r.stdout)["count"] == d.pipe.verify()["view_count"]
+    rows = d.pipe.verify()["view_count"]
+    # _count sees what a refresh (every second) has published: run it again until then
+    command = r.args[-1]
+    wait_for(
+        lambda: json.loads(d.run(command).stdout)["count"] == rows,
+        10,
+        f"`{command}` to count the view's {rows} rows",
+        interval=0.5,
+    )
 
 
 def healthy(d: Deployment, r: subprocess.CompletedProcess[str]) -> None:
