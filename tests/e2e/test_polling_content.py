@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from opensearchpy import NotFoundError, OpenSearch
+from opensearchpy import NotFoundError, OpenSearch, TransportError
 
 from tests.support.consumer import ConsumerProcess, service_env
 from tests.support.producer import ProducerProcess, Stack, delete_order, wait_for
@@ -65,6 +65,10 @@ class PollingPipeline:
             response = self.search.get(index=self.alias, id=key)
         except NotFoundError:  # no such document, or the consumer has not made the index yet
             return None
+        except TransportError as error:
+            if error.status_code == 503:  # the index just made: its shard is still recovering
+                return None
+            raise
         source: dict[str, Any] = response["_source"]
         return source
 
