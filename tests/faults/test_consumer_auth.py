@@ -26,15 +26,7 @@ from typing import Any
 import pytest
 
 from common.index import ensure_index
-from tests.support.consumer import (
-    PYTHON,
-    ROOT,
-    ConsumerProcess,
-    Stack,
-    cleanup,
-    make_stack,
-    wait_for,
-)
+from tests.support.consumer import PYTHON, ROOT, ConsumerProcess, Stack, stack_of, wait_for
 from tests.support.http_proxy import HttpProxy
 from tests.support.services import free_port
 
@@ -43,11 +35,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 @pytest.fixture
 async def stack() -> AsyncIterator[Stack]:
-    s = await make_stack(partitions=2)
-    try:
+    async with stack_of(partitions=2) as s:
         yield s
-    finally:
-        await cleanup(s)
 
 
 def orders(start: int, count: int) -> list[tuple[str, dict[str, Any] | None]]:

@@ -19,18 +19,15 @@ from typing import Any
 
 import pytest
 
-from tests.support.consumer import ConsumerProcess, Stack, cleanup, make_stack, wait_for
+from tests.support.consumer import ConsumerProcess, Stack, stack_of, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 @pytest.fixture
 async def stack() -> AsyncIterator[Stack]:
-    s = await make_stack(partitions=2)
-    try:
+    async with stack_of(partitions=2) as s:
         yield s
-    finally:
-        await cleanup(s)
 
 
 def orders(start: int, count: int) -> list[tuple[str, dict[str, Any] | None]]:

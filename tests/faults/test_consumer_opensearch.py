@@ -19,14 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.consumer import (
-    ConsumerProcess,
-    Stack,
-    cleanup,
-    make_stack,
-    running_worker,
-    wait_for,
-)
+from tests.support.consumer import ConsumerProcess, Stack, running_worker, stack_of, wait_for
 from tests.support.services import Proxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -34,11 +27,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 @pytest.fixture
 async def stack() -> AsyncIterator[Stack]:
-    s = await make_stack(partitions=4)
-    try:
+    async with stack_of(partitions=4) as s:
         yield s
-    finally:
-        await cleanup(s)
 
 
 def orders(

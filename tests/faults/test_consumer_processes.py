@@ -23,8 +23,7 @@ from tests.support.consumer import (
     LoadWriter,
     OrderWatcher,
     Stack,
-    cleanup,
-    make_stack,
+    stack_of,
     wait_for,
 )
 
@@ -36,11 +35,8 @@ TTL = 2.0
 
 @pytest.fixture
 async def stack() -> AsyncIterator[Stack]:
-    s = await make_stack(partitions=PARTITIONS)
-    try:
+    async with stack_of(partitions=PARTITIONS) as s:
         yield s
-    finally:
-        await cleanup(s)
 
 
 @pytest.fixture

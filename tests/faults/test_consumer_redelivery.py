@@ -35,15 +35,7 @@ from common.config import Settings
 from common.entries import decode_dead_letter
 from common.index import ensure_index
 from common.partition import partition_of
-from tests.support.consumer import (
-    GROUP,
-    ConsumerProcess,
-    Stack,
-    cleanup,
-    make_stack,
-    running_worker,
-    wait_for,
-)
+from tests.support.consumer import GROUP, ConsumerProcess, Stack, running_worker, stack_of, wait_for
 from tests.support.http_proxy import Action, HttpProxy, RequestHead
 from tests.support.services import PrivateRedis, Proxy
 
@@ -56,20 +48,14 @@ CUTS = 4  # more than MAX_DELIVERIES
 @pytest.fixture
 async def private_stack(private_redis: PrivateRedis) -> AsyncIterator[Stack]:
     # one partition: the runner's log lines (which name no partition) are all about it
-    s = await make_stack(partitions=1, redis_url=private_redis.url)
-    try:
+    async with stack_of(partitions=1, redis_url=private_redis.url) as s:
         yield s
-    finally:
-        await cleanup(s)
 
 
 @pytest.fixture
 async def shared_stack() -> AsyncIterator[Stack]:
-    s = await make_stack(partitions=1)
-    try:
+    async with stack_of(partitions=1) as s:
         yield s
-    finally:
-        await cleanup(s)
 
 
 def orders(start: int, count: int) -> list[tuple[str, dict[str, Any] | None]]:

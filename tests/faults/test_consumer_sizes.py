@@ -23,7 +23,7 @@ import pytest
 
 from common.entries import decode_dead_letter
 from common.index import ensure_index
-from tests.support.consumer import Stack, cleanup, make_stack, running_worker, wait_for
+from tests.support.consumer import Stack, running_worker, stack_of, wait_for
 from tests.support.http_proxy import Action, HttpProxy, RequestHead
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -42,11 +42,8 @@ class BodyLimitProxy(HttpProxy):
 
 @pytest.fixture
 async def stack() -> AsyncIterator[Stack]:
-    s = await make_stack(partitions=1)
-    try:
+    async with stack_of(partitions=1) as s:
         yield s
-    finally:
-        await cleanup(s)
 
 
 def orders(start: int, count: int, pad: int = 0) -> list[tuple[str, dict[str, Any] | None]]:

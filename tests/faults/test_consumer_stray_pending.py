@@ -28,14 +28,7 @@ import msgspec
 import pytest
 
 from common.entries import PROGRESS, RECONCILE, encode_changes
-from tests.support.consumer import (
-    GROUP,
-    ConsumerProcess,
-    Stack,
-    cleanup,
-    make_stack,
-    wait_for,
-)
+from tests.support.consumer import GROUP, ConsumerProcess, Stack, stack_of, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -49,11 +42,8 @@ Spawn = Callable[..., ConsumerProcess]
 
 @pytest.fixture
 async def stack() -> AsyncIterator[Stack]:
-    s = await make_stack(partitions=1)
-    try:
+    async with stack_of(partitions=1) as s:
         yield s
-    finally:
-        await cleanup(s)
 
 
 @pytest.fixture

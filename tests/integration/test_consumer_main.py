@@ -17,15 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.consumer import (
-    PYTHON,
-    ROOT,
-    ConsumerProcess,
-    Stack,
-    cleanup,
-    make_stack,
-    wait_for,
-)
+from tests.support.consumer import PYTHON, ROOT, ConsumerProcess, Stack, stack_of, wait_for
 from tests.support.services import free_port
 
 pytestmark = pytest.mark.timeout(90)
@@ -33,11 +25,8 @@ pytestmark = pytest.mark.timeout(90)
 
 @pytest.fixture
 async def stack() -> AsyncIterator[Stack]:
-    s = await make_stack(partitions=2)
-    try:
+    async with stack_of(partitions=2) as s:
         yield s
-    finally:
-        await cleanup(s)
 
 
 def scrape(port: int) -> str:

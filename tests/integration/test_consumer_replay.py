@@ -19,7 +19,7 @@ from consumer.replay import (
     plan_partition,
     stream_info,
 )
-from tests.support.consumer import GROUP, Stack, cleanup, make_stack
+from tests.support.consumer import GROUP, Stack, stack_of
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -28,11 +28,8 @@ BASE = 1_796_000_000_000
 
 @pytest.fixture
 async def stack() -> AsyncIterator[Stack]:
-    s = await make_stack(partitions=1)
-    try:
+    async with stack_of(partitions=1) as s:
         yield s
-    finally:
-        await cleanup(s)
 
 
 async def fill(stack: Stack) -> list[tuple[str, int]]:

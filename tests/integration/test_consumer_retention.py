@@ -13,18 +13,15 @@ import pytest
 
 from common.entries import encode_changes
 from consumer.retention import trim
-from tests.support.consumer import GROUP, Stack, cleanup, make_stack, running_worker, wait_for
+from tests.support.consumer import GROUP, Stack, running_worker, stack_of, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
 async def stack() -> AsyncIterator[Stack]:
-    s = await make_stack(partitions=1)
-    try:
+    async with stack_of(partitions=1) as s:
         yield s
-    finally:
-        await cleanup(s)
 
 
 async def fill(stack: Stack, old: int, young: int) -> tuple[list[bytes], list[bytes]]:

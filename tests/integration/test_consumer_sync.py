@@ -1,7 +1,7 @@
 """The consumer against real Redis and the devstack's real OpenSearch 2.19 node.
 
 Entries are written straight into the partition streams with the producer's codec
-(common.entries), as DESIGN.md allows; a consumer (consumer.worker.Worker) runs
+(common.entries), so the consumer is tested alone; a consumer (consumer.worker.Worker) runs
 in the test's event loop. Each test has its own view name and index alias and
 deletes them afterwards (tests/support/consumer.py).
 """
@@ -17,18 +17,15 @@ import msgspec
 import pytest
 
 from common.entries import decode_dead_letter, encode_changes
-from tests.support.consumer import Stack, cleanup, make_stack, running_worker, wait_for
+from tests.support.consumer import Stack, running_worker, stack_of, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
 async def stack() -> AsyncIterator[Stack]:
-    s = await make_stack(partitions=4)
-    try:
+    async with stack_of(partitions=4) as s:
         yield s
-    finally:
-        await cleanup(s)
 
 
 def order(n: int, **extra: Any) -> dict[str, Any]:

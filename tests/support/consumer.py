@@ -188,6 +188,16 @@ async def make_stack(partitions: int = 4, redis_url: str | None = None) -> Stack
     return Stack(view, f"test_cons_{tag}", partitions, Keys(view, partitions), redis, search, env)
 
 
+@contextlib.asynccontextmanager
+async def stack_of(partitions: int = 4, redis_url: str | None = None) -> AsyncIterator[Stack]:
+    """:func:`make_stack`, and :func:`cleanup` afterwards (a test's ``stack`` fixture)."""
+    stack = await make_stack(partitions, redis_url)
+    try:
+        yield stack
+    finally:
+        await cleanup(stack)
+
+
 async def cleanup(stack: Stack) -> None:
     """Delete this stack's Redis keys and indices, and close its clients."""
     async for key in stack.redis.scan_iter(match=f"{stack.keys.prefix}*", count=1000):

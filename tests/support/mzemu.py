@@ -22,7 +22,6 @@ import contextlib
 import os
 import re
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from psycopg import sql
 
 from devstack.env import require
 from devstack.freshmart.schema import apply_schema
+from tests.support.services import stop_gracefully
 
 __all__ = [
     "Emulator",
@@ -171,12 +171,7 @@ class Emulator:
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 10 s."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+            stop_gracefully(self.process, 10, self.kill)
 
     def kill(self) -> None:
         """SIGKILL (a crash)."""

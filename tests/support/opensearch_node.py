@@ -29,7 +29,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.support.services import free_port
+from tests.support.services import free_port, stop_gracefully
 
 __all__ = ["OpenSearchNode", "find_java", "node_classpath"]
 
@@ -198,11 +198,7 @@ class OpenSearchNode:
         """SIGTERM (the launcher's shutdown hook closes the node), SIGKILL after ``timeout``."""
         if self.proc is None or not self.running():
             return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        stop_gracefully(self.proc, timeout, self.kill)
 
     def kill(self) -> None:
         """SIGKILL: a crash; what the node had acknowledged is in its translog."""

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from tests.support.services import PrivateRedis
+from tests.support.services import PrivateRedis, stop_gracefully
 
 __all__ = ["DurableRedis", "ManagedProcess", "kill_children"]
 
@@ -209,20 +209,11 @@ class DurableRedis(PrivateRedis):
     def start(self) -> None:
         """Start (or restart, on the same port and data); returns once it answers PING."""
         self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--dir", str(self.directory),
-                "--appendonly", "yes",
-                "--appendfsync", self.appendfsync,
-                "--save", "",
-                "--logfile", str(self.log_path()),
-            ],
+            self.command(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
-        )  # fmt: skip
+        )
         deadline = time.monotonic() + self.load_timeout
         while not self._answers():  # PING answers -LOADING until the AOF is read
             if self.proc.poll() is not None:
@@ -236,12 +227,5 @@ class DurableRedis(PrivateRedis):
         if self.proc is None or self.proc.poll() is not None:
             self.proc = None
             return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        stop_gracefully(self.proc, timeout, self.kill)
         self.proc = None
-
-    def log_path(self) -> Path:
-        return self.directory / "redis.log"

@@ -15,7 +15,18 @@ from typing import Any
 
 import pytest
 
-__all__ = ["PrivateRedis", "Proxy", "free_port", "wait_for"]
+__all__ = ["PrivateRedis", "Proxy", "free_port", "stop_gracefully", "wait_for"]
+
+
+def stop_gracefully(
+    proc: subprocess.Popen[Any], timeout: float, kill: Callable[[], object]
+) -> None:
+    """SIGTERM ``proc``; ``kill()`` if it has not exited within ``timeout`` seconds."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        kill()
 
 
 def free_port() -> int:
@@ -61,22 +72,27 @@ class PrivateRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def log_path(self) -> Path:
+        return self.directory / "redis.log"
+
+    def command(self) -> list[str]:
+        """redis-server on loopback, this port and directory: AOF on, no RDB snapshots."""
+        return [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.directory),
+            "--appendonly", "yes",
+            "--appendfsync", self.appendfsync,
+            "--save", "",
+            "--logfile", str(self.log_path()),
+        ]  # fmt: skip
+
     def start(self) -> None:
         """Start (or restart, on the same port and data) and wait until it answers."""
         self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--dir", str(self.directory),
-                "--appendonly", "yes",
-                "--appendfsync", self.appendfsync,
-                "--save", "",
-                "--logfile", str(self.directory / "redis.log"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         wait_for(self._answers, 10, "the private redis-server to answer")
 
     def _answers(self) -> bool:
