@@ -20,7 +20,8 @@ counts from the moment the first consumer was up (the entries were written
 before). A second, live scenario writes ``--live-rate`` entries/s while consumers
 run and reports the true age (ack time - XADD time).
 
-The last line printed is one JSON object (DESIGN.md "Benchmarks").
+The last line printed is one JSON object, with the fields README "Development"
+lists for every bench.
 """
 
 from __future__ import annotations

@@ -25,9 +25,10 @@ same client code: ``SELECT *`` in each mode (``postgres_select_<mode>``) and ``C
 sides and, with 18 columns, caps any psycopg client at roughly 150k rows/s on this
 machine, which is why ``count`` is the primary measure of what the server streams.
 
-The last line printed is one JSON object (DESIGN.md "Benchmarks"); ``events_per_s``
-is the primary form, ``fetch_all_count`` (FETCH is what the producer uses),
-``ratio`` is ours over PostgreSQL's ``SELECT`` counted the same way,
+The last line printed is one JSON object, with the fields README "Development"
+lists for every bench; ``events_per_s`` is the primary form, ``fetch_all_count``
+(FETCH is what the producer uses), ``ratio`` is ours over PostgreSQL's ``SELECT``
+counted the same way,
 ``copy_ratio`` compares the COPY forms, and ``faster_form`` names the quicker of
 FETCH ALL and COPY.
 """

@@ -35,10 +35,10 @@ everysec, like devstack's), then:
 Before the run, the profile and the baseline, Redis is emptied and its AOF
 compacted (BGREWRITEAOF), so no rewrite left over from one phase slows the next.
 
-The last line printed is one JSON object (DESIGN.md "Benchmarks"); ``ratio`` is
-rows/s over redis-benchmark's XADD/s; ``c_path`` says whether the producer ran
-its hot path in C (``producer/_speedups.c`` built, see producer/native.py) or the
-pure-Python one.
+The last line printed is one JSON object, with the fields README "Development"
+lists for every bench; ``ratio`` is rows/s over redis-benchmark's XADD/s;
+``c_path`` says whether the producer ran its hot path in C (``producer/_speedups.c``
+built, see producer/native.py) or the pure-Python one.
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ CASES: dict[str, tuple[str, object, str | None]] = {
     "LOG_FORMAT": ("text", "text", "xml"),
 }
 
-# runbook §5 plus DESIGN.md's added variables: none may be missing from Settings
+# the runbook's §5 variables plus those README "Configuration" adds: all must be in Settings
 RUNBOOK = {
     "MZ_HOST", "MZ_PORT", "MZ_USER", "MZ_PASSWORD", "MZ_DATABASE", "OS_HOST", "OS_PORT",
     "OS_INDEX_NAME", "USE_SUBSCRIBE", "DISCARD_SNAPSHOT", "MAX_BATCH_SIZE",
