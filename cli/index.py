@@ -17,7 +17,7 @@ import sys
 
 from opensearchpy import TransportError
 
-from cli.terminal import EXIT_OK, EXIT_PROBLEM, confirm, print_json
+from cli.terminal import EXIT_OK, EXIT_PROBLEM, Progress, confirm, print_json
 from common import adopt
 from common.config import Settings
 from common.index import ensure_index, index_body, live_mapping, mapping_diff, render_mapping_diff
@@ -41,10 +41,6 @@ async def cmd_index_create(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _progress(line: str) -> None:
-    print(f"searchsync index adopt: {line}", file=sys.stderr, flush=True)
-
-
 async def cmd_index_adopt(settings: Settings, args: argparse.Namespace) -> int:
     alias = settings.os_index_name
     client = make_client(settings)
@@ -56,7 +52,9 @@ async def cmd_index_adopt(settings: Settings, args: argparse.Namespace) -> int:
             header = [f"searchsync index adopt will, for {alias}:", *adopt.describe(the_plan)]
             if args.yes or confirm(header, json_mode=args.json):
                 try:
-                    done = await adopt.execute(client, the_plan, _progress)
+                    done = await adopt.execute(
+                        client, the_plan, Progress("searchsync index adopt").note
+                    )
                 except adopt.AdoptError as error:
                     outcome, message = "refused", str(error)
                 except TransportError as error:

@@ -32,27 +32,8 @@ def pipeline() -> Iterator[Pipeline]:
     with pipeline_of(orders=24, partitions=3) as pipe:
         pipe.stack.producer(**pipe.env())
         pipe.consumer("c1")
-        _drained(pipe)
+        pipe.wait_drained()
         yield pipe
-
-
-def _drained(pipeline: Pipeline, timeout: float = 60) -> None:
-    """Until every entry written so far was delivered and acknowledged (replayed ones
-    again): no lag, nothing pending, no buffer, a frontier on every partition.
-
-    (Pipeline.wait_synced also wants the frontier to equal the checkpoint, which with
-    the emulator's 25 ms ticks and 100 ms progress entries holds only now and then.)
-    """
-
-    def drained() -> bool:
-        status = pipeline.status()
-        parts = status["partitions"]
-        return status["checkpoint"] is not None and all(
-            p["lag"] == 0 and p["pending"] == 0 and p["buffer"] == 0 and p["applied_ts"]
-            for p in parts
-        )
-
-    wait_for(drained, timeout, "the consumers to acknowledge everything", interval=0.3)
 
 
 def _counts(pipeline: Pipeline) -> dict[str, int]:
@@ -127,7 +108,7 @@ def test_replay_restores_documents_the_index_lost(pipeline: Pipeline) -> None:
     assert "Replays are safe" in result.stdout
     assert "never overwrites a newer document" in result.stdout
 
-    _drained(pipeline)
+    pipeline.wait_drained()
     report = pipeline.verify(settle=10)
     assert report["ok"], (report, pipeline.logs())
     # the replayed changes were counted in as they were acknowledged again
@@ -167,7 +148,7 @@ def test_replay_json_asks_first_and_reports_per_partition(pipeline: Pipeline) ->
     assert moved[0] >= before[0] and moved[2] >= before[2]  # other partitions untouched
     assert _written(pipeline)["written:p1"] == written["written:p1"] + row["changes"]
     assert _written(pipeline)["written:p0"] == written["written:p0"]
-    _drained(pipeline)
+    pipeline.wait_drained()
     _balanced(pipeline)
     assert pipeline.verify(settle=10)["ok"]
 

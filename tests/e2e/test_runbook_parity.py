@@ -79,20 +79,6 @@ class Deployment:
             f"{count}× {text!r} in {name}.log",
         )
 
-    def drained(self, timeout: float = 60) -> None:
-        """Until every entry written so far is delivered and acknowledged, and every
-        partition has an applied frontier (cheaper than Pipeline.wait_synced, which also
-        wants a frontier equal to the moving checkpoint)."""
-
-        def done() -> bool:
-            parts = self.pipe.status()["partitions"]
-            return all(
-                p["lag"] == 0 and p["pending"] == 0 and p["buffer"] == 0 and p["applied_ts"]
-                for p in parts
-            )
-
-        wait_for(done, timeout, "the consumers to acknowledge everything", interval=0.3)
-
     def shutdown(self) -> None:
         self.run("supervisorctl -c supervisord.conf shutdown")
         pid_file = self.run_dir / "supervisord.pid"
@@ -111,7 +97,7 @@ def _ok(result: subprocess.CompletedProcess[str]) -> None:
 def started(d: Deployment, r: subprocess.CompletedProcess[str]) -> None:
     _ok(r)
     d.wait_log("producer", "Starting SUBSCRIBE for view")
-    d.drained()
+    d.pipe.wait_drained()
 
 
 def grep_shows_start(d: Deployment, r: subprocess.CompletedProcess[str]) -> None:
@@ -173,7 +159,7 @@ def letters_listed(d: Deployment, r: subprocess.CompletedProcess[str]) -> None:
 def replayed(d: Deployment, r: subprocess.CompletedProcess[str]) -> None:
     _ok(r)
     assert "Replays are safe" in r.stdout
-    d.drained()  # every replayed entry delivered and acknowledged again
+    d.pipe.wait_drained()  # every replayed entry delivered and acknowledged again
 
 
 def resynced(d: Deployment, r: subprocess.CompletedProcess[str]) -> None:
@@ -196,7 +182,7 @@ def stopped(d: Deployment, r: subprocess.CompletedProcess[str]) -> None:
 def restarted(d: Deployment, r: subprocess.CompletedProcess[str]) -> None:
     _ok(r)
     d.wait_log("producer", "resuming from checkpoint")
-    d.drained()
+    d.pipe.wait_drained()
 
 
 def polling(d: Deployment, r: subprocess.CompletedProcess[str]) -> None:
