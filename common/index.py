@@ -326,7 +326,7 @@ def layout_problem(status: int, error_type: str, reason: str) -> str | None:
 
 
 async def inspect_layout(client: AsyncOpenSearch, alias: str) -> Layout:
-    """What stands behind ``alias`` now: 2 to 4 requests, each within the client's timeout.
+    """What stands behind ``alias`` now: 1 to 5 requests, each within the client's timeout.
 
     Raises opensearchpy.TransportError subclasses when OpenSearch refuses or cannot be
     reached.
@@ -343,6 +343,14 @@ async def inspect_layout(client: AsyncOpenSearch, alias: str) -> Layout:
     # HEAD /<name> is true for an alias too, so it is asked only once there is none
     if not await client.indices.exists(index=alias):
         return Layout(alias)
+    # ...but another process may have made the alias since the first question: GET
+    # /<name> answers in one read, keyed by concrete index (the name itself if concrete)
+    try:
+        found = await client.indices.get(index=alias)
+    except NotFoundError:  # deleted between the two requests
+        return Layout(alias)
+    if alias not in found:
+        return layout_of_aliases(alias, found)
     rows = await client.cat.indices(
         index=f"{alias}_v*", format="json", h="index", expand_wildcards="all"
     )
@@ -365,7 +373,7 @@ async def ensure_index(
     from several processes at once. Raises :class:`IndexLayoutError` when a concrete
     index has the alias's name or the alias has no write index (the message names the
     fix), and opensearchpy.TransportError subclasses when OpenSearch refuses or cannot
-    be reached (each request waits at most the client's timeout; at most 10 requests).
+    be reached (each request waits at most the client's timeout; at most 12 requests).
     """
     layout = await inspect_layout(client, alias)
     if layout.missing:

@@ -125,6 +125,34 @@ async def test_an_alias_over_one_index_writes_there(search: AsyncOpenSearch, ali
     assert await ensure_index(search, alias, retention_seconds=3600) == f"{alias}_v3"
 
 
+async def test_consumers_starting_together_all_find_the_alias_their_first_made(
+    search: AsyncOpenSearch, alias: str
+) -> None:
+    """Seen in CI: three consumers started at once, one exited 1 calling the brand-new
+    alias "a concrete index". It asked "is there an alias?" (no), then "is there
+    anything named so?" (yes: the alias, made meanwhile by another consumer)."""
+    env = require(("OS_HOST", "OS_PORT"))
+    hosts = [{"host": env["OS_HOST"], "port": int(env["OS_PORT"])}]
+
+    async def start(delay: float, name: str) -> str:
+        client = AsyncOpenSearch(hosts=hosts, timeout=30, max_retries=0)
+        try:
+            await asyncio.sleep(delay)
+            return await ensure_index(client, name, retention_seconds=3600)
+        finally:
+            await client.close()
+
+    # staggered starts cover the whole time the first create takes, so some caller
+    # asks its two questions on either side of the alias appearing
+    for round_ in range(4):
+        name = f"{alias}_r{round_}"
+        try:
+            got = await asyncio.gather(*(start(i * 0.015, name) for i in range(16)))
+            assert set(got) == {f"{name}_v1"}
+        finally:
+            await search.indices.delete(index=f"{name}_v*", expand_wildcards="all")
+
+
 async def test_new_indexes_are_created_as_the_alias_write_index(
     search: AsyncOpenSearch, alias: str
 ) -> None:
