@@ -6,7 +6,7 @@ Uses the devstack's Redis and OpenSearch (``source .devstack/env``, or it reads
 ``.devstack/env``). It pre-fills ``--events`` entries (one realistic order each:
 18 view columns + ``sync_version``, ~600 bytes of JSON) into the partition streams
 of a bench-only view, then for every consumer count (and bulk size) starts that
-many ``python -m consumer.main`` processes with a fresh consumer group and a
+many ``python -m searchsync.consumer.main`` processes with a fresh consumer group and a
 fresh index, and times the drain. The baseline, measured in the same run, is
 opensearch-py's ``helpers.async_bulk`` sending the same documents (same ids,
 already-encoded JSON, same bulk size) into a fresh index with the same mapping,
@@ -46,11 +46,11 @@ from opensearchpy import AsyncOpenSearch
 from opensearchpy.helpers import async_bulk
 from redis.asyncio import Redis
 
-from common.entries import encode_changes
-from common.index import ensure_index
-from common.keys import Keys
-from common.partition import partition_of
 from devstack.env import require
+from searchsync.common.entries import encode_changes
+from searchsync.common.index import ensure_index
+from searchsync.common.keys import Keys
+from searchsync.common.partition import partition_of
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -245,7 +245,11 @@ class Bench:
         }
         log = (self.log_dir / f"{group}_{name}.log").open("wb")
         return subprocess.Popen(
-            [str(PYTHON), "-m", "consumer.main"], cwd=ROOT, env=env, stdout=log, stderr=log
+            [str(PYTHON), "-m", "searchsync.consumer.main"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=log,
         )
 
     async def run_consumers(

@@ -50,10 +50,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from producer import native  # noqa: E402
-from producer.consolidate import Consolidator  # noqa: E402
-from producer.keyset import KeySetLike, PyKeySet  # noqa: E402
-from producer.rows import Layout, Rejected  # noqa: E402
+from searchsync.producer import native  # noqa: E402
+from searchsync.producer.consolidate import Consolidator  # noqa: E402
+from searchsync.producer.keyset import KeySetLike, PyKeySet  # noqa: E402
+from searchsync.producer.rows import Layout, Rejected  # noqa: E402
 
 # "consolidator": the producer's whole per-key state (producer.consolidate) after a
 # snapshot of the keys, which is what runs in production
@@ -74,7 +74,7 @@ def rss_bytes() -> int:
 
 def c_key_set() -> KeySetLike:
     if native.speedups is None:
-        raise SystemExit("producer._speedups is not built: pip install -e .")
+        raise SystemExit("searchsync.producer._speedups is not built: pip install -e .")
     return native.speedups.KeySet()
 
 

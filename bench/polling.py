@@ -37,8 +37,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from producer.documents import ColumnKind, DocumentEncoder  # noqa: E402
-from producer.polling import RowScan  # noqa: E402
+from searchsync.producer.documents import ColumnKind, DocumentEncoder  # noqa: E402
+from searchsync.producer.polling import RowScan  # noqa: E402
 
 CHUNK = 10_000
 

@@ -8,7 +8,7 @@ schema with ``--orders`` orders (devstack.freshmart.seed; or reuses ``--schema``
 starts a private emulator over it (100 ms ticks) and a private redis-server (AOF
 everysec, like devstack's), then:
 
-1. The run: ``python -m producer.main`` with no checkpoint writes the snapshot —
+1. The run: ``python -m searchsync.producer.main`` with no checkpoint writes the snapshot —
    a backlog of ``--orders`` SUBSCRIBE rows — as upserts; timed from its log line
    "SUBSCRIBE started" to "Snapshot complete" (both stamped by the producer).
    ``max_rss_mb`` is the producer's VmHWM; ``cpu_seconds`` where the 2 cores
@@ -71,9 +71,9 @@ from psycopg.types.string import TextLoader
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common.keys import Keys  # noqa: E402
 from devstack.env import require  # noqa: E402
 from devstack.freshmart.seed import seed_database  # noqa: E402
+from searchsync.common.keys import Keys  # noqa: E402
 
 PYTHON = ROOT / ".venv" / "bin" / "python"
 VIEW = "orders_search_source_mv"
@@ -331,7 +331,7 @@ def run_backlog(
     cpu_before = {"emulator": cpu_seconds(emulator_proc.pid), "redis": cpu_seconds(redis_pid)}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [str(PYTHON), "-m", "producer.main"],
+            [str(PYTHON), "-m", "searchsync.producer.main"],
             cwd=ROOT,
             env=producer_env(emulator_port, redis_port),
             stderr=log,
@@ -350,7 +350,7 @@ def run_backlog(
         written = re.search(r"Snapshot complete for \S+: (\d+) rows", done)
         assert written and int(written.group(1)) == rows, done
         # the producer logs this WARNING at start when it runs the pure-Python path
-        c_path = "producer._speedups is not built" not in log_path.read_text()
+        c_path = "searchsync.producer._speedups is not built" not in log_path.read_text()
         latencies = live_latencies(redis_port, pg)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -401,11 +401,19 @@ def profile_backlog(emulator_port: int, redis_port: int) -> list[dict[str, Any]]
     """The backlog once more under cProfile; top functions by own time."""
     settle(redis_port)
     workdir = Path(tempfile.mkdtemp(prefix="bench-producer-prof-"))
-    stats_path, log_path = workdir / "prof.out", workdir / "producer.log"
+    stats_path, log_path = workdir / "prof.out", workdir / "searchsync.producer.log"
     try:
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                [str(PYTHON), "-m", "cProfile", "-o", str(stats_path), "-m", "producer.main"],
+                [
+                    str(PYTHON),
+                    "-m",
+                    "cProfile",
+                    "-o",
+                    str(stats_path),
+                    "-m",
+                    "searchsync.producer.main",
+                ],
                 cwd=ROOT,
                 env=producer_env(emulator_port, redis_port),
                 stderr=log,

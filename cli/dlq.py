@@ -29,17 +29,17 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from cli.terminal import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, Progress, confirm, print_json
-from common import dlq
-from common.config import Settings
-from common.entries import DeadLetter
-from common.keys import Keys
-from common.meta import StreamLayoutError, ensure_meta, mismatch
-from common.redis_client import connect_redis
-from producer import lookup
-from producer.batches import build_entries
-from producer.rows import key_problem
-from producer.writer import StreamWriter
+from ..common import dlq
+from ..common.config import Settings
+from ..common.entries import DeadLetter
+from ..common.keys import Keys
+from ..common.meta import StreamLayoutError, ensure_meta, mismatch
+from ..common.redis_client import connect_redis
+from ..producer import lookup
+from ..producer.batches import build_entries
+from ..producer.rows import key_problem
+from ..producer.writer import StreamWriter
+from .terminal import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, Progress, confirm, print_json
 
 __all__ = ["register"]
 

@@ -17,11 +17,17 @@ import sys
 
 from opensearchpy import TransportError
 
-from cli.terminal import EXIT_OK, EXIT_PROBLEM, Progress, confirm, print_json
-from common import adopt
-from common.config import Settings
-from common.index import ensure_index, index_body, live_mapping, mapping_diff, render_mapping_diff
-from common.opensearch import make_client, status_of
+from ..common import adopt
+from ..common.config import Settings
+from ..common.index import (
+    ensure_index,
+    index_body,
+    live_mapping,
+    mapping_diff,
+    render_mapping_diff,
+)
+from ..common.opensearch import make_client, status_of
+from .terminal import EXIT_OK, EXIT_PROBLEM, Progress, confirm, print_json
 
 __all__ = ["register"]
 

@@ -33,10 +33,10 @@ import psycopg
 from opensearchpy import TransportError
 from redis.exceptions import RedisError
 
-from cli import dlq, index, replay, resync, status, verify, wait
-from cli.terminal import EXIT_LAYOUT, EXIT_UNREACHABLE
-from common.config import Settings, settings_or_exit
-from common.index import IndexLayoutError
+from ..common.config import Settings, settings_or_exit
+from ..common.index import IndexLayoutError
+from . import dlq, index, replay, resync, status, verify, wait
+from .terminal import EXIT_LAYOUT, EXIT_UNREACHABLE
 
 __all__ = ["main"]
 

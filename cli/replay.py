@@ -17,11 +17,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from cli.terminal import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, Progress, confirm, print_json
-from common.config import Settings
-from common.keys import Keys
-from common.redis_client import connect_redis
-from consumer.replay import (
+from ..common.config import Settings
+from ..common.keys import Keys
+from ..common.redis_client import connect_redis
+from ..consumer.replay import (
     ApplyError,
     PartitionPlan,
     Since,
@@ -31,6 +30,7 @@ from consumer.replay import (
     parse_since,
     plan_partition,
 )
+from .terminal import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, Progress, confirm, print_json
 
 __all__ = ["SAFETY", "register"]
 

@@ -19,14 +19,14 @@ from typing import Any
 
 from opensearchpy import TransportError
 
-from cli.resync_load import LoadError
-from cli.resync_run import Context, Report, ResyncError, command_lock, execute, gather
-from cli.terminal import EXIT_OK, EXIT_PROBLEM, Progress, confirm, print_json
-from common import resync
-from common.config import Settings
-from common.keys import Keys
-from common.opensearch import make_client, status_of
-from common.redis_client import connect_redis
+from ..common import resync
+from ..common.config import Settings
+from ..common.keys import Keys
+from ..common.opensearch import make_client, status_of
+from ..common.redis_client import connect_redis
+from .resync_load import LoadError
+from .resync_run import Context, Report, ResyncError, command_lock, execute, gather
+from .terminal import EXIT_OK, EXIT_PROBLEM, Progress, confirm, print_json
 
 __all__ = ["register"]
 

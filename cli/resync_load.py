@@ -26,15 +26,15 @@ from typing import Any, Final
 import msgspec
 from opensearchpy import AsyncOpenSearch, TransportError
 
-from common.backoff import Backoff
-from common.config import Settings
-from common.entries import Change
-from common.materialize import connect
-from consumer.bulk import BULK_PARAMS, decode_response, encode_body
-from consumer.outcomes import Outcome, classify, describe
-from producer.documents import register_text_loaders
-from producer.rows import Progress, Rejected, parse_rows
-from producer.subscribe import ReadyReadsConnection, Subscription
+from ..common.backoff import Backoff
+from ..common.config import Settings
+from ..common.entries import Change
+from ..common.materialize import connect
+from ..consumer.bulk import BULK_PARAMS, decode_response, encode_body
+from ..consumer.outcomes import Outcome, classify, describe
+from ..producer.documents import register_text_loaders
+from ..producer.rows import Progress, Rejected, parse_rows
+from ..producer.subscribe import ReadyReadsConnection, Subscription
 
 __all__ = ["BULK_DOCUMENTS", "LoadError", "Loaded", "load_snapshot"]
 

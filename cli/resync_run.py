@@ -23,15 +23,24 @@ from opensearchpy import AsyncOpenSearch, RequestError
 from psycopg import sql
 from redis.asyncio import Redis
 
-from cli.resync_load import Loaded, load_snapshot
-from common import materialize
-from common.config import Settings
-from common.errors import SearchsyncError
-from common.index import index_body, inspect_layout, write_index
-from common.keys import Keys
-from common.resync import Facts, Phase, Plan, Record, Step, advanced, parse_record, unconfirmed
-from common.verify import Drift, compare, read_index, read_view
-from consumer.membership import live_members
+from ..common import materialize
+from ..common.config import Settings
+from ..common.errors import SearchsyncError
+from ..common.index import index_body, inspect_layout, write_index
+from ..common.keys import Keys
+from ..common.resync import (
+    Facts,
+    Phase,
+    Plan,
+    Record,
+    Step,
+    advanced,
+    parse_record,
+    unconfirmed,
+)
+from ..common.verify import Drift, compare, read_index, read_view
+from ..consumer.membership import live_members
+from .resync_load import Loaded, load_snapshot
 
 __all__ = [
     "LOAD_GC_DELETES_SECONDS",
@@ -54,7 +63,7 @@ class ResyncError(SearchsyncError):
 
 
 class Reporter(Protocol):
-    """cli.terminal.Progress's interface."""
+    """searchsync.cli.terminal.Progress's interface."""
 
     def note(self, line: str) -> None: ...
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 
-from cli.terminal import EXIT_OK, print_json
-from common import status as status_report
-from common.config import Settings
-from common.keys import Keys
-from common.redis_client import connect_redis
+from ..common import status as status_report
+from ..common.config import Settings
+from ..common.keys import Keys
+from ..common.redis_client import connect_redis
+from .terminal import EXIT_OK, print_json
 
 __all__ = ["register"]
 

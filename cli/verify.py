@@ -7,11 +7,11 @@ import argparse
 import asyncio
 from typing import Any
 
-from cli.terminal import EXIT_OK, EXIT_PROBLEM, print_json
-from common.config import Settings
-from common.materialize import connect
-from common.opensearch import make_client
-from common.verify import Drift, compare, read_index, read_view
+from ..common.config import Settings
+from ..common.materialize import connect
+from ..common.opensearch import make_client
+from ..common.verify import Drift, compare, read_index, read_view
+from .terminal import EXIT_OK, EXIT_PROBLEM, print_json
 
 __all__ = ["register"]
 

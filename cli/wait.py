@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 
-from cli.terminal import EXIT_OK, EXIT_PROBLEM, print_json
-from common.config import Settings
-from common.keys import Keys
-from common.materialize import connect
-from common.opensearch import make_client
-from common.readyourwrites import WaitResult, wait_searchable
-from common.redis_client import connect_redis
+from ..common.config import Settings
+from ..common.keys import Keys
+from ..common.materialize import connect
+from ..common.opensearch import make_client
+from ..common.readyourwrites import WaitResult, wait_searchable
+from ..common.redis_client import connect_redis
+from .terminal import EXIT_OK, EXIT_PROBLEM, print_json
 
 __all__ = ["register", "view_now"]
 

@@ -42,8 +42,8 @@ from typing import Any, Final
 
 from opensearchpy import AsyncOpenSearch
 
-from common.errors import FatalError
-from common.index import (
+from .errors import FatalError
+from .index import (
     IndexLayoutError,
     Layout,
     inspect_layout,

@@ -13,12 +13,14 @@ that error into a message on stderr and exit status 2.
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import os
 import socket
 import sys
+import textwrap
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Final, Literal
 from urllib.parse import urlsplit
 
@@ -31,6 +33,7 @@ __all__ = [
     "ConfigError",
     "Settings",
     "load_settings",
+    "parse_command_line",
     "settings_or_exit",
 ]
 
@@ -306,3 +309,19 @@ def settings_or_exit(environ: Mapping[str, str] | None = None) -> Settings:
     except ConfigError as error:
         print(f"searchsync: configuration error: {error}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
+
+
+def parse_command_line(prog: str, doc: str, argv: Sequence[str] | None = None) -> None:
+    """The daemons' command line: ``--help`` only, since every setting is a variable.
+
+    Prints ``doc`` and the variables read, and exits 0 for ``--help``; any other
+    argument exits 2 with the usage (argparse), before a connection is opened.
+    """
+    names = textwrap.fill(", ".join(_FIELDS), width=78)
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=doc,
+        epilog=f"Configured by environment variables only (README: Configuration):\n{names}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.parse_args(argv)

@@ -22,7 +22,7 @@ from typing import Any, Final, NamedTuple
 
 import msgspec
 
-from common.entries import (
+from .entries import (
     DELETE,
     UPSERT,
     DeadLetter,
@@ -30,7 +30,7 @@ from common.entries import (
     decode_dead_letter,
     raw_fields_json,
 )
-from common.partition import partition_of
+from .partition import partition_of
 
 __all__ = [
     "LIST_ORDER",

@@ -24,8 +24,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
-from common.config import EXIT_CONFIG, Settings
-from common.health import HealthFacts, Verdict
+from .config import EXIT_CONFIG, Settings
+from .health import HealthFacts, Verdict
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment

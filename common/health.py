@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from common.config import Settings
+from .config import Settings
 
 __all__ = ["HealthFacts", "Limits", "Snapshot", "Verdict", "assess", "limits_for"]
 

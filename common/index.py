@@ -43,8 +43,8 @@ from typing import Any, Final
 
 from opensearchpy import AsyncOpenSearch, NotFoundError, RequestError
 
-from common.entries import VERSION_FIELD
-from common.errors import FatalError
+from .entries import VERSION_FIELD
+from .errors import FatalError
 
 __all__ = [
     "VIEW_PROPERTIES",

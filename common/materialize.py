@@ -7,7 +7,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from common.config import Settings
+from .config import Settings
 
 __all__ = ["CONNECT_TIMEOUT_SECONDS", "connect"]
 

@@ -28,9 +28,9 @@ from typing import Any, Final
 
 from redis.asyncio import Redis
 
-from common.config import Settings
-from common.errors import FatalError
-from common.keys import Keys
+from .config import Settings
+from .errors import FatalError
+from .keys import Keys
 
 __all__ = ["LAYOUT_VERSION", "StreamLayoutError", "ensure_meta", "layout_fields", "mismatch"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from opensearchpy import AsyncOpenSearch, TransportError
 
-from common.config import Settings
+from .config import Settings
 
 __all__ = ["make_client", "status_of"]
 

@@ -49,7 +49,7 @@ import msgspec
 from opensearchpy import AsyncOpenSearch
 from redis.asyncio import Redis
 
-from common.keys import Keys
+from .keys import Keys
 
 __all__ = [
     "Behind",

@@ -46,7 +46,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Final
 
-from common.index import (
+from .index import (
     IndexLayoutError,
     Layout,
     next_generation,

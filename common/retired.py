@@ -16,8 +16,8 @@ from typing import Any, Final
 from opensearchpy import AsyncOpenSearch
 from redis.asyncio import Redis
 
-from common.index import inspect_layout
-from common.keys import Keys
+from .index import inspect_layout
+from .keys import Keys
 
 __all__ = ["SWEEP_SECONDS", "sweep_retired"]
 

@@ -15,8 +15,8 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from common.buffer import partition_buffer
-from common.keys import Keys
+from .buffer import partition_buffer
+from .keys import Keys
 
 __all__ = ["PartitionStatus", "Raw", "Status", "build", "gather", "render"]
 

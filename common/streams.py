@@ -5,7 +5,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from common.keys import Keys
+from .keys import Keys
 
 __all__ = ["ensure_groups"]
 

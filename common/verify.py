@@ -23,7 +23,7 @@ import psycopg
 from opensearchpy import AsyncOpenSearch
 from psycopg import sql
 
-from common.entries import VERSION_FIELD
+from .entries import VERSION_FIELD
 
 __all__ = ["Drift", "compare", "normalize", "read_index", "read_view"]
 

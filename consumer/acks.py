@@ -19,11 +19,11 @@ from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
-from common.entries import DeadLetter
-from common.keys import Keys
-from consumer.attempts import queue_answered
-from consumer.deadletters import queue_letters
-from consumer.reader import below
+from ..common.entries import DeadLetter
+from ..common.keys import Keys
+from .attempts import queue_answered
+from .deadletters import queue_letters
+from .reader import below
 
 __all__ = ["Acker"]
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from common.entries import (
+from ..common.entries import (
     BATCH,
     DELETE,
     PROGRESS,
@@ -37,7 +37,7 @@ from common.entries import (
     decode_entry_parts,
     raw_fields_json,
 )
-from consumer.bulk import ACTION_OVERHEAD_BYTES, unsendable_reason
+from .bulk import ACTION_OVERHEAD_BYTES, unsendable_reason
 
 __all__ = [
     "Batch",

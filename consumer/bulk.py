@@ -19,7 +19,7 @@ from typing import Any, Final
 
 import msgspec
 
-from common.entries import Change
+from ..common.entries import Change
 
 __all__ = [
     "ACTION_OVERHEAD_BYTES",

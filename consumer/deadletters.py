@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 from redis.asyncio.client import Pipeline
 
-from common.entries import DeadLetter, encode_dead_letter
-from common.keys import Keys
+from ..common.entries import DeadLetter, encode_dead_letter
+from ..common.keys import Keys
 
 __all__ = ["log_letters", "queue_letters"]
 

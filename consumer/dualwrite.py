@@ -30,10 +30,10 @@ from typing import Any, Final
 
 from redis.asyncio import Redis
 
-from common.keys import Keys
-from common.resync import dual_write_target, parse_record
-from consumer.bulk import ItemResult
-from consumer.outcomes import Outcome, classify
+from ..common.keys import Keys
+from ..common.resync import dual_write_target, parse_record
+from .bulk import ItemResult
+from .outcomes import Outcome, classify
 
 __all__ = ["DualWrite", "merge"]
 

@@ -28,8 +28,8 @@ from collections.abc import Iterable
 
 from redis.asyncio import Redis
 
-from common.keys import Keys
-from common.owned_keys import RELEASE, RENEW
+from ..common.keys import Keys
+from ..common.owned_keys import RELEASE, RENEW
 
 __all__ = ["Leases", "hold_seconds", "tick_seconds"]
 

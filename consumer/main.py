@@ -16,21 +16,21 @@ import sys
 
 from prometheus_client import CollectorRegistry
 
-from common.config import EXIT_CONFIG, Settings, settings_or_exit
-from common.diagnostics import install_stack_dumps
-from common.endpoint import heartbeat, serve_or_exit
-from common.errors import FatalError
-from common.health import limits_for
-from common.logs import configure_logging
-from common.meta import StreamLayoutError
-from common.opensearch import make_client
-from common.redis_client import connect_redis
-from consumer.metrics import ConsumerMetrics
-from consumer.worker import Worker
+from ..common.config import EXIT_CONFIG, Settings, parse_command_line, settings_or_exit
+from ..common.diagnostics import install_stack_dumps
+from ..common.endpoint import heartbeat, serve_or_exit
+from ..common.errors import FatalError
+from ..common.health import limits_for
+from ..common.logs import configure_logging
+from ..common.meta import StreamLayoutError
+from ..common.opensearch import make_client
+from ..common.redis_client import connect_redis
+from .metrics import ConsumerMetrics
+from .worker import Worker
 
 __all__ = ["main", "run"]
 
-log = logging.getLogger("consumer")
+log = logging.getLogger("searchsync.consumer")
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
@@ -72,6 +72,7 @@ async def _main(settings: Settings) -> int:
 
 
 def main() -> None:
+    parse_command_line("searchsync-consumer", __doc__ or "")
     settings = settings_or_exit()
     configure_logging(settings.log_level, settings.log_format)
     # opensearch-py logs every failed request as a WARNING with its URL; the worker logs the

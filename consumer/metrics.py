@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-from common.health import HealthFacts
+from ..common.health import HealthFacts
 
 __all__ = ["ERROR_KINDS", "LATENCY_BUCKETS", "ConsumerMetrics", "WeightedHistogram"]
 

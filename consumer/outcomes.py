@@ -41,8 +41,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final, Generic, TypeVar
 
-from common.backoff import Backoff
-from consumer.bulk import ItemResult
+from ..common.backoff import Backoff
+from .bulk import ItemResult
 
 __all__ = [
     "Blocked",

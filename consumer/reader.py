@@ -26,8 +26,8 @@ from typing import Any, Final
 
 from redis.asyncio import Redis
 
-from consumer.attempts import read_attempts
-from consumer.batch import RawEntry
+from .attempts import read_attempts
+from .batch import RawEntry
 
 __all__ = [
     "READ_BLOCK_MS",

@@ -23,11 +23,11 @@ from typing import Any, Final
 from opensearchpy import AsyncOpenSearch
 from redis.asyncio import Redis
 
-from common.cancellation import raise_if_cancelled
-from common.entries import VERSION_FIELD
-from common.keys import Keys
-from common.owned_keys import RELEASE, RENEW
-from consumer.dualwrite import DualWrite
+from ..common.cancellation import raise_if_cancelled
+from ..common.entries import VERSION_FIELD
+from ..common.keys import Keys
+from ..common.owned_keys import RELEASE, RENEW
+from .dualwrite import DualWrite
 
 __all__ = ["PENDING", "Reconciler", "due_snapshots"]
 

@@ -55,9 +55,9 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from common.keys import Keys
-from consumer.batch import Batch, RawEntry, loose_ts
-from consumer.highwater import HIGH_WATER_MEMBER
+from ..common.keys import Keys
+from .batch import Batch, RawEntry, loose_ts
+from .highwater import HIGH_WATER_MEMBER
 
 __all__ = [
     "ApplyError",

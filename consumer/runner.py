@@ -59,20 +59,28 @@ from typing import Final
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from common.config import Settings
-from common.errors import FatalError
-from common.index import IndexLayoutError, layout_problem
-from common.keys import Keys
-from common.logs import LogGate
-from consumer.acks import Acker
-from consumer.attempts import Attempts, new_token
-from consumer.batch import Batch, Item, RawEntry, chunked, entries_to_read, loose_ts, should_flush
-from consumer.bulk import ItemResult
-from consumer.deadletters import log_letters
-from consumer.highwater import HighWater
-from consumer.leases import Leases
-from consumer.metrics import ConsumerMetrics
-from consumer.outcomes import (
+from ..common.config import Settings
+from ..common.errors import FatalError
+from ..common.index import IndexLayoutError, layout_problem
+from ..common.keys import Keys
+from ..common.logs import LogGate
+from .acks import Acker
+from .attempts import Attempts, new_token
+from .batch import (
+    Batch,
+    Item,
+    RawEntry,
+    chunked,
+    entries_to_read,
+    loose_ts,
+    should_flush,
+)
+from .bulk import ItemResult
+from .deadletters import log_letters
+from .highwater import HighWater
+from .leases import Leases
+from .metrics import ConsumerMetrics
+from .outcomes import (
     Blocked,
     Outcome,
     RequestVerdict,
@@ -82,8 +90,14 @@ from consumer.outcomes import (
     blocked_kind,
     judge,
 )
-from consumer.reader import claim_ids, claim_pending, pending_below, pending_count, read_new
-from consumer.sender import BulkFailed, BulkSender
+from .reader import (
+    claim_ids,
+    claim_pending,
+    pending_below,
+    pending_count,
+    read_new,
+)
+from .sender import BulkFailed, BulkSender
 
 __all__ = ["BLOCKED_LOG_SECONDS", "PartitionRunner", "RunnerDeps"]
 

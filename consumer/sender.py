@@ -15,11 +15,17 @@ from collections.abc import Sequence
 from opensearchpy import AsyncOpenSearch, ConnectionTimeout, SSLError, TransportError
 from opensearchpy import ConnectionError as OpenSearchConnectionError
 
-from common.entries import Change
-from common.opensearch import status_of
-from consumer.bulk import BULK_PARAMS, BulkResponseError, ItemResult, decode_response, encode_body
-from consumer.dualwrite import DualWrite, merge
-from consumer.outcomes import RequestVerdict, classify_request
+from ..common.entries import Change
+from ..common.opensearch import status_of
+from .bulk import (
+    BULK_PARAMS,
+    BulkResponseError,
+    ItemResult,
+    decode_response,
+    encode_body,
+)
+from .dualwrite import DualWrite, merge
+from .outcomes import RequestVerdict, classify_request
 
 __all__ = ["PROBE_TIMEOUT_SECONDS", "BulkFailed", "BulkSender"]
 

@@ -35,26 +35,26 @@ from opensearchpy import AsyncOpenSearch, RequestError, TransportError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from common.config import Settings
-from common.errors import FatalError
-from common.index import ensure_index
-from common.keys import Keys
-from common.logs import LogGate
-from common.meta import ensure_meta
-from common.retired import SWEEP_SECONDS, sweep_retired
-from common.streams import ensure_groups
-from consumer.acks import Acker
-from consumer.attempts import Attempts, new_token, prune
-from consumer.dualwrite import DualWrite
-from consumer.highwater import HighWater
-from consumer.leases import Leases, tick_seconds
-from consumer.membership import desired_partitions, live_members
-from consumer.metrics import ConsumerMetrics
-from consumer.outcomes import RetryPolicy
-from consumer.reconcile import Reconciler
-from consumer.retention import trim, trim_dlq
-from consumer.runner import BLOCKED_LOG_SECONDS, PartitionRunner, RunnerDeps
-from consumer.sender import BulkSender
+from ..common.config import Settings
+from ..common.errors import FatalError
+from ..common.index import ensure_index
+from ..common.keys import Keys
+from ..common.logs import LogGate
+from ..common.meta import ensure_meta
+from ..common.retired import SWEEP_SECONDS, sweep_retired
+from ..common.streams import ensure_groups
+from .acks import Acker
+from .attempts import Attempts, new_token, prune
+from .dualwrite import DualWrite
+from .highwater import HighWater
+from .leases import Leases, tick_seconds
+from .membership import desired_partitions, live_members
+from .metrics import ConsumerMetrics
+from .outcomes import RetryPolicy
+from .reconcile import Reconciler
+from .retention import trim, trim_dlq
+from .runner import BLOCKED_LOG_SECONDS, PartitionRunner, RunnerDeps
+from .sender import BulkSender
 
 __all__ = ["SHUTDOWN_GRACE_SECONDS", "Worker"]
 

@@ -22,9 +22,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from common import status as status_report
-from common.keys import Keys
-from common.status import Status
+from searchsync.common import status as status_report
+from searchsync.common.keys import Keys
+from searchsync.common.status import Status
 
 __all__ = ["Frame", "SyncedOrder", "frame", "latest_orders", "live", "rates", "render"]
 

@@ -37,9 +37,9 @@ import psycopg
 from opensearchpy import AsyncOpenSearch, NotFoundError
 from redis.asyncio import Redis
 
-from common.config import settings_or_exit
-from common.keys import Keys
 from devstack import dashboard
+from searchsync.common.config import settings_or_exit
+from searchsync.common.keys import Keys
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = ROOT / ".devstack" / "pipeline"

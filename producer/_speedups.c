@@ -697,7 +697,7 @@ writer_dealloc(PyObject *self)
 
 static PyTypeObject DocumentWriterType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "producer._speedups.DocumentWriter",
+    .tp_name = "searchsync.producer._speedups.DocumentWriter",
     .tp_basicsize = sizeof(DocumentWriter),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_doc = "DocumentWriter(kinds, prefixes, version_key, fallback)\n\n"
@@ -1395,7 +1395,7 @@ static PySequenceMethods keyset_as_sequence = {
 
 static PyTypeObject KeySetType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "producer._speedups.KeySet",
+    .tp_name = "searchsync.producer._speedups.KeySet",
     .tp_basicsize = sizeof(KeySetObject),
     .tp_flags = Py_TPFLAGS_DEFAULT, /* holds no objects: no GC; final: no subclasses */
     .tp_doc = "KeySet()\n\n"
@@ -1560,7 +1560,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "producer._speedups",
+    .m_name = "searchsync.producer._speedups",
     .m_doc = "The producer's per-row hot path in C (see producer/_speedups.c).",
     .m_size = -1,
     .m_methods = methods,

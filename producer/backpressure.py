@@ -19,15 +19,15 @@ from typing import Any, Final, Literal
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from common.buffer import BufferReading, partition_buffer
-from common.cancellation import raise_if_cancelled
-from common.keys import Keys
-from common.streams import ensure_groups
-from producer.metrics import ProducerMetrics
+from ..common.buffer import BufferReading, partition_buffer
+from ..common.cancellation import raise_if_cancelled
+from ..common.keys import Keys
+from ..common.streams import ensure_groups
+from .metrics import ProducerMetrics
 
 __all__ = ["POLL_SECONDS", "BufferMonitor", "BufferReading", "Hysteresis", "read_buffer"]
 
-log = logging.getLogger("producer.backpressure")
+log = logging.getLogger("searchsync.producer.backpressure")
 
 # How often the buffer is measured: one pipelined round trip of 1 + STREAM_PARTITIONS
 # cheap commands; well under the time a FETCH batch takes to reach consumers.

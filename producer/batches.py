@@ -29,8 +29,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Final, NamedTuple, TypeVar, cast
 from zlib import crc32
 
-from common.entries import BATCH, DELETE, UPSERT
-from producer import native
+from ..common.entries import BATCH, DELETE, UPSERT
+from . import native
 
 __all__ = ["DEFAULT_MAX_CHANGES", "Entry", "build_entries", "snapshot_entries"]
 

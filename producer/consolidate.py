@@ -61,9 +61,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from producer import native
-from producer.keyset import KeySetLike, new_key_set
-from producer.rows import (
+from . import native
+from .keyset import KeySetLike, new_key_set
+from .rows import (
     DELETE_STATE,
     FIRST_VALUE,
     KEY_VIOLATION_STATE,

@@ -43,8 +43,8 @@ import msgspec
 from psycopg.adapt import AdaptersMap
 from psycopg.types.string import TextLoader
 
-from common.entries import VERSION_FIELD
-from producer import native
+from ..common.entries import VERSION_FIELD
+from . import native
 
 __all__ = [
     "TEXT_LOADED_TYPES",

@@ -15,8 +15,8 @@ from typing import Final
 import psycopg
 from redis import exceptions as redis_errors
 
-from common.errors import FatalError, TransientError
-from producer.rows import LayoutError
+from ..common.errors import FatalError, TransientError
+from .rows import LayoutError
 
 __all__ = ["AsOfRefused", "describe", "is_transient"]
 

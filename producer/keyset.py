@@ -32,7 +32,7 @@ import sys
 from collections.abc import Iterable
 from typing import Protocol
 
-from producer import native
+from . import native
 
 __all__ = ["KeySetLike", "PyKeySet", "new_key_set"]
 

@@ -29,10 +29,10 @@ from typing import Any, Final
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from common.cancellation import raise_if_cancelled
-from common.errors import TransientError
-from common.keys import Keys
-from common.owned_keys import RELEASE, RENEW
+from ..common.cancellation import raise_if_cancelled
+from ..common.errors import TransientError
+from ..common.keys import Keys
+from ..common.owned_keys import RELEASE, RENEW
 
 __all__ = [
     "FENCED_CHECKPOINT",
@@ -43,7 +43,7 @@ __all__ = [
     "tick_seconds",
 ]
 
-log = logging.getLogger("producer.lease")
+log = logging.getLogger("searchsync.producer.lease")
 
 # KEYS[1] lease, KEYS[2] epoch; ARGV[1] name, ARGV[2] ttl ms, ARGV[3] the value we hold
 # ("" if none). Returns the value held after the call, or false.

@@ -34,10 +34,10 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
-from common import materialize
-from common.config import Settings
-from producer.documents import DocumentEncoder, kind_of_type, register_text_loaders
-from producer.rows import FIRST_VALUE, Layout, Progress, Rejected, Row, parse_rows
+from ..common import materialize
+from ..common.config import Settings
+from .documents import DocumentEncoder, kind_of_type, register_text_loaders
+from .rows import FIRST_VALUE, Layout, Progress, Rejected, Row, parse_rows
 
 __all__ = [
     "LOOKUP_TIMEOUT_SECONDS",

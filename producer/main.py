@@ -16,18 +16,18 @@ from typing import Final
 
 from prometheus_client import CollectorRegistry
 
-from common.config import Settings, settings_or_exit
-from common.diagnostics import install_stack_dumps
-from common.endpoint import heartbeat, serve_or_exit
-from common.health import limits_for
-from common.logs import configure_logging
-from producer import native
-from producer.metrics import ProducerMetrics
-from producer.service import run_producer
+from ..common.config import Settings, parse_command_line, settings_or_exit
+from ..common.diagnostics import install_stack_dumps
+from ..common.endpoint import heartbeat, serve_or_exit
+from ..common.health import limits_for
+from ..common.logs import configure_logging
+from . import native
+from .metrics import ProducerMetrics
+from .service import run_producer
 
 __all__ = ["main", "run"]
 
-log = logging.getLogger("producer")
+log = logging.getLogger("searchsync.producer")
 
 # The cyclic GC's first threshold (default 700 net container allocations): a FETCH
 # allocates a few tuples per row, so at 700 the collector ran every ~200 rows and
@@ -59,7 +59,7 @@ async def run(settings: Settings) -> int:
     )
     if native.speedups is None:
         log.warning(
-            "producer._speedups is not built (no C compiler when it was installed?): "
+            "searchsync.producer._speedups is not built (no C compiler when it was installed?): "
             "rows are encoded on the pure-Python path, ~1.6x the CPU per row"
         )
     beat = asyncio.create_task(heartbeat(metrics.health))
@@ -70,6 +70,7 @@ async def run(settings: Settings) -> int:
 
 
 def main() -> None:
+    parse_command_line("searchsync-producer", __doc__ or "")
     settings = settings_or_exit()
     configure_logging(settings.log_level, settings.log_format)
     gc.set_threshold(*GC_THRESHOLDS)

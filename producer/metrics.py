@@ -13,8 +13,8 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from redis.exceptions import RedisError
 
-from common.buffer import BufferReading
-from common.health import HealthFacts
+from ..common.buffer import BufferReading
+from ..common.health import HealthFacts
 
 __all__ = ["LEADING_WORK", "ProducerMetrics"]
 

@@ -13,6 +13,6 @@ from __future__ import annotations
 __all__ = ["speedups"]
 
 try:
-    from producer import _speedups as speedups
+    from . import _speedups as speedups
 except ImportError:  # not built: the pure-Python path
     speedups = None  # type: ignore[assignment]  # callers check for None

@@ -105,19 +105,19 @@ from psycopg import sql
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from common.config import Settings
-from common.entries import DeadLetter
-from common.keys import Keys
-from producer.backpressure import BufferMonitor
-from producer.batches import build_entries
-from producer.documents import ColumnKind, DocumentEncoder, kind_of_type
-from producer.metrics import ProducerMetrics
-from producer.subscribe import connect
-from producer.writer import StreamWriter, send_commands
+from ..common.config import Settings
+from ..common.entries import DeadLetter
+from ..common.keys import Keys
+from .backpressure import BufferMonitor
+from .batches import build_entries
+from .documents import ColumnKind, DocumentEncoder, kind_of_type
+from .metrics import ProducerMetrics
+from .subscribe import connect
+from .writer import StreamWriter, send_commands
 
 __all__ = ["PollPlan", "Poller", "RowScan", "plan_poll", "poll_steps"]
 
-log = logging.getLogger("producer.polling")
+log = logging.getLogger("searchsync.producer.polling")
 
 DIGEST_BYTES: Final = 8
 _blake2b = hashlib.blake2b  # looked up once, not per row

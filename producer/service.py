@@ -27,25 +27,25 @@ from typing import Any, Final
 
 import psycopg
 
-from common.backoff import Backoff
-from common.cancellation import raise_if_cancelled
-from common.config import EXIT_CONFIG, Settings
-from common.keys import Keys
-from common.meta import StreamLayoutError, ensure_meta
-from common.redis_client import connect_redis
-from common.streams import ensure_groups
-from producer.backpressure import BufferMonitor
-from producer.failures import AsOfRefused, describe, is_transient
-from producer.lease import ProducerFenced, ProducerLease
-from producer.metrics import ProducerMetrics
-from producer.polling import Poller
-from producer.resume import plan_start
-from producer.session import SubscribeSession
-from producer.writer import StreamWriter
+from ..common.backoff import Backoff
+from ..common.cancellation import raise_if_cancelled
+from ..common.config import EXIT_CONFIG, Settings
+from ..common.keys import Keys
+from ..common.meta import StreamLayoutError, ensure_meta
+from ..common.redis_client import connect_redis
+from ..common.streams import ensure_groups
+from .backpressure import BufferMonitor
+from .failures import AsOfRefused, describe, is_transient
+from .lease import ProducerFenced, ProducerLease
+from .metrics import ProducerMetrics
+from .polling import Poller
+from .resume import plan_start
+from .session import SubscribeSession
+from .writer import StreamWriter
 
 __all__ = ["EXIT_FATAL", "EXIT_OK", "run_producer"]
 
-log = logging.getLogger("producer")
+log = logging.getLogger("searchsync.producer")
 
 EXIT_OK: Final = 0
 EXIT_FATAL: Final = 1
@@ -123,7 +123,7 @@ class _Producer:
             log.info("Producer stopped")
 
     async def _check_layout(self) -> int | None:
-        """common.meta, retried while Redis is unreachable; EXIT_CONFIG on a mismatch."""
+        """searchsync.common.meta, retried while Redis is unreachable; EXIT_CONFIG on a mismatch."""
         while not self.stop.is_set():
             try:
                 await ensure_meta(self.redis, self.keys, self.settings)

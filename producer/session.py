@@ -31,18 +31,18 @@ from typing import Any, Final, NamedTuple
 import msgspec
 import psycopg
 
-from common.config import Settings
-from common.entries import DeadLetter
-from producer.backpressure import BufferMonitor
-from producer.batches import Entry, build_entries, snapshot_entries
-from producer.consolidate import Consolidated, Consolidator
-from producer.documents import DocumentEncoder
-from producer.failures import AsOfRefused
-from producer.metrics import ProducerMetrics
-from producer.resume import StartPlan, as_of_refused
-from producer.rows import FIRST_VALUE, Rejected
-from producer.subscribe import Subscription, connect
-from producer.writer import StreamWriter
+from ..common.config import Settings
+from ..common.entries import DeadLetter
+from .backpressure import BufferMonitor
+from .batches import Entry, build_entries, snapshot_entries
+from .consolidate import Consolidated, Consolidator
+from .documents import DocumentEncoder
+from .failures import AsOfRefused
+from .metrics import ProducerMetrics
+from .resume import StartPlan, as_of_refused
+from .rows import FIRST_VALUE, Rejected
+from .subscribe import Subscription, connect
+from .writer import StreamWriter
 
 __all__ = [
     "PAUSE_FRACTION",
@@ -53,7 +53,7 @@ __all__ = [
     "pause_limit",
 ]
 
-log = logging.getLogger("producer.session")
+log = logging.getLogger("searchsync.producer.session")
 
 _encode_row = msgspec.json.Encoder(enc_hook=str).encode
 

@@ -44,10 +44,10 @@ from psycopg import sql
 from psycopg.abc import PQGen
 from psycopg.waiting import Ready, Wait
 
-from common import materialize
-from common.config import Settings
-from producer.documents import DocumentEncoder, kind_of_type, register_text_loaders
-from producer.rows import Layout
+from ..common import materialize
+from ..common.config import Settings
+from .documents import DocumentEncoder, kind_of_type, register_text_loaders
+from .rows import Layout
 
 __all__ = [
     "CURSOR",
@@ -61,7 +61,7 @@ __all__ = [
     "read_while_ready",
 ]
 
-log = logging.getLogger("producer.subscribe")
+log = logging.getLogger("searchsync.producer.subscribe")
 
 CURSOR: Final = "searchsync_c"
 # Rows per FETCH: ~1.5 KB each once loaded and two batches in flight (one being

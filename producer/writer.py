@@ -30,12 +30,17 @@ import hiredis
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from common.entries import DeadLetter, encode_dead_letter, encode_progress, encode_reconcile
-from common.keys import Keys
-from producer.batches import Entry
-from producer.lease import FENCED_CHECKPOINT, MONOTONIC_CHECKPOINT, ProducerFenced
-from producer.metrics import ProducerMetrics
-from producer.progress import ProgressPacer
+from ..common.entries import (
+    DeadLetter,
+    encode_dead_letter,
+    encode_progress,
+    encode_reconcile,
+)
+from ..common.keys import Keys
+from .batches import Entry
+from .lease import FENCED_CHECKPOINT, MONOTONIC_CHECKPOINT, ProducerFenced
+from .metrics import ProducerMetrics
+from .progress import ProgressPacer
 
 __all__ = ["Packed", "StreamWriter", "send_commands"]
 

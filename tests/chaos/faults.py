@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from common.keys import Keys
+from searchsync.common.keys import Keys
 from tests.chaos.poison import Planted, plant
 from tests.chaos.schedule import SCALE_DOWN_TO, SCALE_UP_TO, Fault, Kind
 from tests.chaos.stack import PARTITIONS, VIEW, ChaosStack

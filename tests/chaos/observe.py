@@ -27,7 +27,7 @@ from typing import Any
 
 import redis
 
-from common.keys import Keys
+from searchsync.common.keys import Keys
 from tests.chaos.stack import PARTITIONS, VIEW, ChaosStack
 
 __all__ = ["CatchUp", "Frontier", "Verify", "Wait", "run_verify", "wait_caught_up"]

@@ -20,9 +20,9 @@ from typing import Any, Final
 
 import redis
 
-from common.entries import encode_progress
-from common.keys import Keys
-from common.partition import partition_of
+from searchsync.common.entries import encode_progress
+from searchsync.common.keys import Keys
+from searchsync.common.partition import partition_of
 
 __all__ = ["ABSURD_TS", "DeadLetters", "Planted", "classify", "plant", "read_dead_letters"]
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import redis
 
-from common.keys import Keys
+from searchsync.common.keys import Keys
 from tests.chaos.faults import PRODUCERS, Injector
 from tests.chaos.observe import Frontier, run_verify, wait_caught_up
 from tests.chaos.poison import DeadLetters, classify, read_dead_letters

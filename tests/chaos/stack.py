@@ -41,7 +41,7 @@ __all__ = ["ALIAS", "PARTITIONS", "VIEW", "ChaosStack"]
 # `searchsync` is the console script for cli.main:main; run as a module from ROOT so
 # the CLI is always the code of this tree (the console script imports whichever tree
 # the virtualenv was installed from)
-CLI = (str(PYTHON), "-m", "cli")
+CLI = (str(PYTHON), "-m", "searchsync")
 VIEW = "orders_search_source_mv"
 ALIAS = "orders"
 PARTITIONS = 8
@@ -176,7 +176,9 @@ class ChaosStack:
         process = self.producers.get(name)
         if process is None:
             env = {**self._base_env(), "PRODUCER_NAME": name}
-            process = ManagedProcess(name, "producer.main", env, self.run_dir / f"{name}.log")
+            process = ManagedProcess(
+                name, "searchsync.producer.main", env, self.run_dir / f"{name}.log"
+            )
             self.producers[name] = process
         process.start()
         return process
@@ -185,7 +187,9 @@ class ChaosStack:
         process = self.consumers.get(name)
         if process is None:
             env = {**self._base_env(), "CONSUMER_NAME": name}
-            process = ManagedProcess(name, "consumer.main", env, self.run_dir / f"{name}.log")
+            process = ManagedProcess(
+                name, "searchsync.consumer.main", env, self.run_dir / f"{name}.log"
+            )
             self.consumers[name] = process
         process.start()
         return process

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from common.entries import decode_dead_letter
+from searchsync.common.entries import decode_dead_letter
 from tests.support.mzemu import seed_orders
 from tests.support.pipeline import Pipeline, pipeline_of
 

@@ -23,15 +23,15 @@ from typing import Any
 
 import pytest
 
-from common.entries import (
+from searchsync.common.entries import (
     Change,
     DeadLetter,
     decode_dead_letter,
     decode_entry,
     encode_dead_letter,
 )
-from common.index import VIEW_PROPERTIES, index_body
-from common.partition import partition_of
+from searchsync.common.index import VIEW_PROPERTIES, index_body
+from searchsync.common.partition import partition_of
 from tests.support.pipeline import CLI, Pipeline, pipeline_of
 from tests.support.producer import set_status, wait_for
 

@@ -26,14 +26,23 @@ import pytest
 from opensearchpy import AsyncOpenSearch, OpenSearch
 from redis.asyncio import Redis
 
-from cli.resync_run import Context, ResyncError, execute, gather
-from common.config import load_settings
-from common.keys import Keys
-from common.opensearch import make_client
-from common.redis_client import connect_redis
-from common.resync import Phase, Plan, Record, Step, Verdict, parse_record, plan, plan_abort
-from consumer.dualwrite import DualWrite
-from consumer.reconcile import Reconciler
+from searchsync.cli.resync_run import Context, ResyncError, execute, gather
+from searchsync.common.config import load_settings
+from searchsync.common.keys import Keys
+from searchsync.common.opensearch import make_client
+from searchsync.common.redis_client import connect_redis
+from searchsync.common.resync import (
+    Phase,
+    Plan,
+    Record,
+    Step,
+    Verdict,
+    parse_record,
+    plan,
+    plan_abort,
+)
+from searchsync.consumer.dualwrite import DualWrite
+from searchsync.consumer.reconcile import Reconciler
 from tests.support.pipeline import CLI, Pipeline, pipeline_of
 from tests.support.producer import start_load, wait_for
 

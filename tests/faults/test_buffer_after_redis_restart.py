@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import redis
 
-from common.keys import Keys
+from searchsync.common.keys import Keys
 from tests.support.services import PrivateRedis
 
 pytestmark = pytest.mark.timeout(60)
@@ -54,7 +54,7 @@ async def test_a_restart_after_an_aof_rewrite_shows_no_phantom_buffer(
 ) -> None:
     from redis.asyncio import Redis
 
-    from producer.backpressure import read_buffer
+    from searchsync.producer.backpressure import read_buffer
 
     keys = Keys("buffer_test", 1)
     client = redis.Redis(port=server.port)

@@ -1,7 +1,7 @@
 """OpenSearch answering 401 (a rotated OS_PASSWORD): block and retry, never dead-letter.
 
 Real services: the devstack's Redis and OpenSearch node, a real consumer process
-(``python -m consumer.main``) that reaches OpenSearch through an HTTP proxy
+(``python -m searchsync.consumer.main``) that reaches OpenSearch through an HTTP proxy
 (tests.support.http_proxy) which, for a while, answers every request with 401 and
 the security plugin's body, as a node does after its credentials were rotated.
 Meanwhile the consumer's /healthz says 503 naming OpenSearch and the 401.
@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from common.index import ensure_index
+from searchsync.common.index import ensure_index
 from tests.support.consumer import PYTHON, ROOT, ConsumerProcess, Stack, stack_of, wait_for
 from tests.support.http_proxy import HttpProxy
 from tests.support.services import free_port
@@ -48,7 +48,7 @@ def orders(start: int, count: int) -> list[tuple[str, dict[str, Any] | None]]:
 
 def status(env: dict[str, str]) -> dict[str, Any]:
     proc = subprocess.run(
-        [str(PYTHON), "-m", "cli", "status", "--json"],
+        [str(PYTHON), "-m", "searchsync", "status", "--json"],
         cwd=ROOT,
         env={**os.environ, **env},
         capture_output=True,

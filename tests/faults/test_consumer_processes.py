@@ -1,7 +1,7 @@
 """Consumer replicas as real processes: kill -9, scaling under load, graceful stop.
 
 Real Redis and the devstack's OpenSearch node; each consumer is a
-``python -m consumer.main`` subprocess with LEASE_TTL_SECONDS=2 and small
+``python -m searchsync.consumer.main`` subprocess with LEASE_TTL_SECONDS=2 and small
 batches, stopped with real signals. Entries are written while they run by a
 LoadWriter (per-key sequence numbers in the documents), so every check is on
 data that moved across a death, a join or a leave.

@@ -31,10 +31,10 @@ from typing import Any
 import pytest
 from opensearchpy import NotFoundError
 
-from common.config import Settings
-from common.entries import decode_dead_letter
-from common.index import ensure_index
-from common.partition import partition_of
+from searchsync.common.config import Settings
+from searchsync.common.entries import decode_dead_letter
+from searchsync.common.index import ensure_index
+from searchsync.common.partition import partition_of
 from tests.support.consumer import GROUP, ConsumerProcess, Stack, running_worker, stack_of, wait_for
 from tests.support.http_proxy import Action, HttpProxy, RequestHead
 from tests.support.services import PrivateRedis, Proxy
@@ -117,7 +117,7 @@ def runner_logs(caplog: pytest.LogCaptureFixture, since: int, text: str) -> int:
     return sum(
         1
         for record in caplog.records[since:]
-        if record.name == "consumer.runner" and text in record.getMessage()
+        if record.name == "searchsync.consumer.runner" and text in record.getMessage()
     )
 
 
@@ -125,7 +125,7 @@ async def test_redis_connection_drops_do_not_use_up_deliveries(
     private_stack: Stack, private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture
 ) -> None:
     stack = private_stack
-    caplog.set_level(logging.INFO, logger="consumer")
+    caplog.set_level(logging.INFO, logger="searchsync.consumer")
     # the drops are short: the partitions stay with this consumer (no takeover)
     proxy, settings = await held_behind_a_redis_proxy(stack, private_redis, lease_ttl=10)
     try:
@@ -201,7 +201,7 @@ async def test_takeovers_after_redis_outages_longer_than_the_lease_use_up_nothin
     which Redis counts as a delivery; before consumer.attempts, the third one
     dead-lettered every valid entry the consumer held."""
     stack = private_stack
-    caplog.set_level(logging.INFO, logger="consumer")
+    caplog.set_level(logging.INFO, logger="searchsync.consumer")
     proxy, settings = await held_behind_a_redis_proxy(stack, private_redis, lease_ttl=1)
     try:
         async with running_worker(settings):

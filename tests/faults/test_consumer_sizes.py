@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from common.entries import decode_dead_letter
-from common.index import ensure_index
+from searchsync.common.entries import decode_dead_letter
+from searchsync.common.index import ensure_index
 from tests.support.consumer import Stack, running_worker, stack_of, wait_for
 from tests.support.http_proxy import Action, HttpProxy, RequestHead
 

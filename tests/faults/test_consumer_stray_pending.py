@@ -27,7 +27,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from common.entries import PROGRESS, RECONCILE, encode_changes
+from searchsync.common.entries import PROGRESS, RECONCILE, encode_changes
 from tests.support.consumer import GROUP, ConsumerProcess, Stack, stack_of, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]

@@ -1,7 +1,7 @@
 """The producer under failure: kill -9 under load, backpressure, Redis and Materialize drops.
 
 Services: the devstack PostgreSQL (private FreshMart schemas), private emulators
-and private redis-servers that these tests kill; real ``python -m producer.main``
+and private redis-servers that these tests kill; real ``python -m searchsync.producer.main``
 processes killed with SIGKILL.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from common.entries import Change
+from searchsync.common.entries import Change
 from tests.support.producer import (
     Stack,
     set_status,

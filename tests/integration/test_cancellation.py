@@ -18,10 +18,10 @@ import pytest
 from opensearchpy import AsyncOpenSearch
 from redis.asyncio import Redis
 
-from common.keys import Keys
-from consumer import reconcile
-from consumer.reconcile import Reconciler
-from producer.backpressure import BufferMonitor
+from searchsync.common.keys import Keys
+from searchsync.consumer import reconcile
+from searchsync.consumer.reconcile import Reconciler
+from searchsync.producer.backpressure import BufferMonitor
 from tests.support.consumer import service_env
 
 pytestmark = pytest.mark.timeout(120)

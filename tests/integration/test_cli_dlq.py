@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from common.entries import Change, DeadLetter, decode_entry, encode_dead_letter
-from common.partition import partition_of
+from searchsync.common.entries import Change, DeadLetter, decode_entry, encode_dead_letter
+from searchsync.common.partition import partition_of
 from tests.support.pipeline import CLI
 from tests.support.producer import Stack
 

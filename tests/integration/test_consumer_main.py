@@ -1,4 +1,5 @@
-"""``python -m consumer.main`` as operators run it: metrics endpoint, log lines, exit codes.
+"""``python -m searchsync.consumer.main`` as operators run it: metrics endpoint, log lines,
+exit codes.
 
 Real Redis and the devstack's OpenSearch node; one consumer subprocess per test,
 stopped with SIGTERM.
@@ -75,7 +76,7 @@ async def test_metrics_logs_and_clean_exit(stack: Stack, tmp_path: Path) -> None
 
 def test_bad_configuration_exits_2() -> None:
     result = subprocess.run(
-        [str(PYTHON), "-m", "consumer.main"],
+        [str(PYTHON), "-m", "searchsync.consumer.main"],
         cwd=ROOT,
         env={**os.environ, "LEASE_TTL_SECONDS": "soon"},
         capture_output=True,

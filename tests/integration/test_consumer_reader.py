@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from common.streams import ensure_groups
-from consumer.acks import Acker
-from consumer.reader import claim_ids, claim_pending, pending_below, pending_count
+from searchsync.common.streams import ensure_groups
+from searchsync.consumer.acks import Acker
+from searchsync.consumer.reader import claim_ids, claim_pending, pending_below, pending_count
 from tests.support.consumer import GROUP, Stack, cleanup, make_stack
 
 pytestmark = pytest.mark.timeout(60)

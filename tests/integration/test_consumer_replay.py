@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from common.entries import encode_changes, encode_progress
-from consumer.replay import (
+from searchsync.common.entries import encode_changes, encode_progress
+from searchsync.consumer.replay import (
     apply_plan,
     find_ts,
     parse_since,

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from common.entries import encode_changes
-from consumer.retention import trim
+from searchsync.common.entries import encode_changes
+from searchsync.consumer.retention import trim
 from tests.support.consumer import GROUP, Stack, running_worker, stack_of, wait_for
 
 pytestmark = pytest.mark.timeout(60)

@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from common.entries import decode_dead_letter, encode_changes
+from searchsync.common.entries import decode_dead_letter, encode_changes
 from tests.support.consumer import Stack, running_worker, stack_of, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -172,7 +172,7 @@ async def test_malformed_entry_is_dead_lettered(stack: Stack) -> None:
 async def test_poison_entry_is_dead_lettered_after_max_deliveries(stack: Stack) -> None:
     t = now_ms()
     await stack.write(t, [("order:FM-1", order(1))])
-    from common.streams import ensure_groups
+    from searchsync.common.streams import ensure_groups
 
     await ensure_groups(stack.redis, stack.keys, "searchsync")
     partition = _partition(stack, "order:FM-1")
@@ -234,7 +234,7 @@ async def test_a_fenced_off_consumer_stops_writing_the_partition(stack: Stack) -
 
 
 def _partition(stack: Stack, key: str) -> int:
-    from common.partition import partition_of
+    from searchsync.common.partition import partition_of
 
     return partition_of(key.encode(), stack.partitions)
 
@@ -248,7 +248,7 @@ async def _not_owning(worker: Any, partition: int) -> bool:
 
 
 async def test_index_bootstrap_is_idempotent(stack: Stack) -> None:
-    from common.index import ensure_index
+    from searchsync.common.index import ensure_index
 
     first = await ensure_index(stack.search, stack.alias, retention_seconds=7200)
     second = await ensure_index(stack.search, stack.alias, retention_seconds=7200)
@@ -270,7 +270,7 @@ async def test_large_entries_are_sent_in_bulks_of_at_most_max_batch_size(
 ) -> None:
     # MAX_BATCH_SIZE counts changes; a `b` entry holds many. The spy only counts what
     # the real sender posts to the real OpenSearch.
-    from consumer.sender import BulkSender
+    from searchsync.consumer.sender import BulkSender
 
     sizes: list[int] = []
     real_send = BulkSender.send
@@ -296,8 +296,8 @@ async def test_bulks_are_capped_in_bytes_as_well(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # ~2 KB documents, 200 to a bulk by count: ~400 KB; MAX_BULK_BYTES=64 KiB caps them
-    from consumer.bulk import encode_body
-    from consumer.sender import BulkSender
+    from searchsync.consumer.bulk import encode_body
+    from searchsync.consumer.sender import BulkSender
 
     sizes: list[tuple[int, int]] = []
     real_send = BulkSender.send

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 from opensearchpy import OpenSearch
 
-from common.index import index_body, layout_problem
-from consumer.bulk import BULK_PARAMS
 from devstack.env import require
+from searchsync.common.index import index_body, layout_problem
+from searchsync.consumer.bulk import BULK_PARAMS
 
 pytestmark = pytest.mark.timeout(180)
 

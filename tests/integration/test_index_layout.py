@@ -22,10 +22,10 @@ import msgspec
 import pytest
 from opensearchpy import AsyncOpenSearch
 
-from common import index as index_lib
-from common.errors import FatalError
-from common.index import ensure_index
 from devstack.env import require
+from searchsync.common import index as index_lib
+from searchsync.common.errors import FatalError
+from searchsync.common.index import ensure_index
 from tests.support.consumer import ConsumerProcess, cleanup, make_stack
 
 pytestmark = pytest.mark.timeout(120)
@@ -67,7 +67,7 @@ async def _alias_over_two(search: AsyncOpenSearch, alias: str) -> list[str]:
 
 async def _bulk(search: AsyncOpenSearch, alias: str) -> list[dict[str, Any]]:
     """One upsert and one delete through ``alias``, exactly as consumer.bulk sends them."""
-    from consumer.bulk import BULK_PARAMS
+    from searchsync.consumer.bulk import BULK_PARAMS
 
     body = (
         b'{"index":{"_id":"k1","version":5,"version_type":"external_gte"}}\n{"n":1}\n'

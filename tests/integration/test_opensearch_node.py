@@ -316,7 +316,7 @@ def test_full_text_match(node: Node, prefix: str) -> None:
 
 def test_bulk_of_1000_orders_through_alias_with_versions(node: Node, prefix: str) -> None:
     """The Foundation contract: the project's own mapping, an alias, external versions."""
-    from common.index import index_body
+    from searchsync.common.index import index_body
 
     index, alias = f"{prefix}_v1", f"{prefix}_orders"
     node.ok("PUT", f"/{index}", index_body(retention_seconds=3600))

@@ -13,10 +13,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from producer.documents import register_text_loaders
-from producer.lookup import read_current
-from producer.rows import FIRST_VALUE
-from producer.subscribe import Subscription
+from searchsync.producer.documents import register_text_loaders
+from searchsync.producer.lookup import read_current
+from searchsync.producer.rows import FIRST_VALUE
+from searchsync.producer.subscribe import Subscription
 from tests.support.mzemu import Emulator, freshmart_schema, mzemu
 
 __all__ = ["freshmart_schema", "mzemu"]

@@ -1,7 +1,7 @@
 """USE_SUBSCRIBE=false: the polling fallback, and switching modes back and forth.
 
 Services: the devstack PostgreSQL (a private FreshMart schema), a private emulator
-and a private redis-server; real ``python -m producer.main`` processes.
+and a private redis-server; real ``python -m searchsync.producer.main`` processes.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import pytest
 
-from common.entries import Change, Marker
+from searchsync.common.entries import Change, Marker
 from tests.support.producer import (
     Stack,
     applied_state,

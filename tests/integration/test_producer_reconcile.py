@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from common.entries import Marker
+from searchsync.common.entries import Marker
 from tests.support.producer import (
     Stack,
     delete_order,

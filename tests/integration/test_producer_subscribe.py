@@ -2,7 +2,7 @@
 
 Services: the devstack PostgreSQL (a private FreshMart schema per test), a private
 Materialize emulator (25 ms ticks, 10 min retention) and a private redis-server.
-Each test starts real ``python -m producer.main`` processes.
+Each test starts real ``python -m searchsync.producer.main`` processes.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from common.entries import Change, Marker, decode_dead_letter
+from searchsync.common.entries import Change, Marker, decode_dead_letter
 from tests.support.producer import (
     Stack,
     applied_state,

@@ -14,14 +14,14 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from common.entries import Change, DeadLetter, Marker, decode_dead_letter
-from common.keys import Keys
-from common.partition import partition_of
-from common.streams import ensure_groups
-from producer.backpressure import BufferMonitor, read_buffer
-from producer.batches import build_entries
-from producer.lease import ProducerFenced, ProducerLease
-from producer.writer import StreamWriter
+from searchsync.common.entries import Change, DeadLetter, Marker, decode_dead_letter
+from searchsync.common.keys import Keys
+from searchsync.common.partition import partition_of
+from searchsync.common.streams import ensure_groups
+from searchsync.producer.backpressure import BufferMonitor, read_buffer
+from searchsync.producer.batches import build_entries
+from searchsync.producer.lease import ProducerFenced, ProducerLease
+from searchsync.producer.writer import StreamWriter
 from tests.support.producer import (
     Entries,
     all_changes,
@@ -150,7 +150,7 @@ async def test_buffer_counts_changes_until_acknowledged(
     monitor = BufferMonitor(client, keys, group="g", threshold=1000, resume=400, log_seconds=60)
     assert await read_buffer(client, keys, "g") == 0
     await writer.write(build_entries(docs(30, 1200), PARTITIONS, 256), high_water=30)
-    caplog.set_level(logging.INFO, logger="producer.backpressure")
+    caplog.set_level(logging.INFO, logger="searchsync.producer.backpressure")
     assert await monitor.measure() == 1200
     assert monitor.active
     assert "Backpressure activated: pausing SUBSCRIBE stream" in caplog.text
@@ -174,8 +174,8 @@ async def test_per_partition_buffers_and_dead_letters_reach_the_gauges(
     """What the dashboard's lag-per-partition and dead-letter panels read."""
     from prometheus_client import CollectorRegistry
 
-    from producer.backpressure import read_buffers
-    from producer.metrics import ProducerMetrics
+    from searchsync.producer.backpressure import read_buffers
+    from searchsync.producer.metrics import ProducerMetrics
 
     client, keys = redis_client
     await ensure_groups(client, keys, "g")

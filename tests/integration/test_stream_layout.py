@@ -69,7 +69,7 @@ def created(view: str, partitions: int) -> None:
     )
 
 
-@pytest.mark.parametrize("module", ["producer.main", "consumer.main"])
+@pytest.mark.parametrize("module", ["searchsync.producer.main", "searchsync.consumer.main"])
 def test_a_different_partition_count_is_refused(view: str, module: str) -> None:
     created(view, 8)
     proc = run(module, view, STREAM_PARTITIONS="4")
@@ -80,7 +80,7 @@ def test_a_different_partition_count_is_refused(view: str, module: str) -> None:
 
 def test_a_different_key_column_is_refused(view: str) -> None:
     created(view, 8)
-    proc = run("consumer.main", view, STREAM_PARTITIONS="8", KEY_COLUMN="order_number")
+    proc = run("searchsync.consumer.main", view, STREAM_PARTITIONS="8", KEY_COLUMN="order_number")
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "KEY_COLUMN=order_number" in proc.stderr and "KEY_COLUMN=order_id" in proc.stderr
 
@@ -89,6 +89,6 @@ def test_streams_from_before_the_layout_record_are_checked_too(view: str) -> Non
     created(view, 8)
     client = redis.Redis.from_url(require(["REDIS_URL"])["REDIS_URL"])
     client.delete(f"searchsync:{view}:meta")  # written by a version that kept none
-    proc = run("producer.main", view, STREAM_PARTITIONS="4")
+    proc = run("searchsync.producer.main", view, STREAM_PARTITIONS="4")
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "already has a stream p7" in proc.stderr

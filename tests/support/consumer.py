@@ -27,11 +27,11 @@ import msgspec
 from opensearchpy import AsyncOpenSearch, NotFoundError
 from redis.asyncio import Redis
 
-from common.config import Settings, load_settings
-from common.entries import encode_changes, encode_progress, encode_reconcile
-from common.keys import Keys
-from common.partition import partition_of
 from devstack.env import require
+from searchsync.common.config import Settings, load_settings
+from searchsync.common.entries import encode_changes, encode_progress, encode_reconcile
+from searchsync.common.keys import Keys
+from searchsync.common.partition import partition_of
 from tests.support.services import wait_or_dump
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -229,9 +229,9 @@ async def running_worker(settings: Settings) -> AsyncIterator[Any]:
     """A consumer (consumer.worker.Worker) running in this event loop until the block ends."""
     from prometheus_client import CollectorRegistry
 
-    from common.opensearch import make_client
-    from consumer.metrics import ConsumerMetrics
-    from consumer.worker import Worker
+    from searchsync.common.opensearch import make_client
+    from searchsync.consumer.metrics import ConsumerMetrics
+    from searchsync.consumer.worker import Worker
 
     redis = Redis.from_url(settings.redis_url)
     client = make_client(settings)
@@ -249,14 +249,14 @@ async def running_worker(settings: Settings) -> AsyncIterator[Any]:
 
 
 class ConsumerProcess:
-    """A ``python -m consumer.main`` subprocess with its log in a file."""
+    """A ``python -m searchsync.consumer.main`` subprocess with its log in a file."""
 
     def __init__(self, env: Mapping[str, str], name: str, log_dir: Path) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [str(PYTHON), "-m", "consumer.main"],
+            [str(PYTHON), "-m", "searchsync.consumer.main"],
             cwd=ROOT,
             env={**os.environ, **env, "CONSUMER_NAME": name},
             stdout=self._log,

@@ -2,7 +2,7 @@
 
 Services: the shared Redis and PostgreSQL recorded in .devstack/env (or the
 environment), a private redis-server when a test must restart Redis, and real
-``python -m producer.main`` processes. Everything a test creates is named after a
+``python -m searchsync.producer.main`` processes. Everything a test creates is named after a
 random view name and removed afterwards.
 """
 
@@ -23,9 +23,9 @@ from typing import Any, cast
 import redis
 from redis.asyncio import Redis
 
-from common.entries import Change, Marker, decode_entry
-from common.keys import Keys
 from devstack.env import devstack_env
+from searchsync.common.entries import Change, Marker, decode_entry
+from searchsync.common.keys import Keys
 from tests.support.services import PrivateRedis, free_port, wait_for, wait_or_dump
 
 __all__ = [
@@ -106,7 +106,7 @@ async def all_changes(client: Redis, keys: Keys) -> tuple[list[Change], list[Mar
 
 
 class ProducerProcess:
-    """``python -m producer.main`` with a given environment; its stderr goes to a file."""
+    """``python -m searchsync.producer.main`` with a given environment; stderr to a file."""
 
     def __init__(self, env: Mapping[str, str], log_dir: Path) -> None:
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
@@ -116,7 +116,7 @@ class ProducerProcess:
     def start(self) -> ProducerProcess:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [str(PYTHON), "-m", "producer.main"],
+                [str(PYTHON), "-m", "searchsync.producer.main"],
                 cwd=REPO,
                 env=self.env,
                 stdout=subprocess.DEVNULL,
@@ -163,7 +163,7 @@ def run_producer_once(
 ) -> subprocess.CompletedProcess[str]:
     """Run the producer to completion (e.g. a configuration error) and capture its output."""
     return subprocess.run(
-        [str(PYTHON), "-m", "producer.main"],
+        [str(PYTHON), "-m", "searchsync.producer.main"],
         cwd=REPO,
         env={**os.environ, **env},
         capture_output=True,

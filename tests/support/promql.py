@@ -53,8 +53,8 @@ def metric_names(expr: str) -> set[str]:
 
 def exported_metric_names() -> set[str]:
     """Every series name of producer.metrics and consumer.metrics."""
-    from consumer.metrics import ConsumerMetrics
-    from producer.metrics import ProducerMetrics
+    from searchsync.consumer.metrics import ConsumerMetrics
+    from searchsync.producer.metrics import ProducerMetrics
 
     names: set[str] = set()
     for build in (

@@ -6,7 +6,7 @@ in tests/integration/test_index_adopt.py run the same plans against the real nod
 
 from __future__ import annotations
 
-from common.adopt import (
+from searchsync.common.adopt import (
     IndexFacts,
     State,
     Step,
@@ -15,7 +15,7 @@ from common.adopt import (
     facts_from_settings,
     plan,
 )
-from common.index import Layout
+from searchsync.common.index import Layout
 
 FULL = (Step.BLOCK_SOURCE, Step.CLONE, Step.WAIT, Step.VERIFY, Step.SWAP, Step.UNBLOCK)
 

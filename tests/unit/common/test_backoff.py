@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.backoff import Backoff
+from searchsync.common.backoff import Backoff
 
 
 def fixed(value: float) -> Backoff:

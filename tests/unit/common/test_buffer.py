@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.buffer import partition_buffer
+from searchsync.common.buffer import partition_buffer
 
 
 def test_counts_changes_not_entries() -> None:

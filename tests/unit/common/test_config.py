@@ -8,7 +8,7 @@ import sys
 import msgspec
 import pytest
 
-from common.config import (
+from searchsync.common.config import (
     EXIT_CONFIG,
     SECRET_VARIABLES,
     ConfigError,

@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from common.config import EXIT_CONFIG, SECRET_VARIABLES, Settings, settings_or_exit
+from searchsync.common.config import EXIT_CONFIG, SECRET_VARIABLES, Settings, settings_or_exit
 
 ROOT = Path(__file__).resolve().parents[3]
 VARIABLES = {f.encode_name for f in msgspec.structs.fields(Settings)}
@@ -126,7 +126,11 @@ def test_bad_value_exits_2_naming_variable_and_accepted_values(
 
 @pytest.mark.parametrize(
     ("module", "args"),
-    [("producer.main", []), ("consumer.main", []), ("cli", ["status"])],
+    [
+        ("searchsync.producer.main", []),
+        ("searchsync.consumer.main", []),
+        ("searchsync", ["status"]),
+    ],
 )
 def test_entry_points_exit_2_on_a_redis_url_with_the_wrong_scheme(
     module: str, args: list[str]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from common.diagnostics import _awaiting
+from searchsync.common.diagnostics import _awaiting
 
 
 async def inner(gate: asyncio.Event) -> None:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.dlq import (
+from searchsync.common.dlq import (
     Outcome,
     decide,
     entry_time,
@@ -24,9 +24,9 @@ from common.dlq import (
     shown_document,
     unretryable,
 )
-from common.entries import DELETE, UPSERT, DeadLetter, encode_dead_letter
-from common.partition import partition_of
-from producer.rows import key_problem
+from searchsync.common.entries import DELETE, UPSERT, DeadLetter, encode_dead_letter
+from searchsync.common.partition import partition_of
+from searchsync.producer.rows import key_problem
 
 LETTER = DeadLetter(
     ts=1733320000123,

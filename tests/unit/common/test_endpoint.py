@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from common.config import load_settings
-from common.endpoint import Endpoint, heartbeat, serve_endpoint, serve_or_exit
-from common.health import HealthFacts, Limits, Verdict
+from searchsync.common.config import load_settings
+from searchsync.common.endpoint import Endpoint, heartbeat, serve_endpoint, serve_or_exit
+from searchsync.common.health import HealthFacts, Limits, Verdict
 
 
 @pytest.fixture

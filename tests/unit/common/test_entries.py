@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.entries import (
+from searchsync.common.entries import (
     BATCH,
     DELETE,
     PROGRESS,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.config import load_settings
-from common.health import HealthFacts, Limits, Snapshot, assess, limits_for
+from searchsync.common.config import load_settings
+from searchsync.common.health import HealthFacts, Limits, Snapshot, assess, limits_for
 
 LIMITS = Limits(unreachable_after=5.0, stalled_after=60.0)
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from common.entries import VERSION_FIELD
-from common.errors import FatalError
-from common.index import (
+from searchsync.common.entries import VERSION_FIELD
+from searchsync.common.errors import FatalError
+from searchsync.common.index import (
     VIEW_PROPERTIES,
     IndexLayoutError,
     Layout,

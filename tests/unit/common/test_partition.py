@@ -8,7 +8,7 @@ from zlib import crc32
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.partition import partition_of
+from searchsync.common.partition import partition_of
 
 
 @given(st.binary(max_size=64), st.integers(1, 1024))

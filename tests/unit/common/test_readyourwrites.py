@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.readyourwrites import (
+from searchsync.common.readyourwrites import (
     Behind,
     CopyRefresh,
     force_after,

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from common.redis_client import CONNECT_TIMEOUT_SECONDS, SOCKET_TIMEOUT_SECONDS, connect_redis
+from searchsync.common.redis_client import (
+    CONNECT_TIMEOUT_SECONDS,
+    SOCKET_TIMEOUT_SECONDS,
+    connect_redis,
+)
 
 
 def test_clients_never_retry_a_command() -> None:

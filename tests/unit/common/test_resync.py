@@ -9,8 +9,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.index import Layout
-from common.resync import (
+from searchsync.common.index import Layout
+from searchsync.common.resync import (
     DUAL_WRITE_PHASES,
     Facts,
     Phase,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from common.keys import Keys
-from common.status import Raw, build, render
+from searchsync.common.keys import Keys
+from searchsync.common.status import Raw, build, render
 
 KEYS = Keys("v", 2)
 NOW = 1_000_000

@@ -8,7 +8,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.verify import compare, normalize
+from searchsync.common.verify import compare, normalize
 
 ROW = {
     "order_id": "order:FM-1",

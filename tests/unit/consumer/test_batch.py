@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.entries import Change, encode_changes, encode_progress, encode_reconcile
-from consumer.batch import (
+from searchsync.common.entries import Change, encode_changes, encode_progress, encode_reconcile
+from searchsync.consumer.batch import (
     Batch,
     Item,
     RawEntry,

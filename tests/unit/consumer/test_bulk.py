@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.entries import Change
-from consumer.bulk import (
+from searchsync.common.entries import Change
+from searchsync.consumer.bulk import (
     BulkResponseError,
     ItemResult,
     action_line,

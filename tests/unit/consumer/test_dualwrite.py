@@ -9,9 +9,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.bulk import ItemResult
-from consumer.dualwrite import merge
-from consumer.outcomes import Outcome, classify
+from searchsync.consumer.bulk import ItemResult
+from searchsync.consumer.dualwrite import merge
+from searchsync.consumer.outcomes import Outcome, classify
 
 TARGET = "orders_resync"
 OK = ItemResult(201)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.leases import hold_seconds, tick_seconds
+from searchsync.consumer.leases import hold_seconds, tick_seconds
 
 
 def test_tick_is_a_fifth_of_the_ttl_within_bounds() -> None:

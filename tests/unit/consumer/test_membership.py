@@ -7,7 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.membership import assign, desired_partitions, live_members
+from searchsync.consumer.membership import assign, desired_partitions, live_members
 
 names = st.text(alphabet="abcdefghij-0123456789", min_size=1, max_size=8)
 member_sets = st.sets(names, min_size=1, max_size=12)

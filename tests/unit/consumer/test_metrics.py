@@ -11,8 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from consumer.metrics import ERROR_KINDS, LATENCY_BUCKETS, ConsumerMetrics, WeightedHistogram
-from consumer.outcomes import Blocked
+from searchsync.consumer.metrics import (
+    ERROR_KINDS,
+    LATENCY_BUCKETS,
+    ConsumerMetrics,
+    WeightedHistogram,
+)
+from searchsync.consumer.outcomes import Blocked
 
 
 def test_metrics_live_in_the_given_registry() -> None:

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.bulk import ItemResult
-from consumer.outcomes import (
+from searchsync.consumer.bulk import ItemResult
+from searchsync.consumer.outcomes import (
     Outcome,
     RequestVerdict,
     RetryPolicy,

@@ -13,8 +13,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.bulk import ItemResult
-from consumer.outcomes import RequestVerdict, RetryPolicy, Verdict, classify, classify_request
+from searchsync.consumer.bulk import ItemResult
+from searchsync.consumer.outcomes import (
+    RequestVerdict,
+    RetryPolicy,
+    Verdict,
+    classify,
+    classify_request,
+)
 
 POLICY = RetryPolicy(max_deliveries=3, initial_backoff=1, max_backoff=30, multiplier=2)
 

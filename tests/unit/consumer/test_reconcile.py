@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.reconcile import due_snapshots
+from searchsync.consumer.reconcile import due_snapshots
 
 
 def test_due_when_every_partition_is_beyond() -> None:

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.entries import encode_changes, encode_progress, encode_reconcile
-from consumer.replay import (
+from searchsync.common.entries import encode_changes, encode_progress, encode_reconcile
+from searchsync.consumer.replay import (
     SinceError,
     StreamInfo,
     count_changes,

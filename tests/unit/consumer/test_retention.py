@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.retention import parse_id, trim_floor
+from searchsync.consumer.retention import parse_id, trim_floor
 
 ids = st.tuples(st.integers(0, 2**44), st.integers(0, 50))
 

@@ -6,9 +6,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import Console
 
-from common.keys import Keys
-from common.status import PartitionStatus, Status
 from devstack.dashboard import SyncedOrder, frame, rates, render
+from searchsync.common.keys import Keys
+from searchsync.common.status import PartitionStatus, Status
 
 
 def _status(buffers: list[int], blocked: int | None = None) -> Status:

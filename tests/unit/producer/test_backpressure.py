@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from producer.backpressure import Hysteresis
+from searchsync.producer.backpressure import Hysteresis
 
 
 def test_pauses_above_threshold_and_resumes_below_resume() -> None:

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.entries import Change, decode_entry, encode_changes
-from common.partition import partition_of
-from producer.batches import Entry, build_entries, snapshot_entries
+from searchsync.common.entries import Change, decode_entry, encode_changes
+from searchsync.common.partition import partition_of
+from searchsync.producer.batches import Entry, build_entries, snapshot_entries
 
 changes_per_ts = st.dictionaries(
     st.binary(min_size=1, max_size=12), st.one_of(st.none(), st.binary(max_size=30)), max_size=40

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from producer.consolidate import Consolidated, Consolidator
-from producer.rows import Diff, Event, Layout, Progress, Rejected, Upsert, parse_rows
+from searchsync.producer.consolidate import Consolidated, Consolidator
+from searchsync.producer.rows import Diff, Event, Layout, Progress, Rejected, Upsert, parse_rows
 
 KEYS = ["k0", "k1", "k2", "k3", "k4"]
 VERSIONS = ["a", "b", "c"]
@@ -358,7 +358,7 @@ def test_feed_rows_equals_feed_of_parsed_rows(
 def test_feed_rows_takes_snapshot_rows_without_parsing_them(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from producer import consolidate
+    from searchsync.producer import consolidate
 
     parsed: list[int] = []
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.entries import VERSION_FIELD
-from producer.documents import ColumnKind, DocumentEncoder, iso_timestamp, kind_of_type
+from searchsync.common.entries import VERSION_FIELD
+from searchsync.producer.documents import ColumnKind, DocumentEncoder, iso_timestamp, kind_of_type
 
 COLUMNS = ["order_id", "order_total_amount", "delivery_eta", "is_rush", "items", "note"]
 KINDS: list[ColumnKind] = ["plain", "number", "timestamptz", "plain", "json", "plain"]

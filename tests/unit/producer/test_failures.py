@@ -6,9 +6,9 @@ import psycopg
 from psycopg import errors
 from redis import exceptions as redis_errors
 
-from common.errors import FatalError, TransientError
-from producer.failures import AsOfRefused, describe, is_transient
-from producer.rows import LayoutError
+from searchsync.common.errors import FatalError, TransientError
+from searchsync.producer.failures import AsOfRefused, describe, is_transient
+from searchsync.producer.rows import LayoutError
 
 
 def test_connection_failures_are_transient() -> None:

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from producer import native
-from producer.keyset import KeySetLike, PyKeySet, new_key_set
+from searchsync.producer import native
+from searchsync.producer.keyset import KeySetLike, PyKeySet, new_key_set
 
 speedups = native.speedups
 
@@ -30,14 +30,14 @@ CLUSTERS = (0xFFE, 0xFFF, 0x000, 0x001)
 
 
 def test_the_c_type_is_used_when_built(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert speedups is not None, "producer._speedups is not built: pip install -e ."
+    assert speedups is not None, "searchsync.producer._speedups is not built: pip install -e ."
     assert type(new_key_set()) is speedups.KeySet
     monkeypatch.setattr(native, "speedups", None)
     assert type(new_key_set()) is PyKeySet
 
 
 def c_key_set() -> KeySetLike:
-    assert speedups is not None, "producer._speedups is not built: pip install -e ."
+    assert speedups is not None, "searchsync.producer._speedups is not built: pip install -e ."
     return speedups.KeySet()
 
 

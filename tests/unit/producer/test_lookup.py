@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from producer.lookup import SnapshotFold, lookup_statement
-from producer.rows import Progress
+from searchsync.producer.lookup import SnapshotFold, lookup_statement
+from searchsync.producer.rows import Progress
 
 
 def test_the_snapshot_is_the_rows_at_as_of_and_ends_at_the_next_progress() -> None:

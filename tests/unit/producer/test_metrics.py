@@ -6,7 +6,7 @@ import time
 
 from prometheus_client import CollectorRegistry
 
-from producer.metrics import ProducerMetrics
+from searchsync.producer.metrics import ProducerMetrics
 
 
 def test_metrics_are_per_registry_and_counted() -> None:
@@ -27,7 +27,7 @@ def test_metrics_are_per_registry_and_counted() -> None:
 
 
 def test_a_buffer_measurement_sets_per_partition_buffers_dead_letters_and_redis_health() -> None:
-    from common.buffer import BufferReading
+    from searchsync.common.buffer import BufferReading
 
     registry = CollectorRegistry()
     metrics = ProducerMetrics(registry, "v")
@@ -46,7 +46,7 @@ def test_a_buffer_measurement_sets_per_partition_buffers_dead_letters_and_redis_
 def test_a_leading_producer_is_expected_to_move_its_checkpoint_unless_paused() -> None:
     registry = CollectorRegistry()
     metrics = ProducerMetrics(registry, "v")
-    from common.buffer import BufferReading
+    from searchsync.common.buffer import BufferReading
 
     assert metrics.health.snapshot().work == ""  # standby: nothing expected
     metrics.lead(True)

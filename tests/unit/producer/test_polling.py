@@ -10,8 +10,8 @@ from functools import partial
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from producer.documents import DocumentEncoder
-from producer.polling import PollPlan, RowScan, plan_poll, poll_steps
+from searchsync.producer.documents import DocumentEncoder
+from searchsync.producer.polling import PollPlan, RowScan, plan_poll, poll_steps
 
 Row = tuple[str, int]
 

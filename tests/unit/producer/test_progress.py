@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from producer.progress import ProgressPacer
+from searchsync.producer.progress import ProgressPacer
 
 
 def test_first_progress_is_due_then_rate_limited() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from producer.resume import StartPlan, as_of_refused, plan_start
+from searchsync.producer.resume import StartPlan, as_of_refused, plan_start
 
 
 def test_checkpoint_resumes_as_of_f_minus_one_reading_the_snapshot_for_state_only() -> None:

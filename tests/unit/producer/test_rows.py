@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from producer.rows import (
+from searchsync.producer.rows import (
     Diff,
     Layout,
     LayoutError,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from producer.session import PAUSE_FRACTION, interval_seconds, pause_limit
+from searchsync.producer.session import PAUSE_FRACTION, interval_seconds, pause_limit
 
 
 @pytest.mark.parametrize(

@@ -18,12 +18,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.entries import VERSION_FIELD
-from producer import native
-from producer.batches import Entry, snapshot_entries
-from producer.consolidate import Consolidator
-from producer.documents import ColumnKind, DocumentEncoder
-from producer.rows import Rejected
+from searchsync.common.entries import VERSION_FIELD
+from searchsync.producer import native
+from searchsync.producer.batches import Entry, snapshot_entries
+from searchsync.producer.consolidate import Consolidator
+from searchsync.producer.documents import ColumnKind, DocumentEncoder
+from searchsync.producer.rows import Rejected
 from tests.unit.producer.test_consolidate import SUBSCRIBE_LAYOUT, subscribe_rows
 from tests.unit.producer.test_documents import pg_numerics, pg_timestamps
 
@@ -32,7 +32,9 @@ KINDS: tuple[ColumnKind, ...] = get_args(ColumnKind)
 
 def test_the_extension_is_built() -> None:
     # The other tests here compare the two paths; without the C one they compare nothing.
-    assert native.speedups is not None, "producer._speedups is not built: pip install -e ."
+    assert native.speedups is not None, (
+        "searchsync.producer._speedups is not built: pip install -e ."
+    )
 
 
 speedups = native.speedups

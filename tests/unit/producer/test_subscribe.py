@@ -10,7 +10,12 @@ import pytest
 from psycopg.abc import PQGen
 from psycopg.waiting import Ready, Wait
 
-from producer.subscribe import CURSOR, declare_statement, fetch_statement, read_while_ready
+from searchsync.producer.subscribe import (
+    CURSOR,
+    declare_statement,
+    fetch_statement,
+    read_while_ready,
+)
 
 
 def test_declare_with_snapshot() -> None:
