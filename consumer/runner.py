@@ -50,22 +50,18 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ..common.config import Settings
 from ..common.errors import FatalError
 from ..common.index import IndexLayoutError, layout_problem
-from ..common.keys import Keys
 from ..common.logs import LogGate
-from .acks import Acker
-from .attempts import Attempts, new_token
+from .attempts import new_token
 from .batch import (
     Batch,
     Item,
@@ -77,8 +73,6 @@ from .batch import (
 )
 from .bulk import ItemResult
 from .deadletters import log_letters
-from .highwater import HighWater
-from .leases import Leases
 from .metrics import ConsumerMetrics
 from .outcomes import (
     Blocked,
@@ -90,14 +84,8 @@ from .outcomes import (
     blocked_kind,
     judge,
 )
-from .reader import (
-    claim_ids,
-    claim_pending,
-    pending_below,
-    pending_count,
-    read_new,
-)
-from .sender import BulkFailed, BulkSender
+from .ports import Clock, IndexSink, StreamStore
+from .sender import BulkFailed
 
 __all__ = ["BLOCKED_LOG_SECONDS", "PartitionRunner", "RunnerDeps"]
 
@@ -123,20 +111,16 @@ class Abandoned(Exception):
 
 @dataclass(frozen=True, slots=True)
 class RunnerDeps:
-    """What every runner of one consumer shares."""
+    """What every runner of one consumer shares (consumer.adapters.runner_deps builds the
+    real ones; the simulator in tests/sim builds in-memory ones)."""
 
     settings: Settings
-    redis: Redis
-    keys: Keys
-    group: str
+    store: StreamStore
+    sink: IndexSink
+    clock: Clock
     me: str
-    leases: Leases
-    acker: Acker
-    sender: BulkSender
     metrics: ConsumerMetrics
     policy: RetryPolicy
-    high_water: HighWater
-    attempts: Attempts
     # this process's in-flight marker token (consumer.attempts): a runner started again
     # in the same process (a lease lost and won back) recognises its markers as its own
     token: str
@@ -148,12 +132,12 @@ class PartitionRunner:
     def __init__(self, deps: RunnerDeps, partition: int) -> None:
         self.deps = deps
         self.partition = partition
-        self.stream = deps.keys.stream(partition)
-        self.attempts = deps.keys.attempts(partition)
+        self.store = deps.store
+        self.clock = deps.clock
         self.stopping = asyncio.Event()
         self.in_hand = 0  # changes read and not yet acknowledged
         # monotonic time of the last check that nothing pending escaped this runner
-        self._checked_at = time.monotonic()
+        self._checked_at = self.clock.monotonic()
         # changes per entry in the last read: sizes the next read (batch.entries_to_read)
         self._changes_per_entry = 1.0
         # blocked:p<N> was written by this runner and not cleared since
@@ -161,10 +145,6 @@ class PartitionRunner:
         # marks this runner's bulks in flight (consumer.attempts); a new one after an
         # unexpected error, so that the bulks in flight then count as attempts
         self._token = deps.token
-
-    @property
-    def _redis(self) -> Redis:
-        return self.deps.redis
 
     async def run(self) -> None:
         """Work the partition until stopped, fenced off, or abandoned.
@@ -215,14 +195,8 @@ class PartitionRunner:
         await self._recover_attempts()
         cursor = b"0-0"
         while not self.stopping.is_set():
-            cursor, entries = await claim_pending(
-                self._redis,
-                self.stream,
-                self.deps.group,
-                self.deps.me,
-                self._entries_wanted(self.deps.settings.max_batch_size),
-                attempts=self.attempts,
-                cursor=cursor,
+            cursor, entries = await self.store.claim_pending(
+                self.partition, self._entries_wanted(self.deps.settings.max_batch_size), cursor
             )
             if entries:
                 log.info(
@@ -230,12 +204,12 @@ class PartitionRunner:
                 )
                 await self._process(await self._batch_of(entries))
             if cursor == b"0-0":
-                self._checked_at = time.monotonic()
+                self._checked_at = self.clock.monotonic()
                 return
 
     async def _recover_attempts(self) -> None:
         """Count the bulks other runners left in flight (consumer.attempts)."""
-        counted = await self.deps.attempts.recover(self.attempts, self._token)
+        counted = await self.store.recover_attempts(self.partition, self._token)
         if counted:
             log.warning(
                 "%d entries of partition p%d were on the wire when their consumer died or "
@@ -254,10 +228,10 @@ class PartitionRunner:
         and otherwise one XPENDING per partition per LEASE_TTL_SECONDS. Raises
         redis.exceptions.RedisError, :class:`LeaseLost`.
         """
-        if time.monotonic() - self._checked_at < self.deps.settings.lease_ttl_seconds:
+        if self.clock.monotonic() - self._checked_at < self.deps.settings.lease_ttl_seconds:
             return
-        self._checked_at = time.monotonic()
-        strays = await pending_count(self._redis, self.stream, self.deps.group)
+        self._checked_at = self.clock.monotonic()
+        strays = await self.store.pending_count(self.partition)
         if not strays:
             return
         # a runner paused past its own lease must not take entries from the new owner
@@ -272,13 +246,13 @@ class PartitionRunner:
 
     def _new_batch(self) -> Batch:
         settings = self.deps.settings
-        return Batch(self.partition, settings.max_deliveries, time.monotonic())
+        return Batch(self.partition, settings.max_deliveries, self.clock.monotonic())
 
     async def _add_entries(self, batch: Batch, entries: Sequence[RawEntry]) -> None:
         """Add ``entries`` to ``batch``, checked against the producer's high-water mark."""
         if entries:
             highest = max(loose_ts(entry.fields) for entry in entries)
-            batch.ts_bound = await self.deps.high_water.bound_for(highest)
+            batch.ts_bound = await self.store.ts_bound(highest)
         for entry in entries:
             batch.add(entry)
         if batch.entries:
@@ -298,14 +272,7 @@ class PartitionRunner:
         batch: Batch | None = None
         while True:
             want = self._entries_wanted(settings.max_batch_size - (batch.changes if batch else 0))
-            entries = await read_new(
-                self._redis,
-                self.stream,
-                self.deps.group,
-                self.deps.me,
-                want,
-                block=batch is None,
-            )
+            entries = await self.store.read_new(self.partition, want, block=batch is None)
             if batch is None:
                 if not entries:
                     return None
@@ -315,7 +282,7 @@ class PartitionRunner:
             if should_flush(
                 len(batch.entries),
                 batch.changes,
-                batch.age(time.monotonic()),
+                batch.age(self.clock.monotonic()),
                 drained=len(entries) < want,
                 max_changes=settings.max_batch_size,
                 max_age_s=settings.max_batch_age_seconds,
@@ -341,7 +308,7 @@ class PartitionRunner:
             sent = [batch.entries[index].id for index in dict.fromkeys(i.entry for i in items)]
             await self._fence(sent)
             try:
-                results = await self.deps.sender.send([item.change for item in items])
+                results = await self.deps.sink.send([item.change for item in items])
             except BulkFailed as failure:
                 await self._request_failed(
                     batch, items, failure, sent=sent, queue=queue, delay=backoff.next_delay()
@@ -453,7 +420,7 @@ class PartitionRunner:
     async def _probe(self, items: list[Item]) -> RequestVerdict:
         """No answer came: OpenSearch down (retry) or this request dropped (split it; a lone
         item stays PROBE and is charged)."""
-        if not await self.deps.sender.answers():
+        if not await self.deps.sink.answers():
             return RequestVerdict.RETRY
         return RequestVerdict.SPLIT if len(items) > 1 else RequestVerdict.PROBE
 
@@ -472,7 +439,7 @@ class PartitionRunner:
             return False
         item.deliveries += 1
         entry_id = [batch.entries[item.entry].id]
-        await self.deps.acker.settle(self.partition, [], 0, sent=entry_id, charged=entry_id)
+        await self.store.settle(self.partition, [], 0, sent=entry_id, charged=entry_id)
         log.warning(
             "OpenSearch drops the request holding only key %s (%s); attempt %d of %d, "
             "retrying in %.1fs",
@@ -491,7 +458,7 @@ class PartitionRunner:
         """Record that OpenSearch refuses this partition's writes, and why (see the module
         docstring). Raises redis.exceptions.RedisError."""
         settings = self.deps.settings
-        now_ms = int(time.time() * 1000)
+        now_ms = int(self.clock.time() * 1000)
         if self._blocked_since is None:
             self._blocked_since = now_ms
         self.deps.metrics.errors.labels(kind.value).inc()
@@ -504,8 +471,8 @@ class PartitionRunner:
         }
         # outlives the longest backoff between two retries, so it stays while retrying
         ttl_ms = int((2 * settings.retry_max_backoff + settings.lease_ttl_seconds) * 1000)
-        await self._redis.set(self.deps.keys.blocked(self.partition), json.dumps(state), px=ttl_ms)
-        if self.deps.gate.due(kind.value, time.monotonic()):
+        await self.store.set_blocked(self.partition, json.dumps(state), ttl_ms)
+        if self.deps.gate.due(kind.value, self.clock.monotonic()):
             log.error(
                 "OpenSearch refuses writes (%s): %s. Retrying with backoff; nothing is "
                 "dead-lettered, the index falls behind until this is fixed: %s",
@@ -517,18 +484,18 @@ class PartitionRunner:
     async def _unblock(self) -> None:
         since = self._blocked_since
         self._blocked_since = None
-        await self._redis.delete(self.deps.keys.blocked(self.partition))
+        await self.store.clear_blocked(self.partition)
         if since is not None:
             log.warning(
                 "OpenSearch accepts writes to partition p%d again (blocked for %.0fs)",
                 self.partition,
-                (time.time() * 1000 - since) / 1000,
+                (self.clock.time() * 1000 - since) / 1000,
             )
 
     async def _fence(self, sent: Sequence[bytes] = ()) -> None:
         """Check the lease right before a write, marking the entries in ``sent`` as in
         flight (consumer.attempts). Raises :class:`LeaseLost`."""
-        if not await self.deps.leases.fence(self.partition, self._token, sent):
+        if not await self.store.fence(self.partition, self._token, sent):
             self.deps.metrics.errors.labels("fenced").inc()
             log.warning(
                 "Lost the lease of partition p%d; leaving it to its new owner", self.partition
@@ -538,7 +505,7 @@ class PartitionRunner:
     async def _close_attempts(self, sent: Sequence[bytes]) -> None:
         """Clear the in-flight marks of a request that failed as a whole, not through its
         entries' fault (consumer.attempts)."""
-        await self.deps.acker.settle(self.partition, [], 0, sent=sent)
+        await self.store.settle(self.partition, [], 0, sent=sent)
 
     async def _pause(self, delay: float) -> None:
         """Sleep ``delay`` seconds; raise :class:`Abandoned` if asked to stop meanwhile."""
@@ -564,7 +531,7 @@ class PartitionRunner:
         progress = batch.progress_id if final else None
         changes = sum(entry.changes for entry in entries)
         acked = [entry.id for entry in entries]
-        strays = await self.deps.acker.settle(
+        strays = await self.store.settle(
             self.partition,
             acked,
             changes,
@@ -576,7 +543,7 @@ class PartitionRunner:
         )
         self.in_hand = max(self.in_hand - changes, 0)
         metrics = self.deps.metrics
-        now = time.time()
+        now = self.clock.time()
         if entries:
             metrics.health.progressed()
         for entry in entries:
@@ -608,15 +575,14 @@ class PartitionRunner:
         (the next owner takes them over on its takeover). Raises
         redis.exceptions.RedisError, :class:`LeaseLost`.
         """
-        group = self.deps.group
         while strays:
             if self.stopping.is_set() or not await self._take_over(strays):
                 return
-            strays = await pending_below(
-                self._redis, self.stream, group, progress, self.deps.settings.max_batch_size
+            strays = await self.store.pending_below(
+                self.partition, progress, self.deps.settings.max_batch_size
             )
-        await self.deps.acker.advance(self.partition, ts)
-        self._checked_at = time.monotonic()
+        await self.store.advance(self.partition, ts)
+        self._checked_at = self.clock.monotonic()
         self.deps.metrics.applied_through(self.partition, ts)
 
     async def _take_over(self, ids: list[bytes]) -> bool:
@@ -630,9 +596,7 @@ class PartitionRunner:
         # a runner paused past its own lease must not take entries from the new owner
         await self._fence()
         await self._recover_attempts()
-        entries = await claim_ids(
-            self._redis, self.stream, self.deps.group, self.deps.me, ids, attempts=self.attempts
-        )
+        entries = await self.store.claim_ids(self.partition, ids)
         if not entries:
             return False
         log.warning(

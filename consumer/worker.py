@@ -39,22 +39,18 @@ from ..common.config import Settings
 from ..common.errors import FatalError
 from ..common.index import ensure_index
 from ..common.keys import Keys
-from ..common.logs import LogGate
 from ..common.meta import ensure_meta
 from ..common.retired import SWEEP_SECONDS, sweep_retired
 from ..common.streams import ensure_groups
-from .acks import Acker
-from .attempts import Attempts, new_token, prune
+from .adapters import runner_deps
+from .attempts import prune
 from .dualwrite import DualWrite
-from .highwater import HighWater
 from .leases import Leases, tick_seconds
 from .membership import desired_partitions, live_members
 from .metrics import ConsumerMetrics
-from .outcomes import RetryPolicy
 from .reconcile import Reconciler
 from .retention import trim, trim_dlq
-from .runner import BLOCKED_LOG_SECONDS, PartitionRunner, RunnerDeps
-from .sender import BulkSender
+from .runner import PartitionRunner
 
 __all__ = ["SHUTDOWN_GRACE_SECONDS", "Worker"]
 
@@ -84,29 +80,8 @@ class Worker:
         self.leases = Leases(redis, self.keys, self.me, settings.lease_ttl_seconds)
         # the resync in progress, if any (consumer.dualwrite); read every tick
         self.dual = DualWrite(redis, self.keys, self.me)
-        policy = RetryPolicy(
-            max_deliveries=settings.max_deliveries,
-            initial_backoff=settings.retry_initial_backoff,
-            max_backoff=settings.retry_max_backoff,
-            multiplier=settings.retry_backoff_multiplier,
-        )
-        self.deps = RunnerDeps(
-            settings=settings,
-            redis=redis,
-            keys=self.keys,
-            group=settings.consumer_group,
-            me=self.me,
-            leases=self.leases,
-            acker=Acker(redis, self.keys, settings.consumer_group),
-            sender=BulkSender(
-                client, settings.os_index_name, settings.os_timeout_seconds, dual=self.dual
-            ),
-            metrics=metrics,
-            policy=policy,
-            high_water=HighWater(redis, self.keys.high_water),
-            attempts=Attempts(redis),
-            token=new_token(self.me),
-            gate=LogGate(BLOCKED_LOG_SECONDS),
+        self.deps = runner_deps(
+            settings, redis, client, metrics, keys=self.keys, leases=self.leases, dual=self.dual
         )
         self.reconciler = Reconciler(
             redis, client, self.keys, settings.os_index_name, self.me, dual=self.dual
