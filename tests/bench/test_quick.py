@@ -1,0 +1,56 @@
+"""Every bench's ``--quick`` run as a smoke test: it finishes, its last line is one JSON
+object of the shape README "Development" lists, and its figures are positive.
+
+Real Redis and OpenSearch of the devstack. No speed threshold: a figure is checked
+for being measured (positive, consistent), never for being fast.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.timeout(300)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_quick(module: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", module, "--quick"],
+        check=False, cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_the_raw_bulk_ceiling_reports_every_connection_count() -> None:
+    result = run_quick("bench.ceiling")
+    assert result["scenario"] == "raw_bulk_ceiling"
+    runs = result["by_connections"]
+    assert [run["connections"] for run in runs] == [1, 2]
+    assert all(run["events"] == 20_000 and run["events_per_s"] > 0 for run in runs)
+    assert all(run["failed_requests"] == 0 for run in runs)
+    assert result["events_per_s"] == max(run["events_per_s"] for run in runs)
+
+
+def test_the_consumers_bench_is_compared_with_the_ceiling_of_the_same_run() -> None:
+    result = run_quick("bench.consumers")
+    assert result["scenario"] == "consumers_drain_backlog"
+    assert result["events"] == 20_000 and result["events_per_s"] > 0
+    baseline = result["baseline"]
+    assert baseline["method"].startswith("pre-encoded _bulk bodies")
+    assert [run["connections"] for run in baseline["sweep"]] == [1, 2]
+    assert baseline["events_per_s"] > 0
+    assert result["ratio"] == pytest.approx(result["events_per_s"] / baseline["events_per_s"], 0.01)
+    assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"]
+    assert result["max_rss_mb"] > 0
+    for run in result["runs"]:
+        assert run["indexed"] == 20_000 and set(run["exit_codes"]) == {0}
+    assert result["live"]["events"] > 0
