@@ -2,10 +2,17 @@
 
 Changes are found by content. One poll is one Materialize read transaction::
 
-    BEGIN; SELECT mz_now()::text;              -- T, the poll's own timestamp
+    BEGIN; SELECT 1 FROM <view> LIMIT 1;       -- fixes the time domain (below)
+    SELECT mz_now()::text;                     -- T, the poll's own timestamp
     SELECT * FROM <view>;                      -- every row, streamed
     SELECT * FROM <view> WHERE <key> IN (…);   -- only keys read twice (below)
     COMMIT
+
+Materialize fixes a read transaction's time domain (the objects it may read)
+and its timestamp with its first query: the objects that query references and
+every object in their schemas. ``SELECT mz_now()`` references none, so were it
+first the view would be outside the domain and its read refused; a one-row read
+of the view goes first, and ``mz_now()`` then returns the transaction's timestamp.
 
 Every key gets a 64-bit digest of its row: BLAKE2b (8 bytes) of the row's
 document encoded at version 0, so the version never changes a digest, and any
@@ -338,6 +345,10 @@ class Poller:
             if previous is None or checkpoint is None:
                 full, previous = True, {}
         async with conn.transaction():
+            # The view first: it fixes the time domain (module docstring)
+            await conn.execute(
+                sql.SQL("SELECT 1 FROM {} LIMIT 1").format(sql.Identifier(self._view))
+            )
             cursor = await conn.execute("SELECT mz_now()::text")
             row = await cursor.fetchone()
             assert row is not None

@@ -6,14 +6,24 @@ and a private redis-server; real ``python -m searchsync.producer.main`` processe
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
+from psycopg import sql
 
+from searchsync.common.config import load_settings
 from searchsync.common.entries import Change, Marker
+from searchsync.common.keys import Keys
+from searchsync.common.redis_client import connect_redis
+from searchsync.common.streams import ensure_groups
+from searchsync.producer.backpressure import BufferMonitor
+from searchsync.producer.polling import Poller
+from searchsync.producer.subscribe import connect
+from searchsync.producer.writer import StreamWriter
 from tests.support.producer import (
     Stack,
     applied_state,
@@ -210,3 +220,40 @@ def test_a_key_with_two_rows_is_dead_lettered_once_then_upserted_when_it_has_one
     assert after.doc is not None
     assert json.loads(after.doc)["delivery_task_status"] == "pending"
     assert poller.terminate(timeout=5) == 0
+
+
+async def test_a_poll_reads_the_view_before_it_asks_mz_now(stack: Stack) -> None:
+    """Materialize fixes a read transaction's time domain with its first query (the
+    objects it references and their schemas); ``SELECT mz_now()`` references none, so
+    as the first query it would leave the view outside the domain. The emulator does
+    not enforce time domains, so the statements the poll sends are recorded."""
+    settings = load_settings(stack.env(USE_SUBSCRIBE="false"))
+    keys = Keys(settings.view_name, settings.stream_partitions)
+    redis = connect_redis(settings, client_name="poll-order-test")
+    conn = await connect(settings)
+    sent: list[str] = []
+    execute = conn.execute
+
+    async def recording(query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(query.as_string(conn) if isinstance(query, sql.Composable) else str(query))
+        return await execute(query, *args, **kwargs)
+
+    conn.execute = recording  # type: ignore[method-assign]
+    try:
+        await ensure_groups(redis, keys, settings.consumer_group)
+        writer = StreamWriter(redis, keys, progress_interval_ms=settings.progress_interval_ms)
+        monitor = BufferMonitor(
+            redis,
+            keys,
+            group=settings.consumer_group,
+            threshold=settings.backpressure_threshold,
+            resume=settings.backpressure_resume,
+            log_seconds=settings.buffer_log_seconds,
+        )
+        poller = Poller(settings, redis, writer, monitor, asyncio.Event())
+        plan = await poller.poll_once(conn)
+    finally:
+        await conn.close()
+        await redis.aclose()
+    assert sent[:2] == [f'SELECT 1 FROM "{VIEW}" LIMIT 1', "SELECT mz_now()::text"]
+    assert len(plan.upserts) == 6  # and the poll itself read the whole view
