@@ -54,3 +54,23 @@ def test_the_consumers_bench_is_compared_with_the_ceiling_of_the_same_run() -> N
     for run in result["runs"]:
         assert run["indexed"] == 20_000 and set(run["exit_codes"]) == {0}
     assert result["live"]["events"] > 0
+
+
+def test_the_e2e_bench_measures_every_rate_and_every_process() -> None:
+    result = run_quick("bench.e2e")
+    assert result["scenario"] == "e2e_sustained_load" and result["verify_ok"] is True
+    assert result["emulator_tick_ms"] > 0 and result["refresh_interval"]
+    assert [rate["offered"] for rate in result["rates"]] == ["100", "1000"]
+    for rate in result["rates"]:
+        assert rate["changes"] > 0 and rate["achieved_per_s"] > 0
+        searchable, by_id = rate["searchable"], rate["retrievable_by_id"]
+        assert searchable["tracked"] > 0
+        assert 0 < searchable["p50_ms"] <= searchable["p95_ms"] <= searchable["p99_ms"]
+        # a search sees a document only after a refresh, GET by id at once
+        assert by_id["p50_ms"] <= searchable["p50_ms"]
+        names = set(rate["processes"])
+        assert {"producer", "emulator", "redis", "postgresql", "opensearch"} <= names
+        assert {"consumer c1", "consumer c2", "load generator"} <= names
+        assert all(stats["max_rss_mb"] > 0 for stats in rate["processes"].values())
+        assert rate["series"] and all(sample["buffer"] >= 0 for sample in rate["series"])
+    assert result["baseline"]["events_per_s"] > 0

@@ -1,0 +1,324 @@
+"""Benchmark: the whole pipeline under sustained load, at a set of offered rates.
+
+    .venv/bin/python -m bench.e2e [--rates 100,1000,5000,max] [--seconds 60] [--warmup 10]
+                                  [--consumers 2] [--orders 20000] [--quick]
+
+PostgreSQL writes (the FreshMart load generator, one transaction a change) → the
+Materialize emulator → a producer → Redis → consumers → OpenSearch, built as the e2e
+tests build it (tests.support.pipeline: a private FreshMart schema, emulator and
+redis-server, the devstack's PostgreSQL and OpenSearch node, a private index), with
+the production defaults of every setting. For each offered rate the load runs
+``--warmup`` + ``--seconds`` s; only the last ``--seconds`` are measured:
+
+- achieved rate: changes committed in the window / its length;
+- COMMIT → searchable (``_search``) and → retrievable by id (``mget``), p50/p95/p99
+  (bench.searchable; at high rates a sample of the changes, stated as ``tracked``);
+- the buffer (changes written, not acknowledged), the entries not yet delivered
+  (lag) and the oldest partition's freshness, once a second;
+- CPU seconds and max RSS of every process: producer, each consumer, emulator,
+  PostgreSQL, Redis, OpenSearch and the load generator itself (bench.processes);
+- ``limit``: "writer" when the load generator reached less than 90 % of the offered
+  rate while the pipeline's buffer stayed small (the pipeline kept up with what it
+  was given), "pipeline" when the buffer grew, otherwise null.
+
+The emulator's tick and the index's refresh interval bound the searchable latency
+from below; both are in the output. The raw ``_bulk`` ceiling (bench.ceiling) of the
+same node, measured in the same run, is the baseline of the highest achieved rate.
+
+Not measured yet (README "Measured" says so): the pipeline-added latency alone
+(a row's arrival at the producer → its bulk acknowledged) and a source faster than
+the writer (the emulator replaying a recorded diff log).
+
+The last line printed is one JSON object (README "Development" lists the fields).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from opensearchpy import AsyncOpenSearch
+from redis.asyncio import Redis
+
+from bench import ceiling
+from bench.processes import Sampler, children_of, pid_file
+from bench.searchable import Tracker
+from searchsync.common import status as status_report
+from searchsync.common.keys import Keys
+from tests.support.consumer import ConsumerProcess
+from tests.support.mzemu import pg_dsn
+from tests.support.pipeline import Pipeline, pipeline_of
+from tests.support.producer import PYTHON, REPO, ProducerProcess
+
+__all__ = ["main"]
+
+DEVSTACK = REPO / ".devstack"
+# tests.support.pipeline tunes these for fast tests; the bench runs the defaults
+PRODUCTION = {
+    "LEASE_TTL_SECONDS": "5",
+    "MAX_BATCH_AGE_SECONDS": "5",
+    "RETRY_INITIAL_BACKOFF": "1",
+}
+EMULATOR_TICK_MS = 25  # tests.support.producer.Stack starts the emulator with it
+REFRESH_INTERVAL = "1s"  # searchsync.common.index.ensure_index's default
+MAX_OFFERED = 100_000.0  # "max": more than the writer can reach on any box we know
+TRACKED_PER_S = 50.0  # at most this many changes a second are followed for latency
+WRITER_MAX_CONNECTIONS = 96
+SMALL_BUFFER = 2_000  # changes: below this at the window's end, the pipeline kept up
+
+
+def writer_connections(offered: float) -> int:
+    """Transactions in flight for the load generator: each COMMIT waits for an fsync
+    (tens of ms on a busy disk), so one connection writes ~30 changes/s; PostgreSQL's
+    max_connections (200, devstack) bounds it, with room for the emulator and tests."""
+    return max(8, min(WRITER_MAX_CONNECTIONS, int(offered / 30)))
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def latency(seconds: list[float]) -> dict[str, float | int | None]:
+    """p50/p95/p99 in ms (nearest rank) and how many changes they are of."""
+    if not seconds:
+        return {"p50_ms": None, "p95_ms": None, "p99_ms": None, "tracked": 0}
+    ordered = sorted(seconds)
+
+    def at(q: float) -> float:
+        return round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+    return {"p50_ms": at(0.50), "p95_ms": at(0.95), "p99_ms": at(0.99), "tracked": len(ordered)}
+
+
+class Run:
+    """One pipeline, built once; :meth:`at_rate` for each offered rate."""
+
+    def __init__(self, args: argparse.Namespace, pipe: Pipeline) -> None:
+        self.args = args
+        self.pipe = pipe
+        self.workdir = Path(tempfile.mkdtemp(prefix="bench_e2e_"))
+        stack = pipe.stack
+        self.keys = Keys(stack.VIEW, stack.partitions)
+        env = {**pipe.env(), **PRODUCTION}
+        self.producer = ProducerProcess(env, stack.log_dir).start()
+        stack.producers.append(self.producer)
+        self.consumers = []
+        for n in range(args.consumers):
+            consumer = ConsumerProcess(env, f"c{n + 1}", stack.log_dir)
+            pipe.consumers[consumer.name] = consumer
+            self.consumers.append(consumer)
+        host, port = pipe.os_env["OS_HOST"], pipe.os_env["OS_PORT"]
+        self.base_url = f"http://{host}:{port}"
+        self.search = AsyncOpenSearch(hosts=[{"host": host, "port": int(port)}], timeout=60)
+        self.redis = Redis(port=stack.redis.port)
+        self.sampler = Sampler()
+        self._processes()
+
+    def _processes(self) -> None:
+        stack, add = self.pipe.stack, self.sampler.add
+        producer = self.producer.proc
+        assert producer is not None
+        add("producer", lambda: [producer.pid])
+        for consumer in self.consumers:
+            pid = consumer.proc.pid
+            add(f"consumer {consumer.name}", lambda pid=pid: [pid])  # type: ignore[misc]
+        add("emulator", lambda: [stack.emulator.process.pid])
+        redis_proc = stack.redis.proc
+        assert redis_proc is not None
+        add("redis", lambda: [redis_proc.pid])
+        postmaster = pid_file(DEVSTACK / "postgres" / "data" / "postmaster.pid")
+        add("postgresql", lambda: children_of(postmaster) if postmaster else [])
+        jvm = pid_file(DEVSTACK / "opensearch" / "opensearch.pid")
+        add("opensearch", lambda: [jvm] if jvm else [])
+
+    async def buffer_sample(self) -> dict[str, Any]:
+        raw = await status_report.gather(self.redis, self.keys, "searchsync")
+        now = status_report.now_ms()
+        report = status_report.build(
+            raw, self.keys, view=self.pipe.stack.VIEW, group="searchsync", now_ms=now,
+            member_ttl_ms=15_000,
+        )  # fmt: skip
+        fresh = [p.freshness_seconds for p in report.partitions if p.freshness_seconds is not None]
+        return {
+            "buffer": report.buffer,
+            "lag": sum(p.lag or 0 for p in report.partitions),
+            "freshness_s": round(max(fresh), 2) if fresh else None,
+        }
+
+    async def at_rate(self, label: str, offered: float) -> dict[str, Any]:
+        args = self.args
+        record = self.workdir / f"load_{label}.jsonl"
+        load = subprocess.Popen(  # noqa: ASYNC220 (started once per rate, returns at once)
+            [str(PYTHON), "-m", "devstack.freshmart.load", "--rate", str(offered),
+             "--seconds", str(args.warmup + args.seconds), "--seed", str(args.seed),
+             "--schema", self.pipe.stack.schema, "--dsn", pg_dsn(), "--record", str(record),
+             "--connections", str(writer_connections(offered))],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        self.sampler.add("load generator", lambda: [load.pid])
+        started = time.time()
+        measure_from = started + args.warmup
+        sample = max(1, round(min(offered, MAX_OFFERED) / TRACKED_PER_S))
+        tracker = Tracker(self.search, self.pipe.alias, record, sample, measure_from)
+        series: list[dict[str, Any]] = []
+        warm = True
+        next_second = time.monotonic()
+        while load.poll() is None:
+            await tracker.poll()
+            if time.monotonic() >= next_second:
+                next_second += 1.0
+                self.sampler.sample()
+                if warm and time.time() >= measure_from:
+                    self.sampler.window()  # what the warm-up used is not counted
+                    warm = False
+                if not warm:
+                    series.append({"t": round(time.time() - measure_from, 1),
+                                   **await self.buffer_sample()})  # fmt: skip
+            await asyncio.sleep(0.1)
+        ended = time.time()
+        self.sampler.sample()
+        processes = self.sampler.window()
+        _, load_err = load.communicate()
+        if load.returncode != 0:
+            raise RuntimeError(f"load generator exited {load.returncode}: {load_err[-2000:]!r}")
+        tail_until = time.monotonic() + 30
+        while tracker.pending and time.monotonic() < tail_until:
+            await tracker.poll()
+            await asyncio.sleep(0.1)
+        tracker.read_new()
+        window = ended - measure_from
+        committed = sum(1 for ts in tracker.committed if measure_from <= ts <= ended)
+        achieved = committed / window
+        last = series[-1]["buffer"] if series else 0
+        limit = None
+        if achieved < 0.9 * offered:
+            limit = "writer" if last < SMALL_BUFFER else "pipeline"
+        result = {
+            "offered": label,
+            "offered_per_s": offered,
+            "achieved_per_s": round(achieved, 1),
+            "seconds": round(window, 1),
+            "changes": committed,
+            "searchable": latency(tracker.searchable),
+            "retrievable_by_id": latency(tracker.retrievable),
+            "never_searchable_within_30s": len(tracker.pending),
+            "tracked_every": sample,
+            "writer_connections": writer_connections(offered),
+            "limit": limit,
+            "buffer_at_end": last,
+            "buffer_max": max((s["buffer"] for s in series), default=0),
+            "processes": processes,
+            "series": series,
+        }
+        say(f"{label}: offered {offered:,.0f}/s, achieved {achieved:,.1f}/s, searchable "
+            f"p95 {result['searchable']['p95_ms']} ms, buffer max {result['buffer_max']}, "
+            f"limit {limit}")  # fmt: skip
+        return result
+
+    async def close(self) -> None:
+        await self.search.close()
+        await self.redis.aclose()
+
+
+def parse_rates(text: str) -> list[str]:
+    rates = [part.strip() for part in text.split(",")]
+    for rate in rates:
+        if rate != "max" and not (rate.replace(".", "", 1).isdigit() and float(rate) > 0):
+            raise argparse.ArgumentTypeError(f"not a rate: {rate!r} (numbers or 'max')")
+    return rates
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench.e2e", description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", type=parse_rates, default=parse_rates("100,1000,5000,max"))
+    parser.add_argument("--seconds", type=float, default=60.0, help="measured, per rate")
+    parser.add_argument("--warmup", type=float, default=10.0, help="not measured, per rate")
+    parser.add_argument("--consumers", type=int, default=2)
+    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--orders", type=int, default=20_000, help="orders in the view")
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--ceiling-events", type=int, default=50_000)
+    parser.add_argument("--quick", action="store_true", help="a smoke run of about a minute")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rates, args.seconds, args.warmup = ["100", "1000"], 8.0, 3.0
+        args.orders, args.ceiling_events = 3_000, 10_000
+    return args
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    with pipeline_of(orders=args.orders, partitions=args.partitions, realistic=True) as pipe:
+        bench = Run(args, pipe)
+        try:
+            started = time.monotonic()
+            pipe.wait_synced(timeout=120 + args.orders / 500)
+            say(f"{args.orders:,} orders indexed in {time.monotonic() - started:.1f}s")
+            baseline = await ceiling.sweep(
+                bench.search, base_url=bench.base_url, prefix=f"{pipe.alias}_ceiling",
+                changes=ceiling.order_changes(args.ceiling_events), bulk=1000,
+                connections=[1, 2], say=say,
+            )  # fmt: skip
+            rates = []
+            for label in args.rates:
+                offered = MAX_OFFERED if label == "max" else float(label)
+                rates.append(await bench.at_rate(label, offered))
+            verify = pipe.verify(settle=30)
+        finally:
+            await bench.close()
+    top = max(rates, key=lambda r: r["achieved_per_s"])
+    at_1000 = next((r for r in rates if r["offered"] == "1000"), top)
+    return {
+        "scenario": "e2e_sustained_load",
+        "events": sum(r["changes"] for r in rates),
+        "seconds": round(sum(r["seconds"] for r in rates), 1),
+        "events_per_s": top["achieved_per_s"],
+        # the user-felt latency at 1,000 changes/s (COMMIT → _search finds it)
+        "p50_ms": at_1000["searchable"]["p50_ms"],
+        "p95_ms": at_1000["searchable"]["p95_ms"],
+        "p99_ms": at_1000["searchable"]["p99_ms"],
+        "max_rss_mb": max(
+            stats["max_rss_mb"]
+            for r in rates
+            for name, stats in r["processes"].items()
+            if name == "producer" or name.startswith("consumer")
+        ),
+        "baseline": baseline,
+        # the highest end-to-end rate against what the node takes from pre-encoded bulks;
+        # read it with that rate's "limit": when the writer was the limit, so is this ratio
+        "ratio": round(top["achieved_per_s"] / baseline["events_per_s"], 3),
+        "ratio_limit": top["limit"],
+        "emulator_tick_ms": EMULATOR_TICK_MS,
+        "refresh_interval": REFRESH_INTERVAL,
+        "consumers": args.consumers,
+        "partitions": args.partitions,
+        "orders": args.orders,
+        "pipeline_added_latency": None,
+        "verify_ok": verify["ok"],
+        "cpus": os.cpu_count(),
+        "rates": rates,
+        "median_searchable_p95_ms": statistics.median(
+            r["searchable"]["p95_ms"] for r in rates if r["searchable"]["p95_ms"] is not None
+        ),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up like ^C
+    result = asyncio.run(run(args))
+    print(json.dumps(result))
+    return 0 if result["verify_ok"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
