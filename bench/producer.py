@@ -289,6 +289,7 @@ def producer_env(emulator_port: int, redis_port: int) -> dict[str, str]:
         **os.environ,
         "MZ_HOST": "127.0.0.1",
         "MZ_PORT": str(emulator_port),
+        "MZ_SSLMODE": "disable",  # the emulator speaks plain text
         "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "STREAM_PARTITIONS": str(PARTITIONS),
         "LOG_FORMAT": "json",

@@ -89,7 +89,7 @@ def _parse_ids(texts: Sequence[str]) -> list[str]:
 
 async def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
     keys = Keys(settings.view_name, settings.stream_partitions)
-    redis = connect_redis(settings.redis_url)
+    redis = connect_redis(settings)
     try:
         total = int(await redis.xlen(keys.dlq))
         raw: Any = await redis.xrevrange(keys.dlq, count=args.limit) if args.limit else []
@@ -112,7 +112,7 @@ async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"searchsync dlq show: {error}", file=sys.stderr)
         return EXIT_USAGE
-    redis = connect_redis(settings.redis_url)
+    redis = connect_redis(settings)
     try:
         found = await _letters_by_id(redis, keys.dlq, [entry_id])
     finally:
@@ -297,7 +297,7 @@ async def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"searchsync dlq retry: {error}", file=sys.stderr)
         return EXIT_USAGE
-    redis = connect_redis(settings.redis_url)
+    redis = connect_redis(settings)
     try:
         report, confirmed = await _retry(settings, args, redis, keys, ids)
     except StreamLayoutError as error:
@@ -340,7 +340,7 @@ async def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"searchsync dlq purge: {error}", file=sys.stderr)
         return EXIT_USAGE
-    redis = connect_redis(settings.redis_url)
+    redis = connect_redis(settings)
     try:
         total = int(await redis.xlen(keys.dlq))
         last: Any = await redis.xrevrange(keys.dlq, count=1)

@@ -35,6 +35,7 @@ from redis.exceptions import RedisError
 
 from ..common.config import Settings, settings_or_exit
 from ..common.index import IndexLayoutError
+from ..common.opensearch import explain
 from . import dlq, index, replay, resync, status, verify, wait
 from .terminal import EXIT_LAYOUT, EXIT_UNREACHABLE
 
@@ -69,7 +70,10 @@ def main(argv: list[str] | None = None) -> None:
     except IndexLayoutError as error:
         print(f"searchsync: {error}", file=sys.stderr)
         code = EXIT_LAYOUT
-    except (RedisError, TransportError, OSError) as error:
+    except TransportError as error:
+        print(f"searchsync: cannot reach a service: {explain(settings, error)}", file=sys.stderr)
+        code = EXIT_UNREACHABLE
+    except (RedisError, OSError) as error:  # Redis's say "Redis at host:port: …"
         print(f"searchsync: cannot reach a service: {error}", file=sys.stderr)
         code = EXIT_UNREACHABLE
     except psycopg.Error as error:

@@ -114,7 +114,7 @@ async def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         partitions = [args.partition]
     keys = Keys(settings.view_name, settings.stream_partitions)
     group = settings.consumer_group
-    redis = connect_redis(settings.redis_url, socket_timeout=10.0)
+    redis = connect_redis(settings, socket_timeout=10.0)
     try:
         plans = await _plans(redis, keys, group, since, partitions)
         header = f"replay since {_describe(since)} to group {group} of {keys.prefix[:-1]}"

@@ -62,7 +62,7 @@ async def _run(
     """(outcome, message, plan, report)."""
     alias = settings.os_index_name
     keys = Keys(settings.view_name, settings.stream_partitions)
-    redis = connect_redis(settings.redis_url, socket_timeout=30.0)
+    redis = connect_redis(settings, socket_timeout=30.0)
     client = make_client(settings)
     new_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
     now_ms = int(time.time() * 1000)

@@ -16,7 +16,7 @@ __all__ = ["register"]
 
 async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     keys = Keys(settings.view_name, settings.stream_partitions)
-    redis = connect_redis(settings.redis_url, socket_timeout=5.0)
+    redis = connect_redis(settings, socket_timeout=5.0)
     try:
         raw = await status_report.gather(redis, keys, settings.consumer_group)
     finally:

@@ -60,7 +60,7 @@ def render(result: WaitResult) -> str:
 async def cmd_wait(settings: Settings, args: argparse.Namespace) -> int:
     ts = args.ts if args.ts is not None else await view_now(settings)
     keys = Keys(settings.view_name, settings.stream_partitions)
-    redis = connect_redis(settings.redis_url, socket_timeout=5.0)
+    redis = connect_redis(settings, socket_timeout=5.0)
     client = make_client(settings, maxsize=2)
     try:
         result = await wait_searchable(

@@ -5,15 +5,17 @@ adds, is a field of :class:`Settings` (field ``mz_host`` ↔ variable ``MZ_HOST`
 Each field's type carries, in its ``Meta(description=…)``, the sentence an
 operator reads when the value is wrong ("a port number from 1 to 65535", "one of
 json, text"), so every error names the accepted values.
-:func:`load_settings` never does I/O beyond reading the mapping it is given and
-raises :class:`ConfigError` naming the variable, the value (never a secret's) and
-what was expected; :func:`settings_or_exit` is what entry points call: it turns
+:func:`load_settings` does no I/O beyond reading the mapping it is given and
+checking that the certificate files it names are readable, and raises
+:class:`ConfigError` naming the variable, the value (never a secret's) and what
+was expected; :func:`settings_or_exit` is what entry points call: it turns
 that error into a message on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import ipaddress
 import os
 import socket
@@ -29,7 +31,9 @@ from msgspec import Meta
 
 __all__ = [
     "EXIT_CONFIG",
+    "PEM_VARIABLES",
     "SECRET_VARIABLES",
+    "UNVERIFIED_SSLMODES",
     "ConfigError",
     "Settings",
     "load_settings",
@@ -73,6 +77,15 @@ BindHost = Annotated[
         "(no scheme, no port)",
     ),
 ]
+# A certificate or key file; load_settings checks that it can be read.
+PemFile = Annotated[str, Meta(description="the path of a readable PEM file")]
+AwsRegion = Annotated[
+    str,
+    Meta(
+        pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+$",
+        description="an AWS region such as eu-west-1",
+    ),
+]
 Bytes = Annotated[
     int,
     Meta(ge=1024, le=512 * MiB, description="a size in bytes from 1024 to 536870912 (512 MiB)"),
@@ -80,6 +93,19 @@ Bytes = Annotated[
 
 # Values of these are never echoed in errors or logs.
 SECRET_VARIABLES = frozenset({"MZ_PASSWORD", "OS_PASSWORD", "REDIS_URL"})
+
+# libpq's sslmode values; everything below verify-ca encrypts without checking the peer.
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+UNVERIFIED_SSLMODES: Final = frozenset({"allow", "prefer", "require"})
+# The files each variable names, checked at start so a typo exits 2 instead of failing
+# at the first connection (or, for a CA, falling back to no verification).
+PEM_VARIABLES: Final = (
+    "MZ_SSLROOTCERT",
+    "OS_CA_CERTS",
+    "OS_CLIENT_CERT",
+    "OS_CLIENT_KEY",
+    "REDIS_CA_CERTS",
+)
 
 REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
 _REDIS_URL_EXPECTED: Final = (
@@ -98,6 +124,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     mz_password: str = "materialize"
     mz_database: NonEmpty = "materialize"
     mz_cluster: Identifier = "serving"
+    # verify-full by default: Materialize Cloud serves publicly trusted certificates, and
+    # libpq's own default (prefer) encrypts without checking the server and falls back to
+    # plain text in silence. The devstack's emulator sets disable. README "Security".
+    mz_sslmode: SslMode = "verify-full"
+    mz_sslrootcert: PemFile = ""  # empty: the system's trusted roots (libpq "system")
     # OpenSearch connection
     os_host: Host = "opensearch"
     os_port: Port = 9200
@@ -113,6 +144,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     os_user: str = ""
     os_password: str = ""
     os_use_ssl: bool = False
+    os_verify_certs: bool = True  # with OS_USE_SSL; false logs a WARNING at every start
+    os_ca_certs: PemFile = ""  # empty: the system's trusted roots
+    os_client_cert: PemFile = ""
+    os_client_key: PemFile = ""
+    # sigv4: Amazon OpenSearch Service request signing (botocore credentials chain)
+    os_auth: Literal["basic", "sigv4"] = "basic"
+    os_aws_region: AwsRegion = ""
+    os_aws_service: Literal["es", "aoss"] = "es"
     os_timeout_seconds: PositiveFloat = 30.0
     # What is synced
     view_name: Identifier = "orders_search_source_mv"
@@ -146,6 +185,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     ] = 2.0
     # Redis Streams
     redis_url: NonEmpty = "redis://127.0.0.1:6379/0"
+    redis_ca_certs: PemFile = ""  # rediss:// only; empty: the system's trusted roots
     stream_partitions: Annotated[
         int, Meta(ge=1, le=1024, description="a whole number from 1 to 1024")
     ] = 8
@@ -285,13 +325,75 @@ def _check_pairs(settings: Settings) -> None:
         )
 
 
+def _check_files(settings: Settings) -> None:
+    """Every PEM file named must be a readable file (the only I/O of load_settings)."""
+    for variable in PEM_VARIABLES:
+        path = getattr(settings, variable.lower())
+        if path and not (os.path.isfile(path) and os.access(path, os.R_OK)):
+            raise ConfigError(variable, path, "the path of a readable PEM file (no such file)")
+
+
+def _check_tls(settings: Settings) -> None:
+    """TLS and authentication settings that contradict each other or cannot work."""
+    if settings.mz_sslrootcert and settings.mz_sslmode == "disable":
+        raise ConfigError(
+            "MZ_SSLROOTCERT",
+            settings.mz_sslrootcert,
+            "to be empty with MZ_SSLMODE=disable (no TLS, so nothing to verify)",
+        )
+    if settings.mz_sslmode == "verify-ca" and not settings.mz_sslrootcert:
+        # libpq accepts its "system" roots only with verify-full
+        raise ConfigError(
+            "MZ_SSLROOTCERT",
+            "",
+            "a CA file with MZ_SSLMODE=verify-ca (system roots need verify-full)",
+        )
+    for variable in ("OS_CA_CERTS", "OS_CLIENT_CERT", "OS_CLIENT_KEY"):
+        if getattr(settings, variable.lower()) and not settings.os_use_ssl:
+            raise ConfigError(
+                variable, getattr(settings, variable.lower()), "to be used with OS_USE_SSL=true"
+            )
+    if settings.os_ca_certs and not settings.os_verify_certs:
+        raise ConfigError(
+            "OS_VERIFY_CERTS", "false", "true when OS_CA_CERTS is set (or OS_CA_CERTS empty)"
+        )
+    if bool(settings.os_client_cert) != bool(settings.os_client_key):
+        given, other = ("OS_CLIENT_CERT", "OS_CLIENT_KEY")[:: 1 if settings.os_client_cert else -1]
+        raise ConfigError(
+            given, getattr(settings, given.lower()), f"to be set together with {other}"
+        )
+    if settings.redis_ca_certs and urlsplit(settings.redis_url).scheme != "rediss":
+        raise ConfigError(
+            "REDIS_CA_CERTS", settings.redis_ca_certs, "to be used with a rediss:// REDIS_URL"
+        )
+    if settings.os_auth == "sigv4":
+        _check_sigv4(settings)
+
+
+def _check_sigv4(settings: Settings) -> None:
+    if not settings.os_aws_region:
+        raise ConfigError("OS_AWS_REGION", "", "an AWS region such as eu-west-1 with OS_AUTH=sigv4")
+    if settings.os_user:
+        raise ConfigError("OS_USER", settings.os_user, "to be empty with OS_AUTH=sigv4")
+    if not settings.os_use_ssl:
+        raise ConfigError("OS_USE_SSL", "false", "true with OS_AUTH=sigv4 (AWS serves HTTPS only)")
+    if importlib.util.find_spec("botocore") is None:
+        raise ConfigError(
+            "OS_AUTH",
+            "sigv4",
+            "basic, or botocore installed for sigv4: pip install 'searchsync[aws]'",
+        )
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build :class:`Settings` from ``environ`` (default ``os.environ``).
 
     Unset or empty variables take their defaults. Raises :class:`ConfigError`
     for the first variable whose value is invalid, or whose combination with
     another is (BACKPRESSURE_RESUME must stay below BACKPRESSURE_THRESHOLD,
-    RETRY_INITIAL_BACKOFF at most RETRY_MAX_BACKOFF, OS_PASSWORD only with OS_USER).
+    RETRY_INITIAL_BACKOFF at most RETRY_MAX_BACKOFF, OS_PASSWORD only with OS_USER, TLS
+    files only with TLS, OS_AUTH=sigv4 with a region, HTTPS and botocore). Checks that
+    each PEM file named (PEM_VARIABLES) is readable: no other I/O.
     """
     env = os.environ if environ is None else environ
     values = {name: _convert(name, env[name]) for name in _FIELDS if env.get(name, "") != ""}
@@ -299,6 +401,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     _check_redis_url(settings.redis_url)
     _check_bind_host(settings.metrics_host)
     _check_pairs(settings)
+    _check_files(settings)
+    _check_tls(settings)
     return settings
 
 

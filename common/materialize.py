@@ -8,6 +8,7 @@ import psycopg
 from psycopg import sql
 
 from .config import Settings
+from .tls import materialize_ssl, warn_once
 
 __all__ = ["CONNECT_TIMEOUT_SECONDS", "connect"]
 
@@ -22,10 +23,15 @@ async def connect(
 ) -> psycopg.AsyncConnection[Any]:
     """An autocommit ``connection_class`` connection to Materialize with MZ_CLUSTER set.
 
-    Waits at most CONNECT_TIMEOUT_SECONDS to connect. Raises
-    psycopg.OperationalError when Materialize is unreachable or refuses the login,
+    TLS as MZ_SSLMODE and MZ_SSLROOTCERT say (common.tls.materialize_ssl; a WARNING
+    once per process when the certificate is not verified). Waits at most
+    CONNECT_TIMEOUT_SECONDS to connect. Raises psycopg.OperationalError when
+    Materialize is unreachable, refuses the login or fails the TLS handshake
+    (libpq's message: "certificate verify failed", "server does not support SSL"),
     psycopg.Error when the cluster does not exist.
     """
+    warn_once(settings, "Materialize")
+    sslmode, sslrootcert = materialize_ssl(settings)
     conn = await connection_class.connect(
         host=settings.mz_host,
         port=settings.mz_port,
@@ -37,6 +43,8 @@ async def connect(
         application_name=application_name,
         # statements are few and simple; named prepared statements would only add state
         prepare_threshold=None,
+        sslmode=sslmode,
+        sslrootcert=sslrootcert,  # None: left out of the conninfo
     )
     try:
         # MZ_CLUSTER is validated as a plain identifier by common.config.

@@ -10,28 +10,64 @@ consumer.outcomes) decides what is retried.
 
 from __future__ import annotations
 
-from opensearchpy import AsyncOpenSearch, TransportError
+from typing import Any
+
+from opensearchpy import AsyncOpenSearch, SSLError, TransportError
+from opensearchpy import ConnectionError as OpenSearchConnectionError
 
 from .config import Settings
+from .tls import warn_once
 
-__all__ = ["make_client", "status_of"]
+__all__ = ["explain", "make_client", "status_of"]
+
+
+def _auth(settings: Settings) -> Any:
+    """Basic credentials, a SigV4 signer (OS_AUTH=sigv4), or None."""
+    if settings.os_auth == "sigv4":
+        # botocore is the optional extra searchsync[aws]; config checked it is importable
+        import botocore.session  # type: ignore[import-not-found,unused-ignore]
+        from opensearchpy import AWSV4SignerAsyncAuth
+
+        # the standard chain: environment, shared files, container or instance role
+        credentials = botocore.session.get_session().get_credentials()
+        return AWSV4SignerAsyncAuth(credentials, settings.os_aws_region, settings.os_aws_service)
+    if settings.os_user:
+        return (settings.os_user, settings.os_password)
+    return None
 
 
 def make_client(settings: Settings, *, maxsize: int = 16) -> AsyncOpenSearch:
     """An AsyncOpenSearch for OS_HOST:OS_PORT with OS_TIMEOUT_SECONDS per request.
 
-    ``maxsize`` bounds the pooled HTTP connections (one per bulk in flight).
-    No I/O happens until the first request. Close it with ``await client.close()``.
+    With OS_USE_SSL: HTTPS, the server's certificate checked against OS_CA_CERTS (or
+    SSL_CERT_FILE, else certifi's roots) unless OS_VERIFY_CERTS=false (a WARNING once per process),
+    OS_CLIENT_CERT/OS_CLIENT_KEY presented when set. ``maxsize`` bounds the pooled
+    HTTP connections (one per bulk in flight). No I/O happens until the first
+    request (a TLS failure then raises opensearchpy.SSLError, a refused login
+    AuthenticationException). Close it with ``await client.close()``.
     """
-    auth = (settings.os_user, settings.os_password) if settings.os_user else None
+    warn_once(settings, "OpenSearch")
+    tls: dict[str, Any] = {}
+    if settings.os_use_ssl:
+        tls = {
+            "verify_certs": settings.os_verify_certs,
+            # the WARNING above says it once; urllib3's would say it on every request
+            "ssl_show_warn": False,
+        }
+        if settings.os_ca_certs:
+            tls["ca_certs"] = settings.os_ca_certs
+        if settings.os_client_cert:
+            tls["client_cert"] = settings.os_client_cert
+            tls["client_key"] = settings.os_client_key
     return AsyncOpenSearch(
         hosts=[{"host": settings.os_host, "port": settings.os_port}],
-        http_auth=auth,
+        http_auth=_auth(settings),
         use_ssl=settings.os_use_ssl,
         timeout=settings.os_timeout_seconds,
         max_retries=0,
         retry_on_timeout=False,
         maxsize=maxsize,
+        **tls,
     )
 
 
@@ -39,3 +75,23 @@ def status_of(error: TransportError) -> int | None:
     """The HTTP status of a failed request, None when there was no answer (connection, timeout)."""
     status = error.status_code
     return status if isinstance(status, int) else None
+
+
+def explain(settings: Settings, error: TransportError) -> str:
+    """One line for an operator: OpenSearch's address and what went wrong, with the
+    setting to look at for a refused login, a failed TLS handshake or plain HTTP sent
+    to an HTTPS port. Never a password (opensearch-py's errors hold none)."""
+    where = f"OpenSearch at {settings.os_host}:{settings.os_port}"
+    status = status_of(error)
+    if status == 401:
+        return f"{where} refused the login (401): check OS_USER and OS_PASSWORD"
+    if status == 403:
+        return f"{where} refused the request (403, the role lacks a permission): {error}"
+    if isinstance(error, SSLError) or "SSL" in str(error.info):
+        return f"{where}: TLS handshake failed (OS_CA_CERTS, OS_VERIFY_CERTS): {error.info}"
+    if isinstance(error, OpenSearchConnectionError):
+        hint = ""
+        if not settings.os_use_ssl and "disconnected" in str(error.info).lower():
+            hint = " (an HTTPS port drops plain HTTP: OS_USE_SSL=true if it is one)"
+        return f"{where}: no answer: {error.info}{hint}"
+    return f"{where}: {error}"

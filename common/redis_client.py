@@ -13,11 +13,22 @@ bounded connect timeout.
 
 from __future__ import annotations
 
-from typing import Final
+import re
+from typing import Any, Final
 
 from redis.asyncio import Redis
+from redis.asyncio.connection import (
+    AbstractConnection,
+    Connection,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from .config import Settings
+from .tls import redis_ssl, warn_once
 
 __all__ = ["CONNECT_TIMEOUT_SECONDS", "SOCKET_TIMEOUT_SECONDS", "connect_redis", "no_retries"]
 
@@ -32,24 +43,73 @@ def no_retries() -> Retry:
     return Retry(NoBackoff(), 0)
 
 
+# what a plain-text client sees from a TLS-only port: the server hangs up on it
+_DROPPED: Final = re.compile(r"reset by peer|closed by server|Connection closed", re.IGNORECASE)
+
+
+class _Named:
+    """Connection errors say "Redis at host:port: …" (redis-py's own say neither the
+    service nor, for a refused login or a TLS failure, the address), with the same
+    exception type, so callers' handling is unchanged. Never the URL: it holds the
+    password."""
+
+    async def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            await super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
+        except RedisError as error:
+            where = getattr(self, "path", "") or f"{getattr(self, 'host', '?')}:"
+            where += str(getattr(self, "port", "")) if not getattr(self, "path", "") else ""
+            text = f"Redis at {where}: {error}"
+            if not isinstance(self, SSLConnection) and _DROPPED.search(str(error)):
+                text += " (a TLS port drops plain-text clients: rediss:// if it is one)"
+            raise type(error)(text) from error
+
+
+class _NamedConnection(_Named, Connection):
+    pass
+
+
+class _NamedSSLConnection(_Named, SSLConnection):
+    pass
+
+
+class _NamedUnixConnection(_Named, UnixDomainSocketConnection):
+    pass
+
+
+_NAMED: Final[dict[type[AbstractConnection], type[AbstractConnection]]] = {
+    Connection: _NamedConnection,
+    SSLConnection: _NamedSSLConnection,
+    UnixDomainSocketConnection: _NamedUnixConnection,
+}
+
+
 def connect_redis(
-    url: str,
+    settings: Settings,
     *,
     socket_timeout: float = SOCKET_TIMEOUT_SECONDS,
     client_name: str | None = None,
 ) -> Redis:
     """A client for REDIS_URL that never retries a command on its own.
 
-    Each command waits at most ``socket_timeout`` seconds for its reply, each
-    connection attempt at most CONNECT_TIMEOUT_SECONDS; then it raises
-    redis.exceptions.TimeoutError / ConnectionError. No I/O happens until the
-    first command. Close it with ``await client.aclose()``.
+    ``rediss://`` URLs use TLS, the server checked against REDIS_CA_CERTS (or the
+    system's roots); an ACL user and password come from the URL. Each command waits
+    at most ``socket_timeout`` seconds for its reply, each connection attempt at most
+    CONNECT_TIMEOUT_SECONDS; then it raises redis.exceptions.TimeoutError /
+    ConnectionError (AuthenticationError for a refused login), whose message starts
+    "Redis at host:port:". No I/O happens until the first command. Close it with
+    ``await client.aclose()``.
     """
-    return Redis.from_url(
-        url,
+    warn_once(settings, "Redis")
+    client = Redis.from_url(
+        settings.redis_url,
         socket_timeout=socket_timeout,
         socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
         retry=no_retries(),
         retry_on_error=[],
         client_name=client_name,
+        **redis_ssl(settings),
     )
+    pool = client.connection_pool
+    pool.connection_class = _NAMED.get(pool.connection_class, pool.connection_class)
+    return client

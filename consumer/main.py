@@ -39,7 +39,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     metrics = ConsumerMetrics(registry, settings.consumer_identity())
     limits = limits_for(settings, role="consumer")
     server = serve_or_exit(settings, registry, lambda: metrics.health.verdict(limits))
-    redis = connect_redis(settings.redis_url, client_name=settings.consumer_identity())
+    redis = connect_redis(settings, client_name=settings.consumer_identity())
     client = make_client(settings, maxsize=settings.stream_partitions + 2)
     beat = asyncio.create_task(heartbeat(metrics.health))
     try:

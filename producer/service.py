@@ -76,7 +76,7 @@ class _Producer:
         self.stop = stop
         self.metrics = metrics
         self.keys = Keys(settings.view_name, settings.stream_partitions)
-        self.redis = connect_redis(settings.redis_url, client_name=settings.producer_identity())
+        self.redis = connect_redis(settings, client_name=settings.producer_identity())
         self.lease = ProducerLease(
             self.redis, self.keys, settings.producer_identity(), settings.lease_ttl_seconds
         )

@@ -45,6 +45,7 @@ mzemu_up() {
   env_set MZ_USER materialize
   env_set MZ_PASSWORD materialize
   env_set MZ_DATABASE materialize
+  env_set MZ_SSLMODE disable  # the emulator speaks plain text (searchsync defaults to verify-full)
 }
 
 mzemu_down() {

@@ -133,6 +133,7 @@ class ChaosStack:
             **TIMINGS,
             "MZ_HOST": self.emulator.host,
             "MZ_PORT": str(self.emulator.port),
+            "MZ_SSLMODE": "disable",  # the emulator speaks plain text
             "REDIS_URL": self.redis.url,
             "VIEW_NAME": VIEW,
             "OS_HOST": "127.0.0.1",

@@ -334,7 +334,7 @@ async def test_a_delete_newer_than_the_snapshot_is_not_resurrected_by_the_load(
     pipeline.wait_synced()
     settings = load_settings(pipeline.env())
     keys = Keys(settings.view_name, settings.stream_partitions)
-    redis = connect_redis(settings.redis_url)
+    redis = connect_redis(settings)
     client = make_client(settings)
     ctx = Context(settings, redis, client, keys, _Quiet(), confirm_timeout=30, settle=5)
     victim = "order:FM-1001"

@@ -204,6 +204,7 @@ class Stack:
         env = {
             "MZ_HOST": self.emulator.host,
             "MZ_PORT": str(self.emulator.port),
+            "MZ_SSLMODE": "disable",  # the emulator speaks plain text unless given a cert
             "REDIS_URL": self.redis.url,
             "STREAM_PARTITIONS": str(self.partitions),
             "VIEW_NAME": self.VIEW,

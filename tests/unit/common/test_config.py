@@ -17,6 +17,7 @@ from searchsync.common.config import (
     settings_or_exit,
 )
 
+A_FILE = __file__  # PEM settings are checked for a readable file, nothing more
 FIELDS = {f.encode_name: f for f in msgspec.structs.fields(Settings)}
 
 # variable -> (a good raw value, its parsed value, a bad raw value)
@@ -34,6 +35,16 @@ CASES: dict[str, tuple[str, object, str | None]] = {
     "OS_PASSWORD": ("pw", "pw", "pw"),  # bad alone: OS_USER is empty
     "OS_USE_SSL": ("yes", True, "maybe"),
     "OS_TIMEOUT_SECONDS": ("2.5", 2.5, "0"),
+    "MZ_SSLMODE": ("require", "require", "on"),
+    "MZ_SSLROOTCERT": (A_FILE, A_FILE, "/no/such/ca.pem"),
+    "OS_VERIFY_CERTS": ("false", False, "maybe"),
+    "OS_CA_CERTS": (A_FILE, A_FILE, "/no/such/ca.pem"),
+    "OS_CLIENT_CERT": (A_FILE, A_FILE, "/no/such/cert.pem"),
+    "OS_CLIENT_KEY": (A_FILE, A_FILE, "/no/such/key.pem"),
+    "OS_AUTH": ("basic", "basic", "kerberos"),
+    "OS_AWS_REGION": ("eu-west-1", "eu-west-1", "Europe"),
+    "OS_AWS_SERVICE": ("aoss", "aoss", "s3"),
+    "REDIS_CA_CERTS": (A_FILE, A_FILE, "/no/such/ca.pem"),
     "VIEW_NAME": ("my_view", "my_view", "my-view"),
     "KEY_COLUMN": ("id", "id", "1id"),
     "USE_SUBSCRIBE": ("false", False, "nope"),
@@ -120,6 +131,10 @@ def test_good_value_parses(variable: str) -> None:
         env["BACKPRESSURE_RESUME"] = "10"
     if variable == "OS_PASSWORD":
         env["OS_USER"] = "admin"
+    if variable in ("OS_CA_CERTS", "OS_CLIENT_CERT", "OS_CLIENT_KEY"):
+        env |= {"OS_USE_SSL": "true", "OS_CLIENT_CERT": A_FILE, "OS_CLIENT_KEY": A_FILE}
+    if variable == "REDIS_CA_CERTS":
+        env["REDIS_URL"] = "rediss://redis:6380/0"
     settings = load_settings(env)
     assert getattr(settings, FIELDS[variable].name) == parsed
 

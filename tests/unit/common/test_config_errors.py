@@ -37,6 +37,10 @@ REDIS = "redis://[user:password@]host[:port][/db]"
 BIND = "an IP address or host name to listen on, e.g. 127.0.0.1, 0.0.0.0 or ::"
 
 # variable -> [(bad value, extra environment, text the message must hold)]
+A_FILE = __file__  # PEM settings are checked for a readable file, nothing more
+NO_FILE = "the path of a readable PEM file (no such file)"
+SSL = {"OS_USE_SSL": "true"}
+
 BAD: dict[str, list[tuple[str, dict[str, str], str]]] = {
     "MZ_HOST": [("postgres://mz:6875", {}, HOST), ("mz host", {}, HOST)],
     "MZ_PORT": [("70000", {}, PORT), ("0", {}, PORT), ("sixty", {}, PORT)],
@@ -47,6 +51,28 @@ BAD: dict[str, list[tuple[str, dict[str, str], str]]] = {
     "OS_PASSWORD": [("pw-secret", {}, "to be set together with OS_USER")],
     "OS_USE_SSL": [("maybe", {}, BOOLEAN)],
     "OS_TIMEOUT_SECONDS": [("0", {}, POSITIVE), ("soon", {}, POSITIVE)],
+    "MZ_SSLMODE": [("on", {}, "one of disable, allow, prefer, require, verify-ca, verify-full")],
+    "MZ_SSLROOTCERT": [
+        ("/no/such/ca.pem", {}, NO_FILE),
+        (A_FILE, {"MZ_SSLMODE": "disable"}, "to be empty with MZ_SSLMODE=disable"),
+    ],
+    "OS_VERIFY_CERTS": [
+        ("maybe", {}, BOOLEAN),
+        ("false", {**SSL, "OS_CA_CERTS": A_FILE}, "true when OS_CA_CERTS is set"),
+    ],
+    "OS_CA_CERTS": [("/no/such", SSL, NO_FILE), (A_FILE, {}, "with OS_USE_SSL=true")],
+    "OS_CLIENT_CERT": [
+        (A_FILE, SSL, "to be set together with OS_CLIENT_KEY"),
+        ("/no/such", SSL, NO_FILE),
+    ],
+    "OS_CLIENT_KEY": [(A_FILE, SSL, "to be set together with OS_CLIENT_CERT")],
+    "OS_AUTH": [("kerberos", {}, "one of basic, sigv4")],
+    "OS_AWS_REGION": [("Europe", {}, "an AWS region such as eu-west-1")],
+    "OS_AWS_SERVICE": [("s3", {}, "one of es, aoss")],
+    "REDIS_CA_CERTS": [
+        (A_FILE, {}, "to be used with a rediss:// REDIS_URL"),
+        ("/no/such", {"REDIS_URL": "rediss://redis:6380/0"}, NO_FILE),
+    ],
     "VIEW_NAME": [("my-view", {}, IDENTIFIER), ("x" * 64, {}, "at most 63 characters")],
     "KEY_COLUMN": [("1id", {}, IDENTIFIER)],
     "USE_SUBSCRIBE": [("nope", {}, BOOLEAN)],
