@@ -13,6 +13,8 @@ MZEMU_MAX_BUFFERED_BYTES                        subscribe_max_buffered_bytes (12
 MZEMU_IDLE_IN_TRANSACTION_SESSION_TIMEOUT_MS    session default, 0 disables (120000)
 MZEMU_USER, MZEMU_PASSWORD                      the one login (materialize, materialize)
 MZEMU_LOG_LEVEL                                 DEBUG, INFO, WARNING or ERROR (INFO)
+MZEMU_TLS_CERT, MZEMU_TLS_KEY                   PEM files: TLS required, as Materialize with
+                                                ``--tls-mode=require`` (empty: plain text)
 ==============================================  ===========================================
 
 Pure module: :func:`load_config` reads the mapping it is given and raises
@@ -47,6 +49,8 @@ class EmulatorConfig:
     user: str = "materialize"
     password: str = "materialize"
     log_level: str = "INFO"
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -77,6 +81,8 @@ def load_config(env: Mapping[str, str]) -> EmulatorConfig:
     level = (env.get("MZEMU_LOG_LEVEL") or "INFO").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"MZEMU_LOG_LEVEL={level!r}: expected DEBUG, INFO, WARNING or ERROR")
+    if bool(env.get("MZEMU_TLS_CERT")) != bool(env.get("MZEMU_TLS_KEY")):
+        raise ConfigError("MZEMU_TLS_CERT and MZEMU_TLS_KEY: expected both or neither")
     return EmulatorConfig(
         host=env.get("MZEMU_HOST") or "127.0.0.1",
         port=_int(env, "MZEMU_PORT", 6875, 0, 65535),
@@ -93,4 +99,6 @@ def load_config(env: Mapping[str, str]) -> EmulatorConfig:
         user=env.get("MZEMU_USER") or "materialize",
         password=env.get("MZEMU_PASSWORD", "materialize"),
         log_level=level,
+        tls_cert=env.get("MZEMU_TLS_CERT", ""),
+        tls_key=env.get("MZEMU_TLS_KEY", ""),
     )

@@ -8,12 +8,16 @@ import logging
 import os
 import secrets
 import signal
+import ssl
+import struct
 import sys
 from typing import Any
 
+from devstack.mzemu import wire
 from devstack.mzemu.backend import LinkParams, link_params
 from devstack.mzemu.config import EmulatorConfig
 from devstack.mzemu.engine import Engine
+from devstack.mzemu.errors import MzError
 from devstack.mzemu.session import Session
 
 __all__ = ["Server", "serve"]
@@ -32,6 +36,10 @@ class Server:
         self._next_pid = 1
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.tls: ssl.SSLContext | None = None
+        if config.tls_cert:
+            self.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self.tls.load_cert_chain(config.tls_cert, config.tls_key)
 
     async def start(self) -> int:
         """Listen; returns the bound port (useful with MZEMU_PORT=0)."""
@@ -41,10 +49,51 @@ class Server:
         sock = self._server.sockets[0]
         return int(sock.getsockname()[1])
 
+    async def _negotiate_tls(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tls: ssl.SSLContext
+    ) -> bytes | None:
+        """Materialize's pgwire TLS with TLS required: an SSLRequest gets ``S`` and the
+        socket is wrapped; a GSSENCRequest gets ``N`` (the client then asks for SSL).
+        Returns bytes already read that belong to the session (a CancelRequest, which
+        libpq may send in plain text), or None when the connection was refused: a
+        plain-text startup gets FATAL "TLS encryption is required", as from Materialize.
+        Waits at most 30 s for each request; a failed handshake raises OSError."""
+        while True:
+            head = await asyncio.wait_for(reader.readexactly(8), 30.0)
+            length, code = struct.unpack("!ii", head)
+            if length == 8 and code == wire.GSSENC_REQUEST_CODE:
+                writer.write(b"N")
+                await writer.drain()
+                continue
+            if length == 8 and code == wire.SSL_REQUEST_CODE:
+                writer.write(b"S")
+                await writer.drain()
+                await writer.start_tls(tls, ssl_handshake_timeout=30.0)
+                return b""
+            if code == wire.CANCEL_REQUEST_CODE:
+                return head
+            refusal = MzError("28000", "TLS encryption is required", severity="FATAL")
+            writer.write(wire.error_response(refusal))
+            await writer.drain()
+            writer.close()
+            return None
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        early = b""
+        if self.tls is not None:
+            try:
+                negotiated = await self._negotiate_tls(reader, writer, self.tls)
+            except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+                log.info("TLS negotiation failed: %s", exc)
+                writer.close()
+                return
+            if negotiated is None:
+                return
+            early = negotiated
         pid = self._next_pid
         self._next_pid += 1
         session = Session(self, reader, writer, pid, secrets.randbits(31))
+        session.frames.feed(early)
         self.sessions[pid] = session
         task = asyncio.current_task()
         if task is not None:
@@ -100,7 +149,8 @@ async def serve(config: EmulatorConfig) -> int:
     # Printed whatever the log level: tests and tools wait for this line (and read the
     # port from it when MZEMU_PORT=0).
     print(
-        f"mzemu listening on {config.host}:{port} (PostgreSQL schema {config.pg_schema}, "
+        f"mzemu listening on {config.host}:{port} "
+        f"({'TLS required, ' if server.tls else ''}PostgreSQL schema {config.pg_schema}, "
         f"view {config.view}, tick {config.tick_ms} ms, retain {config.retain_ms} ms)",
         file=sys.stderr,
         flush=True,

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import threading
 from dataclasses import dataclass
 from typing import Literal
@@ -167,9 +168,16 @@ class _Upstream:
 class HttpProxy:
     """See the module docstring. ``port`` is bound by :meth:`start`."""
 
-    def __init__(self, target_host: str, target_port: int, listen_host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        target_host: str,
+        target_port: int,
+        listen_host: str = "127.0.0.1",
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.target = (target_host, target_port)
         self.listen_host = listen_host
+        self.tls = tls  # HTTPS to clients (tests.support.tls), plain HTTP to the node
         self.port = 0
         self.refused = 0  # requests answered 401
         self.forwarded = 0
@@ -201,7 +209,7 @@ class HttpProxy:
             try:
                 self._server = loop.run_until_complete(
                     asyncio.start_server(
-                        self._serve, self.listen_host, self.port, limit=_HEADER_LIMIT
+                        self._serve, self.listen_host, self.port, limit=_HEADER_LIMIT, ssl=self.tls
                     )
                 )
                 self.port = int(self._server.sockets[0].getsockname()[1])
