@@ -73,4 +73,9 @@ def test_the_e2e_bench_measures_every_rate_and_every_process() -> None:
         assert {"consumer c1", "consumer c2", "load generator"} <= names
         assert all(stats["max_rss_mb"] > 0 for stats in rate["processes"].values())
         assert rate["series"] and all(sample["buffer"] >= 0 for sample in rate["series"])
+        # every change written in the window was seen acknowledged, its parts add up
+        assert rate["never_acknowledged_within_30s"] == 0
+        to_ack, to_redis = rate["ts_to_acknowledged"], rate["ts_to_redis"]
+        assert to_ack["changes"] > 0 and to_ack["changes"] == to_redis["changes"]
+        assert 0 < to_ack["p50_ms"] <= to_ack["p95_ms"] <= to_ack["p99_ms"]
     assert result["baseline"]["events_per_s"] > 0
