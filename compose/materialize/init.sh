@@ -10,5 +10,6 @@ set -euo pipefail
 sed -f /init/view.sed /view/030_orders_search_source_mv.sql > /tmp/view.sql
 psql -v ON_ERROR_STOP=1 -h mz -p 6877 -U mz_system -d materialize \
   -c "ALTER SYSTEM SET enable_logical_compaction_window = true"
-# POSTGRES_PASSWORD and MZ_CLUSTER_SIZE reach init.sql through \getenv, not arguments
+# POSTGRES_PASSWORD and MZ_CLUSTER_SIZE reach init.sql through \getenv (psql 15+, as in
+# the postgres:15 image mz-init runs), not arguments others could read
 exec psql -v ON_ERROR_STOP=1 -h mz -p 6875 -U materialize -d materialize -f /init/init.sql
