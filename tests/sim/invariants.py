@@ -1,0 +1,155 @@
+"""The invariants, checked at the step that could break each one.
+
+* nothing is acknowledged before OpenSearch accepted it: at every XACK, each
+  change of the entry is in the index at its version or newer, or the entry has
+  a dead letter;
+* per key, the indexed version never goes backwards: at every index write;
+* the applied frontier never passes an unacknowledged entry: at every advance,
+  every data entry of the partition with a ts below the frontier is acknowledged;
+* at quiescence (:meth:`Checker.at_rest`): the index equals the view, every entry
+  is acknowledged, each frontier reached the last progress entry, and the
+  dead-letter stream holds only the planted poison.
+
+A broken invariant is recorded (the first one wins) and raised as
+:class:`Violation`, a BaseException the runner's ``except Exception`` cannot
+swallow, so the simulation stops at the step that broke it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+from searchsync.common.entries import DeadLetter, EntryError, Marker, decode_entry_parts
+from searchsync.consumer.retention import parse_id
+
+if TYPE_CHECKING:
+    from .world import World
+
+__all__ = ["Checker", "Violation"]
+
+
+class Violation(BaseException):
+    """An invariant broke; the message says which, where and why."""
+
+
+class Checker:
+    def __init__(self, world: World) -> None:
+        self.world = world
+        # highest version the index accepted per key (survives tombstone gc)
+        self.accepted: dict[bytes, int] = {}
+        # per stream: ids acknowledged, and the sources of dead letters
+        self.acked: dict[str, set[bytes]] = {}
+        self.lettered: set[str] = set()
+        self.letters: list[DeadLetter] = []
+        self.poison_sources: set[str] = set()  # "p<N>/<id>" planted
+        self.poison_keys: set[bytes] = set()
+        self.violation: str | None = None
+        # set at the first violation (the schedule stops waiting for its producer)
+        self.broken = asyncio.Event()
+        # off for the contract suite, which drives the models by hand
+        self.enabled = True
+
+    def fail(self, message: str) -> None:
+        if not self.enabled:
+            return
+        if self.violation is None:
+            self.violation = message
+            self.broken.set()
+            self.world.note(f"VIOLATION {message}")
+        raise Violation(message)
+
+    def on_letter(self, letter: DeadLetter) -> None:
+        self.lettered.add(letter.source)
+        self.letters.append(letter)
+
+    def on_write(self, key: bytes, version: int, accepted: bool) -> None:
+        """An index write of ``key`` at ``version`` was answered (accepted or 409)."""
+        if not accepted:
+            return
+        before = self.accepted.get(key, 0)
+        if version < before:
+            self.fail(
+                f"indexed version of {key.decode()} went back from {before} to {version}"
+                " (an older write accepted after a newer one)"
+            )
+        self.accepted[key] = version
+
+    def on_ack(self, partition: int, ids: Iterable[bytes]) -> None:
+        """At an XACK: each change of each entry is indexed at its version or newer, or
+        dead-lettered, or superseded by a newer change of its key in an entry that is not
+        acknowledged (consumer.batch never sends a change superseded inside its batch; the
+        newer one is checked when its own entry is acknowledged)."""
+        stream = self.world.keys.stream(partition)
+        entries = self.world.redis.stream(stream).entries
+        done = self.acked.setdefault(stream, set())
+        ids = list(ids)
+        done.update(ids)
+        for entry_id in ids:
+            fields = entries.get(parse_id(entry_id))
+            if fields is None or f"p{partition}/{entry_id.decode()}" in self.lettered:
+                continue
+            for key, ts in _changes(fields):
+                if self.accepted.get(key, 0) < ts and not self._superseded(stream, key, ts):
+                    self.fail(
+                        f"p{partition} entry {entry_id.decode()} acknowledged but change "
+                        f"{key.decode()}@{ts} is not in the index "
+                        f"(index has version {self.accepted.get(key)}) and no newer change "
+                        "of the key is waiting"
+                    )
+
+    def _superseded(self, stream: str, key: bytes, ts: int) -> bool:
+        done = self.acked.get(stream, set())
+        for entry_id, fields in self.world.redis.xrange(stream):
+            if entry_id in done:
+                continue
+            if any(k == key and t >= ts for k, t in _changes(fields)):
+                return True
+        return False
+
+    def on_advance(self, partition: int, frontier: int) -> None:
+        stream = self.world.keys.stream(partition)
+        done = self.acked.get(stream, set())
+        for entry_id, fields in self.world.redis.xrange(stream):
+            for _, ts in _changes(fields):
+                if ts < frontier and entry_id not in done:
+                    self.fail(
+                        f"p{partition} applied frontier moved to {frontier} past entry "
+                        f"{entry_id.decode()} (ts {ts}), not acknowledged"
+                    )
+
+    def at_rest(self, view: Mapping[bytes, bytes], last_progress: Mapping[int, int]) -> None:
+        """The checks at quiescence."""
+        world = self.world
+        live = {k: v for k, v in world.index.live().items() if k not in self.poison_keys}
+        wanted = {k: v for k, v in view.items() if k not in self.poison_keys}
+        if live != wanted:
+            missing = sorted(k.decode() for k in wanted.keys() - live.keys())
+            extra = sorted(k.decode() for k in live.keys() - wanted.keys())
+            stale = sorted(k.decode() for k in wanted.keys() & live.keys() if wanted[k] != live[k])
+            self.fail(f"index differs from the view: missing {missing} extra {extra} stale {stale}")
+        applied = world.redis.hash(world.keys.applied)
+        for partition in range(world.partitions):
+            stream = world.redis.stream(world.keys.stream(partition))
+            if stream.group.pending:
+                self.fail(f"p{partition}: {len(stream.group.pending)} entries still pending")
+            if stream.order and stream.group.last_delivered < stream.order[-1]:
+                self.fail(f"p{partition}: entries never delivered")
+            want = last_progress.get(partition)
+            got = applied.get(world.keys.partition_name(partition).encode())
+            if want is not None and (got is None or int(got) != want):
+                self.fail(f"p{partition}: applied frontier {got!r}, last progress {want}")
+        for letter in self.letters:
+            if letter.source not in self.poison_sources and letter.key not in self.poison_keys:
+                self.fail(f"dead-lettered {letter.key!r} from {letter.source}: {letter.reason}")
+
+
+def _changes(fields: Mapping[bytes, bytes]) -> list[tuple[bytes, int]]:
+    try:
+        decoded, _ = decode_entry_parts(fields)
+    except EntryError:
+        return []
+    if isinstance(decoded, Marker):
+        return []
+    return [(change.key, change.ts) for change in decoded]

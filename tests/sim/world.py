@@ -1,0 +1,97 @@
+"""One simulated world: clock, seeded randomness, the service models, faults, trace."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from collections import deque
+from dataclasses import dataclass
+
+from searchsync.common.config import Settings
+from searchsync.common.keys import Keys
+
+from .index import IndexModel
+from .invariants import Checker
+from .loop import VirtualLoop
+from .streams import RedisModel
+
+__all__ = ["EPOCH_MS", "Faults", "SimClock", "World"]
+
+# Wall-clock ms at virtual time 0 (Materialize timestamps are wall-clock ms).
+EPOCH_MS = 1_700_000_000_000
+
+
+@dataclass(slots=True)
+class Faults:
+    """Failure rates in force now (0 = none); the chaos schedule changes them."""
+
+    redis_error: float = 0.0  # a Redis call fails (before it ran, or after: reply lost)
+    bulk_error: float = 0.0  # a bulk fails as a whole: 429, or no answer (applied or not)
+    throttle: float = 0.0  # an item answered 429
+    item_fail: float = 0.0  # an item answered 500
+    slow: float = 0.0  # a call waits up to slow_max seconds before and after it runs
+    slow_max: float = 0.0
+    os_down: bool = False  # OpenSearch answers nothing, not even the probe
+
+
+class SimClock:
+    """consumer.ports.Clock on the virtual loop."""
+
+    def __init__(self, loop: VirtualLoop) -> None:
+        self._loop = loop
+
+    def monotonic(self) -> float:
+        return self._loop.now
+
+    def time(self) -> float:
+        return EPOCH_MS / 1000 + self._loop.now
+
+
+class World:
+    def __init__(self, seed: int, loop: VirtualLoop, settings: Settings, partitions: int) -> None:
+        self.seed = seed
+        self.loop = loop
+        self.rng = random.Random(seed)
+        self.settings = settings
+        self.keys = Keys("simview", partitions)
+        self.partitions = partitions
+        self.clock = SimClock(loop)
+        self.redis = RedisModel(self.now_ms)
+        self.index = IndexModel(lambda: loop.now)
+        self.faults = Faults()
+        self.checker = Checker(self)
+        self.trace: deque[str] = deque(maxlen=80)
+        self._digest = hashlib.blake2b(digest_size=8)
+        self.steps = 0
+        # set once the schedule is over: the teardown (in no fixed order) is not traced
+        self.finished = False
+        # woken when an entry is added to a stream (a blocking XREADGROUP returns)
+        self.new_data: dict[str, asyncio.Event] = {}
+
+    def now_ms(self) -> int:
+        return EPOCH_MS + int(self.loop.now * 1000)
+
+    def note(self, line: str) -> None:
+        """One step of the trace (the tail is printed on failure; all of it is hashed)."""
+        if self.finished:
+            return
+        text = f"{self.loop.now:9.3f} {line}"
+        self.trace.append(text)
+        self._digest.update(text.encode())
+        self.steps += 1
+
+    def digest(self) -> str:
+        """A fingerprint of every step so far: two runs of a seed must agree."""
+        return self._digest.hexdigest()
+
+    def data_event(self, stream: str) -> asyncio.Event:
+        event = self.new_data.get(stream)
+        if event is None:
+            event = self.new_data[stream] = asyncio.Event()
+        return event
+
+    def wake(self, stream: str) -> None:
+        event = self.new_data.pop(stream, None)
+        if event is not None:
+            event.set()
