@@ -48,6 +48,7 @@ from .dualwrite import DualWrite
 from .leases import Leases, tick_seconds
 from .membership import desired_partitions, live_members
 from .metrics import ConsumerMetrics
+from .ports import LeaseStore
 from .reconcile import Reconciler
 from .retention import trim, trim_dlq
 from .runner import PartitionRunner
@@ -77,11 +78,14 @@ class Worker:
         self.redis = redis
         self.client = client
         self.metrics = metrics
-        self.leases = Leases(redis, self.keys, self.me, settings.lease_ttl_seconds)
+        leases = Leases(redis, self.keys, self.me, settings.lease_ttl_seconds)
+        # membership and leases through the port (consumer.ports), so the simulator in
+        # tests/sim can drive this worker's rebalancing against its in-memory model
+        self.leases: LeaseStore = leases
         # the resync in progress, if any (consumer.dualwrite); read every tick
         self.dual = DualWrite(redis, self.keys, self.me)
         self.deps = runner_deps(
-            settings, redis, client, metrics, keys=self.keys, leases=self.leases, dual=self.dual
+            settings, redis, client, metrics, keys=self.keys, leases=leases, dual=self.dual
         )
         self.reconciler = Reconciler(
             redis, client, self.keys, settings.os_index_name, self.me, dual=self.dual

@@ -1,0 +1,65 @@
+"""``python -m tests.sim --seeds N [--seed S] [--plant NAME]``: run seeded schedules.
+
+Prints one line per failing seed (its report: the schedule, the last steps, the
+replay command) and a JSON summary as the last line (schedules, failures,
+seconds, schedules_per_s). Exit 1 if any schedule broke an invariant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from searchsync.consumer.runner import PartitionRunner
+
+from .plants import PLANTS
+from .schedule import run_schedule
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.sim")
+    parser.add_argument("--seeds", type=int, default=1000, help="how many schedules")
+    parser.add_argument("--first", type=int, default=0, help="the first seed of --seeds")
+    parser.add_argument("--seed", type=int, help="replay this one seed (prints its trace)")
+    parser.add_argument("--plant", choices=sorted(PLANTS), help="run a planted bug")
+    parser.add_argument("--stop", action="store_true", help="stop at the first failure")
+    args = parser.parse_args(argv)
+    runner = PLANTS[args.plant] if args.plant else PartitionRunner
+    seeds = [args.seed] if args.seed is not None else range(args.first, args.first + args.seeds)
+    started = time.perf_counter()
+    failed: list[int] = []
+    steps = 0
+    for seed in seeds:
+        outcome = run_schedule(seed, runner)
+        steps += outcome.steps
+        if args.seed is not None:
+            print(outcome.report() if not outcome.ok else f"seed {seed}: ok")
+            print(
+                f"digest {outcome.digest}, {outcome.steps} steps, "
+                f"{outcome.virtual_seconds:.1f} virtual s"
+            )
+        if not outcome.ok:
+            failed.append(seed)
+            if args.seed is None:
+                print(outcome.report(), flush=True)
+            if args.stop:
+                break
+    seconds = time.perf_counter() - started
+    count = len(seeds) if not args.stop or not failed else seeds.index(failed[0]) + 1
+    summary = {
+        "schedules": count,
+        "failures": len(failed),
+        "failed_seeds": failed[:20],
+        "steps": steps,
+        "seconds": round(seconds, 2),
+        "schedules_per_s": round(count / seconds, 1) if seconds else None,
+        "plant": args.plant,
+    }
+    print(json.dumps(summary))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
