@@ -48,9 +48,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from opensearchpy import AsyncOpenSearch
 from redis.asyncio import Redis
 
@@ -103,6 +106,36 @@ def latency(seconds: list[float]) -> dict[str, float | int | None]:
         return round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
     return {"p50_ms": at(0.50), "p95_ms": at(0.95), "p99_ms": at(0.99), "tracked": len(ordered)}
+
+
+@dataclass
+class Window:
+    """What one measured window saw (Run.observe)."""
+
+    acks: AckTimer
+    series: list[dict[str, Any]] = field(default_factory=list)
+    processes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    counts_from: tuple[int, int] = (0, 0)  # written, acknowledged
+    counts_to: tuple[int, int] = (0, 0)
+    ended: float = 0.0
+
+    @property
+    def buffer_at_end(self) -> int:
+        return int(self.series[-1]["buffer"]) if self.series else 0
+
+    def report(self, seconds: float) -> dict[str, Any]:
+        return {
+            # per change, from Redis (bench.acktimer): ts → acknowledged bounds the
+            # pipeline-added latency from above (plus the emulator's hand-out delay)
+            "ts_to_acknowledged": weighted_percentiles_ms(self.acks.ts_to_ack),
+            "ts_to_redis": weighted_percentiles_ms(self.acks.ts_to_redis),
+            "redis_to_acknowledged": weighted_percentiles_ms(self.acks.redis_to_ack),
+            "never_acknowledged_within_30s": self.acks.unacknowledged,
+            "buffer_at_end": self.buffer_at_end,
+            "buffer_max": max((s["buffer"] for s in self.series), default=0),
+            "processes": self.processes,
+            "series": self.series,
+        }
 
 
 class Run:
@@ -160,7 +193,56 @@ class Run:
             "freshness_s": round(max(fresh), 2) if fresh else None,
         }
 
+    async def observe(
+        self, running: Callable[[], bool], measure_from: float, each: Callable[[], Awaitable[None]]
+    ) -> Window:
+        """Sample everything until ``running()`` is false; ``each`` runs every 0.1 s.
+
+        Before ``measure_from`` (epoch s) nothing is counted: CPU, acknowledgements
+        and the buffer series start there. After the source stops, waits up to 30 s
+        for what is still unacknowledged.
+        """
+        window = Window(AckTimer(self.redis, self.keys))
+        stop = asyncio.Event()
+        acks_task: asyncio.Task[None] | None = None
+        next_second = time.monotonic()
+        while running():
+            await each()
+            if time.monotonic() >= next_second:
+                next_second += 1.0
+                self.sampler.sample()
+                if acks_task is None and time.time() >= measure_from:
+                    self.sampler.window()  # what the warm-up used is not counted
+                    await window.acks.start()
+                    window.counts_from = await self.counts()
+                    acks_task = asyncio.create_task(window.acks.run(stop))
+                if acks_task is not None:
+                    window.series.append({"t": round(time.time() - measure_from, 1),
+                                          **await self.buffer_sample()})  # fmt: skip
+            await asyncio.sleep(0.1)
+        window.ended = time.time()
+        window.counts_to = await self.counts()
+        self.sampler.sample()
+        window.processes = self.sampler.window()
+        tail_until = time.monotonic() + 30
+        while window.acks.unacknowledged and time.monotonic() < tail_until:
+            await each()
+            await asyncio.sleep(0.1)
+        stop.set()
+        if acks_task is not None:
+            await acks_task
+        return window
+
+    async def counts(self) -> tuple[int, int]:
+        """Changes written and acknowledged so far, over all partitions."""
+        parts = range(self.keys.partitions)
+        fields = [self.keys.written_field(p) for p in parts]
+        fields += [self.keys.acked_field(p) for p in parts]
+        values = [int(v or 0) for v in await self.redis.hmget(self.keys.counts, fields)]
+        return sum(values[: len(parts)]), sum(values[len(parts) :])
+
     async def at_rate(self, label: str, offered: float) -> dict[str, Any]:
+        """The FreshMart writer at ``offered`` changes/s: the latency users feel."""
         args = self.args
         record = self.workdir / f"load_{label}.jsonl"
         load = subprocess.Popen(  # noqa: ASYNC220 (started once per rate, returns at once)
@@ -171,78 +253,91 @@ class Run:
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         self.sampler.add("load generator", lambda: [load.pid])
-        started = time.time()
-        measure_from = started + args.warmup
+        measure_from = time.time() + args.warmup
         sample = max(1, round(min(offered, MAX_OFFERED) / TRACKED_PER_S))
         tracker = Tracker(self.search, self.pipe.alias, record, sample, measure_from)
-        series: list[dict[str, Any]] = []
-        warm = True
-        next_second = time.monotonic()
-        acks = AckTimer(self.redis, self.keys)
-        acks_stop = asyncio.Event()
-        acks_task: asyncio.Task[None] | None = None
-        while load.poll() is None:
-            await tracker.poll()
-            if time.monotonic() >= next_second:
-                next_second += 1.0
-                self.sampler.sample()
-                if warm and time.time() >= measure_from:
-                    self.sampler.window()  # what the warm-up used is not counted
-                    await acks.start()
-                    acks_task = asyncio.create_task(acks.run(acks_stop))
-                    warm = False
-                if not warm:
-                    series.append({"t": round(time.time() - measure_from, 1),
-                                   **await self.buffer_sample()})  # fmt: skip
-            await asyncio.sleep(0.1)
-        ended = time.time()
-        self.sampler.sample()
-        processes = self.sampler.window()
+        window = await self.observe(lambda: load.poll() is None, measure_from, tracker.poll)
+        self.sampler.remove("load generator")
         _, load_err = load.communicate()
         if load.returncode != 0:
             raise RuntimeError(f"load generator exited {load.returncode}: {load_err[-2000:]!r}")
         tail_until = time.monotonic() + 30
-        while (tracker.pending or acks.unacknowledged) and time.monotonic() < tail_until:
+        while tracker.pending and time.monotonic() < tail_until:
             await tracker.poll()
             await asyncio.sleep(0.1)
-        acks_stop.set()
-        if acks_task is not None:
-            await acks_task
         tracker.read_new()
-        window = ended - measure_from
-        committed = sum(1 for ts in tracker.committed if measure_from <= ts <= ended)
-        achieved = committed / window
-        last = series[-1]["buffer"] if series else 0
+        seconds = window.ended - measure_from
+        committed = sum(1 for ts in tracker.committed if measure_from <= ts <= window.ended)
+        achieved = committed / seconds
         limit = None
         if achieved < 0.9 * offered:
-            limit = "writer" if last < SMALL_BUFFER else "pipeline"
+            limit = "writer" if window.buffer_at_end < SMALL_BUFFER else "pipeline"
         result = {
+            "source": "writer",
             "offered": label,
             "offered_per_s": offered,
             "achieved_per_s": round(achieved, 1),
-            "seconds": round(window, 1),
+            "seconds": round(seconds, 1),
             "changes": committed,
             "searchable": latency(tracker.searchable),
             "retrievable_by_id": latency(tracker.retrievable),
             "never_searchable_within_30s": len(tracker.pending),
-            # per change, from Redis (bench.acktimer): ts → acknowledged bounds the
-            # pipeline-added latency from above (plus the emulator's hand-out delay)
-            "ts_to_acknowledged": weighted_percentiles_ms(acks.ts_to_ack),
-            "ts_to_redis": weighted_percentiles_ms(acks.ts_to_redis),
-            "redis_to_acknowledged": weighted_percentiles_ms(acks.redis_to_ack),
-            "never_acknowledged_within_30s": acks.unacknowledged,
             "tracked_every": sample,
             "writer_connections": writer_connections(offered),
             "limit": limit,
-            "buffer_at_end": last,
-            "buffer_max": max((s["buffer"] for s in series), default=0),
-            "processes": processes,
-            "series": series,
+            **window.report(seconds),
         }
         say(f"{label}: offered {offered:,.0f}/s, achieved {achieved:,.1f}/s, searchable "
             f"p95 {result['searchable']['p95_ms']} ms, buffer max {result['buffer_max']}, "
             f"limit {limit}")  # fmt: skip
         return result
+
+    async def at_synthetic_rate(self, rate: int) -> dict[str, Any]:
+        """The emulator's made-up changes at ``rate``/s: the pipeline's own ceiling.
+
+        No writer and no PostgreSQL transaction is involved, so whatever cannot keep
+        up is the pipeline (or the emulator handing rows out, whose CPU is reported).
+        """
+        args = self.args
+        await self.emulator_admin(f"mzemu_synthetic_rate({rate})")
+        started = time.time()
+        measure_from = started + args.warmup
+        until = measure_from + args.seconds
+
+        async def nothing() -> None:
+            return None
+
+        try:
+            window = await self.observe(lambda: time.time() < until, measure_from, nothing)
+        finally:
+            await self.emulator_admin("mzemu_synthetic_rate(0)")
+        seconds = window.ended - measure_from
+        written = window.counts_to[0] - window.counts_from[0]
+        acknowledged = window.counts_to[1] - window.counts_from[1]
+        limit = None
+        if acknowledged < 0.9 * rate * seconds:
+            limit = "pipeline" if window.buffer_at_end >= SMALL_BUFFER else "emulator"
+        result = {
+            "source": "emulator (synthetic)",
+            "offered": f"synthetic {rate}",
+            "offered_per_s": rate,
+            "achieved_per_s": round(acknowledged / seconds, 1),
+            "written_per_s": round(written / seconds, 1),
+            "seconds": round(seconds, 1),
+            "changes": acknowledged,
+            "limit": limit,
+            **window.report(seconds),
+        }
+        say(f"synthetic {rate}: written {written / seconds:,.0f}/s, acknowledged "
+            f"{acknowledged / seconds:,.0f}/s, ts→ack p95 "
+            f"{result['ts_to_acknowledged']['p95_ms']} ms, buffer max {result['buffer_max']}, "
+            f"limit {limit}")  # fmt: skip
+        return result
+
+    async def emulator_admin(self, call: str) -> None:
+        emulator = self.pipe.stack.emulator
+        async with await psycopg.AsyncConnection.connect(emulator.dsn, autocommit=True) as conn:
+            await conn.execute(f"SELECT {call}")
 
     async def close(self) -> None:
         await self.search.close()
@@ -267,10 +362,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--orders", type=int, default=20_000, help="orders in the view")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--ceiling-events", type=int, default=50_000)
+    parser.add_argument(
+        "--synthetic-rates", type=lambda t: [int(p) for p in t.split(",") if p], default=[],
+        help="then the emulator's made-up changes at these rates (e.g. 5000,20000,50000)",
+    )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="a smoke run of about a minute")
     args = parser.parse_args(argv)
     if args.quick:
-        args.rates, args.seconds, args.warmup = ["100", "1000"], 8.0, 3.0
+        args.rates, args.seconds, args.warmup = ["100", "1000"], 6.0, 2.0
+        args.synthetic_rates = [2000]
         args.orders, args.ceiling_events = 3_000, 10_000
     return args
 
@@ -291,10 +391,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for label in args.rates:
                 offered = MAX_OFFERED if label == "max" else float(label)
                 rates.append(await bench.at_rate(label, offered))
+            # before the made-up changes: they never reach PostgreSQL, so after them the
+            # index holds what the view does not
             verify = pipe.verify(settle=30)
+            synthetic = [await bench.at_synthetic_rate(rate) for rate in args.synthetic_rates]
         finally:
             await bench.close()
-    top = max(rates, key=lambda r: r["achieved_per_s"])
+    top = max([*rates, *synthetic], key=lambda r: r["achieved_per_s"])
     at_1000 = next((r for r in rates if r["offered"] == "1000"), top)
     return {
         "scenario": "e2e_sustained_load",
@@ -307,7 +410,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "p99_ms": at_1000["searchable"]["p99_ms"],
         "max_rss_mb": max(
             stats["max_rss_mb"]
-            for r in rates
+            for r in [*rates, *synthetic]
             for name, stats in r["processes"].items()
             if name == "producer" or name.startswith("consumer")
         ),
@@ -327,6 +430,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "verify_ok": verify["ok"],
         "cpus": os.cpu_count(),
         "rates": rates,
+        "synthetic": synthetic,
         "median_searchable_p95_ms": statistics.median(
             r["searchable"]["p95_ms"] for r in rates if r["searchable"]["p95_ms"] is not None
         ),

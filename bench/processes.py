@@ -84,6 +84,9 @@ class Sampler:
         """``pids`` is asked at every sample (PostgreSQL's backends come and go)."""
         self._groups[name] = _Group(pids)
 
+    def remove(self, name: str) -> None:
+        self._groups.pop(name, None)
+
     def sample(self) -> None:
         for group in self._groups.values():
             seen: dict[int, int] = {}

@@ -20,6 +20,7 @@ Admin calls, for fault tests (each returns one int8)::
     SELECT mzemu_compact()            -- forget retained history; returns the new since
     SELECT mzemu_frontier()           -- the upper frontier (last closed time + 1)
     SELECT mzemu_since()              -- the oldest valid AS OF
+    SELECT mzemu_synthetic_rate(n)    -- n made-up changes/s from now on (0: none; synthetic)
 
 Known differences from Materialize: one view is kept incrementally (by key);
 ``SUBSCRIBE (SELECT …)`` of anything else is re-evaluated in PostgreSQL on ticks

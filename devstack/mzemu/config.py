@@ -15,6 +15,9 @@ MZEMU_USER, MZEMU_PASSWORD                      the one login (materialize, mate
 MZEMU_LOG_LEVEL                                 DEBUG, INFO, WARNING or ERROR (INFO)
 MZEMU_TLS_CERT, MZEMU_TLS_KEY                   PEM files: TLS required, as Materialize with
                                                 ``--tls-mode=require`` (empty: plain text)
+MZEMU_SYNTHETIC_RATE                            changes/s made up from the view's own rows,
+                                                besides PostgreSQL's (0: none; for benches)
+MZEMU_SYNTHETIC_COLUMN                          the text column they change (order_status)
 ==============================================  ===========================================
 
 Pure module: :func:`load_config` reads the mapping it is given and raises
@@ -51,6 +54,8 @@ class EmulatorConfig:
     log_level: str = "INFO"
     tls_cert: str = ""
     tls_key: str = ""
+    synthetic_rate: int = 0
+    synthetic_column: str = "order_status"
 
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -101,4 +106,6 @@ def load_config(env: Mapping[str, str]) -> EmulatorConfig:
         log_level=level,
         tls_cert=env.get("MZEMU_TLS_CERT", ""),
         tls_key=env.get("MZEMU_TLS_KEY", ""),
+        synthetic_rate=_int(env, "MZEMU_SYNTHETIC_RATE", 0, 0, 10_000_000),
+        synthetic_column=_ident(env, "MZEMU_SYNTHETIC_COLUMN", "order_status"),
     )

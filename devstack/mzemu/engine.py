@@ -36,6 +36,7 @@ from devstack.mzemu.errors import MzError, Notice
 from devstack.mzemu.output import OutputLayout
 from devstack.mzemu.statements import Subscribe
 from devstack.mzemu.subscription import SubscribeSpec, Subscription
+from devstack.mzemu.synthetic import SyntheticChanges
 from devstack.mzemu.values import copy_text_line, type_info
 from devstack.mzemu.wire import ColumnDesc, encode_cells
 
@@ -88,6 +89,8 @@ class Engine:
         self._capture_installed = False
         self._warned_no_triples = False
         self.ticks = 0
+        self._synthetic: SyntheticChanges | None = None
+        self.synthetic_rate = config.synthetic_rate
 
     # -- lifecycle
     async def start(self) -> None:
@@ -191,6 +194,12 @@ class Engine:
             if self._conn is None or self._conn.closed:
                 await self._reconnect()
             return await self._tick_locked()
+
+    def set_synthetic_rate(self, rate: int) -> int:
+        """Made-up changes a second from now on (admin ``mzemu_synthetic_rate(n)``)."""
+        self.synthetic_rate = max(0, rate)
+        log.info("synthetic changes: %d/s to %s", self.synthetic_rate, self.config.view)
+        return self.synthetic_rate
 
     def pause(self, ms: int) -> None:
         self._paused_until = time.monotonic() + ms / 1000
@@ -374,13 +383,15 @@ class Engine:
         elif view is not None and view.collection is not None:
             coll = view.collection
             updates: list[Update] = []
-            if view_rows is not None:
+            made = [] if full else self._synthetic_rows(view, ts, keys)
+            if view_rows is not None or made:
                 if full:
                     touched: set[object] = set(coll.by_key)
                 else:
                     touched = {k.encode() for k in keys}
-                updates = coll.replace(touched, view_rows, ts)
-                if len(view_rows) > 10_000:
+                    touched.update(row.values[view.key_index] for row in made)  # type: ignore[index]
+                updates = coll.replace(touched, [*(view_rows or ()), *made], ts)
+                if view_rows is not None and len(view_rows) > 10_000:
                     gc.freeze()
             else:
                 coll.advance(ts)
@@ -402,6 +413,21 @@ class Engine:
                 feed.collection.advance(ts)
                 feed.collection.compact(ts)
                 self._fan_out(feed, ts, [])
+
+    def _synthetic_rows(self, view: _Relation, ts: int, keys: set[str]) -> list[Row]:
+        """MZEMU_SYNTHETIC_RATE's rows for this tick (devstack.mzemu.synthetic)."""
+        rate = self.synthetic_rate
+        if rate <= 0 or view.collection is None:
+            return []
+        if self._synthetic is None:
+            names = [column.name for column in view.columns]
+            column = self.config.synthetic_column
+            if column not in names:
+                raise MzError("42703", f"MZEMU_SYNTHETIC_COLUMN: {view.name} has no {column}")
+            self._synthetic = SyntheticChanges(rate, names.index(column))
+        if self._synthetic.rate != rate:
+            self._synthetic.rate = rate
+        return self._synthetic.rows(view.collection.by_key, ts, {k.encode() for k in keys})
 
     def _fan_out(self, rel: _Relation, ts: int, updates: list[Update]) -> None:
         coll = rel.collection

@@ -887,6 +887,8 @@ class Session:
             return self.engine.upper
         if fn == "mzemu_since":
             return self.engine.view_since
+        if fn == "mzemu_synthetic_rate":
+            return self.engine.set_synthetic_rate(int(stmt.args[0]) if stmt.args else 0)
         raise MzError("42883", f"function {fn}() does not exist")
 
     # -- SUBSCRIBE machinery

@@ -330,6 +330,7 @@ ADMIN_FUNCTIONS = frozenset(
         "mzemu_tick",
         "mzemu_frontier",
         "mzemu_since",
+        "mzemu_synthetic_rate",
     }
 )
 

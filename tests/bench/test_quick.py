@@ -58,10 +58,13 @@ def test_the_consumers_bench_is_compared_with_the_ceiling_of_the_same_run() -> N
 
 def test_the_e2e_bench_measures_every_rate_and_every_process() -> None:
     result = run_quick("bench.e2e")
-    assert result["scenario"] == "e2e_sustained_load" and result["verify_ok"] is True
+    summary = {k: v for k, v in result.items() if k not in ("rates", "synthetic")}
+    assert result["scenario"] == "e2e_sustained_load" and result["verify_ok"] is True, summary
     assert result["emulator_tick_ms"] > 0 and result["refresh_interval"]
     assert [rate["offered"] for rate in result["rates"]] == ["100", "1000"]
     for rate in result["rates"]:
+        assert rate["never_searchable_within_30s"] == 0, {k: v for k, v in rate.items()
+                                                          if k != "series"}  # fmt: skip
         assert rate["changes"] > 0 and rate["achieved_per_s"] > 0
         searchable, by_id = rate["searchable"], rate["retrievable_by_id"]
         assert searchable["tracked"] > 0
@@ -79,3 +82,7 @@ def test_the_e2e_bench_measures_every_rate_and_every_process() -> None:
         assert to_ack["changes"] > 0 and to_ack["changes"] == to_redis["changes"]
         assert 0 < to_ack["p50_ms"] <= to_ack["p95_ms"] <= to_ack["p99_ms"]
     assert result["baseline"]["events_per_s"] > 0
+    (synthetic,) = result["synthetic"]
+    assert synthetic["offered_per_s"] == 2000 and synthetic["written_per_s"] > 0
+    assert synthetic["achieved_per_s"] > 0 and synthetic["never_acknowledged_within_30s"] == 0
+    assert synthetic["ts_to_acknowledged"]["changes"] > 0
