@@ -86,3 +86,14 @@ def test_the_e2e_bench_measures_every_rate_and_every_process() -> None:
     assert synthetic["offered_per_s"] == 2000 and synthetic["written_per_s"] > 0
     assert synthetic["achieved_per_s"] > 0 and synthetic["never_acknowledged_within_30s"] == 0
     assert synthetic["ts_to_acknowledged"]["changes"] > 0
+
+
+def test_the_drain_bench_times_a_backlog_until_search_sees_all_of_it() -> None:
+    result = run_quick("bench.drain")
+    assert result["scenario"] == "backlog_drain_to_searchable"
+    assert result["events"] >= 5_000 and result["seconds"] > 0 and result["events_per_s"] > 0
+    assert [run["connections"] for run in result["baseline"]["by_connections"]] == [1, 2]
+    assert result["ratio"] == pytest.approx(
+        result["events_per_s"] / result["baseline"]["events_per_s"], 0.01
+    )
+    assert {"producer", "consumer c1", "consumer c2", "emulator"} <= set(result["processes"])
