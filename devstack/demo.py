@@ -2,8 +2,9 @@
 
 1. seed FreshMart (if the view is empty), start from clean searchsync state
    (``--keep-state`` skips that);
-2. start the producer and ``--consumers`` consumers under supervisord
-   (supervisord.conf), with the devstack's addresses;
+2. start the producer and ``--consumers`` consumers under supervisord, with the
+   devstack's addresses: a copy of supervisord.conf in .devstack/pipeline/ with
+   ``numprocs`` set to ``--consumers`` (its logs in .devstack/pipeline/run/);
 3. wait until the snapshot is searchable; report how long it took;
 4. run the load generator for ``--seconds`` at ``--rate`` changes/s and measure,
    for every change, PostgreSQL COMMIT → searchable (``_search`` finds the document
@@ -27,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -42,7 +44,11 @@ from searchsync.common.config import settings_or_exit
 from searchsync.common.keys import Keys
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN_DIR = ROOT / ".devstack" / "pipeline"
+# a deployment of its own (supervisord.conf keeps its run/ next to itself), so the
+# demo never touches a supervisord started from the checkout
+DEPLOYMENT = ROOT / ".devstack" / "pipeline"
+CONFIG = DEPLOYMENT / "supervisord.conf"
+RUN_DIR = DEPLOYMENT / "run"
 VIEW = "orders_search_source_mv"
 INDEX = "orders"
 BIN = ROOT / ".venv" / "bin"
@@ -73,12 +79,25 @@ async def reset_state(redis: Redis, client: AsyncOpenSearch) -> None:
     say(f"cleared {len(keys)} Redis keys and the {INDEX} indices: starting from scratch")
 
 
+def write_config(consumers: int) -> None:
+    """supervisord.conf as the README runs it, with ``numprocs`` = ``consumers``."""
+    text, found = re.subn(
+        r"^numprocs=\d+$",
+        f"numprocs={consumers}",
+        (ROOT / "supervisord.conf").read_text(),
+        flags=re.MULTILINE,
+    )
+    if found != 1:
+        raise SystemExit("[demo] supervisord.conf has no single numprocs= line")
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    CONFIG.write_text(text)
+
+
 def supervisor(consumers: int) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
-        SEARCHSYNC_RUN_DIR=str(RUN_DIR),
-        SEARCHSYNC_BIN=str(BIN),
-        SEARCHSYNC_CONSUMERS=str(consumers),
+        # the copy has no .venv beside it: the programs are found on PATH
+        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         LOG_FORMAT="text",
         OS_INDEX_NAME=INDEX,
         VIEW_NAME=VIEW,
@@ -89,7 +108,7 @@ def supervisor(consumers: int) -> dict[str, str]:
 
 def supervisorctl(env: dict[str, str], *args: str) -> str:
     out = subprocess.run(
-        [str(BIN / "supervisorctl"), "-c", str(ROOT / "supervisord.conf"), *args],
+        [str(BIN / "supervisorctl"), "-c", str(CONFIG), *args],
         env=env,
         capture_output=True,
         text=True,
@@ -242,11 +261,11 @@ def metrics_summary(consumers: int) -> str:
     import urllib.request
 
     lines = []
-    for n in range(consumers):
+    for port in range(9500, 9500 + consumers):  # consumer-P listens on P (supervisord.conf)
         try:
-            body = urllib.request.urlopen(f"http://127.0.0.1:{9500 + n}/metrics", timeout=2).read()
+            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
         except OSError as error:
-            lines.append(f"  consumer-{n}: metrics unavailable ({error})")
+            lines.append(f"  consumer-{port}: metrics unavailable ({error})")
             continue
         wanted = [
             line
@@ -260,7 +279,7 @@ def metrics_summary(consumers: int) -> str:
                 )
             )
         ]
-        lines.append(f"  consumer-{n} (:{9500 + n}/metrics): " + "; ".join(wanted))
+        lines.append(f"  consumer-{port} (:{port}/metrics): " + "; ".join(wanted))
     return "\n".join(lines)
 
 
@@ -292,16 +311,14 @@ async def run(args: argparse.Namespace) -> int:
             await asyncio.sleep(2.5)  # the emulator picks the reseed up on its next tick
             rows = await view_count()
         say(f"view {VIEW}: {rows:,} rows (PostgreSQL, through the Materialize emulator)")
-        if supervisorctl(env, "status").strip() and "RUNNING" in supervisorctl(env, "status"):
+        if CONFIG.exists() and "RUNNING" in supervisorctl(env, "status"):
             supervisorctl(env, "shutdown")
             await asyncio.sleep(1)
         if not args.keep_state:
             await reset_state(redis, client)
-        RUN_DIR.mkdir(parents=True, exist_ok=True)
+        write_config(args.consumers)
         start = time.monotonic()
-        if await run_command(
-            str(BIN / "supervisord"), "-c", str(ROOT / "supervisord.conf"), env=env
-        ):
+        if await run_command(str(BIN / "supervisord"), "-c", str(CONFIG), env=env):
             raise SystemExit("[demo] supervisord did not start")
         say(
             f"pipeline started under supervisord: 1 producer, {args.consumers} consumers "
@@ -341,7 +358,7 @@ async def run(args: argparse.Namespace) -> int:
             supervisorctl(env, "shutdown")
             say("pipeline stopped (devstack services keep running; devstack/down stops them)")
         else:
-            say(f"pipeline left running: {BIN}/supervisorctl -c supervisord.conf status")
+            say(f"pipeline left running: {BIN}/supervisorctl -c {CONFIG} status")
         await client.close()
         await redis.aclose()
 

@@ -2,8 +2,9 @@
 
 Services: real PostgreSQL (a private FreshMart schema), a private Materialize emulator,
 a private redis-server, the shared OpenSearch node (a private alias). Processes: the
-producer and two consumers under a real supervisord (``supervisord.conf``), and each
-command of the table through ``bash -c`` from the repository's root, in table order.
+producer and two consumers under a real supervisord (a byte-for-byte copy of
+``supervisord.conf`` in a directory of the test's own, so its ``run/`` is private), and
+each command of the table through ``bash -c`` from that directory, in table order.
 
 The table is parsed from README.md, so a command edited there is the command run here;
 a row this test does not know (or a known row missing from the README) fails it.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -45,22 +47,23 @@ def table_rows(readme: str) -> list[tuple[str, str]]:
 class Deployment:
     """One supervisord deployment over a private pipeline; the table's commands run in it."""
 
-    def __init__(self, pipe: Pipeline, run_dir: Path) -> None:
+    def __init__(self, pipe: Pipeline, home: Path) -> None:
         self.pipe = pipe
-        self.run_dir = run_dir
+        self.home = home
+        self.run_dir = home / "run"
+        self.run_dir.mkdir(parents=True)
+        shutil.copyfile(REPO / "supervisord.conf", home / "supervisord.conf")
         self.env = {
             **os.environ,
             **pipe.env(BUFFER_LOG_SECONDS="1", LOG_FORMAT="text"),
-            "SEARCHSYNC_RUN_DIR": str(run_dir),
-            "SEARCHSYNC_BIN": str(BIN),
-            "SEARCHSYNC_CONSUMERS": "2",
+            # the README's "with the venv on PATH"; no .venv beside the copy
             "PATH": f"{BIN}:{os.environ['PATH']}",
         }
 
     def run(self, command: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["bash", "-c", command],
-            cwd=REPO,
+            cwd=self.home,
             env=self.env,
             capture_output=True,
             text=True,
@@ -175,8 +178,8 @@ def mapping_equal(d: Deployment, r: subprocess.CompletedProcess[str]) -> None:
 def stopped(d: Deployment, r: subprocess.CompletedProcess[str]) -> None:
     _ok(r)
     d.wait_log("producer", "Producer stopped")
-    for n in range(2):
-        d.wait_log(f"consumer-{n}", "Orders sync worker stopped")
+    for port in (9500, 9501):  # supervisord.conf: consumer-P serves metrics on P
+        d.wait_log(f"consumer-{port}", "Orders sync worker stopped")
 
 
 def restarted(d: Deployment, r: subprocess.CompletedProcess[str]) -> None:
@@ -235,8 +238,7 @@ def test_the_table_has_a_check_for_every_row_and_a_row_for_every_check() -> None
 @pytest.fixture
 def deployment(tmp_path: Path) -> Iterator[Deployment]:
     with pipeline_of(orders=40) as pipe:
-        d = Deployment(pipe, tmp_path / "run")
-        d.run_dir.mkdir()
+        d = Deployment(pipe, tmp_path / "deployment")
         try:
             yield d
         finally:
