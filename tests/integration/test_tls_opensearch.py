@@ -113,3 +113,29 @@ def test_verification_off_only_when_asked_and_warned(
     code, out = index_create(proxy, alias, authorities[1], OS_CA_CERTS="", OS_VERIFY_CERTS="false")
     assert code == 0, out
     assert "OpenSearch: TLS certificate verification is off (OS_VERIFY_CERTS=false)" in out
+
+
+def test_client_certificate_when_the_server_requires_one(
+    alias: str, authorities: tuple[Authority, Authority]
+) -> None:
+    right = authorities[0]
+    services = service_env()
+    mutual = BasicAuthProxy(
+        services["OS_HOST"],
+        int(services["OS_PORT"]),
+        right,
+        USER,
+        PASSWORD,
+        client_certificates=True,
+    )
+    mutual.start()
+    try:
+        client = right.issue("searchsync-client")
+        mine = {"OS_CLIENT_CERT": str(client.cert), "OS_CLIENT_KEY": str(client.key)}
+        code, out = index_create(mutual, alias, right, **mine)
+        assert code == 0, out
+        code, out = index_create(mutual, alias, right)  # no certificate: refused
+        assert code == 3, out
+        assert f"OpenSearch at 127.0.0.1:{mutual.port}" in out and PASSWORD not in out
+    finally:
+        mutual.close()

@@ -153,14 +153,24 @@ class TlsRedis(PrivateRedis):
 
 class BasicAuthProxy(HttpProxy):
     """HTTPS (a certificate of ``authority``) with basic authentication for one user,
-    forwarding to the plain-HTTP node; other credentials get the plugin's 401."""
+    forwarding to the plain-HTTP node; other credentials get the plugin's 401. With
+    ``client_certificates``, clients must present a certificate ``authority`` issued."""
 
     def __init__(
-        self, target_host: str, target_port: int, authority: Authority, user: str, password: str
+        self,
+        target_host: str,
+        target_port: int,
+        authority: Authority,
+        user: str,
+        password: str,
+        *,
+        client_certificates: bool = False,
     ) -> None:
-        super().__init__(
-            target_host, target_port, tls=server_context(authority.issue("opensearch"))
-        )
+        tls = server_context(authority.issue("opensearch"))
+        if client_certificates:  # mutual TLS: a client without a certificate of ours fails
+            tls.verify_mode = ssl.CERT_REQUIRED
+            tls.load_verify_locations(cafile=str(authority.cert))
+        super().__init__(target_host, target_port, tls=tls)
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         self._expected = f"Basic {token}"
 
