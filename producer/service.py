@@ -34,6 +34,7 @@ from ..common.keys import Keys
 from ..common.meta import StreamLayoutError, ensure_meta
 from ..common.redis_client import connect_redis
 from ..common.streams import ensure_groups
+from .adapters import open_subscription
 from .backpressure import BufferMonitor
 from .failures import AsOfRefused, describe, is_transient
 from .lease import ProducerFenced, ProducerLease
@@ -203,7 +204,7 @@ class _Producer:
         )
         log.info("Producer start plan for %s: %s", settings.view_name, plan.reason)
         session = SubscribeSession(
-            settings, self.writer, self.monitor, halt,
+            settings, self.writer, self.monitor, halt, open_rows=open_subscription,
             metrics=self.metrics, on_streaming=self.backoff.reset,
         )  # fmt: skip
         self.session = session

@@ -33,16 +33,14 @@ import psycopg
 
 from ..common.config import Settings
 from ..common.entries import DeadLetter
-from .backpressure import BufferMonitor
 from .batches import Entry, build_entries, snapshot_entries
 from .consolidate import Consolidated, Consolidator
 from .documents import DocumentEncoder
 from .failures import AsOfRefused
 from .metrics import ProducerMetrics
+from .ports import Backpressure, EntrySink, OpenRows, RowSource
 from .resume import StartPlan, as_of_refused
 from .rows import FIRST_VALUE, Rejected
-from .subscribe import Subscription, connect
-from .writer import StreamWriter
 
 __all__ = [
     "PAUSE_FRACTION",
@@ -118,7 +116,7 @@ def _rows_or_refusal(
 
 
 async def _wind_down(
-    subscription: Subscription,
+    subscription: RowSource,
     fetch: asyncio.Task[list[tuple[Any, ...]]] | None,
     writing: asyncio.Task[None] | None,
     *,
@@ -218,21 +216,28 @@ class _Batch(NamedTuple):
 
 
 class SubscribeSession:
-    """Runs one subscription until stop or failure. Not reusable."""
+    """Runs one subscription until stop or failure. Not reusable.
+
+    Its services come through producer.ports: ``open_rows`` connects the row source
+    (producer.adapters.open_subscription: Materialize), ``writer`` is the entry sink
+    (producer.writer.StreamWriter), ``monitor`` the backpressure gate.
+    """
 
     def __init__(
         self,
         settings: Settings,
-        writer: StreamWriter,
-        monitor: BufferMonitor,
+        writer: EntrySink,
+        monitor: Backpressure,
         stop: asyncio.Event,
         *,
+        open_rows: OpenRows,
         metrics: ProducerMetrics | None = None,
         on_streaming: Callable[[], None] = lambda: None,
     ) -> None:
         self._settings = settings
         self._writer = writer
         self._monitor = monitor
+        self._open_rows = open_rows
         self._stop = stop
         self._metrics = metrics
         self._on_streaming = on_streaming
@@ -251,16 +256,9 @@ class SubscribeSession:
         """Stream until ``stop`` is set. Raises :class:`AsOfRefused` if Materialize
         refuses ``plan.as_of``, psycopg / redis errors on failures.
         """
-        conn = await connect(self._settings)
-        log.info("Connected to Materialize for SUBSCRIBE")
-        self._pause_limit = pause_limit(await idle_timeout_seconds(conn))
+        subscription, idle_timeout = await self._open_rows(self._settings)
+        self._pause_limit = pause_limit(idle_timeout)
         fetch: asyncio.Task[list[tuple[Any, ...]]] | None = None
-        subscription = Subscription(
-            conn,
-            view=self._view,
-            envelope=self._settings.subscribe_envelope,
-            key_column=self._settings.key_column,
-        )
         try:
             log.info("Starting SUBSCRIBE for view: %s", self._view)
             try:
@@ -302,7 +300,7 @@ class SubscribeSession:
 
     async def _stream(
         self,
-        subscription: Subscription,
+        subscription: RowSource,
         plan: StartPlan,
         first_fetch: asyncio.Task[list[tuple[Any, ...]]] | None,
     ) -> None:
