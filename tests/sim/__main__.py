@@ -24,6 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first", type=int, default=0, help="the first seed of --seeds")
     parser.add_argument("--seed", type=int, help="replay this one seed (prints its trace)")
     parser.add_argument("--plant", choices=sorted(PLANTS), help="run a planted bug")
+    parser.add_argument(
+        "--held-bulks",
+        action="store_true",
+        help="hold one bulk per schedule on the way longer than gc_deletes (60 s)",
+    )
     parser.add_argument("--stop", action="store_true", help="stop at the first failure")
     args = parser.parse_args(argv)
     runner = PLANTS[args.plant] if args.plant else PartitionRunner
@@ -32,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     failed: list[int] = []
     steps = 0
     for seed in seeds:
-        outcome = run_schedule(seed, runner)
+        outcome = run_schedule(seed, runner, held=args.held_bulks)
         steps += outcome.steps
         if args.seed is not None:
             print(outcome.report() if not outcome.ok else f"seed {seed}: ok")

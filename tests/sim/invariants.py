@@ -46,6 +46,7 @@ class Checker:
         self.poison_sources: set[str] = set()  # "p<N>/<id>" planted
         self.poison_keys: set[bytes] = set()
         self.violation: str | None = None
+        self.key: bytes | None = None  # the key the violation is about, if one
         # set at the first violation (the schedule stops waiting for its producer)
         self.broken = asyncio.Event()
         # off for the contract suite, which drives the models by hand
@@ -70,6 +71,7 @@ class Checker:
             return
         before = self.accepted.get(key, 0)
         if version < before:
+            self.key = key
             self.fail(
                 f"indexed version of {key.decode()} went back from {before} to {version}"
                 " (an older write accepted after a newer one)"
@@ -92,6 +94,7 @@ class Checker:
                 continue
             for key, ts in _changes(fields):
                 if self.accepted.get(key, 0) < ts and not self._superseded(stream, key, ts):
+                    self.key = key
                     self.fail(
                         f"p{partition} entry {entry_id.decode()} acknowledged but change "
                         f"{key.decode()}@{ts} is not in the index "

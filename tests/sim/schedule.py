@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -56,6 +57,8 @@ class Outcome:
     steps: int
     virtual_seconds: float
     unexpected: list[str] = field(default_factory=list)
+    # the steps that name the key of the violation (when it is about one key)
+    about_key: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -65,6 +68,9 @@ class Outcome:
         lines = [f"seed {self.seed}: {self.violation or 'unexpected errors'}"]
         lines += [f"  schedule: {e}" for e in self.events]
         lines += [f"  unexpected: {u}" for u in self.unexpected]
+        if self.about_key:
+            lines.append(f"  the {len(self.about_key)} steps that name its key:")
+            lines += [f"    {t}" for t in self.about_key]
         lines.append(f"  last {len(self.trace)} of {self.steps} steps:")
         lines += [f"    {t}" for t in self.trace]
         lines.append(f"  replay: python -m tests.sim --seed {self.seed}")
@@ -124,8 +130,9 @@ def _history(rng: random.Random) -> History:
     return History(steps, poison_key, poison_at)
 
 
-def _chaos(rng: random.Random, span: float) -> list[tuple[float, str, float]]:
-    """(at, action, amount) events over ``span`` virtual seconds."""
+def _chaos(rng: random.Random, span: float, held: bool) -> list[tuple[float, str, float]]:
+    """(at, action, amount) events over ``span`` virtual seconds; with ``held``, one bulk
+    is held up on the way for longer than the index keeps tombstones (gc_deletes)."""
     actions = (
         "join", "leave", "crash", "restart", "pause", "stall", "redis", "opensearch", "trim",
         "slow",
@@ -135,18 +142,20 @@ def _chaos(rng: random.Random, span: float) -> list[tuple[float, str, float]]:
     for _ in range(rng.randint(0, 10)):
         action = rng.choices(actions, weights)[0]
         events.append((round(rng.uniform(0, span), 3), action, round(rng.uniform(0.1, 3.0), 3)))
+    if held:
+        events.append((round(rng.uniform(0, span), 3), "hold", round(rng.uniform(61, 90), 3)))
     return sorted(events)
 
 
 class _Run:
-    def __init__(self, seed: int, runner: type[PartitionRunner]) -> None:
+    def __init__(self, seed: int, runner: type[PartitionRunner], held: bool) -> None:
         rng = random.Random(seed)
         self.seed = seed
         self.runner = runner
         self.partitions = rng.choice((1, 2, 3, 4))
         self.history = _history(rng)
         self.span = len(self.history.steps) * 0.3 + 1
-        self.chaos = _chaos(rng, self.span)
+        self.chaos = _chaos(rng, self.span, held)
         self.initial = rng.randint(1, 3)
         self.events: list[str] = [
             f"{self.partitions} partitions, {self.initial} consumers, "
@@ -266,6 +275,8 @@ class _Run:
                 self._burst(world, amount, slow=rng.uniform(0.1, 0.6), slow_max=amount)
             elif action == "trim":
                 self._trim(world)
+            elif action == "hold":
+                world.hold_next_bulk = amount
 
     def _burst(self, world: World, seconds: float, **rates: object) -> None:
         faults = Faults(**rates)  # type: ignore[arg-type]
@@ -294,6 +305,8 @@ class _Run:
 
     def _unrest(self, world: World) -> str:
         """Why the world is not at rest yet ("" when it is)."""
+        if world.ghosts:
+            return f"{world.ghosts} held-up bulks still on the way"
         applied = world.redis.hash(world.keys.applied)
         for partition in range(self.partitions):
             stream = world.redis.stream(world.keys.stream(partition))
@@ -320,6 +333,7 @@ class _Run:
         if both.done():
             both.result()
         world.faults = Faults()
+        world.hold_next_bulk = 0.0
         for consumer in self.consumers:
             consumer.process.paused_until = 0.0
         world.note("REST: faults off, pauses over")
@@ -343,13 +357,16 @@ class _Run:
                 checker.at_rest(self.view, self.last_progress)
 
 
-def run_schedule(seed: int, runner: type[PartitionRunner] = PartitionRunner) -> Outcome:
-    """Run schedule ``seed`` to the end (or its first broken invariant)."""
+def run_schedule(
+    seed: int, runner: type[PartitionRunner] = PartitionRunner, *, held: bool = False
+) -> Outcome:
+    """Run schedule ``seed`` to the end (or its first broken invariant); ``held`` adds a
+    bulk held up on the way past the index's gc_deletes (see :func:`_chaos`)."""
     _quiet_logs()
     _HANDLER.found = []
     random.seed(seed)  # the backoff jitter (common.backoff) draws from the global generator
     loop = VirtualLoop()
-    plan = _Run(seed, runner)
+    plan = _Run(seed, runner, held)
     settings = Settings(**SIM_SETTINGS, stream_partitions=plan.partitions)  # type: ignore[arg-type]
     world = World(seed, loop, settings, plan.partitions)
     try:
@@ -358,8 +375,14 @@ def run_schedule(seed: int, runner: type[PartitionRunner] = PartitionRunner) -> 
         world.finished = True
         _cancel_all(loop)
         loop.close()
+    key = world.checker.key
+    about = []
+    if key is not None:
+        pattern = re.compile(rb"\b%s\b" % re.escape(key))
+        about = [t for t in world.steps_log if pattern.search(t.encode())][-40:]
     return Outcome(
         seed=seed,
+        about_key=about,
         violation=world.checker.violation,
         trace=list(world.trace),
         events=plan.events,

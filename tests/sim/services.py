@@ -26,6 +26,7 @@ from searchsync.consumer.leases import hold_seconds
 from searchsync.consumer.reader import READ_BLOCK_MS
 from searchsync.consumer.sender import BulkFailed
 
+from .invariants import Violation
 from .world import World
 
 __all__ = ["BULK_S", "ROUND_TRIP_S", "SimLeases", "SimProcess", "SimSink", "SimStreamStore"]
@@ -378,6 +379,8 @@ class SimSink:
         await asyncio.sleep(rng.uniform(0, BULK_S))
         if faults.slow and rng.random() < faults.slow:
             await asyncio.sleep(rng.uniform(0, faults.slow_max))
+        if world.hold_next_bulk:
+            await self._held(changes)
         if faults.os_down:
             world.note(f"{process.name} bulk of {len(changes)}: OpenSearch down")
             raise BulkFailed(None, "connection error: sim: OpenSearch down")
@@ -413,6 +416,30 @@ class SimSink:
             world.note(f"{process.name} bulk answer lost (applied)")
             raise BulkFailed(None, "timeout")
         return results
+
+    async def _held(self, changes: Sequence[Change]) -> None:
+        """The request is held up on the way (a proxy, a full queue): the client gives up
+        after OS_TIMEOUT_SECONDS, OpenSearch applies it when it gets there."""
+        world, delay = self.world, self.world.hold_next_bulk
+        world.hold_next_bulk = 0.0
+        world.ghosts += 1
+        carried = " ".join(f"{c.key.decode()}@{c.ts}" for c in changes)
+        world.note(f"{self.process.name} bulk {carried} held up on the way {delay:.1f}s")
+
+        def land() -> None:
+            world.ghosts -= 1
+            answered = []
+            with contextlib.suppress(Violation):
+                for change in changes:
+                    result = world.index.write(change)
+                    answered.append(f"{change.key.decode()}@{change.ts}:{result.status}")
+                    accepted = result.status < 300 or result.status == 404
+                    world.checker.on_write(change.key, change.ts, accepted)
+            world.note("held-up bulk lands: " + " ".join(answered))
+
+        world.loop.call_later(delay, land)
+        await asyncio.sleep(world.settings.os_timeout_seconds)
+        raise BulkFailed(None, "timeout")
 
     async def answers(self) -> bool:
         await self.process.gate()

@@ -61,11 +61,16 @@ class World:
         self.index = IndexModel(lambda: loop.now)
         self.faults = Faults()
         self.checker = Checker(self)
-        self.trace: deque[str] = deque(maxlen=80)
+        self.trace: deque[str] = deque(maxlen=40)
+        self.steps_log: list[str] = []  # every step, for the lines about a failure's key
         self._digest = hashlib.blake2b(digest_size=8)
         self.steps = 0
         # set once the schedule is over: the teardown (in no fixed order) is not traced
         self.finished = False
+        # bulks held up on the way (tests.sim.services.SimSink): the next bulk sent is held
+        # this long, then applied; ``ghosts`` counts those still on the way
+        self.hold_next_bulk = 0.0
+        self.ghosts = 0
         # woken when an entry is added to a stream (a blocking XREADGROUP returns)
         self.new_data: dict[str, asyncio.Event] = {}
 
@@ -78,6 +83,7 @@ class World:
             return
         text = f"{self.loop.now:9.3f} {line}"
         self.trace.append(text)
+        self.steps_log.append(text)
         self._digest.update(text.encode())
         self.steps += 1
 
