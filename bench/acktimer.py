@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
@@ -143,18 +143,21 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def weighted_percentiles_ms(samples: list[tuple[float, int]]) -> dict[str, float | int | None]:
+def weighted_percentiles_ms(samples: list[tuple[float, int]]) -> dict[str, Any]:
     """p50/p95/p99 (ms) over changes: each sample counts as many times as its changes."""
     total = sum(count for _, count in samples)
     if total == 0:
         return {"p50_ms": None, "p95_ms": None, "p99_ms": None, "changes": 0}
     ordered = sorted(samples)
-    result: dict[str, float | int | None] = {"changes": total}
-    for name, q in (("p50_ms", 0.50), ("p95_ms", 0.95), ("p99_ms", 0.99)):
+    result: dict[str, Any] = {"changes": total}
+    quantiles = [(f"q{q}", q / 100) for q in range(101)]
+    for name, q in (("p50_ms", 0.50), ("p95_ms", 0.95), ("p99_ms", 0.99), *quantiles):
         rank, seen = q * total, 0
         for seconds, count in ordered:
             seen += count
             if seen >= rank:
                 result[name] = round(seconds * 1000, 1)
                 break
+    # the CDF at every percent, for bench.report's plots
+    result["cdf_ms"] = [result.pop(name) for name, _ in quantiles]
     return result

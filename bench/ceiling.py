@@ -30,6 +30,7 @@ import msgspec
 from opensearchpy import AsyncOpenSearch
 
 from bench.documents import order_document
+from bench.saved import save
 from devstack.env import require
 from searchsync.common.entries import Change
 from searchsync.common.index import ensure_index
@@ -204,6 +205,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--connections", type=lambda text: [int(p) for p in text.split(",")], default=[1, 2, 3, 4]
     )
+    parser.add_argument(
+        "--save", action="store_true", help="also write bench/results/<scenario>.json"
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
     args = parser.parse_args(argv)
     if args.quick:
@@ -212,7 +216,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main() -> None:
-    print(json.dumps(asyncio.run(amain(parse_args()))))
+    args = parse_args()
+    result = asyncio.run(amain(args))
+    print(json.dumps(result))
+    if args.save:
+        path = save(result, " ".join(["python -m bench.ceiling", *sys.argv[1:]]))
+        print(f"saved to {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

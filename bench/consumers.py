@@ -48,6 +48,7 @@ from redis.asyncio import Redis
 
 from bench import ceiling
 from bench.documents import order_document
+from bench.saved import save
 from devstack.env import require
 from searchsync.common.entries import Change, encode_changes
 from searchsync.common.index import ensure_index
@@ -476,6 +477,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-seconds", type=float, default=600.0)
     parser.add_argument("--log-dir", default="")
     parser.add_argument("--ceiling-connections", type=int_list, default=[1, 2, 3, 4])
+    parser.add_argument(
+        "--save", action="store_true", help="also write bench/results/<scenario>.json"
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
     args = parser.parse_args(argv)
     if args.quick:
@@ -493,8 +497,12 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    result = asyncio.run(amain(parse_args()))
+    args = parse_args()
+    result = asyncio.run(amain(args))
     print(json.dumps(result))
+    if args.save:
+        path = save(result, " ".join(["python -m bench.consumers", *sys.argv[1:]]))
+        print(f"saved to {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

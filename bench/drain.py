@@ -30,6 +30,7 @@ from opensearchpy import AsyncOpenSearch
 from bench import ceiling
 from bench.e2e import PRODUCTION
 from bench.processes import Sampler
+from bench.saved import save
 from tests.support.consumer import ConsumerProcess
 from tests.support.pipeline import pipeline_of
 from tests.support.producer import ProducerProcess
@@ -127,6 +128,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--ceiling-connections", type=lambda t: [int(p) for p in t.split(",")],
         default=[1, 2, 3, 4],
     )  # fmt: skip
+    parser.add_argument(
+        "--save", action="store_true", help="also write bench/results/<scenario>.json"
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run of seconds")
     args = parser.parse_args(argv)
     if args.quick:
@@ -135,8 +139,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    result = asyncio.run(run(parse_args(argv)))
+    args = parse_args(argv)
+    result = asyncio.run(run(args))
     print(json.dumps(result))
+    if args.save:
+        say(
+            f"saved to {save(result, ' '.join(['python -m bench.drain', *(argv or sys.argv[1:])]))}"
+        )
     return 0
 
 

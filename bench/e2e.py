@@ -60,6 +60,7 @@ from redis.asyncio import Redis
 from bench import ceiling
 from bench.acktimer import AckTimer, weighted_percentiles_ms
 from bench.processes import Sampler, children_of, pid_file
+from bench.saved import save
 from bench.searchable import Tracker
 from searchsync.common import status as status_report
 from searchsync.common.keys import Keys
@@ -96,7 +97,7 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def latency(seconds: list[float]) -> dict[str, float | int | None]:
+def latency(seconds: list[float]) -> dict[str, Any]:
     """p50/p95/p99 in ms (nearest rank) and how many changes they are of."""
     if not seconds:
         return {"p50_ms": None, "p95_ms": None, "p99_ms": None, "tracked": 0}
@@ -105,7 +106,11 @@ def latency(seconds: list[float]) -> dict[str, float | int | None]:
     def at(q: float) -> float:
         return round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
-    return {"p50_ms": at(0.50), "p95_ms": at(0.95), "p99_ms": at(0.99), "tracked": len(ordered)}
+    return {
+        "p50_ms": at(0.50), "p95_ms": at(0.95), "p99_ms": at(0.99), "tracked": len(ordered),
+        # the CDF at every percent, for bench.report's plots
+        "cdf_ms": [at(q / 100) for q in range(101)],
+    }  # fmt: skip
 
 
 @dataclass
@@ -210,7 +215,7 @@ class Run:
             await each()
             if time.monotonic() >= next_second:
                 next_second += 1.0
-                self.sampler.sample()
+                rss = self.sampler.sample()
                 if acks_task is None and time.time() >= measure_from:
                     self.sampler.window()  # what the warm-up used is not counted
                     await window.acks.start()
@@ -218,7 +223,7 @@ class Run:
                     acks_task = asyncio.create_task(window.acks.run(stop))
                 if acks_task is not None:
                     window.series.append({"t": round(time.time() - measure_from, 1),
-                                          **await self.buffer_sample()})  # fmt: skip
+                                          **await self.buffer_sample(), "rss_mb": rss})  # fmt: skip
             await asyncio.sleep(0.1)
         window.ended = time.time()
         window.counts_to = await self.counts()
@@ -366,6 +371,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--synthetic-rates", type=lambda t: [int(p) for p in t.split(",") if p], default=[],
         help="then the emulator's made-up changes at these rates (e.g. 5000,20000,50000)",
     )  # fmt: skip
+    parser.add_argument(
+        "--save", action="store_true", help="also write bench/results/<scenario>.json"
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run of about a minute")
     args = parser.parse_args(argv)
     if args.quick:
@@ -442,6 +450,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up like ^C
     result = asyncio.run(run(args))
     print(json.dumps(result))
+    if args.save:
+        command = " ".join(["python -m bench.e2e", *(argv or sys.argv[1:])])
+        say(f"saved to {save(result, command)}")
     return 0 if result["verify_ok"] else 1
 
 

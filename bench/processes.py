@@ -87,9 +87,12 @@ class Sampler:
     def remove(self, name: str) -> None:
         self._groups.pop(name, None)
 
-    def sample(self) -> None:
-        for group in self._groups.values():
+    def sample(self) -> dict[str, float]:
+        """Read every group once; returns each group's largest RSS now (MB)."""
+        now: dict[str, float] = {}
+        for name, group in self._groups.items():
             seen: dict[int, int] = {}
+            largest = 0
             for pid in group.pids():
                 stat, statm = _read(pid, "stat"), _read(pid, "statm")
                 if stat is None or statm is None:
@@ -97,9 +100,12 @@ class Sampler:
                 ticks = cpu_ticks(stat)
                 seen[pid] = ticks
                 group.ticks += ticks - group.last.get(pid, ticks)
-                group.max_rss = max(group.max_rss, rss_bytes(statm))
+                largest = max(largest, rss_bytes(statm))
+            group.max_rss = max(group.max_rss, largest)
             group.last = seen
             group.processes = max(group.processes, len(seen))
+            now[name] = round(largest / 2**20, 1)
+        return now
 
     def window(self) -> dict[str, dict[str, Any]]:
         """CPU seconds and max RSS per group since the last call (or the first sample)."""

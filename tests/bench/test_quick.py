@@ -7,6 +7,7 @@ for being measured (positive, consistent), never for being fast.
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -15,11 +16,12 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(600)
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@functools.cache  # each bench runs once; the report test reads them all
 def run_quick(module: str) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, "-m", module, "--quick"],
@@ -97,3 +99,35 @@ def test_the_drain_bench_times_a_backlog_until_search_sees_all_of_it() -> None:
         result["events_per_s"] / result["baseline"]["events_per_s"], 0.01
     )
     assert {"producer", "consumer c1", "consumer c2", "emulator"} <= set(result["processes"])
+
+
+def test_the_report_turns_the_results_into_a_page_with_plots(tmp_path: Path) -> None:
+    from bench.saved import machine
+
+    for module in ("bench.ceiling", "bench.consumers", "bench.e2e", "bench.drain"):
+        result = run_quick(module)
+        saved = {**result, "command": f"python -m {module} --quick", "machine": machine()}
+        (tmp_path / f"{result['scenario']}.json").write_text(json.dumps(saved))
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.report", "--results", str(tmp_path)],
+        check=False, cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    page = (tmp_path / "README.md").read_text()
+    assert "Not saved yet" not in page
+    for title in ("bench.e2e", "bench.drain", "bench.consumers", "bench.ceiling"):
+        assert f"({title})" in page
+    for plot in ("e2e_latency_cdf", "e2e_throughput", "e2e_rss", "consumers_scaling"):
+        png = tmp_path / f"{plot}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"({plot}.png)" in page
+
+
+def test_the_report_names_what_was_not_saved(tmp_path: Path) -> None:
+    from bench.report import render
+
+    page, missing = render(tmp_path)
+    assert set(missing) == {
+        "e2e_sustained_load", "backlog_drain_to_searchable", "consumers_drain_backlog",
+        "raw_bulk_ceiling",
+    }  # fmt: skip
+    assert "python -m bench.e2e --save" in page

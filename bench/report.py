@@ -1,0 +1,256 @@
+"""``python -m bench.report``: the saved results as ``bench/results/README.md`` and plots.
+
+Reads what the benches saved with ``--save`` (bench.saved: ``bench/results/
+<scenario>.json``), and writes tables and PNG plots (matplotlib, no display needed)
+next to them:
+
+- ``e2e_latency_cdf.png``: COMMIT → searchable per offered rate (CDF);
+- ``e2e_throughput.png``: achieved against offered changes/s, writer and the
+  emulator's made-up changes, with the raw ``_bulk`` ceiling as a line;
+- ``e2e_rss.png``: resident memory of the producer and consumers over time;
+- ``consumers_scaling.png``: drain rate against consumer count, each run's own
+  ceiling measured right before it as a line.
+
+A scenario that was not saved is left out and named at the top of the page. Nothing
+is measured here: every figure comes from a saved file, with its command and machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on a server
+import matplotlib.pyplot as plt
+
+from bench.saved import RESULTS
+
+__all__ = ["main", "render"]
+
+SCENARIOS = {
+    "e2e_sustained_load": "python -m bench.e2e --save --synthetic-rates 5000,20000,50000",
+    "backlog_drain_to_searchable": "python -m bench.drain --save",
+    "consumers_drain_backlog": "python -m bench.consumers --save --counts 1,2,3,4,5,6",
+    "raw_bulk_ceiling": "python -m bench.ceiling --save",
+}
+
+
+def _ms(value: Any) -> str:
+    return "–" if value is None else f"{value:,.0f}"
+
+
+def _machine(result: dict[str, Any]) -> str:
+    m = result.get("machine", {})
+    return (
+        f"{m.get('cpus')} cores, {m.get('memory_gib')} GiB, Python {m.get('python')}, "
+        f"Redis {m.get('redis')}, PostgreSQL {m.get('postgresql')}, "
+        f"OpenSearch {m.get('opensearch')}; commit {m.get('commit')}, {m.get('measured_at')}"
+    )
+
+
+def _header(result: dict[str, Any], title: str) -> list[str]:
+    return [f"## {title}", "", f"`{result.get('command')}` — {_machine(result)}", ""]
+
+
+def _e2e(result: dict[str, Any], out: Path) -> list[str]:
+    lines = _header(result, "The whole pipeline under sustained load (bench.e2e)")
+    lines += [
+        f"Emulator tick {result['emulator_tick_ms']} ms, refresh interval "
+        f"{result['refresh_interval']}, {result['consumers']} consumers, "
+        f"{result['partitions']} partitions, {result['orders']:,} orders in the view. "
+        f"Latencies in ms. *searchable*: PostgreSQL COMMIT → `_search` finds it; *by id*: "
+        f"→ `mget` returns it; *ts → ack*: the change's Materialize timestamp → its "
+        f"bulk acknowledged (an upper bound of what the pipeline adds).",
+        "",
+        "| source | offered/s | achieved/s | searchable p50 / p95 / p99 | by id p50 / p95 "
+        "| ts → ack p50 / p95 / p99 | buffer max | limit |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for rate in [*result["rates"], *result.get("synthetic", [])]:
+        s, b, a = rate.get("searchable", {}), rate.get("retrievable_by_id", {}), rate[
+            "ts_to_acknowledged"]  # fmt: skip
+        lines.append(
+            f"| {rate['source']} | {rate['offered_per_s']:,.0f} | {rate['achieved_per_s']:,.1f} "
+            f"| {_ms(s.get('p50_ms'))} / {_ms(s.get('p95_ms'))} / {_ms(s.get('p99_ms'))} "
+            f"| {_ms(b.get('p50_ms'))} / {_ms(b.get('p95_ms'))} "
+            f"| {_ms(a.get('p50_ms'))} / {_ms(a.get('p95_ms'))} / {_ms(a.get('p99_ms'))} "
+            f"| {rate['buffer_max']:,} | {rate['limit'] or '–'} |"
+        )
+    lines += ["", "CPU seconds and max RSS (MB) per process, per measured window:", ""]
+    names = sorted({n for r in result["rates"] for n in r["processes"]})
+    lines += ["| offered | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for rate in [*result["rates"], *result.get("synthetic", [])]:
+        cells = [
+            f"{p['cpu_s']} s / {p['max_rss_mb']}" if (p := rate["processes"].get(n)) else "–"
+            for n in names
+        ]
+        lines.append(f"| {rate['offered']} | " + " | ".join(cells) + " |")
+    baseline = result["baseline"]
+    lines += [
+        "",
+        f"Raw `_bulk` ceiling of the node in the same run: {baseline['events_per_s']:,.0f} "
+        f"docs/s ({baseline['connections']} connections).",
+        "",
+        "![latency](e2e_latency_cdf.png) ![throughput](e2e_throughput.png) ![rss](e2e_rss.png)",
+        "",
+    ]
+    _plot_e2e(result, out)
+    return lines
+
+
+def _plot_e2e(result: dict[str, Any], out: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for rate in result["rates"]:
+        cdf = rate["searchable"].get("cdf_ms")
+        if cdf:
+            label = f"{rate['achieved_per_s']:,.0f}/s ({rate['offered']} offered)"
+            ax.plot(cdf, [q / 100 for q in range(len(cdf))], label=label)
+    ax.set(xlabel="COMMIT → searchable (ms)", ylabel="fraction of changes",
+           title="Searchable latency (CDF)")  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "e2e_latency_cdf.png", dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for source in ("writer", "emulator (synthetic)"):
+        runs = [r for r in [*result["rates"], *result.get("synthetic", [])]
+                if r["source"] == source]  # fmt: skip
+        if runs:
+            ax.plot([r["offered_per_s"] for r in runs], [r["achieved_per_s"] for r in runs],
+                    "o-", label=f"achieved, {source}")  # fmt: skip
+    ax.axhline(result["baseline"]["events_per_s"], color="grey", linestyle="--",
+               label="raw _bulk ceiling")  # fmt: skip
+    ax.set(xscale="log", yscale="log", xlabel="offered changes/s",
+           ylabel="achieved changes/s", title="Throughput")  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "e2e_throughput.png", dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    offset = 0.0
+    for rate in [*result["rates"], *result.get("synthetic", [])]:
+        series = rate["series"]
+        for name in sorted(series[0]["rss_mb"]) if series and "rss_mb" in series[0] else []:
+            if name == "producer" or name.startswith("consumer"):
+                ax.plot([offset + s["t"] for s in series], [s["rss_mb"][name] for s in series],
+                        color={"producer": "C0"}.get(name, "C1"), linewidth=1)  # fmt: skip
+        offset += series[-1]["t"] + 5 if series else 0
+    ax.set(xlabel="seconds (measured windows one after another)", ylabel="RSS (MB)",
+           title="Memory: producer (blue) and consumers (orange)")  # fmt: skip
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "e2e_rss.png", dpi=100)
+    plt.close(fig)
+
+
+def _drain(result: dict[str, Any], _out: Path) -> list[str]:
+    lines = _header(result, "A backlog waiting in the emulator → searchable (bench.drain)")
+    baseline = result["baseline"]
+    by = ", ".join(
+        f"{r['connections']}: {r['events_per_s']:,.0f}" for r in baseline["by_connections"]
+    )
+    lines += [
+        f"{result['events']:,} orders searchable in {result['seconds']} s: "
+        f"**{result['events_per_s']:,.0f} docs/s**, ratio **{result['ratio']}** against the "
+        f"raw `_bulk` ceiling of {baseline['events_per_s']:,.0f} docs/s (by connections: "
+        f"{by}). Max RSS of the producer and consumers {result['max_rss_mb']} MB.",
+        "",
+    ]
+    return lines
+
+
+def _consumers(result: dict[str, Any], out: Path) -> list[str]:
+    lines = _header(result, "Consumers draining entries from Redis (bench.consumers)")
+    lines += [
+        "| consumers | bulk | docs/s | ceiling right before | ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for run in result["runs"]:
+        lines.append(
+            f"| {run['consumers']} | {run['bulk_size']} | {run['events_per_s']:,.0f} "
+            f"| {run['baseline_events_per_s']:,.0f} | {run['ratio']} |"
+        )
+    lines += ["", "![scaling](consumers_scaling.png)", ""]
+    runs = [r for r in result["runs"] if r["bulk_size"] == result["runs"][0]["bulk_size"]]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([r["consumers"] for r in runs], [r["events_per_s"] for r in runs], "o-",
+            label="consumers")  # fmt: skip
+    ax.plot([r["consumers"] for r in runs], [r["baseline_events_per_s"] for r in runs], "--",
+            color="grey", label="raw _bulk ceiling, measured right before")  # fmt: skip
+    ax.set(xlabel="consumer processes", ylabel="docs/s", title="Drain rate against consumers")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "consumers_scaling.png", dpi=100)
+    plt.close(fig)
+    return lines
+
+
+def _ceiling(result: dict[str, Any], _out: Path) -> list[str]:
+    lines = _header(result, "The raw `_bulk` ceiling (bench.ceiling)")
+    lines += ["| connections | docs/s |", "|---|---|"]
+    lines += [
+        f"| {r['connections']} | {r['events_per_s']:,.0f} |" for r in result["by_connections"]
+    ]
+    return [*lines, ""]
+
+
+SECTIONS = {
+    "e2e_sustained_load": _e2e,
+    "backlog_drain_to_searchable": _drain,
+    "consumers_drain_backlog": _consumers,
+    "raw_bulk_ceiling": _ceiling,
+}
+
+
+def render(results: Path) -> tuple[str, list[str]]:
+    """The page for the saved files in ``results``, and the scenarios not saved there."""
+    lines = [
+        "# Measured",
+        "",
+        "Made by `python -m bench.report` from the files the benches saved (`--save`);",
+        "every figure here is one of them. See the repository's README, Development, for",
+        "what each bench does.",
+        "",
+    ]
+    missing = []
+    for scenario, section in SECTIONS.items():
+        path = results / f"{scenario}.json"
+        if not path.exists():
+            missing.append(scenario)
+            continue
+        lines += section(json.loads(path.read_text()), results)
+    if missing:
+        lines[6:6] = [
+            "Not saved yet (run these, then this report again): "
+            + "; ".join(f"`{SCENARIOS[s]}`" for s in missing),
+            "",
+        ]
+    return "\n".join(lines), missing
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.report", description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if not args.results.is_dir():
+        print(f"bench.report: no {args.results} (run a bench with --save first)", file=sys.stderr)
+        return 1
+    page, missing = render(args.results)
+    (args.results / "README.md").write_text(page)
+    print(f"wrote {args.results / 'README.md'}" + (f"; not saved: {missing}" if missing else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
