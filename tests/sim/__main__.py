@@ -1,8 +1,11 @@
-"""``python -m tests.sim --seeds N [--seed S] [--plant NAME]``: run seeded schedules.
+"""``python -m tests.sim --seeds N [--seed S [--shrink | --drop I,J]] [--plant NAME]``.
 
-Prints one line per failing seed (its report: the schedule, the last steps, the
-replay command) and a JSON summary as the last line (schedules, failures,
-seconds, schedules_per_s). Exit 1 if any schedule broke an invariant.
+Runs seeded schedules. Prints the report of each failing seed (the schedule, the
+steps that name the failing key, the last steps, the replay command) and a JSON
+summary as the last line (schedules, failures, seconds, schedules_per_s). With
+``--seed S --shrink`` it leaves out chaos events while the same invariant still
+breaks and prints the smaller schedule with its ``--drop`` replay. Exit 1 if any
+schedule broke an invariant.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import time
 from searchsync.consumer.runner import PartitionRunner
 
 from .plants import PLANTS
-from .schedule import run_schedule
+from .schedule import run_schedule, shrink
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,14 +33,20 @@ def main(argv: list[str] | None = None) -> int:
         help="hold one bulk per schedule on the way longer than gc_deletes (60 s)",
     )
     parser.add_argument("--stop", action="store_true", help="stop at the first failure")
+    parser.add_argument("--shrink", action="store_true", help="with --seed: fewest chaos events")
+    parser.add_argument("--drop", default="", help="with --seed: chaos events to leave out")
     args = parser.parse_args(argv)
     runner = PLANTS[args.plant] if args.plant else PartitionRunner
     seeds = [args.seed] if args.seed is not None else range(args.first, args.first + args.seeds)
     started = time.perf_counter()
     failed: list[int] = []
     steps = 0
+    drop = frozenset(int(n) for n in args.drop.split(",") if n)
     for seed in seeds:
-        outcome = run_schedule(seed, runner, held=args.held_bulks)
+        if args.seed is not None and args.shrink:
+            outcome = shrink(seed, runner, held=args.held_bulks)
+        else:
+            outcome = run_schedule(seed, runner, held=args.held_bulks, drop=drop)
         steps += outcome.steps
         if args.seed is not None:
             print(outcome.report() if not outcome.ok else f"seed {seed}: ok")

@@ -31,9 +31,10 @@ from .consumer import SimConsumer
 from .index import POISON_DOC
 from .invariants import Violation
 from .loop import VirtualLoop
+from .plants import PLANTS
 from .world import Faults, World
 
-__all__ = ["Outcome", "run_schedule"]
+__all__ = ["Outcome", "run_schedule", "shrink"]
 
 # Virtual seconds the schedule may take to come to rest once the faults stop.
 REST_DEADLINE_S = 120.0
@@ -59,6 +60,8 @@ class Outcome:
     unexpected: list[str] = field(default_factory=list)
     # the steps that name the key of the violation (when it is about one key)
     about_key: list[str] = field(default_factory=list)
+    chaos_events: int = 0  # how many chaos events the seed's schedule has (before --drop)
+    replay: str = ""  # the command that replays this outcome
 
     @property
     def ok(self) -> bool:
@@ -73,7 +76,7 @@ class Outcome:
             lines += [f"    {t}" for t in self.about_key]
         lines.append(f"  last {len(self.trace)} of {self.steps} steps:")
         lines += [f"    {t}" for t in self.trace]
-        lines.append(f"  replay: python -m tests.sim --seed {self.seed}")
+        lines.append(f"  replay: {self.replay}")
         return "\n".join(lines)
 
 
@@ -148,21 +151,30 @@ def _chaos(rng: random.Random, span: float, held: bool) -> list[tuple[float, str
 
 
 class _Run:
-    def __init__(self, seed: int, runner: type[PartitionRunner], held: bool) -> None:
+    def __init__(
+        self, seed: int, runner: type[PartitionRunner], held: bool, drop: frozenset[int]
+    ) -> None:
         rng = random.Random(seed)
         self.seed = seed
         self.runner = runner
         self.partitions = rng.choice((1, 2, 3, 4))
         self.history = _history(rng)
         self.span = len(self.history.steps) * 0.3 + 1
-        self.chaos = _chaos(rng, self.span, held)
+        planned = _chaos(rng, self.span, held)
+        self.planned = len(planned)
+        # --drop: events left out (a shrunk schedule); the others keep their numbers
+        self.chaos = [event for number, event in enumerate(planned) if number not in drop]
+        numbers = [number for number in range(len(planned)) if number not in drop]
         self.initial = rng.randint(1, 3)
         self.events: list[str] = [
             f"{self.partitions} partitions, {self.initial} consumers, "
             f"{len(self.history.steps)} timestamps"
             + (", poison document" if self.history.poison_key else "")
             + (", poison entry" if self.history.poison_entry_at is not None else "")
-        ] + [f"{at:.3f} {action} {amount}" for at, action, amount in self.chaos]
+        ] + [
+            f"#{number} {at:.3f} {action} {amount}"
+            for number, (at, action, amount) in zip(numbers, self.chaos, strict=True)
+        ]
         self.consumers: list[SimConsumer] = []
         self.view: dict[bytes, bytes] = {}
         self.last_progress: dict[int, int] = {}
@@ -358,15 +370,20 @@ class _Run:
 
 
 def run_schedule(
-    seed: int, runner: type[PartitionRunner] = PartitionRunner, *, held: bool = False
+    seed: int,
+    runner: type[PartitionRunner] = PartitionRunner,
+    *,
+    held: bool = False,
+    drop: frozenset[int] = frozenset(),
 ) -> Outcome:
     """Run schedule ``seed`` to the end (or its first broken invariant); ``held`` adds a
-    bulk held up on the way past the index's gc_deletes (see :func:`_chaos`)."""
+    bulk held up on the way past the index's gc_deletes (see :func:`_chaos`); ``drop``
+    leaves those chaos events out (numbers as the report shows them)."""
     _quiet_logs()
     _HANDLER.found = []
     random.seed(seed)  # the backoff jitter (common.backoff) draws from the global generator
     loop = VirtualLoop()
-    plan = _Run(seed, runner, held)
+    plan = _Run(seed, runner, held, drop)
     settings = Settings(**SIM_SETTINGS, stream_partitions=plan.partitions)  # type: ignore[arg-type]
     world = World(seed, loop, settings, plan.partitions)
     try:
@@ -380,9 +397,16 @@ def run_schedule(
     if key is not None:
         pattern = re.compile(rb"\b%s\b" % re.escape(key))
         about = [t for t in world.steps_log if pattern.search(t.encode())][-40:]
+    replay = f"python -m tests.sim --seed {seed}"
+    plant = next((name for name, planted in PLANTS.items() if planted is runner), None)
+    replay += f" --plant {plant}" if plant else ""
+    replay += " --held-bulks" if held else ""
+    replay += f" --drop {','.join(map(str, sorted(drop)))}" if drop else ""
     return Outcome(
         seed=seed,
         about_key=about,
+        chaos_events=plan.planned,
+        replay=replay,
         violation=world.checker.violation,
         trace=list(world.trace),
         events=plan.events,
@@ -403,3 +427,38 @@ def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
 
 
 Run = Callable[[int], Outcome]
+
+
+_KINDS = (
+    "acknowledged but",
+    "applied frontier moved",
+    "indexed version",
+    "not at rest",
+    "index differs",
+    "dead-lettered",
+    "still pending",
+    "never delivered",
+)
+
+
+def _kind(outcome: Outcome) -> str:
+    text = outcome.violation or "unexpected errors"
+    return next((kind for kind in _KINDS if kind in text), text)
+
+
+def shrink(
+    seed: int, runner: type[PartitionRunner] = PartitionRunner, *, held: bool = False
+) -> Outcome:
+    """The failing schedule ``seed`` with as few chaos events as still break the same
+    invariant: each event is left out in turn and stays out if the failure remains
+    (one run per event). Leaving one out also moves the seeded draws after it, so the
+    result is a schedule that fails, not a proof that each event left is needed."""
+    best = run_schedule(seed, runner, held=held)
+    if best.ok:
+        return best
+    kind, dropped = _kind(best), frozenset[int]()
+    for number in range(best.chaos_events):
+        trial = run_schedule(seed, runner, held=held, drop=dropped | {number})
+        if not trial.ok and _kind(trial) == kind:
+            dropped, best = dropped | {number}, trial
+    return best

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.sim.plants import PLANTS
-from tests.sim.schedule import run_schedule
+from tests.sim.schedule import run_schedule, shrink
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE_SCHEDULES = 200
@@ -90,3 +90,17 @@ def test_a_failed_replay_exits_1_and_prints_the_trace() -> None:
 def test_a_bulk_held_up_past_gc_deletes_cannot_bring_a_deleted_document_back() -> None:
     outcome = run_schedule(95, held=True)
     assert outcome.ok, outcome.report()
+
+
+def test_a_shrunk_schedule_still_fails_the_same_way_and_replays() -> None:
+    planted = PLANTS["frontier-without-stray-check"]
+    full = run_schedule(313, planted)
+    small = shrink(313, planted)
+    assert "applied frontier moved" in str(small.violation)
+    assert len(small.events) <= len(full.events)
+    assert "--drop" in small.replay or len(small.events) == len(full.events)
+    drop = frozenset(range(small.chaos_events)) - {
+        int(line.split()[0][1:]) for line in small.events[1:]
+    }
+    again = run_schedule(313, planted, drop=drop)
+    assert (again.digest, again.violation) == (small.digest, small.violation)
