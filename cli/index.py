@@ -36,7 +36,10 @@ async def cmd_index_create(settings: Settings, args: argparse.Namespace) -> int:
     client = make_client(settings)
     try:
         name = await ensure_index(
-            client, settings.os_index_name, retention_seconds=settings.stream_retention_seconds
+            client,
+            settings.os_index_name,
+            retention_seconds=settings.stream_retention_seconds,
+            refresh_interval=settings.os_refresh_interval,
         )
     finally:
         await client.close()

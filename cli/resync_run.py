@@ -322,7 +322,7 @@ async def _load(ctx: Context, record: Record, report: Report) -> Record:
 
 async def _finish_load(ctx: Context, record: Record, report: Report) -> Record:
     settings = {
-        "index.refresh_interval": "1s",
+        "index.refresh_interval": ctx.settings.os_refresh_interval,
         "index.gc_deletes": f"{ctx.settings.stream_retention_seconds}s",
     }
     await ctx.client.indices.put_settings(index=record.target, body=settings)

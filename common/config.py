@@ -77,6 +77,15 @@ BindHost = Annotated[
         "(no scheme, no port)",
     ),
 ]
+# An OpenSearch time value for index.refresh_interval: how often a refresh publishes
+# new documents to _search (searchable latency = this plus the pipeline's own part).
+RefreshInterval = Annotated[
+    str,
+    Meta(
+        pattern=r"^[1-9][0-9]*(ms|s|m)$",
+        description="an OpenSearch time value such as 200ms, 1s or 30s",
+    ),
+]
 # A certificate or key file; load_settings checks that it can be read.
 PemFile = Annotated[str, Meta(description="the path of a readable PEM file")]
 AwsRegion = Annotated[
@@ -153,6 +162,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     os_aws_region: AwsRegion = ""
     os_aws_service: Literal["es", "aoss"] = "es"
     os_timeout_seconds: PositiveFloat = 30.0
+    os_refresh_interval: RefreshInterval = "1s"
     # What is synced
     view_name: Identifier = "orders_search_source_mv"
     key_column: Identifier = "order_id"

@@ -157,6 +157,7 @@ class Worker:
                 self.client,
                 settings.os_index_name,
                 retention_seconds=settings.stream_retention_seconds,
+                refresh_interval=settings.os_refresh_interval,
             )
         except RequestError as error:
             raise FatalError(f"OpenSearch refused the index definition: {error}") from error

@@ -85,3 +85,26 @@ def test_bad_configuration_exits_2() -> None:
     )
     assert result.returncode == 2
     assert b"LEASE_TTL_SECONDS" in result.stderr
+
+
+async def test_the_index_a_consumer_creates_refreshes_every_os_refresh_interval(
+    stack: Stack, tmp_path: Path
+) -> None:
+    alias = f"{stack.alias}_refresh"
+    env = stack.consumer_env(OS_INDEX_NAME=alias, OS_REFRESH_INTERVAL="250ms")
+    proc = ConsumerProcess(env, "cons-refresh", tmp_path)
+    try:
+
+        async def created() -> bool:
+            return bool(await stack.search.indices.exists_alias(name=alias))
+
+        await wait_for(created, 30, "the consumer to create its index")
+        found = await stack.search.indices.get_settings(
+            index=alias, name="index.refresh_interval", flat_settings=True
+        )
+        assert [s["settings"]["index.refresh_interval"] for s in found.values()] == ["250ms"]
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(12) == 0
+    finally:
+        proc.ensure_dead()
+        await stack.search.indices.delete(index=f"{alias}_v*", expand_wildcards="all")

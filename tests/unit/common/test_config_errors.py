@@ -51,6 +51,10 @@ BAD: dict[str, list[tuple[str, dict[str, str], str]]] = {
     "OS_PASSWORD": [("pw-secret", {}, "to be set together with OS_USER")],
     "OS_USE_SSL": [("maybe", {}, BOOLEAN)],
     "OS_TIMEOUT_SECONDS": [("0", {}, POSITIVE), ("soon", {}, POSITIVE)],
+    "OS_REFRESH_INTERVAL": [
+        ("1", {}, "an OpenSearch time value such as 200ms, 1s or 30s"),
+        ("-1", {}, "an OpenSearch time value"),  # never refreshing: nothing searchable
+    ],
     "MZ_SSLMODE": [("on", {}, "one of disable, allow, prefer, require, verify-ca, verify-full")],
     "MZ_SSLROOTCERT": [
         ("/no/such/ca.pem", {}, NO_FILE),
