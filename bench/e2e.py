@@ -21,9 +21,11 @@ the production defaults of every setting. For each offered rate the load runs
   rate while the pipeline's buffer stayed small (the pipeline kept up with what it
   was given), "pipeline" when the buffer grew, otherwise null.
 
-The emulator's tick and the index's refresh interval bound the searchable latency
-from below; both are in the output. The raw ``_bulk`` ceiling (bench.ceiling) of the
-same node, measured in the same run, is the baseline of the highest achieved rate.
+The emulator's tick (``--tick-ms``, default 1000 ms: Materialize's default timestamp
+interval) and the index's refresh interval (``--refresh-interval``, the consumers'
+OS_REFRESH_INTERVAL) bound the searchable latency from below; both are in the output.
+The raw ``_bulk`` ceiling (bench.ceiling) of the same node, measured in the same run,
+is the baseline of the highest achieved rate.
 
 - per change, from Redis alone (bench.acktimer): Materialize timestamp → in Redis →
   acknowledged. ts → acknowledged bounds the pipeline-added latency (a row's arrival
@@ -78,8 +80,6 @@ PRODUCTION = {
     "MAX_BATCH_AGE_SECONDS": "5",
     "RETRY_INITIAL_BACKOFF": "1",
 }
-EMULATOR_TICK_MS = 25  # tests.support.producer.Stack starts the emulator with it
-REFRESH_INTERVAL = "1s"  # searchsync.common.index.ensure_index's default
 MAX_OFFERED = 100_000.0  # "max": more than the writer can reach on any box we know
 TRACKED_PER_S = 50.0  # at most this many changes a second are followed for latency
 WRITER_MAX_CONNECTIONS = 96
@@ -152,7 +152,7 @@ class Run:
         self.workdir = Path(tempfile.mkdtemp(prefix="bench_e2e_"))
         stack = pipe.stack
         self.keys = Keys(stack.VIEW, stack.partitions)
-        env = {**pipe.env(), **PRODUCTION}
+        env = {**pipe.env(), **PRODUCTION, "OS_REFRESH_INTERVAL": args.refresh_interval}
         self.producer = ProducerProcess(env, stack.log_dir).start()
         stack.producers.append(self.producer)
         self.consumers = []
@@ -366,6 +366,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--orders", type=int, default=20_000, help="orders in the view")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument(
+        "--tick-ms", type=int, default=1000,
+        help="the emulator's timestamp interval (default 1000: Materialize's default)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--refresh-interval", default="1s",
+        help="OS_REFRESH_INTERVAL of the index the consumers create (default 1s)",
+    )  # fmt: skip
     parser.add_argument("--ceiling-events", type=int, default=50_000)
     parser.add_argument(
         "--synthetic-rates", type=lambda t: [int(p) for p in t.split(",") if p], default=[],
@@ -384,7 +392,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    with pipeline_of(orders=args.orders, partitions=args.partitions, realistic=True) as pipe:
+    ticks = {"MZEMU_TICK_MS": str(args.tick_ms)}
+    with pipeline_of(
+        orders=args.orders, partitions=args.partitions, realistic=True, emulator_env=ticks
+    ) as pipe:
         bench = Run(args, pipe)
         try:
             started = time.monotonic()
@@ -427,8 +438,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         # read it with that rate's "limit": when the writer was the limit, so is this ratio
         "ratio": round(top["achieved_per_s"] / baseline["events_per_s"], 3),
         "ratio_limit": top["limit"],
-        "emulator_tick_ms": EMULATOR_TICK_MS,
-        "refresh_interval": REFRESH_INTERVAL,
+        "emulator_tick_ms": args.tick_ms,
+        "refresh_interval": args.refresh_interval,
         "consumers": args.consumers,
         "partitions": args.partitions,
         "orders": args.orders,
