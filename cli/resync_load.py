@@ -34,7 +34,7 @@ from ..consumer.bulk import BULK_PARAMS, decode_response, encode_body
 from ..consumer.outcomes import Outcome, classify, describe
 from ..producer.documents import register_text_loaders
 from ..producer.rows import Progress, Rejected, parse_rows
-from ..producer.subscribe import ReadyReadsConnection, Subscription
+from ..producer.subscribe import Subscription, connection_class
 
 __all__ = ["BULK_DOCUMENTS", "LoadError", "Loaded", "load_snapshot"]
 
@@ -165,7 +165,7 @@ async def load_snapshot(
     loaded = Loaded()
     # the producer's connection (text loaders: the same document bytes), named for the resync
     conn = await connect(
-        settings, application_name="searchsync-resync", connection_class=ReadyReadsConnection
+        settings, application_name="searchsync-resync", connection_class=connection_class()
     )
     register_text_loaders(conn.adapters)
     writer = _Writer(client, write_alias, loaded)

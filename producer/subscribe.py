@@ -29,10 +29,21 @@ for a FETCH of 2,000 rows (1.2 MB) even when all of it is already in the socket.
 socket is readable, for at most :data:`READ_BUDGET_SECONDS` before it yields to the
 loop. Measured with 200,000 emulator rows: 1.2–1.7 µs of CPU per row for the bare
 FETCH round trips through psycopg's wait, 0.65–0.85 µs with this one.
+
+``AsyncConnection.wait`` is not a documented extension point, so the override is
+used only on the psycopg releases it was read against (:data:`READY_READS_PSYCOPG`:
+3.2.0, 3.2.13, 3.3.0 and 3.3.9 read; in all of them every wait of a query goes
+through ``wait(gen, …)``, the generator yields ``Wait`` and is sent ``Ready``, and the
+keyword arguments after ``gen`` differ, so they are passed on untouched).
+:func:`connection_class` gives plain ``psycopg.AsyncConnection`` on any other release
+and logs once which path it took; the rows are the same either way, the plain path
+only costs more CPU per row (``python -m bench.fetch_wait``, README "Measured").
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import select
 from collections.abc import Sequence
@@ -52,13 +63,16 @@ from .rows import Layout
 __all__ = [
     "CURSOR",
     "FETCH_ROWS",
+    "READY_READS_PSYCOPG",
     "READ_BUDGET_SECONDS",
     "ReadyReadsConnection",
     "Subscription",
     "connect",
+    "connection_class",
     "declare_statement",
     "fetch_statement",
     "read_while_ready",
+    "ready_reads_supported",
 ]
 
 log = logging.getLogger("searchsync.producer.subscribe")
@@ -74,8 +88,10 @@ CANCEL_TIMEOUT_SECONDS: Final = 2.0
 # How long one wait may keep the event loop to itself reading data that is ready
 # (psycopg's own bound for busy generators is the same 5 ms).
 READ_BUDGET_SECONDS: Final = 0.005
-# psycopg's default interval for checking interrupts while waiting.
-_WAIT_INTERVAL: Final = 0.1
+# psycopg release series (major, minor) whose AsyncConnection.wait the override was
+# read against (module docstring); the lowest-versions run (scripts/test-lowest) runs
+# it on the lowest the dependency range allows, ./scripts/test on constraints.txt's.
+READY_READS_PSYCOPG: Final = frozenset({(3, 2), (3, 3)})
 
 RV = TypeVar("RV")
 
@@ -107,15 +123,47 @@ def read_while_ready(gen: PQGen[RV], fileno: int, budget: float = READ_BUDGET_SE
 
 class ReadyReadsConnection(psycopg.AsyncConnection[Any]):
     """An AsyncConnection whose waits read ready data without an event-loop round trip
-    (see the module docstring)."""
+    (see the module docstring). Use :func:`connection_class`, which gives this class
+    only on the psycopg releases it was written for."""
 
-    async def wait(
-        self,
-        gen: PQGen[RV],
-        interval: float = _WAIT_INTERVAL,
-        timeout: float | None = None,  # noqa: ASYNC109  # psycopg's signature
-    ) -> RV:
-        return await super().wait(read_while_ready(gen, self.pgconn.socket), interval, timeout)
+    async def wait(self, gen: PQGen[RV], *args: Any, **kwargs: Any) -> RV:
+        # The arguments after gen changed between releases (3.2.0: interval may be
+        # None; 3.3.9 adds timeout): whatever psycopg's caller passed goes on as is.
+        return await super().wait(read_while_ready(gen, self.pgconn.socket), *args, **kwargs)
+
+
+@functools.cache
+def _log_wait_path(version: str, supported: bool) -> None:
+    if supported:
+        log.info("psycopg %s: FETCH results are read with ready reads", version)
+    else:
+        log.info(
+            "psycopg %s is not a release the ready-read wait was written for (%s): "
+            "FETCH results are read through psycopg's own wait (same rows, more CPU a row)",
+            version,
+            ", ".join(f"{major}.{minor}" for major, minor in sorted(READY_READS_PSYCOPG)),
+        )
+
+
+def ready_reads_supported(version: str) -> bool:
+    """Whether psycopg ``version`` (``psycopg.__version__``) is of a release series
+    in :data:`READY_READS_PSYCOPG`; anything unparsable is not."""
+    major, _, rest = version.partition(".")
+    minor = "".join(itertools.takewhile(str.isdigit, rest))
+    if not (major.isdigit() and minor):
+        return False
+    return (int(major), int(minor)) in READY_READS_PSYCOPG
+
+
+def connection_class(
+    version: str = psycopg.__version__,
+) -> type[psycopg.AsyncConnection[Any]]:
+    """The connection class for SUBSCRIBE and snapshot reads: :class:`ReadyReadsConnection`
+    on the psycopg releases it was read against, plain ``psycopg.AsyncConnection`` on
+    any other. The first call for a version logs which (INFO)."""
+    supported = ready_reads_supported(version)
+    _log_wait_path(version, supported)
+    return ReadyReadsConnection if supported else psycopg.AsyncConnection
 
 
 Envelope = Literal["diffs", "upsert"]
@@ -158,7 +206,7 @@ async def connect(settings: Settings) -> psycopg.AsyncConnection[Any]:
     login, psycopg.Error when the cluster does not exist.
     """
     conn = await materialize.connect(
-        settings, application_name="searchsync-producer", connection_class=ReadyReadsConnection
+        settings, application_name="searchsync-producer", connection_class=connection_class()
     )
     register_text_loaders(conn.adapters)
     return conn

@@ -4,17 +4,22 @@ and the wait that reads ready data without an event-loop round trip (on a socket
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 
+import psycopg
 import pytest
 from psycopg.abc import PQGen
 from psycopg.waiting import Ready, Wait
 
 from searchsync.producer.subscribe import (
     CURSOR,
+    ReadyReadsConnection,
+    connection_class,
     declare_statement,
     fetch_statement,
     read_while_ready,
+    ready_reads_supported,
 )
 
 
@@ -109,3 +114,36 @@ def test_write_waits_are_passed_on() -> None:
         assert _run(gen) == ([Wait.W], None)
         with pytest.raises(StopIteration):
             gen.send(Ready.W)
+
+
+@pytest.mark.parametrize(
+    ("version", "known"),
+    [
+        ("3.2.0", True),
+        ("3.2.13", True),
+        ("3.3.9", True),
+        ("3.3.0.dev1", True),
+        ("3.4.0", False),
+        ("3.1.20", False),
+        ("4.0", False),
+        ("3", False),
+        ("", False),
+        ("x.y", False),
+    ],
+)
+def test_ready_reads_are_used_only_on_the_psycopg_releases_read(version: str, known: bool) -> None:
+    assert ready_reads_supported(version) is known
+
+
+def test_an_unknown_psycopg_gets_the_plain_connection_and_one_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="searchsync.producer.subscribe"):
+        assert connection_class("3.97.0") is psycopg.AsyncConnection
+        assert connection_class("3.97.0") is psycopg.AsyncConnection
+        assert connection_class("3.3.98") is ReadyReadsConnection
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 2
+    assert lines[0].startswith("psycopg 3.97.0 is not a release the ready-read wait")
+    assert "3.2, 3.3" in lines[0]
+    assert lines[1] == "psycopg 3.3.98: FETCH results are read with ready reads"
