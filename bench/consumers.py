@@ -48,6 +48,7 @@ from redis.asyncio import Redis
 
 from bench import ceiling
 from bench.documents import order_document
+from bench.processes import cpu_ticks
 from bench.saved import save
 from devstack.env import require
 from searchsync.common.entries import Change, encode_changes
@@ -142,8 +143,7 @@ def percentile(values: list[float], q: float) -> float:
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a live process, from /proc."""
     with contextlib.suppress(OSError, IndexError, ValueError):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_ticks(Path(f"/proc/{pid}/stat").read_text()) / os.sysconf("SC_CLK_TCK")
     return 0.0
 
 
@@ -467,7 +467,10 @@ def int_list(text: str) -> list[int]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument(
+        "--partitions", type=int_list, default=[8],
+        help="stream partitions; several (4,8,16) repeat everything for each",
+    )  # fmt: skip
     parser.add_argument("--counts", type=int_list, default=[1, 2, 4])
     # the first size is used for every count; the others at the fastest count
     parser.add_argument("--bulk-sizes", type=int_list, default=[1000, 500, 2000])
@@ -489,11 +492,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def amain(args: argparse.Namespace) -> dict[str, Any]:
-    bench = Bench(args)
-    try:
-        return await bench.main()
-    finally:
-        await bench.cleanup()
+    """One run per partition count; the result of the first, with every count's best."""
+    results = []
+    for partitions in args.partitions:
+        bench = Bench(argparse.Namespace(**{**vars(args), "partitions": partitions}))
+        try:
+            results.append(await bench.main())
+        finally:
+            await bench.cleanup()
+    first = results[0]
+    if len(results) > 1:
+        first["by_partitions"] = [
+            {key: r[key] for key in ("partitions", "best_consumers", "events_per_s", "ratio")}
+            for r in results
+        ]
+    return first
 
 
 def main() -> None:

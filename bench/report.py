@@ -35,7 +35,9 @@ __all__ = ["main", "render"]
 SCENARIOS = {
     "e2e_sustained_load": "python -m bench.e2e --save --synthetic-rates 5000,20000,50000",
     "backlog_drain_to_searchable": "python -m bench.drain --save",
-    "consumers_drain_backlog": "python -m bench.consumers --save --counts 1,2,3,4,5,6",
+    "consumers_drain_backlog": (
+        "python -m bench.consumers --save --counts 1,2,3,4,5,6 --partitions 8,4,16"
+    ),
     "raw_bulk_ceiling": "python -m bench.ceiling --save",
 }
 
@@ -179,6 +181,13 @@ def _consumers(result: dict[str, Any], out: Path) -> list[str]:
             f"| {run['consumers']} | {run['bulk_size']} | {run['events_per_s']:,.0f} "
             f"| {run['baseline_events_per_s']:,.0f} | {run['ratio']} |"
         )
+    if "by_partitions" in result:
+        lines += ["", "| partitions | best consumers | docs/s | ratio |", "|---|---|---|---|"]
+        for row in result["by_partitions"]:
+            lines.append(
+                f"| {row['partitions']} | {row['best_consumers']} "
+                f"| {row['events_per_s']:,.0f} | {row['ratio']} |"
+            )
     lines += ["", "![scaling](consumers_scaling.png)", ""]
     runs = [r for r in result["runs"] if r["bulk_size"] == result["runs"][0]["bulk_size"]]
     fig, ax = plt.subplots(figsize=(7, 4))
