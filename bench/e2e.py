@@ -12,7 +12,7 @@ the production defaults of every setting. For each offered rate the load runs
 
 - achieved rate: changes committed in the window / its length;
 - COMMIT → searchable (``_search``) and → retrievable by id (``mget``), p50/p95/p99
-  (bench.searchable; at high rates a sample of the changes, stated as ``tracked``);
+  (devstack.searchable; at high rates a sample of the changes, stated as ``tracked``);
 - the buffer (changes written, not acknowledged), the entries not yet delivered
   (lag) and the oldest partition's freshness, once a second;
 - CPU seconds and max RSS of every process: producer, each consumer, emulator,
@@ -63,7 +63,7 @@ from bench import ceiling
 from bench.acktimer import AckTimer, weighted_percentiles_ms
 from bench.processes import Sampler, children_of, pid_file
 from bench.saved import save
-from bench.searchable import Tracker
+from devstack.searchable import Tracker
 from searchsync.common import status as status_report
 from searchsync.common.keys import Keys
 from tests.support.consumer import ConsumerProcess

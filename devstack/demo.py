@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import re
 import signal
@@ -40,6 +39,7 @@ from opensearchpy import AsyncOpenSearch, NotFoundError
 from redis.asyncio import Redis
 
 from devstack import dashboard
+from devstack.searchable import Tracker
 from searchsync.common.config import settings_or_exit
 from searchsync.common.keys import Keys
 
@@ -123,21 +123,6 @@ async def run_command(*argv: str, env: dict[str, str] | None = None) -> int:
     return await proc.wait()
 
 
-def read_new_lines(path: Path, offset: int) -> tuple[list[str], int]:
-    """Complete lines of ``path`` after ``offset``, and the offset after them."""
-    if not path.exists():
-        return [], offset
-    with path.open() as f:
-        f.seek(offset)
-        lines = []
-        for line in f:
-            if not line.endswith("\n"):
-                break
-            offset += len(line)
-            lines.append(line)
-    return lines, offset
-
-
 async def index_count(client: AsyncOpenSearch) -> int:
     try:
         await client.indices.refresh(index=INDEX)
@@ -160,92 +145,20 @@ async def wait_for_snapshot(client: AsyncOpenSearch, expected: int, limit: float
     raise SystemExit(f"[demo] snapshot not searchable after {limit:.0f}s (see {RUN_DIR})")
 
 
-async def visible_versions(
-    client: AsyncOpenSearch, ids: list[str]
-) -> tuple[dict[str, int], dict[str, int]]:
-    """``sync_version`` per id as GET by id sees it (real time) and as ``_search`` sees it
-    (only what a refresh has published: what users' searches find)."""
-    by_id = (
-        await client.mget(
-            index=INDEX, body={"ids": ids}, params={"_source_includes": "sync_version"}
-        )
-    )["docs"]
-    searched = await client.search(
-        index=INDEX,
-        body={"size": len(ids), "query": {"ids": {"values": ids}}, "_source": ["sync_version"]},
-    )
-    return (
-        {d["_id"]: d["_source"]["sync_version"] for d in by_id if d.get("found")},
-        {h["_id"]: h["_source"]["sync_version"] for h in searched["hits"]["hits"]},
-    )
-
-
-def _reached(versions: dict[str, int], oids: list[str], sent_ts: float, deleted: bool) -> bool:
-    # the change's Materialize timestamp is >= the time it was sent; the commit time is
-    # only known to be before commit_ts (when COMMIT returned)
-    sent_ms = sent_ts * 1000
-    return all(
-        (oid not in versions) if deleted else versions.get(oid, -1) >= sent_ms for oid in oids
-    )
-
-
-class Latencies:
-    """COMMIT → searchable (``_search``) and COMMIT → retrievable by id (``mget``)."""
-
-    def __init__(self) -> None:
-        self.searchable: list[float] = []
-        self.retrievable: list[float] = []
-
-
 async def measure_latency(
     client: AsyncOpenSearch, record: Path, load: asyncio.subprocess.Process, tail_seconds: float
-) -> tuple[Latencies, list[str]]:
-    """Both latencies per recorded change; and the changes never searchable."""
-    # seq -> (order ids, sent_ts, commit_ts, deleted)
-    pending: dict[int, tuple[list[str], float, float, bool]] = {}
-    retrieved: set[int] = set()  # pending changes already retrievable by id
-    kinds: dict[int, str] = {}
-    out = Latencies()
-    offset = 0
-    seq = 0
+) -> tuple[Tracker, list[str]]:
+    """COMMIT → searchable and → retrievable of every recorded change (devstack.searchable),
+    until the load ended and every change was seen or ``tail_seconds`` passed; and the
+    changes never searchable."""
+    tracker = Tracker(client, INDEX, record)
     deadline: float | None = None
     while True:
-        lines, offset = read_new_lines(record, offset)
-        for line in lines:
-            change = json.loads(line)
-            if change["deleted"]:  # earlier changes of a deleted order can't be seen
-                gone = set(change["order_ids"])
-                for key in [k for k, v in pending.items() if gone & set(v[0])]:
-                    del pending[key]
-            kinds[seq] = change["kind"]
-            pending[seq] = (
-                change["order_ids"],
-                change["sent_ts"],
-                change["commit_ts"],
-                change["deleted"],
-            )
-            seq += 1
-        if pending:
-            ids = sorted({oid for v in pending.values() for oid in v[0]})
-            by_id, searched = await visible_versions(client, ids)
-            seen = time.time()
-            for key, (oids, sent_ts, commit_ts, deleted) in list(pending.items()):
-                # searchable implies retrievable: a search hit counts for both
-                searchable = _reached(searched, oids, sent_ts, deleted)
-                if key not in retrieved and (searchable or _reached(by_id, oids, sent_ts, deleted)):
-                    out.retrievable.append(seen - commit_ts)
-                    retrieved.add(key)
-                if searchable:
-                    out.searchable.append(seen - commit_ts)
-                    del pending[key]
-                    retrieved.discard(key)
+        await tracker.poll()
         if load.returncode is not None:
             deadline = deadline or time.monotonic() + tail_seconds
-            if not pending or time.monotonic() > deadline:
-                return out, [
-                    f"{kinds[key]} of {', '.join(v[0])} sent at {v[1]:.3f}"
-                    for key, v in pending.items()
-                ]
+            if not tracker.pending or time.monotonic() > deadline:
+                return tracker, tracker.unseen()
         await asyncio.sleep(0.05)
 
 

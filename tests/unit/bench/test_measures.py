@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from bench.acktimer import acknowledged_below, id_key, weighted_percentiles_ms
 from bench.processes import cpu_ticks
-from bench.searchable import reached
+from devstack.searchable import reached
 
 
 def test_with_nothing_pending_everything_delivered_is_acknowledged() -> None:

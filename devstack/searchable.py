@@ -1,5 +1,7 @@
 """PostgreSQL COMMIT → searchable, the latency users feel, and → retrievable by id.
 
+Shared by the demo (devstack/demo.py) and bench.e2e.
+
 The load generator records every change it commits (``--record``: order ids,
 ``sent_ts`` before the statement, ``commit_ts`` after COMMIT, whether it deleted).
 :class:`Tracker` follows that file as it grows and polls OpenSearch every
@@ -39,6 +41,7 @@ def reached(versions: dict[str, int], order_ids: list[str], sent_ts: float, dele
 
 @dataclass(slots=True)
 class Tracked:
+    kind: str
     order_ids: list[str]
     sent_ts: float
     commit_ts: float
@@ -86,8 +89,16 @@ class Tracker:
         if self._seq % self.sample or change["sent_ts"] < self.measure_from:
             return
         self.pending[self._seq] = Tracked(
-            change["order_ids"], change["sent_ts"], change["commit_ts"], change["deleted"]
-        )
+            change["kind"], change["order_ids"], change["sent_ts"], change["commit_ts"],
+            change["deleted"],
+        )  # fmt: skip
+
+    def unseen(self) -> list[str]:
+        """The changes still pending, in words."""
+        return [
+            f"{t.kind} of {', '.join(t.order_ids)} sent at {t.sent_ts:.3f}"
+            for t in self.pending.values()
+        ]
 
     async def poll(self) -> None:
         """One ``_search`` and one ``mget`` for every order of a pending change."""
