@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 
 from searchsync.common import materialize
@@ -122,3 +123,31 @@ def test_unverified_tls_works_and_is_warned(
     assert code == 1, err
     assert "Materialize: TLS without certificate verification (MZ_SSLMODE=require)" in err
     assert "cannot read the view" not in err and PASSWORD not in err
+
+
+def test_a_cancel_request_reaches_a_tls_session(
+    emulator: Emulator, authorities: tuple[Authority, Authority]
+) -> None:
+    # a stop during a FETCH cancels it as producer.subscribe does (cancel_safe): libpq
+    # sends the CancelRequest on a new connection, through TLS with this sslmode
+    settings = load_settings(mz_env(emulator, authorities[0]))
+
+    async def cancelled_fetch() -> float:
+        conn = await materialize.connect(settings, application_name="test-tls-cancel")
+        loop = asyncio.get_running_loop()
+        try:
+            await conn.execute("BEGIN")
+            await conn.execute(
+                "DECLARE c CURSOR FOR SUBSCRIBE (SELECT * FROM orders_search_source_mv)"
+            )
+            await conn.execute("FETCH ALL c")  # the snapshot
+            loop.call_later(0.5, lambda: asyncio.ensure_future(conn.cancel_safe(timeout=10)))
+            started = loop.time()
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                await conn.execute("FETCH ALL c WITH (timeout = '30s')")  # nothing new comes
+            return loop.time() - started
+        finally:
+            await conn.close()
+
+    assert asyncio.run(cancelled_fetch()) < 10
+    assert "cancel request for session" in emulator.log()
