@@ -328,14 +328,14 @@ def test_every_redis_cli_command_agrees_with_searchsync_status(pipeline: Pipelin
     redis = pipe.stack.sync_redis()
     producer = pipe.stack.producer(**pipe.env())
     healthy = pipe.consumer("c1")
-    pipe.wait_synced()
+    pipe.wait_drained(timeout=120)
     # a hand-written entry the consumer cannot decode: one dead letter
     redis.xadd(PREFIX + "p0", {"op": "zz", "ts": "1"})
-    wait_for(lambda: pipe.status()["dlq_length"] == 1, 30, "the dead letter")
+    wait_for(lambda: pipe.status()["dlq_length"] == 1, 60, "the dead letter")
     out = run(f"{ADDRESS}GET {PREFIX}producer", pipe)  # the README's command, while it runs
     producer_lease(Moment({"producer_running": True}, blocked=False), out, pipe)
     assert producer.terminate() == 0
-    pipe.wait_drained()
+    pipe.wait_drained(timeout=120)
     check_all(frozen(pipe, blocked=False), pipe)
 
     # OpenSearch starts refusing writes (a rotated password) under a consumer of its own
@@ -348,7 +348,7 @@ def test_every_redis_cli_command_agrees_with_searchsync_status(pipeline: Pipelin
         pipe.consumers["c2"] = ConsumerProcess(env, "c2", pipe.stack.log_dir)
         wait_for(
             lambda: all(p["owner"] == "c2" for p in pipe.status()["partitions"]),
-            60,
+            120,
             "c2 to own every partition",
         )
         proxy.set_unauthorized(True)
@@ -360,21 +360,19 @@ def test_every_redis_cli_command_agrees_with_searchsync_status(pipeline: Pipelin
         ]
         for order in in_p0:
             set_status(pipe.stack, order, "refused")
-        wait_for(
-            lambda: (
-                pipe.status()["partitions"][0]["pending"] > 0
-                and pipe.status()["partitions"][0]["blocked"] is not None
-            ),
-            60,
-            "p0's changes pending and p0 blocked",
-        )
+
+        def p0_blocked_with_pending() -> bool:
+            p0: dict[str, Any] = pipe.status()["partitions"][0]
+            return bool(p0["pending"] > 0 and p0["blocked"] is not None)
+
+        wait_for(p0_blocked_with_pending, 120, "p0's changes pending and p0 blocked")
         assert producer.terminate() == 0
         # XPENDING … IDLE 60000 lists entries delivered over a minute ago
         time.sleep(IDLE_MS / 1000 + 2)
         check_all(frozen(pipe, blocked=True), pipe)
 
         proxy.set_unauthorized(False)  # the new password is deployed: everything syncs
-        pipe.wait_drained(timeout=90)
+        pipe.wait_drained(timeout=120)
         assert pipe.status()["partitions"][0]["blocked"] is None
     finally:
         proxy.close()

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -51,7 +52,7 @@ class Deployment:
         self.pipe = pipe
         self.home = home
         self.run_dir = home / "run"
-        self.run_dir.mkdir(parents=True)
+        self.run_dir.mkdir()
         shutil.copyfile(REPO / "supervisord.conf", home / "supervisord.conf")
         self.env = {
             **os.environ,
@@ -236,13 +237,16 @@ def test_the_table_has_a_check_for_every_row_and_a_row_for_every_check() -> None
 
 
 @pytest.fixture
-def deployment(tmp_path: Path) -> Iterator[Deployment]:
+def deployment() -> Iterator[Deployment]:
+    # not under pytest's tmp_path: supervisord's socket path must fit AF_UNIX's 108 bytes
+    home = Path(tempfile.mkdtemp(prefix="searchsync-sv-"))
     with pipeline_of(orders=40) as pipe:
-        d = Deployment(pipe, tmp_path / "deployment")
+        d = Deployment(pipe, home)
         try:
             yield d
         finally:
             d.shutdown()
+            shutil.rmtree(home, ignore_errors=True)
 
 
 def test_every_command_of_the_runbook_table_works_as_written(deployment: Deployment) -> None:

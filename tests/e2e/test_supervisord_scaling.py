@@ -23,8 +23,10 @@ import os
 import platform
 import random
 import re
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,7 +64,7 @@ class Deployment:
     def __init__(self, pipe: Pipeline, home: Path) -> None:
         self.pipe = pipe
         self.home = home
-        (home / "run").mkdir(parents=True)
+        (home / "run").mkdir()
         self.consumer_base = free_range(8)
         self.producer_port = free_range(1)
         text = (REPO / "supervisord.conf").read_text()
@@ -184,13 +186,16 @@ def scale(d: Deployment, count: int, *, before: int) -> float:
 
 
 @pytest.fixture
-def deployment(tmp_path: Path) -> Iterator[Deployment]:
+def deployment() -> Iterator[Deployment]:
+    # not under pytest's tmp_path: supervisord's socket path must fit AF_UNIX's 108 bytes
+    home = Path(tempfile.mkdtemp(prefix="searchsync-sv-"))
     with pipeline_of(orders=200, partitions=8, realistic=True) as pipe:
-        d = Deployment(pipe, tmp_path / "deployment")
+        d = Deployment(pipe, home)
         try:
             yield d
         finally:
             d.shutdown()
+            shutil.rmtree(home, ignore_errors=True)
 
 
 def test_numprocs_and_update_add_and_remove_consumers_under_load(deployment: Deployment) -> None:
