@@ -104,21 +104,37 @@ class StreamStore(Protocol):
 
 
 class LeaseStore(Protocol):
-    """Membership heartbeats and partition leases of one consumer (consumer.leases)."""
+    """Membership heartbeats and partition leases of one consumer (consumer.leases).
+
+    Each call is one round trip or pipeline and raises redis.exceptions.RedisError on
+    connection trouble; ``ttl_ms`` is how long a lease or heartbeat stays valid.
+    """
 
     ttl_ms: int
 
-    async def heartbeat(self) -> tuple[int, dict[str, float]]: ...
+    async def heartbeat(self) -> tuple[int, dict[str, float]]:
+        """Record that this consumer is alive; the server's now (ms) and every recent beat."""
+        ...
 
-    async def acquire(self, partition: int) -> bool: ...
+    async def acquire(self, partition: int) -> bool:
+        """Take the lease if it is free or ours already."""
+        ...
 
-    async def renew(self, partitions: Iterable[int]) -> set[int]: ...
+    async def renew(self, partitions: Iterable[int]) -> set[int]:
+        """Extend the leases of ``partitions``; those still ours."""
+        ...
 
-    def expired(self, partition: int, now: float | None = None) -> bool: ...
+    def expired(self, partition: int, now: float | None = None) -> bool:
+        """True once no successful renewal vouches for the lease (local clock, no I/O)."""
+        ...
 
-    async def release(self, partition: int) -> None: ...
+    async def release(self, partition: int) -> None:
+        """Give the partition up if it is still ours."""
+        ...
 
-    async def leave(self, partitions: Iterable[int]) -> None: ...
+    async def leave(self, partitions: Iterable[int]) -> None:
+        """Release ``partitions`` and leave the members (a clean shutdown)."""
+        ...
 
 
 class IndexSink(Protocol):
