@@ -40,6 +40,7 @@ from ..common.errors import FatalError
 from ..common.index import ensure_index
 from ..common.keys import Keys
 from ..common.meta import ensure_meta
+from ..common.opensearch import explain
 from ..common.retired import SWEEP_SECONDS, sweep_retired
 from ..common.streams import ensure_groups
 from .adapters import runner_deps
@@ -172,7 +173,11 @@ class Worker:
                 return
             except (RedisError, TransportError, OSError) as error:
                 delay = backoff.next_delay()
-                log.warning("Could not %s, retrying in %.1fs: %s", what, delay, error)
+                # an OpenSearch error names OpenSearch, its address and the setting to check
+                reason = (
+                    explain(self.settings, error) if isinstance(error, TransportError) else error
+                )
+                log.warning("Could not %s, retrying in %.1fs: %s", what, delay, reason)
                 dependency = "Redis" if isinstance(error, RedisError) else "OpenSearch"
                 self.metrics.health.failed(dependency, str(error) or type(error).__name__)
             with contextlib.suppress(TimeoutError):

@@ -135,3 +135,35 @@ async def _blocked_everywhere(env: dict[str, str], partitions: int) -> bool:
 
 async def _blocked_nowhere(env: dict[str, str]) -> bool:
     return not any(p.get("blocked") for p in status(env)["partitions"])
+
+
+async def test_a_consumer_started_with_a_wrong_password_names_opensearch_and_the_setting(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """At start the consumer bootstraps its index; a 401 there is retried, and the log
+    line says which service refused and which settings to check."""
+    proxy = HttpProxy(stack.env["OS_HOST"], int(stack.env["OS_PORT"]))
+    proxy.start()
+    proxy.set_unauthorized(True)
+    env = stack.consumer_env(OS_PORT=proxy.port, RETRY_MAX_BACKOFF=0.5, OS_PASSWORD="wrong",
+                             OS_USER="searchsync")  # fmt: skip
+    consumer = ConsumerProcess(env, "cons-start-401", tmp_path)
+    try:
+        await wait_for(
+            lambda: _logged(consumer, "Could not bootstrap the index"), 30, "the retry line"
+        )
+        log = consumer.log()
+        assert (
+            f"OpenSearch at {stack.env['OS_HOST']}:{proxy.port} refused the login (401): "
+            "check OS_USER and OS_PASSWORD" in log
+        ), log
+        assert "wrong" not in log  # never the password
+        proxy.set_unauthorized(False)
+        await wait_for(lambda: _logged(consumer, "Consumer cons-start-401 started"), 30, "start")
+    finally:
+        consumer.ensure_dead()
+        proxy.close()
+
+
+async def _logged(consumer: ConsumerProcess, text: str) -> bool:
+    return text in consumer.log()
