@@ -417,7 +417,7 @@ class Engine:
     def _synthetic_rows(self, view: _Relation, ts: int, keys: set[str]) -> list[Row]:
         """MZEMU_SYNTHETIC_RATE's rows for this tick (devstack.mzemu.synthetic)."""
         rate = self.synthetic_rate
-        if rate <= 0 or view.collection is None:
+        if view.collection is None or (rate <= 0 and self._synthetic is None):
             return []
         if self._synthetic is None:
             names = [column.name for column in view.columns]
@@ -425,8 +425,10 @@ class Engine:
             if column not in names:
                 raise MzError("42703", f"MZEMU_SYNTHETIC_COLUMN: {view.name} has no {column}")
             self._synthetic = SyntheticChanges(rate, names.index(column))
-        if self._synthetic.rate != rate:
-            self._synthetic.rate = rate
+        if self._synthetic.rate != rate:  # counted afresh from now: no burst of what was due
+            self._synthetic.set_rate(rate, ts)
+        if rate <= 0:
+            return []
         return self._synthetic.rows(view.collection.by_key, ts, {k.encode() for k in keys})
 
     def _fan_out(self, rel: _Relation, ts: int, updates: list[Update]) -> None:

@@ -3,8 +3,8 @@
 A bench that must find the pipeline's ceiling cannot use the FreshMart writer: one
 change a PostgreSQL transaction tops out at a few hundred a second on this box.
 With ``MZEMU_SYNTHETIC_RATE`` set, every tick also changes ``rate × tick`` rows of
-the kept view (the carry keeps the rate exact over ticks), visiting the keys in
-turn: each keeps its columns but one text column (``MZEMU_SYNTHETIC_COLUMN``),
+the kept view (counted from when the rate was set: exact over any number of ticks),
+visiting the keys in turn: each keeps its columns but one text column (``MZEMU_SYNTHETIC_COLUMN``),
 which reads ``synthetic <ts> <n>``, so every change is a real retraction and
 insertion of a whole row, as Materialize would emit for an upstream update. The
 rows never reach PostgreSQL: a reconcile or restart of the emulator forgets them.
@@ -29,21 +29,19 @@ class SyntheticChanges:
         self.rate = rate
         self.column = column
         self.made = 0
-        self._carry = 0.0
-        self._last_ts: int | None = None
+        self._since: int | None = None  # ts the current rate started at
+        self._made_since = 0  # changes made since then
         self._queue: list[object] = []
 
     def rows(
         self, by_key: Mapping[object, Mapping[Row, int]], ts: int, skip: Keys[object]
     ) -> list[Row]:
         """The new rows for this tick at ``ts``: one per chosen key, none of ``skip``."""
-        if self._last_ts is None:
-            self._last_ts = ts
+        if self._since is None:
+            self._since = ts
             return []
-        self._carry += self.rate * (ts - self._last_ts) / 1000
-        self._last_ts = ts
-        due = int(self._carry)
-        self._carry -= due
+        # whole numbers: the count due is exact however many ticks it is spread over
+        due = self.rate * (ts - self._since) // 1000 - self._made_since
         made: list[Row] = []
         chosen: set[object] = set()
         while due > 0:
@@ -63,4 +61,9 @@ class SyntheticChanges:
             chosen.add(key)
             self.made += 1
             due -= 1
+        self._made_since += len(made)
         return made
+
+    def set_rate(self, rate: int, ts: int) -> None:
+        """From ``ts`` on, ``rate`` changes a second (what was due before is dropped)."""
+        self.rate, self._since, self._made_since = rate, ts, 0

@@ -52,3 +52,21 @@ def test_the_rate_set_is_the_rate_of_changes_until_it_is_set_to_zero(mzemu: Emul
     expected = RATE * (stopped - started) / 1000
     assert 0.8 * expected <= len(during) <= expected + 3, (len(during), expected)
     assert not [r for r in inserts if int(r[0]) > stopped + 100]  # none after rate 0
+
+
+def test_a_rate_set_again_starts_afresh_without_a_burst(mzemu: Emulator) -> None:
+    rate = 20  # half a change a tick: a burst of what would be owed shows as 3 a tick
+    with mzemu.connect() as conn:
+        cur = conn.cursor()
+        cur.execute(f"DECLARE c CURSOR FOR SUBSCRIBE {VIEW} WITH (PROGRESS, SNAPSHOT false)")
+        admin(mzemu, f"mzemu_synthetic_rate({rate})")
+        fetch_for(cur, 0.5)
+        admin(mzemu, "mzemu_synthetic_rate(0)")
+        fetch_for(cur, 1.5)  # time at rate 0: nothing owed afterwards
+        admin(mzemu, f"mzemu_synthetic_rate({rate})")
+        started = admin(mzemu, "mzemu_frontier()")
+        rows = fetch_for(cur, 0.3)
+        conn.rollback()
+    inserts = [r for r in rows if r[1] in (False, "f") and int(r[2]) == 1]
+    first_ticks = [r for r in inserts if int(r[0]) <= started + 100]
+    assert len(first_ticks) <= rate * 0.1 + 3, len(first_ticks)  # 100 ms worth, not 2 s
