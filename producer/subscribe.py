@@ -37,7 +37,11 @@ through ``wait(gen, …)``, the generator yields ``Wait`` and is sent ``Ready``,
 keyword arguments after ``gen`` differ, so they are passed on untouched).
 :func:`connection_class` gives plain ``psycopg.AsyncConnection`` on any other release
 and logs once which path it took; the rows are the same either way, the plain path
-only costs more CPU per row (``python -m bench.fetch_wait``, README "Measured").
+only costs more CPU per row: ``python -m bench.fetch_wait`` (a 200,000-row snapshot,
+FETCH 2000 with the producer's text loaders, 5 alternating runs of each, medians;
+2026-12-04, psycopg 3.3.9) measured 1.37 µs of client CPU a row with ready reads and
+1.88 with psycopg's wait (0.73×), 378k against 304k rows/s; under other engineers'
+load the same hour 1.97 against 2.34 µs (0.84×), 110k against 107k rows/s.
 """
 
 from __future__ import annotations
