@@ -92,7 +92,7 @@ REFRESH_INTERVAL = "1s"  # the consumers' OS_REFRESH_INTERVAL default, set on PG
 DRAIN_FIELDS = ("events", "seconds", "events_per_s", "max_rss_mb", "processes")
 RATE_FIELDS = (
     "offered_per_s", "achieved_per_s", "changes", "seconds", "searchable",
-    "retrievable_by_id", "never_searchable_within_30s", "processes",
+    "retrievable_by_id", "never_searchable_within_30s", "limit", "processes",
 )  # fmt: skip
 TAIL_SECONDS = 30.0  # after the writer stops, how long a tracked change may still take
 
@@ -360,6 +360,46 @@ class ChangeTracker:
                 del self.pending[seq]
 
 
+Committed = Callable[[int, str, dt.datetime, float], None]  # seq, order, written, commit time
+
+
+async def write(
+    table: sql.Composable, orders: list[str], *, rate: float, seconds: float, on_commit: Committed
+) -> tuple[int, float]:
+    """``rate`` single-row UPDATE transactions a second for ``seconds`` (order_status and
+    effective_updated_at = the time it is sent), over as many connections as bench.e2e's
+    writer uses at that rate; (changes committed, seconds they took)."""
+    total = int(rate * seconds)
+    statement = sql.SQL(
+        "UPDATE {} SET order_status = %s, effective_updated_at = %s WHERE order_id = %s"
+    ).format(table)
+    picker = random.Random(5)
+    plan = [(picker.choice(orders), picker.choice(STATUSES)) for _ in range(total)]
+    connections = min(writer_connections(rate), max(1, total))
+    links = [
+        await psycopg.AsyncConnection.connect(pg_dsn(), autocommit=True) for _ in range(connections)
+    ]
+    start = time.monotonic()
+
+    async def writer(first: int) -> None:
+        conn = links[first]
+        for seq in range(first, total, connections):
+            delay = start + seq / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            order, status = plan[seq]
+            written = dt.datetime.now(dt.UTC)
+            await conn.execute(statement, (status, written, order))
+            on_commit(seq, order, written, time.time())
+
+    try:
+        await asyncio.gather(*(writer(n) for n in range(connections)))
+    finally:
+        for conn in links:
+            await conn.close()
+    return total, time.monotonic() - start
+
+
 async def changes(
     table: sql.Composable, orders: list[str], search: AsyncOpenSearch, index: str, *,
     rate: float, seconds: float, check: Callable[[], None], sampler: Sampler,
@@ -367,34 +407,16 @@ async def changes(
     """``rate`` single-row UPDATEs a second for ``seconds``; COMMIT → searchable."""
     tracker = ChangeTracker(search, index)
     every = max(1, round(rate / TRACKED_PER_S))
-    total = int(rate * seconds)
-    committed: list[float] = []
-    statement = sql.SQL(
-        "UPDATE {} SET order_status = %s, effective_updated_at = %s WHERE order_id = %s"
-    ).format(table)
-    picker = random.Random(5)
-    plan = [(picker.choice(orders), picker.choice(STATUSES)) for _ in range(total)]
-    connections = min(writer_connections(rate), max(1, total))
-    start = time.monotonic() + 0.5
 
-    async def writer(first: int) -> None:
-        async with await psycopg.AsyncConnection.connect(pg_dsn(), autocommit=True) as conn:
-            for seq in range(first, total, connections):
-                delay = start + seq / rate - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                order, status = plan[seq]
-                written = dt.datetime.now(dt.UTC)
-                await conn.execute(statement, (status, written, order))
-                at = time.time()
-                committed.append(at)
-                if seq % every == 0:
-                    tracker.pending[seq] = (order, written, at)
+    def track(seq: int, order: str, written: dt.datetime, at: float) -> None:
+        if seq % every == 0:
+            tracker.pending[seq] = (order, written, at)
 
-    writers = asyncio.gather(*(writer(n) for n in range(connections)))
+    writers = asyncio.ensure_future(
+        write(table, orders, rate=rate, seconds=seconds, on_commit=track)
+    )
     sampler.sample()
     sampled = time.monotonic()
-    began = time.time() + 0.5
     while not writers.done():
         check()
         await tracker.poll()
@@ -402,8 +424,7 @@ async def changes(
         if time.monotonic() - sampled >= 1:
             sampled = time.monotonic()
             sampler.sample()
-    await writers
-    ended = time.time()
+    committed, took = await writers
     tail_until = time.monotonic() + TAIL_SECONDS
     while tracker.pending and time.monotonic() < tail_until:
         check()
@@ -413,19 +434,46 @@ async def changes(
     searchable = latency(tracker.searchable)
     result: dict[str, Any] = {
         "offered_per_s": rate,
-        "achieved_per_s": round(len(committed) / max(ended - began, 1e-9), 1),
-        "changes": len(committed),
-        "seconds": round(ended - began, 1),
+        "achieved_per_s": round(committed / took, 1),
+        "changes": committed,
+        "seconds": round(took, 1),
         "searchable": searchable,
         "retrievable_by_id": latency(tracker.retrievable),
         "never_searchable_within_30s": len(tracker.pending),
         "tracked_every": every,
-        "writer_connections": connections,
+        "writer_connections": min(writer_connections(rate), max(1, committed)),
         "processes": sampler.window(),
     }
     say(f"PGSync: {result['achieved_per_s']:,}/s changes, searchable p95 "
         f"{searchable['p95_ms']} ms, never searchable {len(tracker.pending)}")  # fmt: skip
     return result
+
+
+async def writer_alone(
+    table: sql.Composable, orders: list[str], rate: float, seconds: float
+) -> float:
+    """The writer's own rate on the flat table before PGSync's triggers exist (changes/s):
+    whether a shortfall later is the writer's or comes with the triggers (their NOTIFY
+    takes a database-wide lock at every COMMIT)."""
+
+    def nothing(seq: int, order: str, written: dt.datetime, at: float) -> None:
+        return None
+
+    committed, took = await write(table, orders, rate=rate, seconds=seconds, on_commit=nothing)
+    say(f"writer alone (no triggers): {committed / took:,.1f}/s of {rate:,.0f}/s offered")
+    return round(committed / took, 1)
+
+
+def limit_of(achieved: float, alone: float, offered: float) -> str | None:
+    """What held the change rate below 90 % of the offered one, if anything."""
+    if achieved >= 0.9 * offered:
+        return None
+    if alone < 0.9 * offered:
+        return "writer (it falls short without PGSync's triggers too)"
+    return (
+        "with PGSync running (its triggers' NOTIFY at every COMMIT, its CPU share): "
+        "the writer alone reached the offered rate"
+    )
 
 
 def leftovers(schema: str, slot: str) -> dict[str, int]:
@@ -453,12 +501,51 @@ def drop_slot(slot: str) -> None:
         )
 
 
+async def clean_up(
+    pgsync: Pgsync | None, search: AsyncOpenSearch, index: str, schema: str, slot: str
+) -> dict[str, Any]:
+    """Stop PGSync, tear down its triggers and slot, check, drop its index and the schema."""
+    cleanup: dict[str, Any] = {}
+    if pgsync is not None:
+        pgsync.stop()
+        try:
+            await asyncio.to_thread(pgsync.bootstrap, True)
+        except PgsyncError as exc:
+            cleanup["teardown_error"] = str(exc)
+    cleanup["left_after_teardown"] = await asyncio.to_thread(leftovers, schema, slot)
+    await asyncio.to_thread(drop_slot, slot)  # if the teardown left it: never keep WAL
+    with suppress(Exception):
+        await search.indices.delete(index=index, ignore_unavailable=True)
+    await search.close()
+    await asyncio.to_thread(drop_schema, schema)
+    return cleanup
+
+
+def drop_stale_slots(database: str) -> list[str]:
+    """Slots of earlier runs killed before their teardown (their schema is gone): dropped,
+    since an abandoned slot makes PostgreSQL keep WAL for ever."""
+    prefix = f"{database.lower()}_pgsync_"
+    with psycopg.connect(pg_dsn(), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT slot_name FROM pg_replication_slots WHERE NOT active AND "
+            "starts_with(slot_name, %s) AND NOT EXISTS (SELECT 1 FROM pg_namespace "
+            "WHERE nspname = substr(slot_name, length(%s) + 1))",
+            (prefix, prefix),
+        ).fetchall()
+        for (slot,) in rows:
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+    return [str(slot) for (slot,) in rows]
+
+
 async def run_pgsync(args: argparse.Namespace) -> dict[str, Any]:
     """Install PGSync, seed, sync, change, tear down: PGSync's figures."""
     venv, install_seconds = await asyncio.to_thread(ensure_venv)
     version = _run([str(venv / "bin" / "pgsync"), "--version"], "pgsync --version", 120)
     env = devstack_env()
     pg = psycopg.conninfo.conninfo_to_dict(pg_dsn())
+    stale = await asyncio.to_thread(drop_stale_slots, str(pg["dbname"]))
+    if stale:
+        say(f"dropped replication slots of killed earlier runs: {', '.join(stale)}")
     started = time.monotonic()
     schema = await asyncio.to_thread(seed_schema, args.orders)
     workdir = Path(tempfile.mkdtemp(prefix="bench-pgsync-"))
@@ -471,7 +558,6 @@ async def run_pgsync(args: argparse.Namespace) -> dict[str, Any]:
     database = str(pg["dbname"])
     slot = f"{database.lower()}_{index}"  # PGSync's name for it (sync.py, Sync.__name)
     pgsync: Pgsync | None = None
-    cleanup: dict[str, Any] = {}
     try:
         (workdir / "redis").mkdir()
         rows, view_rows = await asyncio.to_thread(make_flat_table, schema)
@@ -488,30 +574,20 @@ async def run_pgsync(args: argparse.Namespace) -> dict[str, Any]:
         sampler.add("pgsync", lambda: [p for pid in list(current) for p in children_of(pid)])
         redis_pid = redis.proc.pid if redis.proc else 0
         sampler.add("pgsync redis", lambda: [redis_pid])
+        table = sql.Identifier(schema, "orders")
+        with psycopg.connect(pg_dsn(), autocommit=True) as conn:
+            ids = [r[0] for r in conn.execute(sql.SQL("SELECT order_id FROM {}").format(table))]
+        alone = await writer_alone(table, ids, args.changes_per_s, min(args.seconds, 5.0))
         initial = await initial_sync(
             pgsync, search, index, rows=rows, sampler=sampler, max_seconds=args.max_seconds
         )
-        with psycopg.connect(pg_dsn(), autocommit=True) as conn:
-            table = sql.Identifier(schema, "orders")
-            ids = [r[0] for r in conn.execute(sql.SQL("SELECT order_id FROM {}").format(table))]
         propagation = await changes(
             table, ids, search, index, rate=args.changes_per_s, seconds=args.seconds,
             check=pgsync.check, sampler=sampler,
         )  # fmt: skip
     finally:
-        if pgsync is not None:
-            pgsync.stop()
-            try:
-                await asyncio.to_thread(pgsync.bootstrap, True)
-            except PgsyncError as exc:
-                cleanup["teardown_error"] = str(exc)
-        cleanup["left_after_teardown"] = await asyncio.to_thread(leftovers, schema, slot)
-        await asyncio.to_thread(drop_slot, slot)  # if the teardown left it: never keep WAL
-        with suppress(Exception):
-            await search.indices.delete(index=index, ignore_unavailable=True)
-        await search.close()
+        cleanup = await clean_up(pgsync, search, index, schema, slot)
         redis.close()
-        await asyncio.to_thread(drop_schema, schema)
         shutil.rmtree(workdir, ignore_errors=True)
     return {
         "version": version.strip().removeprefix("Version: "),
@@ -520,7 +596,11 @@ async def run_pgsync(args: argparse.Namespace) -> dict[str, Any]:
         "rows": rows,
         "view_rows": view_rows,
         "initial_sync": initial,
-        "changes": propagation,
+        "changes": {
+            **propagation,
+            "writer_alone_per_s": alone,
+            "limit": limit_of(propagation["achieved_per_s"], alone, args.changes_per_s),
+        },
         "cleanup": cleanup,
     }
 
