@@ -105,7 +105,9 @@ def test_failures_name_materialize_and_never_the_password(
     elif case == "wrong CA":
         env["MZ_SSLROOTCERT"] = str(wrong.cert)
     elif case.startswith("system roots"):
-        del env["MZ_SSLMODE"], env["MZ_SSLROOTCERT"]
+        # empty = the default; set, not deleted, so that a MZ_SSLMODE=disable of the
+        # process environment (`source .devstack/env`, as ./scripts/test does) is not used
+        env |= {"MZ_SSLMODE": "", "MZ_SSLROOTCERT": ""}
     else:
         env |= {"MZ_SSLMODE": "disable", "MZ_SSLROOTCERT": ""}
     code, err = wait_now(env)  # libpq's connect_timeout (10 s) bounds each attempt
