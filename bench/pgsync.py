@@ -649,22 +649,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "ratio": round(initial["events_per_s"] / drain["events_per_s"], 3),
         "pgsync": {**peer, "processes_initial_sync": pgsync_processes},
         "searchsync": {
-            "initial_sync": {
-                k: drain.get(k)
-                for k in ("events", "seconds", "events_per_s", "max_rss_mb", "processes")
-            },
-            "changes": {
-                k: at_rate.get(k)
-                for k in (
-                    "offered_per_s",
-                    "achieved_per_s",
-                    "changes",
-                    "seconds",
-                    "searchable",
-                    "never_searchable_within_30s",
-                    "processes",
-                )
-            },
+            "initial_sync": {k: drain.get(k) for k in DRAIN_FIELDS},
+            "changes": {k: at_rate.get(k) for k in RATE_FIELDS},
             "emulator_tick_ms": e2e.get("emulator_tick_ms"),
             "refresh_interval": e2e.get("refresh_interval"),
             "drain_command": "python -m bench.drain " + " ".join(args.drain_argv),

@@ -102,4 +102,5 @@ def test_pgsync_quick_measures_both_sides_and_cleans_up() -> None:
     assert "teardown_error" not in peer["cleanup"]
     assert ours["initial_sync"]["events_per_s"] > 0
     assert ours["changes"]["achieved_per_s"] > 0
+    assert ours["changes"]["retrievable_by_id"]["p50_ms"] > 0
     assert 0 < ours["changes"]["searchable"]["p50_ms"] <= ours["changes"]["searchable"]["p95_ms"]
