@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import sys
 import time
@@ -30,7 +29,7 @@ import msgspec
 from opensearchpy import AsyncOpenSearch
 
 from bench.documents import order_document
-from bench.saved import save
+from bench.saved import common_arguments, emit, int_list
 from devstack.env import require
 from searchsync.common.entries import Change
 from searchsync.common.index import ensure_index
@@ -202,13 +201,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--bulk", type=int, default=1000)
-    parser.add_argument(
-        "--connections", type=lambda text: [int(p) for p in text.split(",")], default=[1, 2, 3, 4]
-    )
-    parser.add_argument(
-        "--save", action="store_true", help="also write bench/results/<scenario>.json"
-    )
-    parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
+    parser.add_argument("--connections", type=int_list, default=[1, 2, 3, 4])
+    common_arguments(parser, "a smoke run of a few seconds")
     args = parser.parse_args(argv)
     if args.quick:
         args.events, args.connections = 20_000, [1, 2]
@@ -217,11 +211,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    result = asyncio.run(amain(args))
-    print(json.dumps(result))
-    if args.save:
-        path = save(result, " ".join(["python -m bench.ceiling", *sys.argv[1:]]))
-        print(f"saved to {path}", file=sys.stderr)
+    emit(asyncio.run(amain(args)), args, "bench.ceiling", sys.argv[1:])
 
 
 if __name__ == "__main__":

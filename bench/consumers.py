@@ -49,7 +49,7 @@ from redis.asyncio import Redis
 from bench import ceiling
 from bench.documents import order_document
 from bench.processes import cpu_ticks
-from bench.saved import save
+from bench.saved import common_arguments, emit, int_list
 from devstack.env import require
 from searchsync.common.entries import Change, encode_changes
 from searchsync.common.index import ensure_index
@@ -460,10 +460,6 @@ class Bench:
         }
 
 
-def int_list(text: str) -> list[int]:
-    return [int(part) for part in text.split(",")]
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=200_000)
@@ -480,10 +476,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-seconds", type=float, default=600.0)
     parser.add_argument("--log-dir", default="")
     parser.add_argument("--ceiling-connections", type=int_list, default=[1, 2, 3, 4])
-    parser.add_argument(
-        "--save", action="store_true", help="also write bench/results/<scenario>.json"
-    )
-    parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
+    common_arguments(parser, "a smoke run of a few seconds")
     args = parser.parse_args(argv)
     if args.quick:
         args.events, args.counts, args.bulk_sizes = 20_000, [1, 2], [1000]
@@ -511,11 +504,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     args = parse_args()
-    result = asyncio.run(amain(args))
-    print(json.dumps(result))
-    if args.save:
-        path = save(result, " ".join(["python -m bench.consumers", *sys.argv[1:]]))
-        print(f"saved to {path}", file=sys.stderr)
+    emit(asyncio.run(amain(args)), args, "bench.consumers", sys.argv[1:])
 
 
 if __name__ == "__main__":

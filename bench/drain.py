@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import time
@@ -30,7 +29,7 @@ from opensearchpy import AsyncOpenSearch
 from bench import ceiling
 from bench.e2e import PRODUCTION
 from bench.processes import Sampler
-from bench.saved import save
+from bench.saved import common_arguments, emit, int_list
 from tests.support.consumer import ConsumerProcess
 from tests.support.pipeline import pipeline_of
 from tests.support.producer import ProducerProcess
@@ -124,14 +123,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--consumers", type=int, default=2)
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--max-seconds", type=float, default=900.0)
-    parser.add_argument(
-        "--ceiling-connections", type=lambda t: [int(p) for p in t.split(",")],
-        default=[1, 2, 3, 4],
-    )  # fmt: skip
-    parser.add_argument(
-        "--save", action="store_true", help="also write bench/results/<scenario>.json"
-    )
-    parser.add_argument("--quick", action="store_true", help="a smoke run of seconds")
+    parser.add_argument("--ceiling-connections", type=int_list, default=[1, 2, 3, 4])
+    common_arguments(parser, "a smoke run of seconds")
     args = parser.parse_args(argv)
     if args.quick:
         args.orders, args.ceiling_connections = 5_000, [1, 2]
@@ -140,12 +133,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    result = asyncio.run(run(args))
-    print(json.dumps(result))
-    if args.save:
-        say(
-            f"saved to {save(result, ' '.join(['python -m bench.drain', *(argv or sys.argv[1:])]))}"
-        )
+    emit(asyncio.run(run(args)), args, "bench.drain", argv or sys.argv[1:])
     return 0
 
 

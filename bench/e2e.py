@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import statistics
@@ -62,7 +61,7 @@ from redis.asyncio import Redis
 from bench import ceiling
 from bench.acktimer import AckTimer, weighted_percentiles_ms
 from bench.processes import Sampler, children_of, pid_file
-from bench.saved import save
+from bench.saved import common_arguments, emit, int_list
 from devstack.searchable import Tracker
 from searchsync.common import status as status_report
 from searchsync.common.keys import Keys
@@ -376,13 +375,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--ceiling-events", type=int, default=50_000)
     parser.add_argument(
-        "--synthetic-rates", type=lambda t: [int(p) for p in t.split(",") if p], default=[],
+        "--synthetic-rates", type=int_list, default=[],
         help="then the emulator's made-up changes at these rates (e.g. 5000,20000,50000)",
     )  # fmt: skip
-    parser.add_argument(
-        "--save", action="store_true", help="also write bench/results/<scenario>.json"
-    )
-    parser.add_argument("--quick", action="store_true", help="a smoke run of about a minute")
+    common_arguments(parser, "a smoke run of about a minute")
     args = parser.parse_args(argv)
     if args.quick:
         args.rates, args.seconds, args.warmup = ["100", "1000"], 6.0, 2.0
@@ -460,10 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up like ^C
     result = asyncio.run(run(args))
-    print(json.dumps(result))
-    if args.save:
-        command = " ".join(["python -m bench.e2e", *(argv or sys.argv[1:])])
-        say(f"saved to {save(result, command)}")
+    emit(result, args, "bench.e2e", argv or sys.argv[1:])
     return 0 if result["verify_ok"] else 1
 
 

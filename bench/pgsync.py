@@ -73,7 +73,7 @@ from psycopg import sql
 
 from bench.e2e import latency, writer_connections
 from bench.processes import Sampler, children_of
-from bench.saved import save
+from bench.saved import common_arguments, emit
 from devstack.env import devstack_env
 from tests.support.mzemu import drop_schema, pg_dsn
 from tests.support.producer import PYTHON, REPO, seed_schema
@@ -690,10 +690,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=pgsync_setting, metavar="NAME=VALUE",
         help="one of PGSync's environment settings for its run (e.g. REDIS_WRITE_CHUNK_SIZE=1)",
     )  # fmt: skip
-    parser.add_argument(
-        "--save", action="store_true", help="also write bench/results/<scenario>.json"
-    )
-    parser.add_argument("--quick", action="store_true", help="a smoke run of a few minutes")
+    common_arguments(parser, "a smoke run of a few minutes")
     args = parser.parse_args(argv)
     args.pgsync_settings = dict(args.pgsync_settings)
     if args.quick:
@@ -715,10 +712,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"bench.pgsync: PGSync could not run: {exc}")
         print(json.dumps({"scenario": "pgsync_peer", "error": str(exc)}))
         return 1
-    print(json.dumps(result))
-    if args.save:
-        command = " ".join(["python -m bench.pgsync", *(argv or sys.argv[1:])])
-        say(f"saved to {save(result, command)}")
+    emit(result, args, "bench.pgsync", argv or sys.argv[1:])
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Saved results: each bench's JSON in ``bench/results/<scenario>.json``, with the machine.
+"""Saved results: each bench's JSON in ``bench/results/<scenario>.json``, with the machine;
+and what every bench's command line shares (``--save``, ``--quick``, the JSON line).
 
 ``--save`` on a bench writes its result there (the last run of a scenario replaces
 the one before); ``python -m bench.report`` turns the saved files into
@@ -8,6 +9,7 @@ because a figure means nothing without the box it was measured on.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -17,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RESULTS", "machine", "save"]
+__all__ = ["RESULTS", "common_arguments", "emit", "int_list", "machine", "save"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -82,3 +84,22 @@ def save(result: dict[str, Any], command: str) -> Path:
     path = RESULTS / f"{result['scenario']}.json"
     path.write_text(json.dumps({**result, "command": command, "machine": machine()}, indent=1))
     return path
+
+
+def int_list(text: str) -> list[int]:
+    """``1,2,4`` → ``[1, 2, 4]`` (argparse type)."""
+    return [int(part) for part in text.split(",") if part]
+
+
+def common_arguments(parser: argparse.ArgumentParser, quick: str) -> None:
+    """``--save`` and ``--quick`` (``quick`` says what the smoke run does)."""
+    parser.add_argument("--save", action="store_true", help="also bench/results/<scenario>.json")
+    parser.add_argument("--quick", action="store_true", help=quick)
+
+
+def emit(result: dict[str, Any], args: argparse.Namespace, module: str, argv: list[str]) -> None:
+    """The result as the last line of stdout; with ``--save`` also its file (stderr says where)."""
+    print(json.dumps(result), flush=True)
+    if args.save:
+        path = save(result, " ".join([f"python -m {module}", *argv]))
+        print(f"saved to {path}", file=sys.stderr)
