@@ -17,17 +17,11 @@ from searchsync.common import materialize
 from searchsync.common.config import load_settings
 from tests.support.consumer import service_env
 from tests.support.mzemu import Emulator, create_schema, drop_schema, start_emulator
-from tests.support.tls import Authority, run_cli
+from tests.support.tls import Authority, authorities, run_cli
 
 PASSWORD = "mz-Secret-7"
 
-
-@pytest.fixture(scope="module")
-def authorities() -> Iterator[tuple[Authority, Authority]]:
-    right, wrong = Authority(), Authority("some-other-ca")
-    yield right, wrong
-    right.close()
-    wrong.close()
+__all__ = ["authorities"]  # the fixture, from tests.support.tls
 
 
 @pytest.fixture(scope="module")

@@ -17,17 +17,11 @@ import pytest
 from opensearchpy import OpenSearch
 
 from tests.support.consumer import service_env
-from tests.support.tls import Authority, BasicAuthProxy, run_cli
+from tests.support.tls import Authority, BasicAuthProxy, authorities, run_cli
 
 USER, PASSWORD = "searchsync", "os-Secret-9"
 
-
-@pytest.fixture(scope="module")
-def authorities() -> Iterator[tuple[Authority, Authority]]:
-    right, wrong = Authority(), Authority("some-other-ca")
-    yield right, wrong
-    right.close()
-    wrong.close()
+__all__ = ["authorities"]  # the fixture, from tests.support.tls
 
 
 @pytest.fixture(scope="module")

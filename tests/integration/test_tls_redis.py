@@ -10,18 +10,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.tls import Authority, TlsRedis, run_cli
+from tests.support.tls import Authority, TlsRedis, authorities, run_cli
 
 PASSWORD = f"pw-{secrets.token_hex(8)}"
 USER = "searchsync_tls"
 
-
-@pytest.fixture(scope="module")
-def authorities() -> Iterator[tuple[Authority, Authority]]:
-    right, wrong = Authority(), Authority("some-other-ca")
-    yield right, wrong
-    right.close()
-    wrong.close()
+__all__ = ["authorities"]  # the fixture, from tests.support.tls
 
 
 @pytest.fixture(scope="module")

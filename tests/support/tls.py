@@ -20,14 +20,17 @@ import socket
 import ssl
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from tests.support.http_proxy import Action, HttpProxy, RequestHead
 from tests.support.producer import REPO
 from tests.support.services import PrivateRedis, wait_for
 
-__all__ = ["Authority", "BasicAuthProxy", "TlsRedis", "run_cli", "server_context"]
+__all__ = ["Authority", "BasicAuthProxy", "TlsRedis", "authorities", "run_cli", "server_context"]
 
 CLI = REPO / ".venv" / "bin" / "searchsync"
 
@@ -194,3 +197,12 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+@pytest.fixture(scope="module")
+def authorities() -> Iterator[tuple[Authority, Authority]]:
+    """The CA the test's servers use, and another one (for the wrong-CA cases)."""
+    right, wrong = Authority(), Authority("some-other-ca")
+    yield right, wrong
+    right.close()
+    wrong.close()
