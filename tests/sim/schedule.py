@@ -17,7 +17,7 @@ import contextlib
 import logging
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from searchsync.common.config import Settings
@@ -97,11 +97,21 @@ _HANDLER = _Unexpected()
 _LOG = logging.getLogger("searchsync")
 
 
-def _quiet_logs() -> None:
-    if _HANDLER not in _LOG.handlers:
-        _LOG.addHandler(_HANDLER)
-        _LOG.setLevel(logging.ERROR)
-        _LOG.propagate = False
+@contextlib.contextmanager
+def _quiet_logs() -> Iterator[None]:
+    """The product's log lines quieted (errors collected) for one schedule, and the
+    logger restored after: pytest runs other tests in the same process that read those
+    lines with caplog (a logger left silenced made them fail by test order)."""
+    level, propagate = _LOG.level, _LOG.propagate
+    _LOG.addHandler(_HANDLER)
+    _LOG.setLevel(logging.ERROR)
+    _LOG.propagate = False
+    try:
+        yield
+    finally:
+        _LOG.removeHandler(_HANDLER)
+        _LOG.setLevel(level)
+        _LOG.propagate = propagate
 
 
 @dataclass(slots=True)
@@ -379,19 +389,19 @@ def run_schedule(
     """Run schedule ``seed`` to the end (or its first broken invariant); ``held`` adds a
     bulk held up on the way past the index's gc_deletes (see :func:`_chaos`); ``drop``
     leaves those chaos events out (numbers as the report shows them)."""
-    _quiet_logs()
     _HANDLER.found = []
     random.seed(seed)  # the backoff jitter (common.backoff) draws from the global generator
     loop = VirtualLoop()
     plan = _Run(seed, runner, held, drop)
     settings = Settings(**SIM_SETTINGS, stream_partitions=plan.partitions)  # type: ignore[arg-type]
     world = World(seed, loop, settings, plan.partitions)
-    try:
-        loop.run_until_complete(plan.main(world))
-    finally:
-        world.finished = True
-        _cancel_all(loop)
-        loop.close()
+    with _quiet_logs():
+        try:
+            loop.run_until_complete(plan.main(world))
+        finally:
+            world.finished = True
+            _cancel_all(loop)
+            loop.close()
     key = world.checker.key
     about = []
     if key is not None:
