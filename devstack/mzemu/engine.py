@@ -174,6 +174,8 @@ class Engine:
                 continue
             try:
                 async with self._lock:
+                    if time.monotonic() < self._paused_until:
+                        continue  # paused while this tick waited for the lock
                     if self._conn is None or self._conn.closed:
                         await self._reconnect()
                     await self._tick_locked()
@@ -201,8 +203,12 @@ class Engine:
         log.info("synthetic changes: %d/s to %s", self.synthetic_rate, self.config.view)
         return self.synthetic_rate
 
-    def pause(self, ms: int) -> None:
+    async def pause(self, ms: int) -> None:
+        """Freeze the frontier for ``ms`` (admin ``mzemu_pause_ticks``): returns once a
+        tick in flight has finished, so the frontier read after it stays put."""
         self._paused_until = time.monotonic() + ms / 1000
+        async with self._lock:
+            pass
 
     def resume(self) -> None:
         self._paused_until = 0.0

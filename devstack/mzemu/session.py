@@ -874,7 +874,7 @@ class Session:
             return self.server.drop_connections(except_pid=self.pid)
         if fn == "mzemu_pause_ticks":
             ms = int(stmt.args[0]) if stmt.args else 3_600_000
-            self.engine.pause(ms)
+            await self.engine.pause(ms)
             return ms
         if fn == "mzemu_resume_ticks":
             self.engine.resume()

@@ -178,9 +178,15 @@ def scale(d: Deployment, count: int, *, before: int) -> float:
     took = time.monotonic() - began
     status = d.pipe.status()  # and as the operator sees it
     assert spread_over([p["owner"] for p in status["partitions"]], status["members"], names)
-    listing = d.run(str(BIN / "supervisorctl"), "-c", "supervisord.conf", "status")
-    running = re.findall(r"^consumer:consumer-(\d+)\s+RUNNING", listing, flags=re.MULTILINE)
-    assert sorted(map(int, running)) == [d.consumer_base + n for n in range(count)], listing
+    expected = [d.consumer_base + n for n in range(count)]
+
+    def listed_running() -> bool:
+        # STARTING until startsecs (2 s) passed, though the consumer already works
+        listing = d.run(str(BIN / "supervisorctl"), "-c", "supervisord.conf", "status")
+        found = re.findall(r"^consumer:consumer-(\d+)\s+RUNNING", listing, flags=re.MULTILINE)
+        return sorted(map(int, found)) == expected
+
+    wait_for(listed_running, 30, f"supervisorctl status listing {expected} as RUNNING")
     print(f"{before} -> {count} consumers: all partitions owned {took:.1f}s after `update`")
     return took
 
