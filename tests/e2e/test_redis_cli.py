@@ -70,6 +70,8 @@ class Moment:
     status: dict[str, Any]
     blocked: bool
     outputs: dict[str, str] = field(default_factory=dict)
+    # the clock just before and just after the status call: its "now" lies between
+    taken: tuple[float, float] = (0.0, 0.0)
 
     @property
     def p0(self) -> dict[str, Any]:
@@ -185,7 +187,10 @@ def blocked(m: Moment, out: str, pipe: Pipeline) -> None:
     state = json.loads(out)
     assert m.p0["blocked"] == f"{state['kind']}: {state['reason']} (consumer {state['consumer']})"
     assert state["kind"] == "auth" and state["consumer"] == m.p0["owner"]
-    assert abs(time.time() - state["since_ms"] / 1000 - m.p0["blocked_seconds"]) < 30
+    # status computes it as its now minus since_ms; its now lies within the call (ms clock)
+    before, after = m.taken
+    since = state["since_ms"] / 1000
+    assert before - since - 0.002 <= m.p0["blocked_seconds"] <= after - since + 0.002
 
 
 def first_ids(pipe: Pipeline, *, newest: bool) -> list[str]:
@@ -291,14 +296,16 @@ def test_every_command_has_a_check_and_every_status_field_a_row() -> None:
 def frozen(pipe: Pipeline, *, blocked: bool) -> Moment:
     """The status, unchanged before and after: nothing moves while the commands run."""
     first = pipe.status()
+    before = time.time()
     second = pipe.status()
+    after = time.time()
     steady = ("checkpoint", "dlq_length", "buffer", "members")
     assert [first[k] for k in steady] == [second[k] for k in steady]
     for a, b in zip(first["partitions"], second["partitions"], strict=True):
         assert {k: a[k] for k in ("length", "lag", "pending", "owner", "applied_ts", "buffer")} == {
             k: b[k] for k in ("length", "lag", "pending", "owner", "applied_ts", "buffer")
         }
-    return Moment(second, blocked)
+    return Moment(second, blocked, taken=(before, after))
 
 
 def check_all(moment: Moment, pipe: Pipeline) -> None:
