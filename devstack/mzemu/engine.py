@@ -88,7 +88,6 @@ class Engine:
         self._pending: dict[Subscription, tuple[Subscribe, tuple[str | None, ...]]] = {}
         self._capture_installed = False
         self._warned_no_triples = False
-        self.ticks = 0
         self._synthetic: SyntheticChanges | None = None
         self.synthetic_rate = config.synthetic_rate
 
@@ -277,7 +276,6 @@ class Engine:
             feed_rows=feed_rows,
         )
         self.closed_ts = ts
-        self.ticks += 1
         return ts
 
     async def _install_capture(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
@@ -610,10 +608,6 @@ class Engine:
             feed.subscribers.discard(sub)
             if not feed.subscribers:
                 self._feeds.remove(feed)
-
-    def subscription_count(self) -> int:
-        n = len(self._view.subscribers) if self._view else 0
-        return n + sum(len(f.subscribers) for f in self._feeds)
 
 
 def _text_select(query: str, ncols: int) -> sql.Composed:

@@ -66,7 +66,6 @@ class Subscription:
         self._footprints: deque[int] = deque()
         self._total = 0
         self._head_pos = 0
-        self.rows_emitted = 0
 
     # -- producer side (the engine)
     def activate(self, collection: Collection) -> None:
@@ -132,7 +131,6 @@ class Subscription:
         self._queue.append(events)
         self._footprints.append(size)
         self._total += size
-        self.rows_emitted += len(events)
         self.changed.set()
 
     def backlog_bytes(self) -> int:
