@@ -10,9 +10,10 @@ order). :class:`AckTimer` reads the new entries (XRANGE) and both answers every
 figures:
 
 - ``ts → acknowledged``: what the pipeline added after Materialize closed the
-  timestamp, plus the emulator's own delay in handing the row out (the row's
-  arrival at the producer is not recorded anywhere, so this is an upper bound of
-  the pipeline-added latency, by at most the emulator's emission delay);
+  timestamp, plus the emulator's own delay in handing the row out;
+- ``arrival → acknowledged`` (when ``arrivals`` names bench.arrivals' file): from the
+  first row of the change's timestamp reaching the producer (the tap in front of
+  the emulator stamps it) to acknowledged — the pipeline-added latency itself;
 - ``ts → in Redis``: the producer's part (reading, consolidating until the
   timestamp is complete, XADD);
 - ``in Redis → acknowledged``: the consumers' part (read, bulk, OpenSearch, XACK).
@@ -31,6 +32,7 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
+from bench.arrivals import read_arrivals
 from searchsync.common.entries import Marker, decode_entry
 from searchsync.common.keys import Keys
 
@@ -76,7 +78,14 @@ class AckTimer:
     ts_to_ack: list[tuple[float, int]] = field(default_factory=list)  # (seconds, changes)
     ts_to_redis: list[tuple[float, int]] = field(default_factory=list)
     redis_to_ack: list[tuple[float, int]] = field(default_factory=list)
+    # with ``arrivals`` (bench.arrivals' file): the row's arrival at the producer →
+    # acknowledged, the pipeline-added latency itself
+    arrivals: str | None = None
+    arrival_to_ack: list[tuple[float, int]] = field(default_factory=list)
+    without_arrival: int = 0  # changes whose timestamp the tap never saw (none expected)
     _partitions: list[_Partition] = field(default_factory=list)
+    _arrived: dict[int, float] = field(default_factory=dict)
+    _arrivals_read: int = 0
 
     async def start(self) -> None:
         """Time only what is written from now on: remember where each stream ends."""
@@ -102,6 +111,8 @@ class AckTimer:
                 pipe.xpending(self.keys.stream(number), self.group)
             answers = await pipe.execute(raise_on_error=False)
         now = time.time()
+        if self.arrivals is not None:
+            self._arrivals_read = read_arrivals(self.arrivals, self._arrivals_read, self._arrived)
         for number, partition in enumerate(self._partitions):
             groups, pending = answers[2 * number], answers[2 * number + 1]
             if isinstance(groups, Exception) or isinstance(pending, Exception):
@@ -120,6 +131,12 @@ class AckTimer:
                 self.ts_to_ack.append((now - entry.ts_ms / 1000, entry.changes))
                 self.ts_to_redis.append((xadd_s - entry.ts_ms / 1000, entry.changes))
                 self.redis_to_ack.append((now - xadd_s, entry.changes))
+                if self.arrivals is not None:
+                    arrived = self._arrived.get(entry.ts_ms)
+                    if arrived is None:
+                        self.without_arrival += entry.changes
+                    else:
+                        self.arrival_to_ack.append((now - arrived, entry.changes))
 
     async def _read_new(self, number: int, partition: _Partition) -> None:
         stream = self.keys.stream(number)

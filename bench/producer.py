@@ -193,14 +193,15 @@ def settle(port: int) -> None:
     client.close()
 
 
-def redis_benchmark(port: int, n: int) -> float:
-    """XADD/s of ``redis-benchmark -P 32`` with one 600-byte field."""
+def redis_benchmark(port: int, n: int, cpus: set[int] | None = None) -> float:
+    """XADD/s of ``redis-benchmark -P 32`` with one 600-byte field (on ``cpus`` if given)."""
     out = subprocess.run(
         [
             "redis-benchmark", "-p", str(port), "-P", "32", "-n", str(n), "-q",
             "XADD", "bench:baseline", "*", "field", "x" * 600,
         ],
         capture_output=True, text=True, check=True,
+        preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
     ).stdout  # fmt: skip
     rates = re.findall(r"([\d.]+) requests per second", out)
     redis.Redis(port=port).delete("bench:baseline")
@@ -323,8 +324,15 @@ def run_backlog(
     redis_port: int,
     rows: int,
     pg: psycopg.Connection[Any],
+    *,
+    latencies: bool = True,
+    affinity: set[int] | None = None,
 ) -> dict[str, Any]:
-    """One producer run over the backlog, then live latencies; returns the measures."""
+    """One producer run over the backlog, then (``latencies``) live latencies.
+
+    ``affinity``: the CPUs the producer may run on (bench.headroom pins it), set right
+    after the spawn, before it connects. Returns the measures.
+    """
     settle(redis_port)
     log_path = Path(tempfile.mkstemp(prefix="bench-producer-", suffix=".log")[1])
     emulator_port, emulator_proc = emulator
@@ -337,6 +345,8 @@ def run_backlog(
             env=producer_env(emulator_port, redis_port),
             stderr=log,
         )
+    if affinity is not None:
+        os.sched_setaffinity(proc.pid, affinity)
     try:
         started = wait_line(log_path, "SUBSCRIBE started", proc, 60)
         startup_cpu = cpu_seconds(proc.pid)  # imports, connections: not per row
@@ -352,7 +362,7 @@ def run_backlog(
         assert written and int(written.group(1)) == rows, done
         # the producer logs this WARNING at start when it runs the pure-Python path
         c_path = "searchsync.producer._speedups is not built" not in log_path.read_text()
-        latencies = live_latencies(redis_port, pg)
+        live = live_latencies(redis_port, pg) if latencies else []
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
@@ -363,7 +373,7 @@ def run_backlog(
         "producer_us_per_row": cpu["producer"] / rows * 1e6,
         "c_path": c_path,
         "rss": rss,
-        "latencies": latencies,
+        "latencies": live,
     }
 
 

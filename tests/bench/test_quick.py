@@ -101,6 +101,20 @@ def test_the_drain_bench_times_a_backlog_until_search_sees_all_of_it() -> None:
     assert {"producer", "consumer c1", "consumer c2", "emulator"} <= set(result["processes"])
 
 
+def test_the_headroom_bench_measures_each_condition_round_by_round() -> None:
+    result = run_quick("bench.headroom")
+    assert result["scenario"] == "producer_headroom" and result["events"] > 0
+    conditions = result["conditions"]
+    assert set(conditions) == {"shared", "pinned"}
+    for condition in conditions.values():
+        assert len(condition["runs"]) == 2 and all(run["c_path"] for run in condition["runs"])
+        for name in ("events_per_s", "producer_cpu_us_per_row", "baseline_xadd_per_s", "ratio"):
+            figure = condition[name]
+            assert 0 < figure["min"] <= figure["median"] <= figure["max"] and figure["cv"] >= 0
+    steadiest = conditions[result["steadiest_condition"]]
+    assert result["producer_cpu_us_per_row"] == steadiest["producer_cpu_us_per_row"]["median"]
+
+
 def test_the_report_turns_the_results_into_a_page_with_plots(tmp_path: Path) -> None:
     from bench.saved import machine
 
