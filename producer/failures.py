@@ -16,6 +16,7 @@ import psycopg
 from redis import exceptions as redis_errors
 
 from ..common.errors import FatalError, TransientError
+from ..common.materialize import describe_statement
 from .rows import LayoutError
 
 __all__ = ["AsOfRefused", "describe", "is_transient"]
@@ -49,9 +50,11 @@ def is_transient(error: BaseException) -> bool:
 
 
 def describe(error: BaseException) -> str:
-    """One line: the message, without psycopg's multi-line context."""
-    text = str(error).strip().splitlines()
-    first = text[0] if text else type(error).__name__
+    """One line: the message, without psycopg's multi-line context. A statement
+    Materialize refused (it has a SQLSTATE) says Materialize and what to check
+    (common.materialize.describe_statement); a failed connection already does
+    (common.materialize.connect raises it with its address and settings)."""
     if isinstance(error, psycopg.Error) and error.sqlstate:
-        return f"{first} (SQLSTATE {error.sqlstate})"
-    return first
+        return describe_statement(error)
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

@@ -107,7 +107,7 @@ def test_failures_name_materialize_and_never_the_password(
     code, err = wait_now(env)  # libpq's connect_timeout (10 s) bounds each attempt
     assert code == 3, err
     assert "cannot read the view from Materialize" in err and expected in err, err
-    assert f'"127.0.0.1", port {emulator.port}' in err
+    assert f"Materialize at 127.0.0.1:{emulator.port}" in err  # common.materialize.explain
     assert PASSWORD not in err
 
 

@@ -39,4 +39,7 @@ def test_what_retrying_cannot_fix_is_fatal() -> None:
 
 def test_describe_is_one_line() -> None:
     assert describe(ValueError("first\nsecond")) == "first"
-    assert describe(errors.lookup("53200")("fell behind")) == "fell behind (SQLSTATE 53200)"
+    assert (
+        describe(errors.lookup("53200")("fell behind"))
+        == "Materialize: fell behind (SQLSTATE 53200)"
+    )
