@@ -48,7 +48,7 @@ from redis.asyncio import Redis
 
 from bench import ceiling
 from bench.documents import order_document
-from bench.processes import cpu_ticks
+from bench.processes import cpu_ticks, pid_file
 from bench.saved import common_arguments, emit, int_list
 from devstack.env import require
 from searchsync.common.entries import Change, encode_changes
@@ -147,6 +147,11 @@ def cpu_seconds(pid: int) -> float:
     return 0.0
 
 
+def per_doc(cpu_s: dict[str, float], docs: int) -> dict[str, float]:
+    """CPU seconds → µs a document, per process."""
+    return {name: round(seconds / docs * 1e6, 1) for name, seconds in cpu_s.items()}
+
+
 def peak_rss_mb(pid: int) -> float:
     with contextlib.suppress(OSError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -178,6 +183,12 @@ class Bench:
 
     def say(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
+
+    async def service_cpu(self) -> dict[str, float]:
+        """CPU seconds so far of the devstack's OpenSearch JVM and of Redis."""
+        jvm = pid_file(ROOT / ".devstack" / "opensearch" / "opensearch.pid")
+        redis_pid = int((await self.redis.info("server"))["process_id"])
+        return {"opensearch": cpu_seconds(jvm) if jvm else 0.0, "redis": cpu_seconds(redis_pid)}
 
     async def fresh_index(self, name: str) -> str:
         alias = f"{self.view}_{name}"
@@ -232,6 +243,7 @@ class Bench:
             for stream in self.keys.streams():
                 await self.redis.xgroup_create(stream, group, id="$", mkstream=True)
         watcher = AckWatcher(backlog.entry_ms, start_counts, base)
+        services_before = await self.service_cpu()
         spawned = time.monotonic()
         procs = [self.spawn(f"{label}-{n}", group, alias, bulk) for n in range(count)]
         ready = await self.wait_ready(spawned)
@@ -254,6 +266,7 @@ class Bench:
         finally:
             rss = [peak_rss_mb(p.pid) for p in procs]
             cpu = [cpu_seconds(p.pid) for p in procs]
+            services = await self.service_cpu()
             for proc in procs:
                 proc.terminate()
             codes = [proc.wait(20) for proc in procs]
@@ -273,6 +286,12 @@ class Bench:
             "max_rss_mb": round(max(rss), 1),
             "rss_mb": [round(r, 1) for r in rss],
             "consumer_cpu_s": round(sum(cpu), 2),
+            # where the two cores went, per document: the consumers (their start-up
+            # included), OpenSearch and Redis, from spawn to the last acknowledgement
+            "cpu_us_per_doc": per_doc(
+                {"consumers": sum(cpu)} | {k: services[k] - services_before[k] for k in services},
+                total,
+            ),
             "indexed": indexed,
             "exit_codes": codes,
         }
@@ -321,11 +340,16 @@ class Bench:
     async def run_baseline(
         self, backlog: Backlog, bulk: int, label: str, connections: int
     ) -> dict[str, Any]:
+        bodies = self.bodies(backlog, bulk)
+        before = await self.service_cpu()
         run = await ceiling.measure(
             self.search, base_url=self.base_url, alias=f"{self.view}_ceiling_{label}",
-            bodies=self.bodies(backlog, bulk), events=len(backlog.docs), connections=connections,
+            bodies=bodies, events=len(backlog.docs), connections=connections,
         )  # fmt: skip
-        result = {**run.as_json(), "bulk_size": bulk}
+        after = await self.service_cpu()
+        spent = {"opensearch": after["opensearch"] - before["opensearch"]}
+        result = {**run.as_json(), "bulk_size": bulk,
+                  "cpu_us_per_doc": per_doc(spent, len(backlog.docs))}  # fmt: skip
         self.say(f"ceiling {label}: {json.dumps(result)}")
         return result
 
@@ -373,6 +397,7 @@ class Bench:
         )
         run = await self.run_consumers(backlog, count, bulk)
         run["baseline_events_per_s"] = baseline["events_per_s"]
+        run["baseline_cpu_us_per_doc"] = baseline["cpu_us_per_doc"]
         run["ratio"] = round(run["events_per_s"] / baseline["events_per_s"], 3)
         return run
 
