@@ -4,7 +4,7 @@
 
 A private FreshMart schema seeded with ``--orders`` orders is the backlog: the view's
 snapshot, waiting in the emulator before anything of the pipeline runs
-(tests.support.pipeline: private emulator and redis-server, the devstack's
+(devstack.harness.pipeline: private emulator and redis-server, the devstack's
 PostgreSQL and OpenSearch node, a private index). Then the producer and
 ``--consumers`` consumers start, with the production defaults of every setting, and
 the clock runs until ``_count`` (what ``_search`` sees: refreshed documents only)
@@ -30,9 +30,9 @@ from bench import ceiling
 from bench.e2e import PRODUCTION
 from bench.processes import Sampler
 from bench.saved import common_arguments, emit, int_list
-from tests.support.consumer import ConsumerProcess
-from tests.support.pipeline import pipeline_of
-from tests.support.producer import ProducerProcess
+from devstack.harness.consumer import ConsumerProcess
+from devstack.harness.pipeline import pipeline_of
+from devstack.harness.producer import ProducerProcess
 
 __all__ = ["main"]
 

@@ -5,7 +5,7 @@
 
 PostgreSQL writes (the FreshMart load generator, one transaction a change) → the
 Materialize emulator → a producer → Redis → consumers → OpenSearch, built as the e2e
-tests build it (tests.support.pipeline: a private FreshMart schema, emulator and
+tests build it (devstack.harness.pipeline: a private FreshMart schema, emulator and
 redis-server, the devstack's PostgreSQL and OpenSearch node, a private index), with
 the production defaults of every setting. For each offered rate the load runs
 ``--warmup`` + ``--seconds`` s; only the last ``--seconds`` are measured:
@@ -62,18 +62,18 @@ from bench import ceiling
 from bench.acktimer import AckTimer, weighted_percentiles_ms
 from bench.processes import Sampler, children_of, pid_file
 from bench.saved import common_arguments, emit, int_list
+from devstack.harness.consumer import ConsumerProcess
+from devstack.harness.mzemu import pg_dsn
+from devstack.harness.pipeline import Pipeline, pipeline_of
+from devstack.harness.producer import PYTHON, REPO, ProducerProcess
 from devstack.searchable import Tracker
 from searchsync.common import status as status_report
 from searchsync.common.keys import Keys
-from tests.support.consumer import ConsumerProcess
-from tests.support.mzemu import pg_dsn
-from tests.support.pipeline import Pipeline, pipeline_of
-from tests.support.producer import PYTHON, REPO, ProducerProcess
 
 __all__ = ["main"]
 
 DEVSTACK = REPO / ".devstack"
-# tests.support.pipeline tunes these for fast tests; the bench runs the defaults
+# devstack.harness.pipeline tunes these for fast tests; the bench runs the defaults
 PRODUCTION = {
     "LEASE_TTL_SECONDS": "5",
     "MAX_BATCH_AGE_SECONDS": "5",

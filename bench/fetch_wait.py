@@ -40,13 +40,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.mzemu import VIEW, max_rss_mb, percentile, private_schema  # noqa: E402
+from devstack.harness.mzemu import Emulator, start_emulator  # noqa: E402
 from searchsync.producer.documents import register_text_loaders  # noqa: E402
 from searchsync.producer.subscribe import (  # noqa: E402
     FETCH_ROWS,
     ReadyReadsConnection,
     Subscription,
 )
-from tests.support.mzemu import Emulator, start_emulator  # noqa: E402
 
 
 def log(message: str) -> None:

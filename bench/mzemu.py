@@ -57,7 +57,7 @@ from devstack.freshmart.schema import (  # noqa: E402
     create_secondary_indexes,
     drop_secondary_indexes,
 )
-from tests.support.mzemu import Emulator, pg_dsn, start_emulator  # noqa: E402
+from devstack.harness.mzemu import Emulator, pg_dsn, start_emulator  # noqa: E402
 
 VIEW = "orders_search_source_mv"
 _TEXT_OIDS = (16, 20, 21, 23, 1082, 1114, 1184, 1700, 16552)

@@ -75,9 +75,9 @@ from bench.e2e import latency, writer_connections
 from bench.processes import Sampler, children_of
 from bench.saved import common_arguments, emit
 from devstack.env import devstack_env
-from tests.support.mzemu import drop_schema, pg_dsn
-from tests.support.producer import PYTHON, REPO, seed_schema
-from tests.support.services import PrivateRedis
+from devstack.harness.mzemu import drop_schema, pg_dsn
+from devstack.harness.producer import PYTHON, REPO, seed_schema
+from devstack.harness.services import PrivateRedis
 
 __all__ = ["PgsyncError", "ensure_venv", "main", "reached"]
 

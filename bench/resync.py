@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.resync [--orders 25000] [--rate 50] [--consumers 2]
 
-Builds the e2e tests' pipeline (tests.support.pipeline: a private FreshMart schema
+Builds the e2e tests' pipeline (devstack.harness.pipeline: a private FreshMart schema
 seeded by devstack's generator, a private emulator and redis-server, the devstack's
 OpenSearch, a real producer and ``--consumers`` consumers), waits until the view
 is indexed, starts the FreshMart load generator at ``--rate`` changes/s, runs
@@ -22,8 +22,8 @@ import sys
 import time
 from typing import Any
 
-from tests.support.pipeline import CLI, pipeline_of
-from tests.support.producer import start_load
+from devstack.harness.pipeline import CLI, pipeline_of
+from devstack.harness.producer import start_load
 
 
 def _resync(env: dict[str, str]) -> tuple[float, dict[str, Any], str]:

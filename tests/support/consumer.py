@@ -6,42 +6,48 @@ reading ``.devstack/env`` itself. Every test gets its own view name (so its own
 :func:`cleanup` deletes exactly those keys and indices — never FLUSHALL: Redis
 and OpenSearch are shared with the demo and other tests.
 
-A private redis-server and a TCP proxy to cut are in tests.support.services.
+A private redis-server and a TCP proxy to cut are in tests.support.services; the
+consumer process (:class:`ConsumerProcess`) is in devstack.harness.consumer, shared
+with bench/, and re-exported here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import msgspec
 from opensearchpy import AsyncOpenSearch, NotFoundError
 from redis.asyncio import Redis
 
-from devstack.env import require
+from devstack.harness.consumer import PYTHON, ROOT, ConsumerProcess, service_env
 from searchsync.common.config import Settings, load_settings
 from searchsync.common.entries import encode_changes, encode_progress, encode_reconcile
 from searchsync.common.keys import Keys
 from searchsync.common.partition import partition_of
-from tests.support.services import wait_or_dump
 
-ROOT = Path(__file__).resolve().parents[2]
-PYTHON = ROOT / ".venv" / "bin" / "python"
+__all__ = [
+    "GROUP",
+    "PYTHON",
+    "ROOT",
+    "ConsumerProcess",
+    "LoadWriter",
+    "OrderWatcher",
+    "Stack",
+    "cleanup",
+    "make_stack",
+    "running_worker",
+    "service_env",
+    "stack_of",
+    "wait_for",
+]
+
 GROUP = "searchsync"
-
-
-def service_env() -> dict[str, str]:
-    """REDIS_URL, OS_HOST, OS_PORT from the environment or .devstack/env."""
-    return require(("REDIS_URL", "OS_HOST", "OS_PORT"))
 
 
 @dataclass
@@ -246,49 +252,6 @@ async def running_worker(settings: Settings) -> AsyncIterator[Any]:
         await asyncio.wait_for(task, 15)
         await client.close()
         await redis.aclose()
-
-
-class ConsumerProcess:
-    """A ``python -m searchsync.consumer.main`` subprocess with its log in a file."""
-
-    def __init__(self, env: Mapping[str, str], name: str, log_dir: Path) -> None:
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [str(PYTHON), "-m", "searchsync.consumer.main"],
-            cwd=ROOT,
-            env={**os.environ, **env, "CONSUMER_NAME": name},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def signal(self, sig: signal.Signals) -> None:
-        self.proc.send_signal(sig)
-
-    def pause(self) -> None:
-        """SIGSTOP: the process freezes as in a long GC pause; its sockets stay open."""
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        self.proc.send_signal(signal.SIGCONT)
-
-    def wait(self, timeout: float) -> int:
-        """The exit status; AssertionError with the log and every thread's stack
-        (SIGUSR1, see consumer.main) if the process has not exited within ``timeout``."""
-        try:
-            return wait_or_dump(self.proc, timeout, self.log)
-        finally:
-            self._log.close()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def ensure_dead(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        self._log.close()
 
 
 class LoadWriter:
