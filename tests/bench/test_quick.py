@@ -83,6 +83,12 @@ def test_the_e2e_bench_measures_every_rate_and_every_process() -> None:
         to_ack, to_redis = rate["ts_to_acknowledged"], rate["ts_to_redis"]
         assert to_ack["changes"] > 0 and to_ack["changes"] == to_redis["changes"]
         assert 0 < to_ack["p50_ms"] <= to_ack["p95_ms"] <= to_ack["p99_ms"]
+        # the tap saw the first row of every timestamp that was acknowledged, and a row
+        # reaches the producer after Materialize closed its timestamp
+        added = rate["pipeline_added"]
+        assert rate["without_arrival"] == 0 and added["changes"] == to_ack["changes"]
+        assert 0 < added["p50_ms"] <= added["p95_ms"] <= added["p99_ms"]
+        assert added["p50_ms"] <= to_ack["p50_ms"] and added["p99_ms"] <= to_ack["p99_ms"]
     assert result["baseline"]["events_per_s"] > 0
     (synthetic,) = result["synthetic"]
     assert synthetic["offered_per_s"] == 2000 and synthetic["written_per_s"] > 0
