@@ -19,31 +19,28 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from searchsync.common.index import ensure_index
-from tests.support.consumer import PYTHON, ROOT, ConsumerProcess, Stack, stack_of, wait_for
+from tests.support.consumer import (
+    PYTHON,
+    ROOT,
+    ConsumerProcess,
+    Stack,
+    orders,
+    stack_fixture,
+    wait_for,
+)
 from tests.support.http_proxy import HttpProxy
 from tests.support.services import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 
-@pytest.fixture
-async def stack() -> AsyncIterator[Stack]:
-    async with stack_of(partitions=2) as s:
-        yield s
-
-
-def orders(start: int, count: int) -> list[tuple[str, dict[str, Any] | None]]:
-    return [
-        (f"order:FM-{n}", {"order_id": f"order:FM-{n}", "order_status": "PLACED"})
-        for n in range(start, start + count)
-    ]
+stack = stack_fixture(partitions=2)
 
 
 def status(env: dict[str, str]) -> dict[str, Any]:

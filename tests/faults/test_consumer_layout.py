@@ -13,30 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.support.consumer import ConsumerProcess, Stack, stack_of, wait_for
+from tests.support.consumer import ConsumerProcess, Stack, orders, stack_fixture, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
-@pytest.fixture
-async def stack() -> AsyncIterator[Stack]:
-    async with stack_of(partitions=2) as s:
-        yield s
-
-
-def orders(start: int, count: int) -> list[tuple[str, dict[str, Any] | None]]:
-    return [(f"order:FM-{n}", {"order_id": f"order:FM-{n}"}) for n in range(start, start + count)]
+stack = stack_fixture(partitions=2)
 
 
 async def test_a_concrete_index_at_start_stops_the_consumer(stack: Stack, tmp_path: Path) -> None:
     await stack.search.indices.create(index=stack.alias)  # curl -X PUT /orders
-    await stack.write(int(time.time() * 1000), orders(0, 5))
+    await stack.write(int(time.time() * 1000), orders(0, 5, status=None))
     consumer = ConsumerProcess(stack.consumer_env(), "cons-layout", tmp_path)
     try:
         code = await asyncio.to_thread(consumer.wait, 30)
@@ -54,12 +45,12 @@ async def test_a_concrete_index_mid_run_stops_the_consumer_and_loses_nothing(
     consumer = ConsumerProcess(stack.consumer_env(), "cons-layout", tmp_path)
     try:
         t = int(time.time() * 1000)
-        await stack.write(t, orders(0, 5))
+        await stack.write(t, orders(0, 5, status=None))
         await wait_for(lambda: _outstanding_is(stack, 0), 30, "the first orders synced")
         # the runbook's Force Resync by hand: delete the index, create one named like the alias
         await stack.search.indices.delete(index=f"{stack.alias}_v1")
         await stack.search.indices.create(index=stack.alias)
-        await stack.write(t + 1, orders(5, 5))
+        await stack.write(t + 1, orders(5, 5, status=None))
         code = await asyncio.to_thread(consumer.wait, 30)
     finally:
         consumer.ensure_dead()

@@ -13,31 +13,25 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.consumer import ConsumerProcess, Stack, running_worker, stack_of, wait_for
+from tests.support.consumer import (
+    ConsumerProcess,
+    Stack,
+    orders,
+    running_worker,
+    stack_fixture,
+    wait_for,
+)
 from tests.support.services import Proxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 
-@pytest.fixture
-async def stack() -> AsyncIterator[Stack]:
-    async with stack_of(partitions=4) as s:
-        yield s
-
-
-def orders(
-    start: int, count: int, status: str = "PLACED"
-) -> list[tuple[str, dict[str, Any] | None]]:
-    return [
-        (f"order:FM-{n}", {"order_id": f"order:FM-{n}", "order_status": status})
-        for n in range(start, start + count)
-    ]
+stack = stack_fixture(partitions=4)
 
 
 def errors_of(worker: Any, kind: str) -> float:

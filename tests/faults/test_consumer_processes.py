@@ -23,7 +23,7 @@ from tests.support.consumer import (
     LoadWriter,
     OrderWatcher,
     Stack,
-    stack_of,
+    stack_fixture,
     wait_for,
 )
 
@@ -33,10 +33,7 @@ PARTITIONS = 8
 TTL = 2.0
 
 
-@pytest.fixture
-async def stack() -> AsyncIterator[Stack]:
-    async with stack_of(partitions=PARTITIONS) as s:
-        yield s
+stack = stack_fixture(partitions=PARTITIONS)
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,15 @@ from searchsync.common.config import Settings
 from searchsync.common.entries import decode_dead_letter
 from searchsync.common.index import ensure_index
 from searchsync.common.partition import partition_of
-from tests.support.consumer import GROUP, ConsumerProcess, Stack, running_worker, stack_of, wait_for
+from tests.support.consumer import (
+    GROUP,
+    ConsumerProcess,
+    Stack,
+    orders,
+    running_worker,
+    stack_fixture,
+    wait_for,
+)
 from tests.support.http_proxy import Action, HttpProxy, RequestHead
 from tests.support.services import PrivateRedis, Proxy
 
@@ -45,24 +52,9 @@ MAX_DELIVERIES = 2
 CUTS = 4  # more than MAX_DELIVERIES
 
 
-@pytest.fixture
-async def private_stack(private_redis: PrivateRedis) -> AsyncIterator[Stack]:
-    # one partition: the runner's log lines (which name no partition) are all about it
-    async with stack_of(partitions=1, redis_url=private_redis.url) as s:
-        yield s
-
-
-@pytest.fixture
-async def shared_stack() -> AsyncIterator[Stack]:
-    async with stack_of(partitions=1) as s:
-        yield s
-
-
-def orders(start: int, count: int) -> list[tuple[str, dict[str, Any] | None]]:
-    return [
-        (f"order:FM-{n}", {"order_id": f"order:FM-{n}", "order_status": "PLACED"})
-        for n in range(start, start + count)
-    ]
+# one partition: the runner's log lines (which name no partition) are all about it
+private_stack = stack_fixture(partitions=1, private_redis=True)
+shared_stack = stack_fixture(partitions=1)
 
 
 async def alias_exists(stack: Stack) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -18,9 +17,9 @@ from redis.asyncio import Redis
 
 from tests.support.consumer import (
     Stack,
-    cleanup,
-    make_stack,
+    orders,
     running_worker,
+    stack_fixture,
     wait_for,
 )
 from tests.support.services import PrivateRedis
@@ -28,23 +27,7 @@ from tests.support.services import PrivateRedis
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 
-@pytest.fixture
-async def stack(private_redis: PrivateRedis) -> AsyncIterator[Stack]:
-    s = await make_stack(partitions=4, redis_url=private_redis.url)
-    try:
-        yield s
-    finally:
-        if private_redis.proc is not None and private_redis.proc.poll() is None:
-            await cleanup(s)
-        else:
-            await s.search.close()
-
-
-def orders(start: int, count: int, status: str) -> list[tuple[str, dict[str, Any] | None]]:
-    return [
-        (f"order:FM-{n}", {"order_id": f"order:FM-{n}", "order_status": status})
-        for n in range(start, start + count)
-    ]
+stack = stack_fixture(partitions=4, private_redis=True)
 
 
 async def settled(stack: Stack) -> bool:

@@ -16,14 +16,12 @@ consumer runs in the test's event loop.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
 from searchsync.common.entries import decode_dead_letter
 from searchsync.common.index import ensure_index
-from tests.support.consumer import Stack, running_worker, stack_of, wait_for
+from tests.support.consumer import Stack, orders, running_worker, stack_fixture, wait_for
 from tests.support.http_proxy import Action, HttpProxy, RequestHead
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -40,17 +38,7 @@ class BodyLimitProxy(HttpProxy):
         return super().action(request)
 
 
-@pytest.fixture
-async def stack() -> AsyncIterator[Stack]:
-    async with stack_of(partitions=1) as s:
-        yield s
-
-
-def orders(start: int, count: int, pad: int = 0) -> list[tuple[str, dict[str, Any] | None]]:
-    return [
-        (f"order:FM-{n}", {"order_id": f"order:FM-{n}", "store_address": "x" * pad})
-        for n in range(start, start + count)
-    ]
+stack = stack_fixture(partitions=1)
 
 
 async def settled(stack: Stack) -> bool:
@@ -66,7 +54,13 @@ async def test_a_reset_on_a_huge_bulk_is_split_and_never_retried_forever(stack: 
     )
     t = int(time.time() * 1000)
     # one entry: 40 small changes and one of 1.5 MB, so the first bulk holds them all
-    await stack.write(t, [*orders(0, 40, pad=100), ("order:FM-big", {"x": "y" * 1_500_000})])
+    await stack.write(
+        t,
+        [
+            *orders(0, 40, status=None, store_address="x" * 100),
+            ("order:FM-big", {"x": "y" * 1_500_000}),
+        ],
+    )
     await stack.progress(t + 1)
     try:
         async with running_worker(settings):

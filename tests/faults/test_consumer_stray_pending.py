@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,14 @@ import msgspec
 import pytest
 
 from searchsync.common.entries import PROGRESS, RECONCILE, encode_changes
-from tests.support.consumer import GROUP, ConsumerProcess, Stack, stack_of, wait_for
+from tests.support.consumer import (
+    GROUP,
+    ConsumerProcess,
+    Stack,
+    orders,
+    stack_fixture,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -40,10 +47,7 @@ READ_BLOCK_PASSED = 0.5
 Spawn = Callable[..., ConsumerProcess]
 
 
-@pytest.fixture
-async def stack() -> AsyncIterator[Stack]:
-    async with stack_of(partitions=1) as s:
-        yield s
+stack = stack_fixture(partitions=1)
 
 
 @pytest.fixture
@@ -70,13 +74,6 @@ class Clock:
     def __call__(self) -> int:
         self._ts = max(self._ts + 1, int(time.time() * 1000))
         return self._ts
-
-
-def orders(numbers: Iterable[int], seq: int) -> list[tuple[str, dict[str, Any] | None]]:
-    return [
-        (f"order:FM-{n}", {"order_id": f"order:FM-{n}", "order_status": "PLACED", "seq": seq})
-        for n in numbers
-    ]
 
 
 async def holder_is(stack: Stack, name: str) -> bool:
@@ -167,7 +164,7 @@ async def test_a_paused_old_owners_last_read_is_synced_and_holds_back_applied(
     ttl = 4.0  # long enough that the new owner keeps its lease through a short freeze
     old = spawn(OLD, LEASE_TTL_SECONDS=ttl)
     await wait_for(lambda: holder_is(stack, OLD), 30, "the old owner holding p0")
-    await stack.write(ts(), orders(range(20), seq=1))
+    await stack.write(ts(), orders(0, 20, seq=1))
     first = ts()
     await stack.progress(first)
     await wait_for(lambda: applied_at_least(stack, first), 30, "the old owner's first round")
@@ -185,7 +182,7 @@ async def test_a_paused_old_owners_last_read_is_synced_and_holds_back_applied(
         # is written now is left for the old owner's first read when it wakes up.
         new.pause()
         await asyncio.sleep(READ_BLOCK_PASSED)
-        await stack.write(ts(), orders(range(10), seq=2), batch=False)  # ten entries
+        await stack.write(ts(), orders(0, 10, seq=2), batch=False)  # ten entries
         await stack.progress(ts())
         old.resume()
         await wait_for(
@@ -198,7 +195,7 @@ async def test_a_paused_old_owners_last_read_is_synced_and_holds_back_applied(
         # precondition: the old owner's read after its lease expired took the entries
         assert len(stray) == 11, f"the old owner read {len(stray)} of 11 entries after waking"
 
-        await stack.write(ts(), orders(range(20, 30), seq=1))
+        await stack.write(ts(), orders(20, 10, seq=1))
         last = ts()
         await stack.progress(last)
         await wait_for(lambda: applied_at_least(stack, last), 30, "the new owner's frontier")
@@ -229,7 +226,7 @@ async def test_strays_are_taken_over_when_no_progress_entry_follows(
     ts = Clock()
     owner = spawn(NEW, LEASE_TTL_SECONDS=2)
     await wait_for(lambda: holder_is(stack, NEW), 30, "the owner holding p0")
-    await stack.write(ts(), orders(range(10), seq=1))
+    await stack.write(ts(), orders(0, 10, seq=1))
     first = ts()
     await stack.progress(first)
     await wait_for(lambda: applied_at_least(stack, first), 30, "the first round")
@@ -238,7 +235,7 @@ async def test_strays_are_taken_over_when_no_progress_entry_follows(
     # in one MULTI, so that the owner's blocking read cannot take them first.
     stream, at = stack.keys.stream(0), ts()
     async with stack.redis.pipeline(transaction=True) as pipe:
-        for key, doc in orders(range(10, 15), seq=1):
+        for key, doc in orders(10, 5, seq=1):
             body = msgspec.json.encode({**(doc or {}), "sync_version": at})
             pipe.xadd(stream, encode_changes(at, [(key.encode(), body)]))  # type: ignore[arg-type]
         pipe.hincrby(stack.keys.counts, stack.keys.written_field(0), 5)
@@ -248,7 +245,7 @@ async def test_strays_are_taken_over_when_no_progress_entry_follows(
 
     await wait_for(lambda: settled(stack), 30, "the stray entries taken over and acknowledged")
     docs = await stack.documents()
-    assert sorted(docs) == sorted(key for key, _ in orders(range(15), seq=1))
+    assert sorted(docs) == sorted(key for key, _ in orders(0, 15, seq=1))
     assert await stack.dead_letters() == []
     written, acked = await stack.counts()
     assert written == acked == 15

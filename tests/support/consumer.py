@@ -19,9 +19,10 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
+import pytest
 from opensearchpy import AsyncOpenSearch, NotFoundError
 from redis.asyncio import Redis
 
@@ -30,6 +31,11 @@ from searchsync.common.config import Settings, load_settings
 from searchsync.common.entries import encode_changes, encode_progress, encode_reconcile
 from searchsync.common.keys import Keys
 from searchsync.common.partition import partition_of
+from searchsync.common.streams import ensure_groups
+from tests.support.services import PrivateRedis
+
+if TYPE_CHECKING:
+    from _pytest.fixtures import FixtureFunctionDefinition
 
 __all__ = [
     "GROUP",
@@ -41,8 +47,10 @@ __all__ = [
     "Stack",
     "cleanup",
     "make_stack",
+    "orders",
     "running_worker",
     "service_env",
+    "stack_fixture",
     "stack_of",
     "wait_for",
 ]
@@ -202,6 +210,59 @@ async def stack_of(partitions: int = 4, redis_url: str | None = None) -> AsyncIt
         yield stack
     finally:
         await cleanup(stack)
+
+
+def stack_fixture(
+    partitions: int, *, private_redis: bool = False, groups: bool = False
+) -> FixtureFunctionDefinition:
+    """A test module's stack fixture, named after the variable it is assigned to::
+
+        stack = stack_fixture(partitions=2)
+
+    ``private_redis``: on the ``private_redis`` fixture's server instead of the shared
+    Redis (its keys are left alone if the test left that server down); ``groups``:
+    the consumer group exists on every partition before the test starts. Teardown:
+    :func:`cleanup`.
+    """
+    if private_redis:
+
+        async def on_private_redis(private_redis: PrivateRedis) -> AsyncIterator[Stack]:
+            s = await make_stack(partitions, redis_url=private_redis.url)
+            try:
+                if groups:
+                    await ensure_groups(s.redis, s.keys, GROUP)
+                yield s
+            finally:
+                if private_redis.proc is not None and private_redis.proc.poll() is None:
+                    await cleanup(s)
+                else:
+                    await s.search.close()
+
+        return pytest.fixture(on_private_redis)
+
+    async def on_shared_redis() -> AsyncIterator[Stack]:
+        async with stack_of(partitions) as s:
+            if groups:
+                await ensure_groups(s.redis, s.keys, GROUP)
+            yield s
+
+    return pytest.fixture(on_shared_redis)
+
+
+def orders(
+    start: int, count: int, status: str | None = "PLACED", **fields: object
+) -> list[tuple[str, dict[str, Any] | None]]:
+    """``count`` orders from ``order:FM-<start>`` as (key, document) for :meth:`Stack.write`:
+    ``order_id``, ``order_status`` (none if ``status`` is None), then ``fields``."""
+    return [
+        (
+            f"order:FM-{n}",
+            {"order_id": f"order:FM-{n}"}
+            | ({} if status is None else {"order_status": status})
+            | fields,
+        )
+        for n in range(start, start + count)
+    ]
 
 
 async def cleanup(stack: Stack) -> None:
