@@ -15,13 +15,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from tests.support.consumer import (
-    Stack,
-    orders,
-    running_worker,
-    stack_fixture,
-    wait_for,
-)
+from tests.support.consumer import Stack, orders, running_worker, stack_fixture, wait_for
 from tests.support.services import PrivateRedis
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]

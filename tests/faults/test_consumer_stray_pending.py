@@ -28,14 +28,7 @@ import msgspec
 import pytest
 
 from searchsync.common.entries import PROGRESS, RECONCILE, encode_changes
-from tests.support.consumer import (
-    GROUP,
-    ConsumerProcess,
-    Stack,
-    orders,
-    stack_fixture,
-    wait_for,
-)
+from tests.support.consumer import GROUP, ConsumerProcess, Stack, orders, stack_fixture, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 

@@ -13,21 +13,17 @@ import signal
 import subprocess
 import time
 import urllib.request
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.consumer import PYTHON, ROOT, ConsumerProcess, Stack, stack_of, wait_for
+from tests.support.consumer import PYTHON, ROOT, ConsumerProcess, Stack, stack_fixture, wait_for
 from tests.support.services import free_port
 
 pytestmark = pytest.mark.timeout(90)
 
 
-@pytest.fixture
-async def stack() -> AsyncIterator[Stack]:
-    async with stack_of(partitions=2) as s:
-        yield s
+stack = stack_fixture(partitions=2)
 
 
 def scrape(port: int) -> str:

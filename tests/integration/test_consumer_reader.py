@@ -8,27 +8,18 @@ its own view name, so its own stream keys, deleted afterwards.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from searchsync.common.streams import ensure_groups
 from searchsync.consumer.acks import Acker
 from searchsync.consumer.reader import claim_ids, claim_pending, pending_below, pending_count
-from tests.support.consumer import GROUP, Stack, cleanup, make_stack
+from tests.support.consumer import GROUP, Stack, stack_fixture
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-async def stack() -> AsyncIterator[Stack]:
-    s = await make_stack(partitions=1)
-    try:
-        await ensure_groups(s.redis, s.keys, GROUP)
-        yield s
-    finally:
-        await cleanup(s)
+stack = stack_fixture(partitions=1, groups=True)
 
 
 async def add(stack: Stack, count: int) -> list[bytes]:

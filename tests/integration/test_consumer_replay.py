@@ -6,7 +6,6 @@ Uses the shared Redis under a test-only view name; keys are deleted afterwards.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -19,17 +18,14 @@ from searchsync.consumer.replay import (
     plan_partition,
     stream_info,
 )
-from tests.support.consumer import GROUP, Stack, stack_of
+from tests.support.consumer import GROUP, Stack, stack_fixture
 
 pytestmark = pytest.mark.timeout(60)
 
 BASE = 1_796_000_000_000
 
 
-@pytest.fixture
-async def stack() -> AsyncIterator[Stack]:
-    async with stack_of(partitions=1) as s:
-        yield s
+stack = stack_fixture(partitions=1)
 
 
 async def fill(stack: Stack) -> list[tuple[str, int]]:

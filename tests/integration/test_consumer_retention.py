@@ -6,22 +6,18 @@ Uses the shared Redis under a test-only view name; keys are deleted afterwards.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from searchsync.common.entries import encode_changes
 from searchsync.consumer.retention import trim
-from tests.support.consumer import GROUP, Stack, running_worker, stack_of, wait_for
+from tests.support.consumer import GROUP, Stack, running_worker, stack_fixture, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-async def stack() -> AsyncIterator[Stack]:
-    async with stack_of(partitions=1) as s:
-        yield s
+stack = stack_fixture(partitions=1)
 
 
 async def fill(stack: Stack, old: int, young: int) -> tuple[list[bytes], list[bytes]]:

@@ -10,22 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
 import pytest
 
 from searchsync.common.entries import decode_dead_letter, encode_changes
-from tests.support.consumer import Stack, running_worker, stack_of, wait_for
+from tests.support.consumer import Stack, running_worker, stack_fixture, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture
-async def stack() -> AsyncIterator[Stack]:
-    async with stack_of(partitions=4) as s:
-        yield s
+stack = stack_fixture(partitions=4)
 
 
 def order(n: int, **extra: Any) -> dict[str, Any]:
