@@ -10,26 +10,17 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from searchsync.common.entries import Change, DeadLetter, decode_entry, encode_dead_letter
 from searchsync.common.partition import partition_of
 from tests.support.pipeline import CLI
-from tests.support.producer import Stack
+from tests.support.producer import Stack, stack_fixture
 
 KEY = b"order:FM-1001"
 
 
-@pytest.fixture
-def stack() -> Iterator[Stack]:
-    built = Stack(orders=2, partitions=2)
-    try:
-        yield built
-    finally:
-        built.close()
+stack = stack_fixture(orders=2, partitions=2)
 
 
 def retry(stack: Stack) -> subprocess.CompletedProcess[str]:

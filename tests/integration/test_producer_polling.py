@@ -9,10 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from typing import Any, cast
 
-import pytest
 from psycopg import sql
 
 from searchsync.common.config import load_settings
@@ -29,6 +27,7 @@ from tests.support.producer import (
     applied_state,
     delete_order,
     set_status,
+    stack_fixture,
     stream_changes,
     view_rows,
     wait_for,
@@ -37,13 +36,7 @@ from tests.support.producer import (
 VIEW = Stack.VIEW
 
 
-@pytest.fixture
-def stack() -> Iterator[Stack]:
-    built = Stack(orders=6)
-    try:
-        yield built
-    finally:
-        built.close()
+stack = stack_fixture(orders=6)
 
 
 def index_after_reconciles(changes: list[Change], markers: list[Marker]) -> dict[bytes, Any]:

@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import re
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from searchsync.common.entries import Change, Marker, decode_dead_letter
 from tests.support.producer import (
@@ -23,6 +21,7 @@ from tests.support.producer import (
     free_port,
     run_producer_once,
     set_status,
+    stack_fixture,
     stream_changes,
     view_rows,
     wait_for,
@@ -31,13 +30,7 @@ from tests.support.producer import (
 VIEW = Stack.VIEW
 
 
-@pytest.fixture
-def stack() -> Iterator[Stack]:
-    built = Stack(orders=6)
-    try:
-        yield built
-    finally:
-        built.close()
+stack = stack_fixture(orders=6)
 
 
 def changes_of(stack: Stack) -> list[Change]:

@@ -13,9 +13,10 @@ import json
 import os
 import subprocess
 import uuid
-from collections.abc import Mapping
-from typing import Any, cast
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, cast
 
+import pytest
 import redis
 from redis.asyncio import Redis
 
@@ -24,6 +25,9 @@ from devstack.harness.producer import PYTHON, REPO, ProducerProcess, Stack, seed
 from devstack.harness.services import PrivateRedis, free_port, wait_for
 from searchsync.common.entries import Change, Marker, decode_entry
 from searchsync.common.keys import Keys
+
+if TYPE_CHECKING:
+    from _pytest.fixtures import FixtureFunctionDefinition
 
 __all__ = [
     "PYTHON",
@@ -41,6 +45,7 @@ __all__ = [
     "run_producer_once",
     "seed_schema",
     "set_status",
+    "stack_fixture",
     "start_load",
     "stream_changes",
     "unique_view",
@@ -98,6 +103,23 @@ async def all_changes(client: Redis, keys: Keys) -> tuple[list[Change], list[Mar
     return split_entries(
         [entry for stream in keys.streams() for entry in cast(Entries, await client.xrange(stream))]
     )
+
+
+def stack_fixture(*, orders: int = 5, partitions: int = 4) -> FixtureFunctionDefinition:
+    """A test module's :class:`Stack` fixture (``orders`` seeded orders, ``partitions``
+    streams), named after the variable it is assigned to, closed afterwards::
+
+        stack = stack_fixture(orders=6)
+    """
+
+    def built() -> Iterator[Stack]:
+        stack = Stack(orders=orders, partitions=partitions)
+        try:
+            yield stack
+        finally:
+            stack.close()
+
+    return pytest.fixture(built)
 
 
 def run_producer_once(
