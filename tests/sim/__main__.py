@@ -1,4 +1,5 @@
-"""``python -m tests.sim --seeds N [--seed S [--shrink | --drop I,J]] [--plant NAME]``.
+"""``python -m tests.sim --seeds N [--seed S [--shrink | --drop I,J]] [--plant NAME]
+[--held-bulks [--gc-deletes S]]``.
 
 Runs seeded schedules. Prints the report of each failing seed (the schedule, the
 steps that name the failing key, the last steps, the replay command) and a JSON
@@ -16,8 +17,9 @@ import sys
 import time
 
 from searchsync.consumer.runner import PartitionRunner
+from searchsync.producer.session import SubscribeSession
 
-from .plants import PLANTS
+from .plants import PLANTS, PRODUCER_PLANTS
 from .schedule import run_schedule, shrink
 
 
@@ -26,17 +28,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=1000, help="how many schedules")
     parser.add_argument("--first", type=int, default=0, help="the first seed of --seeds")
     parser.add_argument("--seed", type=int, help="replay this one seed (prints its trace)")
-    parser.add_argument("--plant", choices=sorted(PLANTS), help="run a planted bug")
+    parser.add_argument(
+        "--plant", choices=sorted({*PLANTS, *PRODUCER_PLANTS}), help="run a planted bug"
+    )
     parser.add_argument(
         "--held-bulks",
         action="store_true",
-        help="hold one bulk per schedule on the way longer than gc_deletes (60 s)",
+        help="hold one bulk per schedule on the way longer than OpenSearch's default "
+        "gc_deletes (60 s), less than the index's",
+    )
+    parser.add_argument(
+        "--gc-deletes",
+        type=float,
+        help="the index's gc_deletes in seconds (default: what searchsync creates)",
     )
     parser.add_argument("--stop", action="store_true", help="stop at the first failure")
     parser.add_argument("--shrink", action="store_true", help="with --seed: fewest chaos events")
     parser.add_argument("--drop", default="", help="with --seed: chaos events to leave out")
     args = parser.parse_args(argv)
-    runner = PLANTS[args.plant] if args.plant else PartitionRunner
+    runner = PLANTS.get(args.plant or "", PartitionRunner)
+    session = PRODUCER_PLANTS.get(args.plant or "", SubscribeSession)
+    options = {"held": args.held_bulks, "session": session, "gc_deletes": args.gc_deletes}
     seeds = [args.seed] if args.seed is not None else range(args.first, args.first + args.seeds)
     started = time.perf_counter()
     failed: list[int] = []
@@ -44,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     drop = frozenset(int(n) for n in args.drop.split(",") if n)
     for seed in seeds:
         if args.seed is not None and args.shrink:
-            outcome = shrink(seed, runner, held=args.held_bulks)
+            outcome = shrink(seed, runner, **options)
         else:
-            outcome = run_schedule(seed, runner, held=args.held_bulks, drop=drop)
+            outcome = run_schedule(seed, runner, drop=drop, **options)
         steps += outcome.steps
         if args.seed is not None:
             print(outcome.report() if not outcome.ok else f"seed {seed}: ok")

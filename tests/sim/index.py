@@ -6,8 +6,11 @@ an equal one is accepted), deletes leave a tombstone carrying their version
 (a delete of a missing document answers 404 with no error type and still
 records it), tombstones forgotten after ``gc_deletes`` seconds (OpenSearch's
 ``index.gc_deletes``, 60 s by default: after that an older write is accepted
-again), and a document OpenSearch cannot map (:data:`POISON_DOC`: an object where
-the mapping has a long) refused with 400 ``mapper_parsing_exception``.
+again), and a document OpenSearch cannot map (:data:`POISON_DOC`: text that is no
+number in ``order_total_amount``, a float in the mapping) refused with 400
+``mapper_parsing_exception``. The index's ``gc_deletes`` is what searchsync creates
+its indexes with (common.index.index_body: STREAM_RETENTION_SECONDS), not
+OpenSearch's default of 60 s: :func:`gc_deletes_of`.
 tests/integration/test_sim_contract.py runs the same checks against the real node.
 """
 
@@ -16,13 +19,37 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from searchsync.common.config import Settings
 from searchsync.common.entries import Change
+from searchsync.common.index import index_body
 from searchsync.consumer.bulk import ItemResult
 
-__all__ = ["POISON_DOC", "Doc", "IndexModel"]
+__all__ = [
+    "NOT_A_NUMBER",
+    "OPENSEARCH_GC_DELETES",
+    "POISON_DOC",
+    "Doc",
+    "IndexModel",
+    "gc_deletes_of",
+]
 
-# A document the model refuses as a mapping error (a planted poison change).
-POISON_DOC = b'{"sync_version":{"not":"a number"}}'
+# The value of a planted poison row: the mapping has a float there (a mapping error).
+NOT_A_NUMBER = "not a number"
+_UNMAPPABLE = b'"order_total_amount":"%s"' % NOT_A_NUMBER.encode()
+# A document the index refuses as a mapping error (a planted poison change).
+POISON_DOC = b'{"order_id":"bad",%s,"sync_version":1}' % _UNMAPPABLE
+# index.gc_deletes of an index created without it (by hand, or adopted)
+OPENSEARCH_GC_DELETES = 60.0
+
+
+def gc_deletes_of(settings: Settings) -> float:
+    """Seconds of ``index.gc_deletes`` in the settings searchsync creates indexes with."""
+    text = index_body(retention_seconds=settings.stream_retention_seconds)["settings"]["index"]
+    value = str(text.get("gc_deletes", f"{OPENSEARCH_GC_DELETES:.0f}s"))
+    if not value.endswith("s") or value.endswith("ms"):
+        raise ValueError(f"gc_deletes {value!r}: expected whole seconds")
+    return float(value[:-1])
+
 
 CONFLICT = ItemResult(409, "version_conflict_engine_exception", "version conflict")
 UNMAPPABLE = ItemResult(400, "mapper_parsing_exception", "failed to parse field [sync_version]")
@@ -38,7 +65,7 @@ class Doc:
 class IndexModel:
     """The documents of one index; ``now`` is seconds on the simulated clock."""
 
-    def __init__(self, now: Callable[[], float], gc_deletes: float = 60.0) -> None:
+    def __init__(self, now: Callable[[], float], gc_deletes: float = OPENSEARCH_GC_DELETES) -> None:
         self.now = now
         self.gc_deletes = gc_deletes
         self.docs: dict[bytes, Doc] = {}
@@ -60,7 +87,7 @@ class IndexModel:
             existed = stored is not None and stored.source is not None
             self.docs[change.key] = Doc(change.ts, None, self.now())
             return ItemResult(200) if existed else ItemResult(404)
-        if change.doc == POISON_DOC:
+        if _UNMAPPABLE in change.doc:
             return UNMAPPABLE
         self.docs[change.key] = Doc(change.ts, change.doc)
         return ItemResult(201 if stored is None or stored.source is None else 200)

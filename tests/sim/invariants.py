@@ -4,8 +4,12 @@
   change of the entry is in the index at its version or newer, or the entry has
   a dead letter;
 * per key, the indexed version never goes backwards: at every index write;
-* the applied frontier never passes an unacknowledged entry: at every advance,
-  every data entry of the partition with a ts below the frontier is acknowledged;
+* the applied frontier never passes an unacknowledged change: at every advance,
+  every change of the partition with a ts below the frontier is in an acknowledged
+  entry (a producer that resumed from its checkpoint writes changes again that may
+  already be below a progress entry; the first copy's acknowledgement covers them);
+* the checkpoint never passes a change that is in no stream (checked by
+  tests.sim.producer.SimEntrySink at every checkpoint move);
 * at quiescence (:meth:`Checker.at_rest`): the index equals the view, every entry
   is acknowledged, each frontier reached the last progress entry, and the
   dead-letter stream holds only the planted poison.
@@ -42,9 +46,15 @@ class Checker:
         # per stream: ids acknowledged, and the sources of dead letters
         self.acked: dict[str, set[bytes]] = {}
         self.lettered: set[str] = set()
+        self.lettered_changes: set[tuple[bytes, int]] = set()  # (key, ts) of dead letters
+        self.acked_changes: set[tuple[bytes, int]] = set()  # in an acknowledged entry
         self.letters: list[DeadLetter] = []
         self.poison_sources: set[str] = set()  # "p<N>/<id>" planted
         self.poison_keys: set[bytes] = set()
+        # (key, ts) of every change ever added to a stream (trimming does not take it
+        # back), and the last progress entry written to each partition
+        self.in_streams: set[tuple[bytes, int]] = set()
+        self.last_progress: dict[int, int] = {}
         self.violation: str | None = None
         self.key: bytes | None = None  # the key the violation is about, if one
         # set at the first violation (the schedule stops waiting for its producer)
@@ -63,6 +73,7 @@ class Checker:
 
     def on_letter(self, letter: DeadLetter) -> None:
         self.lettered.add(letter.source)
+        self.lettered_changes.add((letter.key, letter.ts))
         self.letters.append(letter)
 
     def on_write(self, key: bytes, version: int, accepted: bool) -> None:
@@ -92,7 +103,11 @@ class Checker:
             fields = entries.get(parse_id(entry_id))
             if fields is None or f"p{partition}/{entry_id.decode()}" in self.lettered:
                 continue
-            for key, ts in _changes(fields):
+            changes = _changes(fields)
+            self.acked_changes.update(changes)
+            for key, ts in changes:
+                if (key, ts) in self.lettered_changes:
+                    continue  # a copy of it (written again by the producer) was dead-lettered
                 if self.accepted.get(key, 0) < ts and not self._superseded(stream, key, ts):
                     self.key = key
                     self.fail(
@@ -115,11 +130,14 @@ class Checker:
         stream = self.world.keys.stream(partition)
         done = self.acked.get(stream, set())
         for entry_id, fields in self.world.redis.xrange(stream):
-            for _, ts in _changes(fields):
-                if ts < frontier and entry_id not in done:
+            if entry_id in done:
+                continue
+            for key, ts in _changes(fields):
+                if ts < frontier and (key, ts) not in self.acked_changes:
+                    self.key = key
                     self.fail(
                         f"p{partition} applied frontier moved to {frontier} past entry "
-                        f"{entry_id.decode()} (ts {ts}), not acknowledged"
+                        f"{entry_id.decode()} (change {key.decode()}@{ts}), not acknowledged"
                     )
 
     def at_rest(self, view: Mapping[bytes, bytes], last_progress: Mapping[int, int]) -> None:

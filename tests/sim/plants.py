@@ -1,15 +1,27 @@
 """Bugs planted on purpose, to show the simulator finds them (tests/sim/test_simulator.py).
 
-Each is a PartitionRunner with one rule of the protocol broken; the schedule runs
-it instead of the real runner (``python -m tests.sim --plant NAME``).
+Each is a PartitionRunner (consumer side) or a SubscribeSession (producer side)
+with one rule of the protocol broken; the schedule runs it instead of the real one
+(``python -m tests.sim --plant NAME``).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from searchsync.consumer.batch import Batch
 from searchsync.consumer.runner import PartitionRunner
+from searchsync.producer.resume import StartPlan
+from searchsync.producer.session import SubscribeSession
 
-__all__ = ["PLANTS", "AckBeforeBulk", "FrontierWithoutStrayCheck"]
+__all__ = [
+    "PLANTS",
+    "PRODUCER_PLANTS",
+    "AckBeforeBulk",
+    "CheckpointBeforeWrite",
+    "FrontierWithoutStrayCheck",
+    "ResumeAtCheckpoint",
+]
 
 
 class AckBeforeBulk(PartitionRunner):
@@ -31,4 +43,29 @@ class FrontierWithoutStrayCheck(PartitionRunner):
 PLANTS: dict[str, type[PartitionRunner]] = {
     "ack-before-bulk": AckBeforeBulk,
     "frontier-without-stray-check": FrontierWithoutStrayCheck,
+}
+
+
+class CheckpointBeforeWrite(SubscribeSession):
+    """Moves the checkpoint before it writes the batch the checkpoint covers."""
+
+    async def _apply(self, batch: Any, frontier: int | None, *rest: Any) -> None:
+        if frontier is not None:
+            await self._writer.commit(frontier)
+        await super()._apply(batch, None, *rest)
+
+
+class ResumeAtCheckpoint(SubscribeSession):
+    """Resumes AS OF the checkpoint F instead of F - 1: Materialize folds F's changes
+    into the snapshot at F, which a resume reads without writing."""
+
+    async def run(self, plan: StartPlan) -> None:
+        if plan.as_of is not None and not plan.write_snapshot:
+            plan = plan._replace(as_of=plan.as_of + 1)
+        await super().run(plan)
+
+
+PRODUCER_PLANTS: dict[str, type[SubscribeSession]] = {
+    "checkpoint-before-write": CheckpointBeforeWrite,
+    "resume-at-checkpoint": ResumeAtCheckpoint,
 }

@@ -1,13 +1,16 @@
-"""One seeded schedule: a change history, a producer writing it, consumers under chaos.
+"""One seeded schedule: a change history, the producer writing it, consumers under chaos.
 
 :func:`run_schedule` builds everything from ``seed`` alone and runs it on a fresh
-virtual-time loop. The producer here writes entries the way producer.writer
-lays them out (the high-water mark raised first, ``u``/``d``/``b`` entries per
-partition by ``common.partition``, then progress entries ``p`` at ts + 1 in every
-partition); it is a model of the producer, not its code. Consumers join, leave,
-crash, restart under their name and pause; Redis and OpenSearch fail and slow
-down in bursts; acknowledged entries are trimmed. Then the faults stop and the
-schedule waits for quiescence and checks the index against the view.
+virtual-time loop. The view's history is staged into a model of Materialize
+(tests.sim.producer.SimMaterialize) and read by the producer's own session and
+service code (producer.session, producer.service) through SUBSCRIBE rows of either
+envelope, written by a model of producer.writer's Redis commands. Producers crash
+(a new one starts and resumes from the checkpoint), pause past their lease (a
+standby takes over, the old one's checkpoint is fenced), lose Materialize;
+consumers join, leave, crash, restart under their name and pause; Redis and
+OpenSearch fail and slow down in bursts; acknowledged entries are trimmed. Then the
+faults stop and the schedule waits for quiescence and checks the index against the
+view.
 """
 
 from __future__ import annotations
@@ -19,19 +22,21 @@ import random
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from searchsync.common.config import Settings
-from searchsync.common.entries import encode_changes, encode_progress
-from searchsync.common.partition import partition_of
-from searchsync.consumer.highwater import HIGH_WATER_MEMBER
 from searchsync.consumer.retention import trim_floor
 from searchsync.consumer.runner import PartitionRunner
+from searchsync.producer.documents import DocumentEncoder
+from searchsync.producer.rows import Envelope
+from searchsync.producer.session import SubscribeSession
 
 from .consumer import SimConsumer
-from .index import POISON_DOC
+from .index import NOT_A_NUMBER, gc_deletes_of
 from .invariants import Violation
 from .loop import VirtualLoop
-from .plants import PLANTS
+from .plants import PLANTS, PRODUCER_PLANTS
+from .producer import COLUMNS, SimMaterialize, SimProducer
 from .world import Faults, World
 
 __all__ = ["Outcome", "run_schedule", "shrink"]
@@ -45,7 +50,16 @@ SIM_SETTINGS = dict(
     retry_initial_backoff=0.05,
     retry_max_backoff=1.0,
     max_deliveries=12,
+    progress_interval_ms=1000,
+    backpressure_threshold=30,
+    backpressure_resume=10,
+    # the index's gc_deletes (common.index.index_body): above the longest a bulk is held
+    # up on the way (see _chaos), the documented assumption of the consumers' bulks
+    stream_retention_seconds=300,
 )
+# A bulk held up on the way (--held-bulks) lands this long after it was sent: past
+# OpenSearch's default gc_deletes (60 s), below the index's (SIM_SETTINGS).
+HOLD_S = (61.0, 90.0)
 
 
 @dataclass(slots=True)
@@ -61,6 +75,7 @@ class Outcome:
     # the steps that name the key of the violation (when it is about one key)
     about_key: list[str] = field(default_factory=list)
     chaos_events: int = 0  # how many chaos events the seed's schedule has (before --drop)
+    sessions: int = 0  # producer sessions started (the first, and every resume after it)
     replay: str = ""  # the command that replays this outcome
 
     @property
@@ -145,29 +160,37 @@ def _history(rng: random.Random) -> History:
 
 def _chaos(rng: random.Random, span: float, held: bool) -> list[tuple[float, str, float]]:
     """(at, action, amount) events over ``span`` virtual seconds; with ``held``, one bulk
-    is held up on the way for longer than the index keeps tombstones (gc_deletes)."""
+    is held up on the way for longer than OpenSearch's default gc_deletes (HOLD_S)."""
     actions = (
         "join", "leave", "crash", "restart", "pause", "stall", "redis", "opensearch", "trim",
-        "slow",
+        "slow", "producer-crash", "producer-pause", "materialize",
     )  # fmt: skip
-    weights = (3, 1, 2, 1, 3, 3, 2, 2, 1, 2)
+    weights = (3, 1, 2, 1, 3, 3, 2, 2, 1, 2, 2, 2, 2)
     events = []
     for _ in range(rng.randint(0, 10)):
         action = rng.choices(actions, weights)[0]
         events.append((round(rng.uniform(0, span), 3), action, round(rng.uniform(0.1, 3.0), 3)))
     if held:
-        events.append((round(rng.uniform(0, span), 3), "hold", round(rng.uniform(61, 90), 3)))
+        events.append((round(rng.uniform(0, span), 3), "hold", round(rng.uniform(*HOLD_S), 3)))
     return sorted(events)
 
 
 class _Run:
     def __init__(
-        self, seed: int, runner: type[PartitionRunner], held: bool, drop: frozenset[int]
+        self,
+        seed: int,
+        runner: type[PartitionRunner],
+        held: bool,
+        drop: frozenset[int],
+        session: type[SubscribeSession] = SubscribeSession,
     ) -> None:
         rng = random.Random(seed)
         self.seed = seed
         self.runner = runner
+        self.session = session
         self.partitions = rng.choice((1, 2, 3, 4))
+        self.envelope: Envelope = rng.choice(("diffs", "upsert"))
+        self.producers_at_start = rng.randint(1, 2)  # the second: a hot standby
         self.history = _history(rng)
         self.span = len(self.history.steps) * 0.3 + 1
         planned = _chaos(rng, self.span, held)
@@ -178,6 +201,7 @@ class _Run:
         self.initial = rng.randint(1, 3)
         self.events: list[str] = [
             f"{self.partitions} partitions, {self.initial} consumers, "
+            f"{self.producers_at_start} producers, envelope {self.envelope}, "
             f"{len(self.history.steps)} timestamps"
             + (", poison document" if self.history.poison_key else "")
             + (", poison entry" if self.history.poison_entry_at is not None else "")
@@ -186,9 +210,10 @@ class _Run:
             for number, (at, action, amount) in zip(numbers, self.chaos, strict=True)
         ]
         self.consumers: list[SimConsumer] = []
-        self.view: dict[bytes, bytes] = {}
-        self.last_progress: dict[int, int] = {}
+        self.producers: list[SimProducer] = []
+        self.mz: SimMaterialize | None = None
         self._names = 0
+        self._producer_names = 0
 
     def _join(self, world: World, name: str | None = None) -> None:
         if name is None:
@@ -200,62 +225,47 @@ class _Run:
     def _alive(self) -> list[SimConsumer]:
         return [c for c in self.consumers if c.alive and not c.stop.is_set()]
 
-    async def _produce(self, world: World) -> None:
-        rng, redis, keys = world.rng, world.redis, world.keys
-        ts = 0
-        history = self.history
+    def _start_producer(self, world: World) -> None:
+        assert self.mz is not None
+        name = f"P{self._producer_names}"
+        self._producer_names += 1
+        world.note(f"{name} START")
+        self.producers.append(SimProducer(world, name, self.mz, self.session))
+
+    def _live_producers(self) -> list[SimProducer]:
+        return [p for p in self.producers if p.alive]
+
+    async def _database(self, world: World, mz: SimMaterialize) -> None:
+        """The writes to PostgreSQL behind the view: one step of the history at a time."""
+        rng, history = world.rng, self.history
         steps = list(history.steps)
         if history.poison_key is not None:
-            steps.insert(rng.randrange(len(steps) + 1), [(history.poison_key, POISON_DOC)])
+            steps.insert(rng.randrange(len(steps) + 1), [(history.poison_key, b"poison")])
             world.checker.poison_keys.add(history.poison_key)
         for number, step in enumerate(steps):
             await asyncio.sleep(rng.uniform(0.05, 0.5))
-            ts = max(ts + 1, world.now_ms())
-            per_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
             for key, planned in step:
-                doc = planned
-                if planned is not None and planned != POISON_DOC:
-                    doc = b'{"key":"%s","ts":%d}' % (key, ts)
-                if doc is None:
-                    self.view.pop(key, None)
-                else:
-                    self.view[key] = doc
-                per_partition.setdefault(partition_of(key, self.partitions), []).append((key, doc))
-            marks = redis.zset(keys.high_water)
-            marks[HIGH_WATER_MEMBER.decode()] = max(marks.get(HIGH_WATER_MEMBER.decode(), 0), ts)
-            for partition, changes in sorted(per_partition.items()):
-                stream = keys.stream(partition)
-                for start in range(0, len(changes), 3):
-                    entry = encode_changes(ts, changes[start : start + 3])
-                    world.note(
-                        f"producer p{partition} {redis.xadd(stream, entry).decode()} {entry}"
-                    )
-                world.wake(stream)
+                if planned is None:
+                    mz.stage(key.decode(), None)
+                    continue
+                amount = NOT_A_NUMBER if planned == b"poison" else str(rng.randint(1, 999))
+                mz.stage(key.decode(), (key.decode(), amount))
+            world.note(f"database step {number}: {[k.decode() for k, _ in step]}")
             if number == history.poison_entry_at:
                 partition = rng.randrange(self.partitions)
-                bad = {b"ts": str(ts).encode(), b"op": b"?"}
-                entry_id = redis.xadd(keys.stream(partition), bad).decode()
+                bad = {b"ts": str(mz.upper).encode(), b"op": b"?"}
+                entry_id = world.redis.xadd(world.keys.stream(partition), bad).decode()
                 world.checker.poison_sources.add(f"p{partition}/{entry_id}")
-                world.note(f"producer p{partition} {entry_id} POISON")
-                world.wake(keys.stream(partition))
-            if rng.random() < 0.5 or number == len(steps) - 1:
-                self._progress(world, ts + 1)
+                world.note(f"hand-written p{partition} {entry_id} POISON")
+                world.wake(world.keys.stream(partition))
 
-    async def _keep_progressing(self, world: World) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            self._progress(world, world.now_ms(), traced=False)
-
-    def _progress(self, world: World, ts: int, *, traced: bool = True) -> None:
-        marks = world.redis.zset(world.keys.high_water)
-        marks[HIGH_WATER_MEMBER.decode()] = max(marks.get(HIGH_WATER_MEMBER.decode(), 0), ts)
-        for partition in range(self.partitions):
-            stream = world.keys.stream(partition)
-            world.redis.xadd(stream, encode_progress(ts))
-            self.last_progress[partition] = ts
-            world.wake(stream)
-        if traced:  # the idle producer's once a second would flood the trace's tail
-            world.note(f"producer progress {ts}")
+    def _view(self, mz: SimMaterialize) -> dict[bytes, bytes]:
+        """The view's documents now, as the producer encodes them (producer.documents)."""
+        encoder = DocumentEncoder(COLUMNS, ("plain", "plain"))
+        return {
+            key.encode(): encoder.encode(values, mz.last_change[key])
+            for key, values in mz.rows.items()
+        }
 
     async def _storm(self, world: World) -> None:
         rng = world.rng
@@ -299,6 +309,14 @@ class _Run:
                 self._trim(world)
             elif action == "hold":
                 world.hold_next_bulk = amount
+            elif action == "producer-crash" and (running := self._live_producers()):
+                rng.choice(running).crash()
+                self._start_producer(world)  # the supervisor starts it again
+            elif action == "producer-pause" and (running := self._live_producers()):
+                # long enough to lose the lease: a standby (or itself) takes over
+                rng.choice(running).pause(amount * 2)
+            elif action == "materialize":
+                self._burst(world, amount, mz_error=rng.uniform(0.1, 0.5))
 
     def _burst(self, world: World, seconds: float, **rates: object) -> None:
         faults = Faults(**rates)  # type: ignore[arg-type]
@@ -329,26 +347,45 @@ class _Run:
         """Why the world is not at rest yet ("" when it is)."""
         if world.ghosts:
             return f"{world.ghosts} held-up bulks still on the way"
+        mz = self.mz
+        assert mz is not None
+        if mz.staged:
+            return "changes not closed by Materialize yet"
+        last = mz.log[-1][0] if mz.log else 0
+        checkpoint = world.redis.get(world.keys.checkpoint)
+        if checkpoint is None or int(checkpoint) <= last:
+            return f"checkpoint {checkpoint} not past the last change ({last})"
+        last_progress = world.checker.last_progress
         applied = world.redis.hash(world.keys.applied)
         for partition in range(self.partitions):
+            if last_progress.get(partition, 0) <= last:
+                return f"p{partition}: no progress entry past the last change ({last})"
             stream = world.redis.stream(world.keys.stream(partition))
             if stream.group.pending:
                 return f"p{partition}: {len(stream.group.pending)} entries pending"
             if stream.order and stream.group.last_delivered < stream.order[-1]:
                 return f"p{partition}: entries not delivered"
             got = applied.get(world.keys.partition_name(partition).encode())
-            if got is None or int(got) != self.last_progress.get(partition):
-                want = self.last_progress.get(partition)
+            if got is None or int(got) != last_progress.get(partition):
+                want = last_progress.get(partition)
                 return f"p{partition}: applied {got!r}, last progress {want}"
         return ""
 
     async def main(self, world: World) -> None:
+        mz = self.mz = SimMaterialize(world, self.envelope)
+        # a producer ran before: the history starts after its checkpoint (so no start
+        # writes a snapshot and a reconcile marker, which consumers here do not run)
+        world.redis.strings[world.keys.checkpoint] = (str(mz.upper), None)
+        ticking = asyncio.create_task(mz.run())
         for _ in range(self.initial):
             self._join(world)
-        producer = asyncio.create_task(self._produce(world))
+        for _ in range(self.producers_at_start):
+            self._start_producer(world)
+        database = asyncio.create_task(self._database(world, mz))
         storm = asyncio.create_task(self._storm(world))
         checker = world.checker
-        both = asyncio.gather(producer, storm)
+        both = asyncio.gather(database, storm)
+        both.add_done_callback(_retrieve)  # cancelled at a violation: nothing to report
         broken = asyncio.create_task(checker.broken.wait())
         await asyncio.wait((both, broken), return_when=asyncio.FIRST_COMPLETED)
         broken.cancel()
@@ -356,15 +393,16 @@ class _Run:
             both.result()
         world.faults = Faults()
         world.hold_next_bulk = 0.0
-        for consumer in self.consumers:
-            consumer.process.paused_until = 0.0
+        for process in [c.process for c in self.consumers] + [
+            p.process for p in self._live_producers()
+        ]:
+            process.paused_until = 0.0
         world.note("REST: faults off, pauses over")
         if not self._alive():
             self._join(world)
+        if not self._live_producers():
+            self._start_producer(world)
         deadline = world.loop.now + REST_DEADLINE_S
-        # a live producer keeps writing progress entries (about one a second): a frontier
-        # whose write was lost to a Redis error is written again by the next one
-        ticker = asyncio.create_task(self._keep_progressing(world))
         # at rest is a predicate over the models, not an event: look every 50 virtual ms
         while checker.violation is None and (unrest := self._unrest(world)):
             if world.loop.now > deadline:
@@ -373,10 +411,15 @@ class _Run:
                 )
                 return
             await asyncio.sleep(0.05)
-        ticker.cancel()
+        ticking.cancel()
         if checker.violation is None:
             with contextlib.suppress(Violation):
-                checker.at_rest(self.view, self.last_progress)
+                checker.at_rest(self._view(mz), checker.last_progress)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def run_schedule(
@@ -385,16 +428,28 @@ def run_schedule(
     *,
     held: bool = False,
     drop: frozenset[int] = frozenset(),
+    session: type[SubscribeSession] = SubscribeSession,
+    gc_deletes: float | None = None,
 ) -> Outcome:
     """Run schedule ``seed`` to the end (or its first broken invariant); ``held`` adds a
-    bulk held up on the way past the index's gc_deletes (see :func:`_chaos`); ``drop``
-    leaves those chaos events out (numbers as the report shows them)."""
+    bulk held up on the way past OpenSearch's default gc_deletes (see :func:`_chaos`);
+    ``drop`` leaves those chaos events out (numbers as the report shows them);
+    ``session`` is the producer's session class (a planted bug); ``gc_deletes`` the
+    index's, when not the one searchsync creates indexes with."""
     _HANDLER.found = []
     random.seed(seed)  # the backoff jitter (common.backoff) draws from the global generator
     loop = VirtualLoop()
-    plan = _Run(seed, runner, held, drop)
-    settings = Settings(**SIM_SETTINGS, stream_partitions=plan.partitions)  # type: ignore[arg-type]
+    plan = _Run(seed, runner, held, drop, session)
+    settings = Settings(
+        **SIM_SETTINGS,  # type: ignore[arg-type]
+        stream_partitions=plan.partitions,
+        subscribe_envelope=plan.envelope,
+    )
     world = World(seed, loop, settings, plan.partitions)
+    if gc_deletes is not None:
+        world.index.gc_deletes = gc_deletes
+    elif held and HOLD_S[1] >= gc_deletes_of(settings):
+        raise ValueError("a held bulk must land within the index's gc_deletes")
     with _quiet_logs():
         try:
             loop.run_until_complete(plan.main(world))
@@ -408,14 +463,17 @@ def run_schedule(
         pattern = re.compile(rb"\b%s\b" % re.escape(key))
         about = [t for t in world.steps_log if pattern.search(t.encode())][-40:]
     replay = f"python -m tests.sim --seed {seed}"
-    plant = next((name for name, planted in PLANTS.items() if planted is runner), None)
+    plants: dict[str, object] = {**PLANTS, **PRODUCER_PLANTS}
+    plant = next((name for name, planted in plants.items() if planted in (runner, session)), None)
     replay += f" --plant {plant}" if plant else ""
     replay += " --held-bulks" if held else ""
+    replay += f" --gc-deletes {gc_deletes:g}" if gc_deletes is not None else ""
     replay += f" --drop {','.join(map(str, sorted(drop)))}" if drop else ""
     return Outcome(
         seed=seed,
         about_key=about,
         chaos_events=plan.planned,
+        sessions=world.sessions,
         replay=replay,
         violation=world.checker.violation,
         trace=list(world.trace),
@@ -457,18 +515,24 @@ def _kind(outcome: Outcome) -> str:
 
 
 def shrink(
-    seed: int, runner: type[PartitionRunner] = PartitionRunner, *, held: bool = False
+    seed: int,
+    runner: type[PartitionRunner] = PartitionRunner,
+    *,
+    held: bool = False,
+    session: type[SubscribeSession] = SubscribeSession,
+    gc_deletes: float | None = None,
 ) -> Outcome:
     """The failing schedule ``seed`` with as few chaos events as still break the same
     invariant: each event is left out in turn and stays out if the failure remains
     (one run per event). Leaving one out also moves the seeded draws after it, so the
     result is a schedule that fails, not a proof that each event left is needed."""
-    best = run_schedule(seed, runner, held=held)
+    options = {"held": held, "session": session, "gc_deletes": gc_deletes}
+    best = run_schedule(seed, runner, **options)  # type: ignore[arg-type]
     if best.ok:
         return best
     kind, dropped = _kind(best), frozenset[int]()
     for number in range(best.chaos_events):
-        trial = run_schedule(seed, runner, held=held, drop=dropped | {number})
+        trial = run_schedule(seed, runner, drop=dropped | {number}, **options)  # type: ignore[arg-type]
         if not trial.ok and _kind(trial) == kind:
             dropped, best = dropped | {number}, trial
     return best

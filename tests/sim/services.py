@@ -384,7 +384,7 @@ class SimSink:
         if faults.os_down:
             world.note(f"{process.name} bulk of {len(changes)}: OpenSearch down")
             raise BulkFailed(None, "connection error: sim: OpenSearch down")
-        lost = False
+        lost = faults.answer_lost
         if faults.bulk_error and rng.random() < faults.bulk_error:
             kind = rng.choice(("throttled", "lost"))
             if kind == "throttled":

@@ -194,6 +194,12 @@ class RedisModel:
         self.strings[key] = (value, self.now_ms() + px)
         return True
 
+    def incr(self, key: str) -> int:
+        """INCR of a string key without expiry (producer:epoch)."""
+        value = int(self.get(key) or 0) + 1
+        self.strings[key] = (str(value), None)
+        return value
+
     def delete(self, key: str) -> bool:
         present = self.get(key) is not None
         self.strings.pop(key, None)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from searchsync.common.config import Settings
 from searchsync.common.keys import Keys
 
-from .index import IndexModel
+from .index import IndexModel, gc_deletes_of
 from .invariants import Checker
 from .loop import VirtualLoop
 from .streams import RedisModel
@@ -33,6 +33,8 @@ class Faults:
     slow: float = 0.0  # a call waits up to slow_max seconds before and after it runs
     slow_max: float = 0.0
     os_down: bool = False  # OpenSearch answers nothing, not even the probe
+    mz_error: float = 0.0  # a Materialize call fails (the connection is lost)
+    answer_lost: bool = False  # every bulk is applied and its answer lost (contract suite)
 
 
 class SimClock:
@@ -58,13 +60,14 @@ class World:
         self.partitions = partitions
         self.clock = SimClock(loop)
         self.redis = RedisModel(self.now_ms)
-        self.index = IndexModel(lambda: loop.now)
+        self.index = IndexModel(lambda: loop.now, gc_deletes_of(settings))
         self.faults = Faults()
         self.checker = Checker(self)
         self.trace: deque[str] = deque(maxlen=40)
         self.steps_log: list[str] = []  # every step, for the lines about a failure's key
         self._digest = hashlib.blake2b(digest_size=8)
         self.steps = 0
+        self.sessions = 0  # SUBSCRIBE sessions the producers started (each from the checkpoint)
         # set once the schedule is over: the teardown (in no fixed order) is not traced
         self.finished = False
         # bulks held up on the way (tests.sim.services.SimSink): the next bulk sent is held
