@@ -24,6 +24,7 @@ import msgspec
 
 from .entries import (
     DELETE,
+    OP_NAMES,
     UPSERT,
     DeadLetter,
     EntryError,
@@ -54,7 +55,6 @@ __all__ = [
 LIST_ORDER: Final = "newest first"
 _ID = re.compile(r"(\d+)(?:-(\d+))?")
 _SOURCE = re.compile(r"p(\d+)/")
-_OPS: Final = {b"u": "upsert", b"d": "delete", b"b": "batch", b"p": "progress", b"r": "reconcile"}
 _REASON_WIDTH: Final = 70
 
 
@@ -133,7 +133,7 @@ def letter_row(entry_id: str, letter: DeadLetter, partitions: int) -> LetterRow:
         time=entry_time(entry_id),
         partition=letter_partition(letter, partitions),
         ts=letter.ts,
-        op=_OPS.get(letter.op, _text(letter.op) or "?"),
+        op=OP_NAMES.get(letter.op, _text(letter.op) or "?"),
         key=_text(letter.key),
         source=letter.source,
         reason=letter.reason,
@@ -237,7 +237,7 @@ def unretryable(letter: DeadLetter, key_problem: Callable[[str], str | None]) ->
     ``key_problem`` tells why a key cannot be a stream entry's key (producer.rows).
     """
     if letter.op not in (UPSERT, DELETE):
-        op = _OPS.get(letter.op, repr(letter.op))
+        op = OP_NAMES.get(letter.op, repr(letter.op))
         return f"a {op} entry, not one key's change: nothing to re-read (purge it)"
     try:
         key = letter.key.decode()

@@ -25,7 +25,7 @@ was rejected and where it came from; see :class:`DeadLetter`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 import msgspec
@@ -33,6 +33,7 @@ import msgspec
 __all__ = [
     "BATCH",
     "DELETE",
+    "OP_NAMES",
     "PROGRESS",
     "RECONCILE",
     "UPSERT",
@@ -61,6 +62,14 @@ DELETE: Final = b"d"
 BATCH: Final = b"b"
 PROGRESS: Final = b"p"
 RECONCILE: Final = b"r"
+# What each op is called in logs and in `searchsync dlq list`.
+OP_NAMES: Final = {
+    UPSERT: "upsert",
+    DELETE: "delete",
+    BATCH: "batch",
+    PROGRESS: "progress",
+    RECONCILE: "reconcile",
+}
 
 Fields = dict[bytes, bytes]
 
@@ -276,13 +285,3 @@ def decode_dead_letter(fields: Mapping[bytes, bytes]) -> DeadLetter:
         )
     except (KeyError, ValueError) as error:
         raise EntryError(f"malformed dead letter: {error}") from None
-
-
-def changes_of(entries: Iterable[Mapping[bytes, bytes]]) -> list[Change]:
-    """All changes of several data entries, markers skipped (a test and CLI helper)."""
-    out: list[Change] = []
-    for fields in entries:
-        decoded = decode_entry(fields)
-        if isinstance(decoded, list):
-            out.extend(decoded)
-    return out

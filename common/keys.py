@@ -6,7 +6,18 @@ two partitions' keys at once, so the layout stays usable on Redis Cluster.
 
 from __future__ import annotations
 
-__all__ = ["Keys"]
+from typing import Final
+
+__all__ = ["HIGH_WATER_MEMBER", "RECONCILE_DONE", "RECONCILE_PENDING", "Keys"]
+
+# The values of the ``reconcile`` hash (field: a snapshot's ts): written "pending" by
+# the producer with the reconcile marker, set "done" by the consumer that deleted the
+# documents older than the snapshot (consumer.reconcile).
+RECONCILE_PENDING: Final = b"pending"
+RECONCILE_DONE: Final = b"done"
+# The one member of the ``high_water`` sorted set; its score is the mark
+# (raised by producer.writer, read by consumer.highwater).
+HIGH_WATER_MEMBER: Final = b"ts"
 
 
 class Keys:
@@ -45,7 +56,7 @@ class Keys:
         self.members = self.prefix + "members"
         # hash p<N> -> frontier applied to OpenSearch (every change below it is indexed)
         self.applied = self.prefix + "applied"
-        # hash snapshot ts -> "pending" | "done": deletes of documents older than a
+        # hash snapshot ts -> RECONCILE_PENDING | RECONCILE_DONE: deletes of documents older than a
         # snapshot that replaced lost history (written by the producer, run by one consumer)
         self.reconcile = self.prefix + "reconcile"
         self.reconcile_lock = self.prefix + "reconcile:lock"

@@ -15,7 +15,7 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from .buffer import partition_buffer
+from .buffer import group_info, outstanding_changes
 from .keys import Keys
 
 __all__ = ["PartitionStatus", "Raw", "Status", "build", "gather", "render"]
@@ -74,14 +74,6 @@ def _blocked(raw: bytes | None, now_ms: int) -> tuple[str | None, float | None]:
         return raw.decode(errors="replace"), None
 
 
-def _group_info(groups: list[dict[str, Any]] | None, group: str) -> dict[str, Any] | None:
-    for info in groups or ():
-        name = info.get("name")
-        if (name.decode() if isinstance(name, bytes) else name) == group:
-            return info
-    return None
-
-
 def _int(value: bytes | None) -> int | None:
     return int(value) if value is not None else None
 
@@ -92,15 +84,10 @@ def build(
     """The report from Redis' answers at ``now_ms``; members older than the TTL are gone."""
     partitions: list[PartitionStatus] = []
     for n in range(keys.partitions):
-        info = _group_info(raw.groups[n], group)
+        info = group_info(raw.groups[n], group)
         lag = info.get("lag") if info else None
         pending = int(info.get("pending", 0)) if info else 0
         applied = _int(raw.applied.get(Keys.partition_name(n).encode()))
-        written = int(raw.counts.get(Keys.written_field(n).encode(), 0))
-        acked = int(raw.counts.get(Keys.acked_field(n).encode(), 0))
-        redis_lag = int(lag) if lag is not None else None
-        # no group yet: every entry is undelivered, a true lower bound (unlike a lag)
-        unacked = pending if info is not None else raw.lengths[n]
         owner = raw.owners[n]
         blocked, blocked_for = _blocked(raw.blocked[n] if raw.blocked else None, now_ms)
         partitions.append(
@@ -112,7 +99,7 @@ def build(
                 owner=owner.decode() if owner else None,
                 applied_ts=applied,
                 freshness_seconds=(now_ms - applied) / 1000 if applied is not None else None,
-                buffer=partition_buffer(written, acked, unacked, redis_lag),
+                buffer=outstanding_changes(raw.counts, n, info, raw.lengths[n]),
                 blocked=blocked,
                 blocked_seconds=blocked_for,
             )

@@ -214,7 +214,7 @@ class Batch:
     def _bad_part_letter(self, raw: RawEntry, ts: int, part: BadPart) -> DeadLetter:
         return DeadLetter(
             ts=ts,
-            op=b"u",
+            op=UPSERT,
             key=part.key,
             reason=f"malformed change: {part.reason}",
             source=self.source(raw.id),

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from redis.asyncio.client import Pipeline
 
-from ..common.entries import DeadLetter, encode_dead_letter
+from ..common.entries import OP_NAMES, DeadLetter, encode_dead_letter
 from ..common.keys import Keys
 
 __all__ = ["log_letters", "queue_letters"]
@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 
 # One ERROR line per letter, up to this many per batch; then a summary.
 _LOGGED_PER_BATCH = 20
-_OPS = {b"u": "upsert", b"d": "delete"}
 
 
 def queue_letters(pipe: Pipeline, keys: Keys, letters: Sequence[DeadLetter]) -> None:
@@ -37,7 +36,7 @@ def log_letters(letters: Sequence[DeadLetter]) -> None:
     for letter in letters[:_LOGGED_PER_BATCH]:
         log.error(
             "Dead-lettered %s of key %s at ts=%d from %s: %s",
-            _OPS.get(letter.op, "entry"),
+            OP_NAMES.get(letter.op, "entry"),
             letter.key.decode(errors="replace"),
             letter.ts,
             letter.source,

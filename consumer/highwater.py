@@ -18,10 +18,11 @@ from typing import Any, Final
 
 from redis.asyncio import Redis
 
+from ..common.keys import HIGH_WATER_MEMBER
+
 __all__ = ["FUTURE_TOLERANCE_MS", "HIGH_WATER_MEMBER", "HighWater", "bound_from"]
 
 FUTURE_TOLERANCE_MS: Final = 3_600_000
-HIGH_WATER_MEMBER: Final = b"ts"
 
 
 def bound_from(mark: int | None, now_ms: int) -> int:

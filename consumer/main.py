@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from ..common.config import EXIT_CONFIG, Settings, parse_command_line, settings_or_exit
 from ..common.diagnostics import install_stack_dumps
 from ..common.endpoint import heartbeat, serve_or_exit
-from ..common.errors import FatalError
+from ..common.errors import Failure, FatalError, classify
 from ..common.health import limits_for
 from ..common.logs import configure_logging
 from ..common.meta import StreamLayoutError
@@ -66,6 +66,11 @@ async def _main(settings: Settings) -> int:
         return EXIT_CONFIG
     except FatalError as error:
         log.error("Consumer cannot continue: %s", error)
+        return 1
+    except Exception as error:
+        if classify(error) is not Failure.FATAL:  # a bug: the traceback is what helps
+            raise
+        log.error("Consumer cannot continue: %s", error)  # e.g. Redis answered NOPERM
         return 1
     log.info("Orders sync worker stopped")
     return 0

@@ -25,16 +25,14 @@ from redis.asyncio import Redis
 
 from ..common.cancellation import raise_if_cancelled
 from ..common.entries import VERSION_FIELD
-from ..common.keys import Keys
+from ..common.keys import RECONCILE_DONE, RECONCILE_PENDING, Keys
 from ..common.owned_keys import RELEASE, RENEW
 from .dualwrite import DualWrite
 
-__all__ = ["PENDING", "Reconciler", "due_snapshots"]
+__all__ = ["Reconciler", "due_snapshots"]
 
 log = logging.getLogger(__name__)
 
-PENDING: Final = b"pending"
-DONE: Final = b"done"
 LOCK_TTL_MS: Final = 30_000
 LOCK_RENEW_SECONDS: Final = 10.0
 DELETE_TIMEOUT_SECONDS: Final = 600.0
@@ -54,7 +52,9 @@ def due_snapshots(
             return []
         frontiers.append(int(raw))
     low = min(frontiers, default=0)
-    due = [int(ts) for ts, state in reconcile.items() if state == PENDING and low > int(ts)]
+    due = [
+        int(ts) for ts, state in reconcile.items() if state == RECONCILE_PENDING and low > int(ts)
+    ]
     return sorted(due)
 
 
@@ -87,7 +87,7 @@ class Reconciler:
         opensearchpy.TransportError; the reconcile then stays pending for a retry.
         """
         states: dict[bytes, bytes] = await self._redis.hgetall(self._keys.reconcile)  # type: ignore[assignment]
-        if PENDING not in states.values():
+        if RECONCILE_PENDING not in states.values():
             return []
         applied: dict[bytes, bytes] = await self._redis.hgetall(self._keys.applied)  # type: ignore[assignment]
         done: list[int] = []
@@ -103,10 +103,10 @@ class Reconciler:
         keeper = asyncio.create_task(self._keep_lock())
         try:
             # someone may have finished it between our HGETALL and the lock
-            if await self._redis.hget(self._keys.reconcile, str(ts)) != PENDING:
+            if await self._redis.hget(self._keys.reconcile, str(ts)) != RECONCILE_PENDING:
                 return False
             deleted = await self._delete_older_than(ts)
-            await self._redis.hset(self._keys.reconcile, str(ts), DONE)
+            await self._redis.hset(self._keys.reconcile, str(ts), RECONCILE_DONE)
             log.warning(
                 "Reconcile after snapshot at ts=%d: deleted %d documents with %s < %d "
                 "(changes lost with Materialize's compacted history)",

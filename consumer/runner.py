@@ -58,7 +58,7 @@ from typing import Final
 from redis.exceptions import RedisError
 
 from ..common.config import Settings
-from ..common.errors import FatalError
+from ..common.errors import Failure, FatalError, classify
 from ..common.index import IndexLayoutError, layout_problem
 from ..common.logs import LogGate
 from .attempts import new_token
@@ -150,7 +150,8 @@ class PartitionRunner:
         """Work the partition until stopped, fenced off, or abandoned.
 
         Raises only FatalError (common.index.IndexLayoutError: the alias cannot be
-        written as it is); the consumer then stops.
+        written as it is; or a failure common.errors classifies as fatal, such as a
+        Redis error reply like NOPERM or WRONGTYPE); the consumer then stops.
         """
         backoff = self.deps.policy.backoff()
         while not self.stopping.is_set():
@@ -165,23 +166,28 @@ class PartitionRunner:
                 return
             except (LeaseLost, Abandoned):
                 return
-            except FatalError:
-                raise
-            except RedisError as error:
+            except Exception as error:
+                failure = classify(error)  # common.errors: the producer's taxonomy too
+                if failure is Failure.FATAL:
+                    if isinstance(error, FatalError):
+                        raise
+                    raise FatalError(f"partition p{self.partition}: {error}") from error
                 delay = backoff.next_delay()
-                log.warning(
-                    "Redis error on partition p%d, retrying in %.1fs: %s",
-                    self.partition,
-                    delay,
-                    error,
-                )
-            except Exception:
-                # maybe the entries' fault: with a new token, the takeover counts the
-                # bulk in flight as an attempt (consumer.attempts), so an entry that
-                # always breaks the runner ends in the dlq
-                self._token = new_token(self.deps.me)
-                delay = backoff.next_delay()
-                log.exception("Partition p%d failed, retrying in %.1fs", self.partition, delay)
+                if failure is Failure.TRANSIENT:
+                    service = "Redis" if isinstance(error, RedisError) else "Service"
+                    log.warning(
+                        "%s error on partition p%d, retrying in %.1fs: %s",
+                        service,
+                        self.partition,
+                        delay,
+                        error,
+                    )
+                else:
+                    # maybe the entries' fault: with a new token, the takeover counts the
+                    # bulk in flight as an attempt (consumer.attempts), so an entry that
+                    # always breaks the runner ends in the dlq
+                    self._token = new_token(self.deps.me)
+                    log.exception("Partition p%d failed, retrying in %.1fs", self.partition, delay)
             finally:
                 self.in_hand = 0
             with contextlib.suppress(Abandoned):

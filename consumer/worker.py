@@ -36,7 +36,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ..common.config import Settings
-from ..common.errors import FatalError
+from ..common.errors import FatalError, is_transient
 from ..common.index import ensure_index
 from ..common.keys import Keys
 from ..common.meta import ensure_meta
@@ -171,7 +171,9 @@ class Worker:
             try:
                 await step()
                 return
-            except (RedisError, TransportError, OSError) as error:
+            except Exception as error:
+                if not is_transient(error):  # common.errors; e.g. StreamLayoutError
+                    raise
                 delay = backoff.next_delay()
                 # an OpenSearch error names OpenSearch, its address and the setting to check
                 reason = (

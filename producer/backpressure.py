@@ -12,20 +12,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from ..common.buffer import BufferReading, partition_buffer
+from ..common.buffer import BufferReading, group_info, outstanding_changes
 from ..common.cancellation import raise_if_cancelled
 from ..common.keys import Keys
 from ..common.streams import ensure_groups
 from .metrics import ProducerMetrics
+from .ports import Backpressure
 
-__all__ = ["POLL_SECONDS", "BufferMonitor", "BufferReading", "Hysteresis", "read_buffer"]
+__all__ = [
+    "POLL_SECONDS",
+    "BufferMonitor",
+    "BufferReading",
+    "Hysteresis",
+    "buffer_reading",
+    "read_buffer",
+    "wait_out",
+]
 
 log = logging.getLogger("searchsync.producer.backpressure")
 
@@ -34,6 +43,7 @@ log = logging.getLogger("searchsync.producer.backpressure")
 POLL_SECONDS: Final = 0.25
 
 Transition = Literal["activated", "released"]
+Waited = Literal["resumed", "stopped", "timed out"]
 
 
 @dataclass(slots=True)
@@ -64,52 +74,84 @@ async def read_buffer(redis: Redis, keys: Keys, group: str) -> int:
 
 
 async def read_buffers(redis: Redis, keys: Keys, group: str) -> BufferReading:
-    """Changes written but not acknowledged by ``group``, per partition, and the length
-    of the dead-letter stream.
+    """Changes written but not acknowledged by ``group``, per partition
+    (common.buffer.outstanding_changes, the figure ``searchsync status`` shows), and
+    the length of the dead-letter stream.
 
-    One round trip (HGETALL counts + XLEN dlq + XINFO GROUPS per stream). A stream
-    or group that does not exist yet is created (so it counts as empty). Raises
-    redis ConnectionError/TimeoutError when Redis is unreachable.
+    One round trip (HGETALL counts + XLEN dlq + XINFO GROUPS and XLEN per stream). A
+    stream or group that does not exist yet is created. Raises redis
+    ConnectionError/TimeoutError when Redis is unreachable.
     """
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(keys.counts)
         pipe.xlen(keys.dlq)
         for stream in keys.streams():
             pipe.xinfo_groups(stream)
+            pipe.xlen(stream)
         replies = await pipe.execute(raise_on_error=False)
-    counts: dict[Any, Any] = replies[0] if isinstance(replies[0], dict) else {}
+    reading, missing = buffer_reading(replies, keys.partitions, group)
+    if missing:
+        await ensure_groups(redis, keys, group)
+    return reading
+
+
+def buffer_reading(
+    replies: Sequence[Any], partitions: int, group: str
+) -> tuple[BufferReading, bool]:
+    """Pure: the reading from :func:`read_buffers`' pipeline replies (errors as
+    objects), and whether a stream or the group is missing. Raises the first error
+    reply other than a missing stream's."""
+    counts: dict[bytes, bytes] = replies[0] if isinstance(replies[0], dict) else {}
     if isinstance(replies[1], Exception):
         raise replies[1]
     buffers: list[int] = []
     missing = False
-    for reply in replies[2:]:
-        partition = len(buffers)
-        buffers.append(0)
-        if isinstance(reply, ResponseError):
-            missing = True  # "no such key": nothing written to this partition yet
-            continue
-        if isinstance(reply, Exception):
-            raise reply
-        mine = next((info for info in reply if _text(info.get("name")) == group), None)
-        if mine is None:
-            missing = True
-            continue
-        # lag is nil when Redis cannot compute it (entries deleted or trimmed past the
-        # group's position): the counters decide
-        lag = mine.get("lag")
-        pending = int(mine.get("pending") or 0)
-        written = int(counts.get(keys.written_field(partition).encode(), 0))
-        acked = int(counts.get(keys.acked_field(partition).encode(), 0))
-        buffers[partition] = partition_buffer(
-            written, acked, pending, int(lag) if lag is not None else None
+    for partition in range(partitions):
+        groups, length = replies[2 + 2 * partition : 4 + 2 * partition]
+        if isinstance(groups, ResponseError):
+            groups = None  # "no such key": nothing written to this partition yet
+        for reply in (groups, length):
+            if isinstance(reply, Exception):
+                raise reply
+        info = group_info(groups, group)
+        missing = missing or info is None
+        buffers.append(outstanding_changes(counts, partition, info, int(length)))
+    return BufferReading(tuple(buffers), int(replies[1])), missing
+
+
+async def wait_out(
+    gate: Backpressure,
+    stop: asyncio.Event,
+    limit: float | None = None,
+    *,
+    stop_wait: asyncio.Task[Any] | None = None,
+) -> Waited:
+    """Wait until backpressure is released or ``stop`` is set, at most ``limit``
+    seconds (None: no limit). The one wait of every reader (SUBSCRIBE session,
+    poller, the service between sessions).
+
+    Returns "stopped" when ``stop`` is set (checked first, also at once), "resumed"
+    when backpressure is not active (at once if it is not), else "timed out".
+    ``stop_wait``: a task of the caller's that already waits for ``stop`` (left
+    running), instead of a new one. Raises nothing of its own.
+    """
+    if stop.is_set():
+        return "stopped"
+    if not gate.active:
+        return "resumed"
+    resumed = asyncio.create_task(gate.wait_until_resumed())
+    stopped = stop_wait if stop_wait is not None else asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {resumed, stopped}, timeout=limit, return_when=asyncio.FIRST_COMPLETED
         )
-    if missing:
-        await ensure_groups(redis, keys, group)
-    return BufferReading(tuple(buffers), int(replies[1]))
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    finally:
+        resumed.cancel()
+        if stopped is not stop_wait:
+            stopped.cancel()
+    if stop.is_set():
+        return "stopped"
+    return "resumed" if done else "timed out"
 
 
 class BufferMonitor:
@@ -137,7 +179,7 @@ class BufferMonitor:
         self._group = group
         self._state = Hysteresis(threshold, resume)
         self._log_seconds = log_seconds
-        self._metrics = metrics
+        self._metrics = metrics if metrics is not None else ProducerMetrics.unserved()
         self._clock = clock
         self._running = asyncio.Event()
         self._running.set()
@@ -166,8 +208,7 @@ class BufferMonitor:
         elif transition == "released":
             self._running.set()
             log.info("Backpressure released: resuming SUBSCRIBE stream (buffer %d events)", buffer)
-        if self._metrics is not None:
-            self._metrics.measured(reading, paused=self._state.active)
+        self._metrics.measured(reading, paused=self._state.active)
         return buffer
 
     async def run(self) -> None:
@@ -178,8 +219,7 @@ class BufferMonitor:
                 await self.measure()
             except Exception as error:  # Redis down: the writer reports and reconnects
                 log.debug("Buffer measurement failed: %s", error)
-                if self._metrics is not None:
-                    self._metrics.health.failed("Redis", str(error) or type(error).__name__)
+                self._metrics.health.failed("Redis", str(error) or type(error).__name__)
             raise_if_cancelled()  # redis-py may have swallowed it (common.cancellation)
             now = self._clock()
             if now >= next_log:

@@ -3,8 +3,8 @@
 Pure, no I/O. Several changes of one partition at one timestamp share one ``b``
 entry (see :mod:`common.entries`), at most ``max_changes`` of them, so a backlog
 costs one XADD per few hundred changes instead of one per change: one XADD per
-change through redis-py tops out near 35k changes/s on these machines, far below
-the 100k/s goal. The cap keeps every entry readable in ``redis-cli XRANGE`` and
+change through redis-py tops out far below the producer's goal of 100k changes/s.
+The cap keeps every entry readable in ``redis-cli XRANGE`` and
 bounds what one consumer read holds. A lone change still gets a plain ``u``/``d``
 entry, which is what live traffic mostly produces.
 
@@ -12,24 +12,25 @@ Written by hand, because a library costs speed here: an entry's fields are packe
 straight into RESP bulk strings (``$<length>\\r\\n<bytes>\\r\\n``) as the changes
 are grouped, the length headers coming from small caches. Building the fields dict
 with :func:`common.entries.encode_changes` and packing it with
-``hiredis.pack_command`` (which formats every length with ``sprintf``) cost
-~1.2 µs per change, measured on 60,000 FreshMart rows; this costs ~0.2 µs, and
+``hiredis.pack_command`` (which formats every length with ``sprintf``) cost about
+six times the CPU per change of this, measured on 60,000 FreshMart rows; this
 writes the same fields in the same order (``Entry.fields`` decodes them back;
 tests/unit/producer/test_batches.py checks them against ``encode_changes``).
 
 A snapshot's entries are packed in C when the documents come from the C writer
 (:mod:`producer.native`, see :mod:`producer.documents` "C path"): document and
-entry in one pass, ~0.6 µs per row instead of ~2.7 µs for this module plus the
-Python encoder; the same entries (tests/unit/producer/test_speedups.py).
+entry in one pass, a fraction of the CPU of this module plus the Python encoder;
+the same entries (tests/unit/producer/test_speedups.py). What the producer
+reaches is in the README's "Measured" table (``python -m bench.producer``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from typing import Final, NamedTuple, TypeVar, cast
-from zlib import crc32
 
 from ..common.entries import BATCH, DELETE, UPSERT
+from ..common.partition import partition_of
 from . import native
 
 __all__ = ["DEFAULT_MAX_CHANGES", "Entry", "build_entries", "snapshot_entries"]
@@ -205,7 +206,7 @@ def build_entries(
         if key in seen:
             raise ValueError(f"key {key!r} changes twice at ts {ts}")
         seen.add(key)
-        grouper.add(crc32(key) % partitions, key, doc)
+        grouper.add(partition_of(key, partitions), key, doc)
     if grouper is not None:
         grouper.close_all()
     return out
@@ -255,7 +256,7 @@ def snapshot_entries(
                     oversize.append((key, len(doc)))
                 continue
             encoded = key.encode()
-            grouper.add(crc32(encoded) % partitions, encoded, doc)
+            grouper.add(partition_of(encoded, partitions), encoded, doc)
         grouper.close_all()
         return out
     # _Grouper.add inlined, for upserts only: this loop runs once per snapshot row.
@@ -266,7 +267,7 @@ def snapshot_entries(
     for key, values in rows.items():
         encoded = key.encode()
         doc = encode(values, ts)
-        partition = crc32(encoded) % partitions
+        partition = partition_of(encoded, partitions)
         pieces = opened[partition]
         pieces += (key_headers[len(encoded)], encoded, value_headers[len(doc)], doc)
         if len(pieces) == full:

@@ -63,6 +63,7 @@ from typing import Any, NamedTuple
 
 from . import native
 from .keyset import KeySetLike, new_key_set
+from .letters import violation_reason
 from .rows import (
     DELETE_STATE,
     FIRST_VALUE,
@@ -515,7 +516,7 @@ class Consolidator:
             return
         self._violated[key] = _Violated(unknown, known)
         rows = tuple(values for values, count in known for _ in range(count))
-        reason = f"key violation: {after} live rows for one key at ts {ts}"
+        reason = violation_reason(after, ts)
         if unknown:
             reason += (
                 f" ({unknown} of them live before the violation: its document is the one in "

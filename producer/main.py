@@ -32,8 +32,8 @@ log = logging.getLogger("searchsync.producer")
 # The cyclic GC's first threshold (default 700 net container allocations): a FETCH
 # allocates a few tuples per row, so at 700 the collector ran every ~200 rows and
 # its older generations kept rescanning the batch in hand, the held snapshot and
-# the set of snapshot keys: ~10 % of the producer's CPU in a backlog (perf samples
-# of bench/producer.py; 12.5 → 10.7 µs of CPU per row, same run, same box). Rows
+# the set of snapshot keys: about a tenth of the producer's CPU in a backlog (perf
+# samples of bench/producer.py, both settings in the same run). Rows
 # are freed by reference counting, not by the collector, so at 100,000 it runs
 # rarely and only the few reference cycles (asyncio exceptions) wait longer.
 GC_THRESHOLDS: Final = (100_000, 20, 10)

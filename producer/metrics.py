@@ -4,6 +4,10 @@ Served with ``/healthz`` on METRICS_HOST:METRICS_PORT by common.endpoint (0 = no
 endpoint); tests and benchmarks build their own registry and read it directly.
 The object also holds the process's health facts (common.health): what it
 observes about Redis, Materialize and the checkpoint feeds both.
+
+Every component records into one unconditionally: a caller that wants no metrics
+passes none and the component records into :meth:`ProducerMetrics.unserved`, so
+the core logic never branches on whether metrics are wanted.
 """
 
 from __future__ import annotations
@@ -119,11 +123,19 @@ class ProducerMetrics:
         self._leading = False
         self._paused = False
 
-    def entries(self, op: str, count: int = 1) -> None:
-        self._entries.labels(self._view, op).inc(count)
+    @classmethod
+    def unserved(cls, view: str = "") -> ProducerMetrics:
+        """Metrics on a registry of their own that nothing serves or reads: what a
+        component records into when its caller passed none."""
+        return cls(CollectorRegistry(), view)
 
-    def changes(self, op: str, count: int) -> None:
-        self._changes.labels(self._view, op).inc(count)
+    def entries(self, op: bytes, count: int = 1) -> None:
+        """``count`` entries of ``op`` (common.entries: UPSERT, DELETE, BATCH, …) written."""
+        self._entries.labels(self._view, op.decode()).inc(count)
+
+    def changes(self, op: bytes, count: int) -> None:
+        """``count`` changes of ``op`` (common.entries.UPSERT or DELETE) written."""
+        self._changes.labels(self._view, op.decode()).inc(count)
 
     def set_frontier(self, frontier: int) -> None:
         """The checkpoint moved to ``frontier``: progress, and Materialize answers."""

@@ -2,9 +2,9 @@
 
 ``pip install -e .`` builds it (setuptools ``ext-modules`` in pyproject.toml). It is
 optional there: without a C compiler the install still succeeds and the producer
-runs the pure-Python path, which writes the same bytes at 9.6–11.1 µs instead of
-5.55–7.05 µs of CPU per row (bench/producer.py, 3 interleaved runs each, see
-producer/documents.py), and logs a WARNING at start. Callers look up
+runs the pure-Python path, which writes the same bytes with more CPU per row
+(``python -m bench.producer`` measures it; the README's "Measured" table has the
+figures), and logs a WARNING at start. Callers look up
 :data:`speedups` when they run, so a test can compare both paths in one process.
 """
 

@@ -79,20 +79,14 @@ next poll writes at a version ≥ this V (T and the checkpoint only grow), and
 ``external_gte`` makes a second copy harmless. tests/unit/producer/test_polling.py
 kills a modelled producer at every write of every step.
 
-Memory, measured by ``python -m bench.polling`` (CPython 3.11, keys
-``order:FM-0000000``…, this 2-core box): the digest dict takes 139 bytes per key
-at 100k keys and 132 at 1M (tracemalloc; RSS growth 175 and 160): ~130 MB for 1M
-keys — the key str ~65, the int ~36, the dict's slot and index the rest. A poll
-holds the previous and the new dict at once, so twice that at its peak, plus the
-documents of the keys it writes: on a full poll every document (~700 bytes a
-FreshMart row), as the SUBSCRIBE snapshot holds every row. Rows are streamed
-(psycopg chunked mode), never all held. The Redis hash takes 82 bytes per key at
-100k, 80 at 1M (``MEMORY USAGE``). CPU: ~4 µs per unchanged row once psycopg
-has loaded it (encode ~0.7, BLAKE2b ~1.7, dict lookups; bench.polling with the
-machine's load average near 10, so an upper figure). A whole poll of 100,000
-seeded FreshMart orders through the emulator, nothing changed: 0.6 s of producer
-CPU (~6 µs a row, psycopg's loading included), 3-4 s wall, most of it PostgreSQL
-computing the view; the full first poll 1.3 s CPU; max RSS 177 MB.
+Memory: the digest dict holds a key's str, an int and the dict's slot and index;
+a poll holds the previous and the new dict at once, so twice that at its peak,
+plus the documents of the keys it writes: on a full poll every document, as the
+SUBSCRIBE snapshot holds every row. Rows are streamed (psycopg chunked mode),
+never all held. An unchanged row costs one encode, one BLAKE2b and dict lookups.
+``python -m bench.polling`` measures bytes a key (in memory and in the Redis
+hash) and CPU a row; the README's "Measured" table ("polling memory") has the
+figures, and its Polling contract the bytes a key.
 
 A digest collision (2⁻⁶⁴ per changed key) would hide one change until the row
 changes again.
@@ -110,17 +104,17 @@ from typing import Any, Final, Literal, NamedTuple, TypeVar
 import psycopg
 from psycopg import sql
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from ..common.config import Settings
 from ..common.entries import DeadLetter
 from ..common.keys import Keys
-from .backpressure import BufferMonitor
+from .backpressure import BufferMonitor, wait_out
 from .batches import build_entries
 from .documents import ColumnKind, DocumentEncoder, kind_of_type
+from .letters import key_violation, oversize, violation_reason
 from .metrics import ProducerMetrics
 from .subscribe import connect
-from .writer import StreamWriter, send_commands
+from .writer import StreamWriter, raise_first_error, send_commands
 
 __all__ = ["PollPlan", "Poller", "RowScan", "plan_poll", "poll_steps"]
 
@@ -283,7 +277,7 @@ class Poller:
         self._writer = writer
         self._monitor = monitor
         self._stop = stop
-        self._metrics = metrics
+        self._metrics = metrics if metrics is not None else ProducerMetrics.unserved()
         self._on_streaming = on_streaming
         self._view = settings.view_name
         # The previous poll's digests; None until the first poll of this Poller
@@ -304,10 +298,7 @@ class Poller:
         )
         self.watching_stop = True
         try:
-            while not self._stop.is_set():
-                await self._wait_resumed()
-                if self._stop.is_set():
-                    break
+            while await wait_out(self._monitor, self._stop) == "resumed":
                 await self.poll_once(conn)
                 if self._on_streaming is not None:
                     self._on_streaming()
@@ -315,17 +306,6 @@ class Poller:
                     await asyncio.wait_for(self._stop.wait(), self._settings.poll_interval)
         finally:
             await conn.close()
-
-    async def _wait_resumed(self) -> None:
-        if not self._monitor.active:
-            return
-        resumed = asyncio.create_task(self._monitor.wait_until_resumed())
-        stopped = asyncio.create_task(self._stop.wait())
-        try:
-            await asyncio.wait({resumed, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            resumed.cancel()
-            stopped.cancel()
 
     async def poll_once(self, conn: psycopg.AsyncConnection[Any]) -> PollPlan:
         """One poll, written to the streams, the digest hash and the checkpoint.
@@ -356,8 +336,7 @@ class Poller:
             scan, rows = await self._scan(conn, previous, version)
             rows += await self._settle(conn, scan)
         plan = plan_poll(version, previous, scan.digests, scan.violations.keys())
-        if self._metrics is not None:
-            self._metrics.rows_read.inc(rows)
+        self._metrics.rows_read.inc(rows)
         for step in poll_steps(full=full):
             await self._run(step, plan, scan)
         self._digests = scan.digests
@@ -378,8 +357,7 @@ class Poller:
             await self._write(plan, scan)
         elif step == "reconcile":
             await self._writer.mark_reconcile(plan.version)
-            if self._metrics is not None:
-                self._metrics.snapshots.inc()
+            self._metrics.snapshots.inc()
             log.info(
                 "Full poll of %s: %d rows upserted at ts=%d, reconcile marker written",
                 self._view,
@@ -406,11 +384,11 @@ class Poller:
         Raises redis errors (a refused command as ResponseError)."""
         if at_once:
             replies = await send_commands(self._redis, [(b"MULTI",), *commands, (b"EXEC",)])
-            _raise_first_error(replies)  # MULTI, QUEUED…, then EXEC's own reply
-            _raise_first_error(replies[-1] or ())  # each command's, inside EXEC's
+            raise_first_error(replies)  # MULTI, QUEUED…, then EXEC's own reply
+            raise_first_error(replies[-1] or ())  # each command's, inside EXEC's
             return
         for batch in _chunks(list(commands), _HASH_COMMANDS):
-            _raise_first_error(await send_commands(self._redis, batch))
+            raise_first_error(await send_commands(self._redis, batch))
 
     def _encoder_for(self, description: Sequence[Any]) -> tuple[int, DocumentEncoder]:
         """The key column's index and an encoder for these columns (built once per
@@ -466,37 +444,20 @@ class Poller:
         """The plan's entries and dead letters, :data:`_WRITE_CHANGES` changes per
         round trip. Raises as StreamWriter.write does."""
         ts = plan.version
-        letters = []
+        letters: list[DeadLetter] = []
         for key in plan.violations:
             docs = scan.violations[key]
-            log.error(
-                "Key violation in %s at ts=%d: key %s has %d live rows; "
-                "sent to the dead-letter stream",
-                self._view,
-                ts,
-                key,
-                len(docs),
-            )
+            reason = violation_reason(len(docs), ts) + " (poll)"
+            doc = b"[" + b",".join(docs) + b"]"
             letters.append(
-                DeadLetter(
-                    ts=ts,
-                    op=b"u",
-                    key=key.encode(),
-                    reason=f"key violation: {len(docs)} live rows for one key at ts {ts} (poll)",
-                    source="producer",
-                    doc=b"[" + b",".join(docs) + b"]",
-                )
+                key_violation(self._view, ts, key, rows=len(docs), reason=reason, doc=doc)
             )
         limit = self._settings.max_document_bytes
         changes: list[tuple[int, bytes, bytes | None]] = []
         for key in plan.upserts:
             doc = scan.docs[key]
             if len(doc) > limit:  # OpenSearch would refuse it: dead-lettered, not written
-                reason = f"document is {len(doc)} bytes, more than MAX_DOCUMENT_BYTES={limit}"
-                log.error("Document of key %s at ts=%d: %s", key, ts, reason)
-                letters.append(
-                    DeadLetter(ts=ts, op=b"u", key=key.encode(), reason=reason, source="producer")
-                )
+                letters.append(oversize(ts, key, len(doc), limit))
                 continue
             changes.append((ts, key.encode(), doc))
         changes.extend((ts, key.encode(), None) for key in plan.deletes)
@@ -525,7 +486,7 @@ class Poller:
             [reply] = await send_commands(
                 self._redis, [(b"HSCAN", name, cursor, b"COUNT", b"%d" % _HASH_FIELDS)]
             )
-            _raise_first_error([reply])
+            raise_first_error([reply])
             cursor, flat = reply
             for at in range(0, len(flat), 2):
                 value = flat[at + 1]
@@ -538,12 +499,6 @@ class Poller:
 
 def _field(key: str, digest: int) -> tuple[bytes, bytes]:
     return key.encode(), digest.to_bytes(DIGEST_BYTES, "big")
-
-
-def _raise_first_error(replies: Iterable[Any]) -> None:
-    for reply in replies:
-        if isinstance(reply, ResponseError):
-            raise reply
 
 
 def _no_rows(row: Sequence[object], version: int) -> bytes:

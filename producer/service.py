@@ -30,13 +30,14 @@ import psycopg
 from ..common.backoff import Backoff
 from ..common.cancellation import raise_if_cancelled
 from ..common.config import EXIT_CONFIG, Settings
+from ..common.errors import is_transient
 from ..common.keys import Keys
 from ..common.meta import StreamLayoutError, ensure_meta
 from ..common.redis_client import connect_redis
 from ..common.streams import ensure_groups
 from .adapters import open_subscription
-from .backpressure import BufferMonitor
-from .failures import AsOfRefused, describe, is_transient
+from .backpressure import BufferMonitor, wait_out
+from .failures import AsOfRefused, describe
 from .lease import ProducerFenced, ProducerLease
 from .metrics import ProducerMetrics
 from .polling import Poller
@@ -75,7 +76,7 @@ class _Producer:
     ) -> None:
         self.settings = settings
         self.stop = stop
-        self.metrics = metrics
+        self.metrics = metrics if metrics is not None else ProducerMetrics.unserved()
         self.keys = Keys(settings.view_name, settings.stream_partitions)
         self.redis = connect_redis(settings, client_name=settings.producer_identity())
         self.lease = ProducerLease(
@@ -85,7 +86,7 @@ class _Producer:
             self.redis,
             self.keys,
             progress_interval_ms=settings.progress_interval_ms,
-            metrics=metrics,
+            metrics=self.metrics,
             lease=lambda: self.lease.value,
         )
         self.monitor = BufferMonitor(
@@ -95,7 +96,7 @@ class _Producer:
             threshold=settings.backpressure_threshold,
             resume=settings.backpressure_resume,
             log_seconds=settings.buffer_log_seconds,
-            metrics=metrics,
+            metrics=self.metrics,
         )
         self.backoff = Backoff.from_settings(
             settings.retry_initial_backoff,
@@ -147,15 +148,14 @@ class _Producer:
         halt = asyncio.Event()
         keeper = asyncio.create_task(self.lease.keep(lost))
         relay = asyncio.create_task(_when_any(halt, self.stop, lost))
-        if self.metrics is not None:
-            self.metrics.lead(True)
+        self.metrics.lead(True)
         try:
             while not halt.is_set():
                 self.session = None
                 try:
                     await _until_stopped(self._attempt(halt), halt, self._winds_down)
                     if isinstance(self.session, SubscribeSession) and self.session.ended_paused:
-                        await self._until_resumed(halt)
+                        await wait_out(self.monitor, halt)
                 except AsOfRefused as error:
                     self.refused = True
                     _log_refused(self.settings.view_name, error)
@@ -172,8 +172,7 @@ class _Producer:
                     self.refused = False
             return None
         finally:
-            if self.metrics is not None:
-                self.metrics.lead(False)
+            self.metrics.lead(False)
             keeper.cancel()
             relay.cancel()
             await asyncio.gather(keeper, relay, return_exceptions=True)
@@ -209,16 +208,6 @@ class _Producer:
         )  # fmt: skip
         self.session = session
         await session.run(plan)
-
-    async def _until_resumed(self, halt: asyncio.Event) -> None:
-        """After a session ended itself during backpressure: until it is released."""
-        resumed = asyncio.create_task(self.monitor.wait_until_resumed())
-        halted = asyncio.create_task(halt.wait())
-        try:
-            await asyncio.wait({resumed, halted}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            resumed.cancel()
-            halted.cancel()
 
     def _winds_down(self) -> bool:
         return self.session is not None and self.session.watching_stop
@@ -279,9 +268,8 @@ async def _until_stopped(
         stopped.cancel()
 
 
-def _log_failure(error: Exception, delay: float, metrics: ProducerMetrics | None) -> None:
+def _log_failure(error: Exception, delay: float, metrics: ProducerMetrics) -> None:
     if isinstance(error, psycopg.OperationalError) and "refused" in str(error).lower():
         log.error("Connection refused to Materialize")
     log.warning("SUBSCRIBE failed, retrying in %.1fs: %s", delay, describe(error))
-    if metrics is not None:
-        metrics.session_failed(error, describe(error))
+    metrics.session_failed(error, describe(error))

@@ -28,79 +28,30 @@ import re
 from collections.abc import Callable
 from typing import Any, Final, NamedTuple
 
-import msgspec
 import psycopg
 
 from ..common.config import Settings
 from ..common.entries import DeadLetter
+from .backpressure import wait_out
 from .batches import Entry, build_entries, snapshot_entries
 from .consolidate import Consolidated, Consolidator
 from .documents import DocumentEncoder
 from .failures import AsOfRefused
+from .letters import dead_letters_for, oversize
 from .metrics import ProducerMetrics
 from .ports import Backpressure, EntrySink, OpenRows, RowSource
 from .resume import StartPlan, as_of_refused
-from .rows import FIRST_VALUE, Rejected
+from .rows import Rejected
 
 __all__ = [
     "PAUSE_FRACTION",
     "SubscribeSession",
-    "dead_letters_for",
     "idle_timeout_seconds",
     "interval_seconds",
     "pause_limit",
 ]
 
 log = logging.getLogger("searchsync.producer.session")
-
-_encode_row = msgspec.json.Encoder(enc_hook=str).encode
-
-
-def dead_letters_for(
-    out: Consolidated, rejected: list[Rejected], encoder: DocumentEncoder
-) -> list[DeadLetter]:
-    """Dead letters for the key violations of ``out`` and the rows that were rejected.
-
-    A row rejected for its key keeps the key (as well as it can be written) and its
-    document as it would have been indexed, so it can be retried once the key is
-    fixed in the view; any other rejected row keeps the whole row.
-    """
-    letters = [
-        DeadLetter(
-            ts=violation.ts,
-            op=b"u",
-            key=violation.key.encode(),
-            reason=violation.reason,
-            source="producer",
-            doc=encoder.encode_array(violation.rows, violation.ts),
-        )
-        for violation in out.violations
-    ]
-    for row in rejected:
-        if row.key is not None:
-            diff = row.row[2]
-            letters.append(
-                DeadLetter(
-                    ts=row.ts,
-                    op=b"d" if isinstance(diff, int) and diff < 0 else b"u",
-                    key=row.key.encode(errors="backslashreplace"),
-                    reason=row.reason,
-                    source="producer",
-                    doc=encoder.encode(row.row[FIRST_VALUE:], row.ts),
-                )
-            )
-        else:
-            letters.append(
-                DeadLetter(
-                    ts=row.ts,
-                    op=b"u",
-                    key=b"",
-                    reason=row.reason,
-                    source="producer",
-                    doc=_encode_row(row.row),
-                )
-            )
-    return letters
 
 
 def _rows_or_refusal(
@@ -239,7 +190,7 @@ class SubscribeSession:
         self._monitor = monitor
         self._open_rows = open_rows
         self._stop = stop
-        self._metrics = metrics
+        self._metrics = metrics if metrics is not None else ProducerMetrics.unserved()
         self._on_streaming = on_streaming
         self._view = settings.view_name
         self.snapshot_written = False
@@ -342,8 +293,7 @@ class SubscribeSession:
                 assert layout is not None and encoder is not None
                 rejected: list[Rejected] = []
                 out = consolidator.feed_rows(layout, rows, rejected)
-                if self._metrics is not None:
-                    self._metrics.rows_read.inc(len(rows))
+                self._metrics.rows_read.inc(len(rows))
                 if not streaming and out.as_of is not None:
                     streaming = True
                     self._on_streaming()
@@ -373,20 +323,8 @@ class SubscribeSession:
     async def _resumed_or_stopped(self, stop_wait: asyncio.Task[Any]) -> bool:
         """Wait out backpressure; False if stop was requested meanwhile, or if the pause
         outlasted the safe part of the idle timeout (then :attr:`ended_paused`)."""
-        if self._stop.is_set():
-            return False
-        if not self._monitor.active:
-            return True
-        resumed = asyncio.create_task(self._monitor.wait_until_resumed())
-        try:
-            done, _ = await asyncio.wait(
-                {resumed, stop_wait},
-                timeout=self._pause_limit,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        finally:
-            resumed.cancel()
-        if not done:
+        waited = await wait_out(self._monitor, self._stop, self._pause_limit, stop_wait=stop_wait)
+        if waited == "timed out":
             self.ended_paused = True
             log.info(
                 "Backpressure has lasted %.0fs: ending the SUBSCRIBE for %s before Materialize "
@@ -396,73 +334,45 @@ class SubscribeSession:
                 self._view,
             )
             return False
-        return not self._stop.is_set()
+        return waited == "resumed"
 
     def _prepare(
         self, out: Consolidated, rejected: list[Rejected], encoder: DocumentEncoder
     ) -> _Batch:
         """Encode the settled changes and group them into entries (CPU only)."""
-        for row in rejected:
-            log.error("Error processing SUBSCRIBE row for %s: %s", self._view, row.reason)
-        for violation in out.violations:
-            log.error(
-                "Key violation in %s at ts=%d: key %s has %d live rows; "
-                "sent to the dead-letter stream",
-                self._view,
-                violation.ts,
-                violation.key,
-                len(violation.rows),
-            )
         encode = encoder.encode
         settings = self._settings
         partitions = settings.stream_partitions
         max_doc = settings.max_document_bytes
         entries: list[Entry] = []
-        oversize: list[tuple[int, str, int]] = []
+        too_large: list[tuple[int, str, int]] = []
         if out.snapshot_ts is not None:  # before the changes: they are not below the AS OF
             too_big: list[tuple[str, int]] = []
             entries = snapshot_entries(
                 out.snapshot_ts, out.snapshot, encode, partitions,
                 max_bytes=settings.max_entry_bytes, max_doc_bytes=max_doc, oversize=too_big,
             )  # fmt: skip
-            oversize += [(out.snapshot_ts, key, size) for key, size in too_big]
+            too_large += [(out.snapshot_ts, key, size) for key, size in too_big]
         changes: list[tuple[int, bytes, bytes | None]] = []
         for ts, key, values in out.changes:
             doc = None if values is None else encode(values, ts)
             if doc is not None and len(doc) > max_doc:
-                oversize.append((ts, key, len(doc)))
+                too_large.append((ts, key, len(doc)))
                 continue
             changes.append((ts, key.encode(), doc))
         entries += build_entries(changes, partitions, max_bytes=settings.max_entry_bytes)
-        letters = dead_letters_for(out, rejected, encoder) if out.violations or rejected else []
-        letters += [self._oversize_letter(ts, key, size) for ts, key, size in oversize]
+        letters = (
+            dead_letters_for(self._view, out, rejected, encoder)
+            if out.violations or rejected
+            else []
+        )
+        letters += [oversize(ts, key, size, max_doc) for ts, key, size in too_large]
         high_water = max(
             (ts for ts in (out.snapshot_ts, changes[-1][0] if changes else None) if ts is not None),
             default=None,
         )
-        written = len(out.snapshot) + len(out.changes) - len(oversize)
+        written = len(out.snapshot) + len(out.changes) - len(too_large)
         return _Batch(entries, letters, written, high_water)
-
-    def _oversize_letter(self, ts: int, key: str, size: int) -> DeadLetter:
-        """A document OpenSearch would refuse (above MAX_DOCUMENT_BYTES): dead-lettered with
-        its key and size but without the document, which would weigh as much in Redis;
-        it is the view's row, to be re-read once the limit or the row changes."""
-        limit = self._settings.max_document_bytes
-        log.error(
-            "Document of key %s at ts=%d is %d bytes, more than MAX_DOCUMENT_BYTES=%d; "
-            "sent to the dead-letter stream",
-            key,
-            ts,
-            size,
-            limit,
-        )
-        return DeadLetter(
-            ts=ts,
-            op=b"u",
-            key=key.encode(),
-            reason=f"document is {size} bytes, more than MAX_DOCUMENT_BYTES={limit}",
-            source="producer",
-        )
 
     async def _apply(
         self,
@@ -498,8 +408,7 @@ class SubscribeSession:
             return
         if plan.reconcile:
             await self._writer.mark_reconcile(snapshot.as_of)
-        if self._metrics is not None:
-            self._metrics.snapshots.inc()
+        self._metrics.snapshots.inc()
         self.snapshot_written = True
         log.info(
             "Snapshot complete for %s: %d rows (written as upserts at ts=%d; %s)",

@@ -13,16 +13,16 @@ producer.lease.FENCED_CHECKPOINT: only while this producer holds the view's
 producer lease, and only up.
 
 The round trip is a pipeline sent on one of redis-py's pooled connections: the
-entries come packed in RESP already (:mod:`producer.batches`, ~0.2 µs per change),
-the few other commands are packed by ``hiredis.pack_command``. redis-py's asyncio
-pipeline packs arguments in Python, ~2.2 µs per change of a 256-change entry —
-a fifth of the per-change budget at 100k changes/s.
+entries come packed in RESP already (:mod:`producer.batches`), the few other
+commands are packed by ``hiredis.pack_command``. redis-py's asyncio pipeline packs
+arguments in Python, about ten times the CPU per change of the packed form (the
+README's "Measured" table has what the producer reaches).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import chain
 from typing import Any, NamedTuple
 
@@ -31,18 +31,22 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from ..common.entries import (
+    DELETE,
+    PROGRESS,
+    RECONCILE,
+    UPSERT,
     DeadLetter,
     encode_dead_letter,
     encode_progress,
     encode_reconcile,
 )
-from ..common.keys import Keys
+from ..common.keys import HIGH_WATER_MEMBER, RECONCILE_PENDING, Keys
 from .batches import Entry
 from .lease import FENCED_CHECKPOINT, MONOTONIC_CHECKPOINT, ProducerFenced
 from .metrics import ProducerMetrics
 from .progress import ProgressPacer
 
-__all__ = ["Packed", "StreamWriter", "send_commands"]
+__all__ = ["Packed", "StreamWriter", "raise_first_error", "send_commands"]
 
 Command = tuple[bytes | str, ...]
 
@@ -51,10 +55,6 @@ class Packed(NamedTuple):
     """One command already in RESP, in pieces sent as they are (no copy to join them)."""
 
     pieces: tuple[bytes, ...]
-
-
-RECONCILE_PENDING = b"pending"
-_HIGH_WATER_MEMBER = b"ts"
 
 
 async def send_commands(redis: Redis, commands: Sequence[Command | Packed]) -> list[Any]:
@@ -95,7 +95,8 @@ async def send_commands(redis: Redis, commands: Sequence[Command | Packed]) -> l
 _pack: Callable[[Command], bytes] = hiredis.pack_command  # type: ignore[assignment]
 
 
-def _raise_first_error(replies: Sequence[Any]) -> None:
+def raise_first_error(replies: Iterable[Any]) -> None:
+    """Raise the first error reply of :func:`send_commands` (a ResponseError), if any."""
     for reply in replies:
         if isinstance(reply, ResponseError):
             raise reply
@@ -124,13 +125,13 @@ class StreamWriter:
         self._keys = keys
         self._streams = [k.encode() for k in keys.streams()]
         self._pacer = ProgressPacer(progress_interval_ms)
-        self._metrics = metrics
+        self._metrics = metrics if metrics is not None else ProducerMetrics.unserved()
         self._clock = clock
         self._lease = lease
         self._checkpoint_script = FENCED_CHECKPOINT if lease is not None else MONOTONIC_CHECKPOINT
 
     def _raise_high_water(self, ts: int) -> Command:
-        return (b"ZADD", self._keys.high_water.encode(), b"GT", str(ts), _HIGH_WATER_MEMBER)
+        return (b"ZADD", self._keys.high_water.encode(), b"GT", str(ts), HIGH_WATER_MEMBER)
 
     def _move_checkpoint(self, frontier: int) -> Command:
         lease = self._lease() if self._lease is not None else ""
@@ -193,16 +194,12 @@ class StreamWriter:
         dlq = self._keys.dlq.encode()
         for letter in dead_letters:
             commands.append(self._xadd(dlq, encode_dead_letter(letter)))
-        _raise_first_error(await send_commands(self._redis, commands))
-        if self._metrics is not None:
-            for op, count in ops.items():
-                self._metrics.entries(op.decode(), count)
-            if upserts:
-                self._metrics.changes("u", upserts)
-            if changes > upserts:
-                self._metrics.changes("d", changes - upserts)
-            if dead_letters:
-                self._metrics.dead_letters.inc(len(dead_letters))
+        raise_first_error(await send_commands(self._redis, commands))
+        for op, count in ops.items():
+            self._metrics.entries(op, count)
+        self._metrics.changes(UPSERT, upserts)
+        self._metrics.changes(DELETE, changes - upserts)
+        self._metrics.dead_letters.inc(len(dead_letters))
 
     async def commit(self, frontier: int) -> None:
         """Progress entries to every partition (if due), then SET checkpoint = ``frontier``.
@@ -219,7 +216,7 @@ class StreamWriter:
             commands.extend(self._xadd(stream, fields) for stream in self._streams)
         commands.append(self._move_checkpoint(frontier))
         replies = await send_commands(self._redis, commands)
-        _raise_first_error(replies)
+        raise_first_error(replies)
         if replies[-1] == -1:
             raise ProducerFenced(
                 f"the producer lease of {self._keys.prefix} is no longer ours: "
@@ -227,10 +224,8 @@ class StreamWriter:
             )
         if progress:
             self._pacer.sent(now, frontier)
-            if self._metrics is not None:
-                self._metrics.entries("p", len(self._streams))
-        if self._metrics is not None:
-            self._metrics.set_frontier(frontier)
+            self._metrics.entries(PROGRESS, len(self._streams))
+        self._metrics.set_frontier(frontier)
 
     async def mark_reconcile(self, ts: int) -> None:
         """A reconcile entry (``op`` ``r``) to every partition, then reconcile[ts] = pending.
@@ -242,14 +237,13 @@ class StreamWriter:
         fields = encode_reconcile(ts)
         commands: list[Command] = [self._raise_high_water(ts)]
         commands.extend(self._xadd(stream, fields) for stream in self._streams)
-        _raise_first_error(await send_commands(self._redis, commands))
+        raise_first_error(await send_commands(self._redis, commands))
         reply = await send_commands(
             self._redis, [(b"HSET", self._keys.reconcile.encode(), str(ts), RECONCILE_PENDING)]
         )
-        _raise_first_error(reply)
-        if self._metrics is not None:
-            self._metrics.entries("r", len(self._streams))
-            self._metrics.reconciles.inc()
+        raise_first_error(reply)
+        self._metrics.entries(RECONCILE, len(self._streams))
+        self._metrics.reconciles.inc()
 
     async def read_checkpoint(self) -> int | None:
         """The stored frontier, or None when there is none. Raises ValueError if unreadable."""

@@ -6,8 +6,8 @@ import psycopg
 from psycopg import errors
 from redis import exceptions as redis_errors
 
-from searchsync.common.errors import FatalError, TransientError
-from searchsync.producer.failures import AsOfRefused, describe, is_transient
+from searchsync.common.errors import FatalError, TransientError, is_transient
+from searchsync.producer.failures import AsOfRefused, describe
 from searchsync.producer.rows import LayoutError
 
 

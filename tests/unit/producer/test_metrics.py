@@ -14,8 +14,8 @@ def test_metrics_are_per_registry_and_counted() -> None:
     metrics = ProducerMetrics(first, "v")
     ProducerMetrics(second, "v")  # no clash: nothing global
     metrics.rows_read.inc(3)
-    metrics.entries("b", 2)
-    metrics.changes("u", 500)
+    metrics.entries(b"b", 2)
+    metrics.changes(b"u", 500)
     metrics.set_frontier(int(time.time() * 1000) - 5000)
     value = first.get_sample_value
     assert value("searchsync_producer_rows_read_total", {"view": "v"}) == 3

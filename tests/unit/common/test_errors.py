@@ -1,0 +1,74 @@
+"""common/errors.py: one transient/fatal taxonomy for the producer and the consumers."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from opensearchpy import exceptions as opensearch_errors
+from psycopg import errors as pg_errors
+from redis import exceptions as redis_errors
+
+from searchsync.common.errors import (
+    Failure,
+    FatalError,
+    TransientError,
+    classify,
+    is_transient,
+)
+from searchsync.common.index import IndexLayoutError
+from searchsync.common.meta import StreamLayoutError
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        TransientError("x"),
+        redis_errors.ConnectionError("Error 111 connecting"),
+        redis_errors.BusyLoadingError("LOADING Redis is loading the dataset in memory"),
+        redis_errors.TimeoutError("Timeout reading from socket"),
+        redis_errors.ResponseError("OOM command not allowed when used memory > 'maxmemory'"),
+        redis_errors.ResponseError("READONLY You can't write against a read only replica."),
+        redis_errors.NoScriptError("NOSCRIPT No matching script. Please use EVAL."),
+        opensearch_errors.ConnectionError("N/A", "refused", OSError()),
+        opensearch_errors.ConnectionTimeout("TIMEOUT", "timed out", TimeoutError()),
+        opensearch_errors.SSLError("N/A", "certificate verify failed", OSError()),
+        opensearch_errors.AuthenticationException(401, "", {}),
+        opensearch_errors.TransportError(429, "es_rejected_execution_exception", {}),
+        opensearch_errors.TransportError(503, "unavailable", {}),
+        psycopg.OperationalError("connection refused"),
+        pg_errors.lookup("53200")("SUBSCRIBE fell behind"),
+        ConnectionResetError(),
+        TimeoutError(),
+    ],
+    ids=repr,
+)
+def test_transient_for_both_sides(error: BaseException) -> None:
+    assert classify(error) is Failure.TRANSIENT
+    assert is_transient(error)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        FatalError("x"),
+        StreamLayoutError("STREAM_PARTITIONS", "4 here, the streams have 8"),
+        IndexLayoutError("orders is a concrete index"),
+        redis_errors.ResponseError("WRONGTYPE Operation against a key holding the wrong kind"),
+        redis_errors.ResponseError("NOPERM this user has no permissions to run the 'xadd' command"),
+        redis_errors.ResponseError("NOGROUP No such key or consumer group"),
+        opensearch_errors.RequestError(400, "mapper_parsing_exception", {}),
+        pg_errors.lookup("42P01")("unknown catalog item"),
+        pg_errors.lookup("28P01")("password authentication failed"),
+    ],
+    ids=repr,
+)
+def test_fatal_for_both_sides(error: BaseException) -> None:
+    assert classify(error) is Failure.FATAL
+    assert not is_transient(error)
+
+
+def test_what_it_cannot_place_is_unknown() -> None:
+    # the producer exits on these, a consumer's runner charges the entries in hand
+    assert classify(ValueError("a bug")) is Failure.UNKNOWN
+    assert classify(KeyError("b")) is Failure.UNKNOWN
+    assert not is_transient(ValueError("a bug"))
