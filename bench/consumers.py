@@ -49,6 +49,7 @@ from redis.asyncio import Redis
 from bench import ceiling
 from bench.documents import order_document
 from bench.processes import cpu_ticks, pid_file
+from bench.profiles import top_functions
 from bench.saved import common_arguments, emit, int_list
 from devstack.env import require
 from searchsync.common.entries import Change, encode_changes
@@ -207,7 +208,9 @@ class Bench:
 
     # consumers
 
-    def spawn(self, name: str, group: str, alias: str, bulk: int) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, name: str, group: str, alias: str, bulk: int, profile_to: Path | None = None
+    ) -> subprocess.Popen[bytes]:
         env = {
             **os.environ,
             **self.env,
@@ -221,8 +224,9 @@ class Bench:
             "LOG_LEVEL": "INFO",
         }
         log = (self.log_dir / f"{group}_{name}.log").open("wb")
+        profiler = ["-m", "cProfile", "-o", str(profile_to)] if profile_to else []
         return subprocess.Popen(
-            [str(PYTHON), "-m", "searchsync.consumer.main"],
+            [str(PYTHON), *profiler, "-m", "searchsync.consumer.main"],
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -230,10 +234,15 @@ class Bench:
         )
 
     async def run_consumers(
-        self, backlog: Backlog, count: int, bulk: int, live: bool = False
+        self, backlog: Backlog, count: int, bulk: int, live: bool = False, profile: bool = False
     ) -> dict[str, Any]:
+        """One drain (or, ``live``, the live writer); ``profile``: the first consumer runs
+        under cProfile (slower: its figures are not comparable) and its top functions
+        by own time are in ``profile_top``."""
         self.run_number += 1
-        label = f"c{count}_b{bulk}{'_live' if live else ''}_r{self.run_number}"
+        label = f"c{count}_b{bulk}{'_live' if live else ''}{'_prof' if profile else ''}"
+        label += f"_r{self.run_number}"
+        stats = self.log_dir / f"{label}.prof" if profile else None
         group = f"g_{label}"
         alias = await self.fresh_index(label)
         start_counts = await acked(self.redis, self.keys)
@@ -245,7 +254,10 @@ class Bench:
         watcher = AckWatcher(backlog.entry_ms, start_counts, base)
         services_before = await self.service_cpu()
         spawned = time.monotonic()
-        procs = [self.spawn(f"{label}-{n}", group, alias, bulk) for n in range(count)]
+        procs = [
+            self.spawn(f"{label}-{n}", group, alias, bulk, stats if n == 0 else None)
+            for n in range(count)
+        ]
         ready = await self.wait_ready(spawned)
         ready_wall = time.time()
         floor_ms = None if live else ready_wall * 1000
@@ -295,6 +307,8 @@ class Bench:
             "indexed": indexed,
             "exit_codes": codes,
         }
+        if stats is not None:
+            result["profile_top"] = top_functions(stats)
         self.say(f"consumers {label}: {json.dumps(result)}")
         return result
 
@@ -455,6 +469,13 @@ class Bench:
             live = await self.run_consumers(
                 backlog, best["consumers"], best["bulk_size"], live=True
             )
+        profile = None
+        if args.profile:
+            profiled = await self.run_consumers(backlog, 1, best["bulk_size"], profile=True)
+            profile = {"consumers": 1, "events_per_s": profiled["events_per_s"],
+                       "top": profiled["profile_top"]}  # fmt: skip
+            for entry in profile["top"]:
+                self.say(f"  {entry['own_pct']:5.1f}% {entry['own_s']:7.3f}s  {entry['function']}")
         return {
             "scenario": "consumers_drain_backlog",
             "events": best["events"],
@@ -481,6 +502,7 @@ class Bench:
             "configs": configs,
             "runs": runs,
             "live": live,
+            "profile": profile,
             "cpus": os.cpu_count(),
         }
 
@@ -500,6 +522,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--live-seconds", type=float, default=15.0)
     parser.add_argument("--max-seconds", type=float, default=600.0)
     parser.add_argument("--log-dir", default="")
+    parser.add_argument(
+        "--profile", action="store_true",
+        help="after the runs, one consumer once more under cProfile: its top functions",
+    )  # fmt: skip
     parser.add_argument("--ceiling-connections", type=int_list, default=[1, 2, 3, 4])
     common_arguments(parser, "a smoke run of a few seconds")
     args = parser.parse_args(argv)

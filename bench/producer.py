@@ -48,7 +48,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import pstats
 import re
 import secrets
 import shutil
@@ -71,6 +70,7 @@ from psycopg.types.string import TextLoader
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.profiles import top_functions  # noqa: E402
 from devstack.env import require  # noqa: E402
 from devstack.freshmart.seed import seed_database  # noqa: E402
 from searchsync.common.keys import Keys  # noqa: E402
@@ -432,22 +432,7 @@ def profile_backlog(emulator_port: int, redis_port: int) -> list[dict[str, Any]]
         wait_line(log_path, "Snapshot complete", proc, 600)
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
-        stats = pstats.Stats(str(stats_path))
-        total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
-        rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)  # type: ignore[attr-defined]
-        top = []
-        for (file, line, name), (_, calls, own, cumulative, _) in rows[:12]:
-            where = f"{Path(file).name}:{line}({name})" if line else name
-            top.append(
-                {
-                    "function": where,
-                    "calls": calls,
-                    "own_s": round(own, 3),
-                    "own_pct": round(100 * own / total, 1),
-                    "cumulative_s": round(cumulative, 3),
-                }
-            )
-        return top
+        return top_functions(stats_path)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
