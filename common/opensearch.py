@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from opensearchpy import AsyncOpenSearch, SSLError, TransportError
+from opensearchpy import AsyncHttpConnection, AsyncOpenSearch, SSLError, TransportError
 from opensearchpy import ConnectionError as OpenSearchConnectionError
 
 from .config import Settings
@@ -25,7 +25,7 @@ def _auth(settings: Settings) -> Any:
     """Basic credentials, a SigV4 signer (OS_AUTH=sigv4), or None."""
     if settings.os_auth == "sigv4":
         # botocore is the optional extra searchsync[aws]; config checked it is importable
-        import botocore.session  # type: ignore[import-not-found,unused-ignore]
+        import botocore.session  # type: ignore[import-untyped,import-not-found,unused-ignore]
         from opensearchpy import AWSV4SignerAsyncAuth
 
         # the standard chain: environment, shared files, container or instance role
@@ -59,6 +59,11 @@ def make_client(settings: Settings, *, maxsize: int = 16) -> AsyncOpenSearch:
         if settings.os_client_cert:
             tls["client_cert"] = settings.os_client_cert
             tls["client_key"] = settings.os_client_key
+    if settings.os_auth == "sigv4":
+        # the default AIOHttpConnection takes basic credentials only (it fails on a
+        # signer: 'AWSV4SignerAsyncAuth' object has no attribute 'encode');
+        # AsyncHttpConnection calls it per request with the method, URL and body
+        tls["connection_class"] = AsyncHttpConnection
     return AsyncOpenSearch(
         hosts=[{"host": settings.os_host, "port": settings.os_port}],
         http_auth=_auth(settings),
@@ -79,10 +84,18 @@ def status_of(error: TransportError) -> int | None:
 
 def explain(settings: Settings, error: TransportError) -> str:
     """One line for an operator: OpenSearch's address and what went wrong, with the
-    setting to look at for a refused login, a failed TLS handshake or plain HTTP sent
-    to an HTTPS port. Never a password (opensearch-py's errors hold none)."""
+    setting to look at for a refused login (or, with OS_AUTH=sigv4, a refused
+    signature), a failed TLS handshake or plain HTTP sent to an HTTPS port. Never a
+    password or a secret key (opensearch-py's errors hold none)."""
     where = f"OpenSearch at {settings.os_host}:{settings.os_port}"
     status = status_of(error)
+    if settings.os_auth == "sigv4" and status in (401, 403):
+        # Amazon's answer to a bad signature, an unknown key or a wrong scope is 403
+        return (
+            f"{where} refused the signed request ({status}): check the AWS credentials "
+            "botocore finds (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE or "
+            f"the instance role), OS_AWS_REGION and OS_AWS_SERVICE: {error}"
+        )
     if status == 401:
         return f"{where} refused the login (401): check OS_USER and OS_PASSWORD"
     if status == 403:

@@ -45,7 +45,7 @@ _HEADER_LIMIT = 1 << 20
 _CHUNK = 1 << 16
 
 
-Action = Literal["forward", "unauthorized", "reset", "swallow"]
+Action = Literal["forward", "unauthorized", "reset", "swallow", "forbidden"]
 
 
 class _Closed(Exception):
@@ -126,6 +126,16 @@ async def _read_body(
         raise _Closed from error
     except ValueError as error:  # a chunk size that is not hex
         raise _Closed from error
+
+
+def _forbidden(method: str, body: bytes) -> bytes:
+    head = (
+        "HTTP/1.1 403 Forbidden\r\n"
+        "content-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n"
+        "\r\n"
+    ).encode()
+    return head if method == "HEAD" else head + body
 
 
 def _response_has_body(method: str, status: int) -> bool:
@@ -245,6 +255,12 @@ class HttpProxy:
             writer.close()
         self._writers.clear()
 
+    def action_with_body(self, request: RequestHead, body: bytes) -> tuple[Action, bytes]:
+        """A second look at a request :meth:`action` let through, with its body:
+        ``("forward", b"")``, or ``("forbidden", json)`` to answer 403 with that body
+        (tests.support.sigv4 checks signatures here). Runs in the proxy's thread."""
+        return "forward", b""
+
     def action(self, request: RequestHead) -> Action:
         """What to do with ``request`` (its head is read, its body not yet): ``forward``,
         answer ``unauthorized``, ``reset`` the connection without an answer, or
@@ -284,6 +300,13 @@ class HttpProxy:
             await reader.read()  # nothing comes back until the client goes away
             return False
         method = request.start_line.split(" ", 1)[0].upper()
+        if action == "forward":
+            action, answer_body = self.action_with_body(request, body)
+            if action == "forbidden":
+                self.refused += 1
+                writer.write(_forbidden(method, answer_body))
+                await writer.drain()
+                return not request.close
         if action == "unauthorized":
             self.refused += 1
             writer.write(_unauthorized(method))
