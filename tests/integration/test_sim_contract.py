@@ -1,34 +1,60 @@
 """The simulator's models (tests/sim) against the real Redis and OpenSearch of the devstack.
 
 Every check runs twice: on the in-memory models through the simulator's adapters
-(tests.sim.services) and on the devstack through the production adapters
-(consumer.adapters.RedisStreamStore, consumer.leases.Leases, consumer.sender.BulkSender).
-When Redis or OpenSearch behave differently from the model, the same check fails
-on one side only, so the simulator cannot drift from the services it stands in for.
-Each real run has its own view name and index alias, deleted afterwards.
+(tests.sim.services, tests.sim.producer) and on the devstack through the production
+adapters (consumer.adapters.RedisStreamStore, consumer.leases.Leases,
+consumer.sender.BulkSender, producer.writer.StreamWriter). When Redis or OpenSearch
+behave differently from the model, the same check fails on one side only, so the
+simulator cannot drift from the services it stands in for. Each real run has its
+own view name and index alias, deleted afterwards.
+
+Faults checked on both sides: a bulk with one item the mapping refuses (the others
+applied), an external version conflict, a delete's tombstone forgotten after
+``index.gc_deletes`` (OpenSearch ignores a tombstone older than gc_deletes when it
+looks a version up, by its clock cached every 200 ms: a wait of gc_deletes + 0.5 s
+makes it certain; the refresh that prunes tombstones is not needed), a bulk applied
+whose answer is lost and Redis commands that ran whose replies are lost (a TCP
+forwarder, :class:`ReplyCutter`, that forwards the request and closes the client's
+connection instead of passing the answer back). Not produced for real here: 429s
+(OpenSearch answers 429 when its write queue is full, a node setting: only by
+starving the node; the model's 429s are checked by the consumer's unit tests of
+consumer.outcomes against OpenSearch's documented answers), a connection cut before
+the command reached the server (indistinguishable from Redis or OpenSearch being
+down, which the fault tests cover), and a pipeline cut between two of its commands
+(Redis runs a pipeline's commands one by one, so a cut leaves a prefix applied; a
+forwarder cannot cut inside one write reliably).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from searchsync.common.config import Settings
 from searchsync.common.entries import Change, DeadLetter, encode_progress
 from searchsync.common.index import ensure_index
 from searchsync.common.keys import Keys
+from searchsync.common.opensearch import make_client
+from searchsync.common.redis_client import connect_redis
 from searchsync.common.streams import ensure_groups
 from searchsync.consumer.adapters import RedisStreamStore
 from searchsync.consumer.highwater import HIGH_WATER_MEMBER
 from searchsync.consumer.leases import Leases, hold_seconds
 from searchsync.consumer.outcomes import Outcome, classify
 from searchsync.consumer.ports import IndexSink, LeaseStore, StreamStore
-from searchsync.consumer.sender import BulkSender
+from searchsync.consumer.sender import BulkFailed, BulkSender
+from searchsync.producer.batches import build_entries
+from searchsync.producer.lease import ProducerFenced
+from searchsync.producer.ports import EntrySink
+from searchsync.producer.writer import StreamWriter
 from tests.sim.index import POISON_DOC
 from tests.sim.loop import VirtualLoop
+from tests.sim.producer import SimEntrySink
 from tests.sim.services import SimLeases, SimProcess, SimSink, SimStreamStore
 from tests.sim.world import World
 from tests.support.consumer import GROUP, Stack, stack_of
@@ -73,6 +99,35 @@ class Backend:
 
     async def version(self, key: bytes) -> int | None:
         """The version of ``key``'s live document (None: none)."""
+        raise NotImplementedError
+
+    async def set_gc_deletes(self, seconds: float) -> None:
+        """The index's ``index.gc_deletes``."""
+        raise NotImplementedError
+
+    async def lossy(self) -> tuple[IndexSink, StreamStore]:
+        """A sink and a store (consumer ``me``) whose every call runs on the server and
+        loses its answer."""
+        raise NotImplementedError
+
+    def entry_sink(self, lease: Callable[[], str]) -> EntrySink:
+        """The producer's entry sink, fenced by the lease value ``lease()``."""
+        raise NotImplementedError
+
+    async def set_producer_lease(self, value: str) -> None:
+        raise NotImplementedError
+
+    async def stream_fields(self, name: str) -> list[dict[bytes, bytes]]:
+        """The fields of every entry of stream key ``name``, oldest first."""
+        raise NotImplementedError
+
+    async def checkpoint(self) -> int | None:
+        raise NotImplementedError
+
+    async def high_water(self) -> float | None:
+        raise NotImplementedError
+
+    async def counts(self) -> dict[bytes, bytes]:
         raise NotImplementedError
 
 
@@ -120,6 +175,34 @@ class ModelBackend(Backend):
         doc = self.world.index.current(key)
         return doc.version if doc is not None and doc.source is not None else None
 
+    async def set_gc_deletes(self, seconds: float) -> None:
+        self.world.index.gc_deletes = seconds
+
+    async def lossy(self) -> tuple[IndexSink, StreamStore]:
+        process = SimProcess(self.world, "me")
+        process.lossy = True
+        return SimSink(self.world, process), SimStreamStore(self.world, process)
+
+    def entry_sink(self, lease: Callable[[], str]) -> EntrySink:
+        process = SimProcess(self.world, "producer")
+        return SimEntrySink(self.world, process, progress_interval_ms=1, lease=lease)
+
+    async def set_producer_lease(self, value: str) -> None:
+        self.redis.strings[self.keys.producer_lease] = (value, None)
+
+    async def stream_fields(self, name: str) -> list[dict[bytes, bytes]]:
+        return [fields for _, fields in self.redis.xrange(name)]
+
+    async def checkpoint(self) -> int | None:
+        raw = self.redis.get(self.keys.checkpoint)
+        return None if raw is None else int(raw)
+
+    async def high_water(self) -> float | None:
+        return self.redis.zset(self.keys.high_water).get(HIGH_WATER_MEMBER.decode())
+
+    async def counts(self) -> dict[bytes, bytes]:
+        return dict(self.redis.hash(self.keys.counts))
+
 
 class RealBackend(Backend):
     def __init__(self, stack: Stack) -> None:
@@ -127,6 +210,7 @@ class RealBackend(Backend):
         self.keys = stack.keys
         self.redis = stack.redis
         self.sink = BulkSender(stack.search, stack.alias, 10.0)
+        self.closers: list[Callable[[], Any]] = []
 
     def leases(self, me: str) -> Leases:
         return Leases(self.redis, self.keys, me, TTL)
@@ -165,6 +249,57 @@ class RealBackend(Backend):
         )
         return int(found["_version"]) if found.get("found") else None
 
+    async def set_gc_deletes(self, seconds: float) -> None:
+        body = {"index": {"gc_deletes": f"{int(seconds * 1000)}ms"}}
+        await self.stack.search.indices.put_settings(index=self.stack.alias, body=body)
+
+    async def lossy(self) -> tuple[IndexSink, StreamStore]:
+        search_cut = await self._cutter(self.stack.env["OS_HOST"], int(self.stack.env["OS_PORT"]))
+        redis_cut = await self._cutter(
+            "127.0.0.1", self.redis.connection_pool.connection_kwargs["port"]
+        )
+        settings = self.stack.settings(
+            OS_HOST="127.0.0.1",
+            OS_PORT=search_cut.port,
+            REDIS_URL=f"redis://127.0.0.1:{redis_cut.port}/0",
+        )
+        search = make_client(settings)
+        redis = connect_redis(settings)
+        self.closers += [search.close, redis.aclose]
+        await redis.ping()  # the connection is made (and named) before replies are cut
+        search_cut.cut = redis_cut.cut = True
+        sink = BulkSender(search, self.stack.alias, 10.0)
+        leases = Leases(redis, self.keys, "me", TTL)
+        return sink, RedisStreamStore(redis, self.keys, GROUP, "me", leases)
+
+    async def _cutter(self, host: str, port: int) -> ReplyCutter:
+        cutter = ReplyCutter(host, port)
+        await cutter.start()
+        self.closers.append(cutter.close)
+        return cutter
+
+    def entry_sink(self, lease: Callable[[], str]) -> EntrySink:
+        return StreamWriter(self.redis, self.keys, progress_interval_ms=1, lease=lease)
+
+    async def set_producer_lease(self, value: str) -> None:
+        await self.redis.set(self.keys.producer_lease, value)
+
+    async def stream_fields(self, name: str) -> list[dict[bytes, bytes]]:
+        rows: Any = await self.redis.xrange(name)
+        return [dict(fields) for _, fields in rows]
+
+    async def checkpoint(self) -> int | None:
+        raw: Any = await self.redis.get(self.keys.checkpoint)
+        return None if raw is None else int(raw)
+
+    async def high_water(self) -> float | None:
+        score: Any = await self.redis.zscore(self.keys.high_water, HIGH_WATER_MEMBER)
+        return None if score is None else float(score)
+
+    async def counts(self) -> dict[bytes, bytes]:
+        found: Any = await self.redis.hgetall(self.keys.counts)
+        return dict(found)
+
 
 @pytest.fixture(params=["model", "real"])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
@@ -178,7 +313,60 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     async with stack_of(partitions=1) as stack:
         await ensure_groups(stack.redis, stack.keys, GROUP)
         await ensure_index(stack.search, stack.alias, retention_seconds=3600)
-        yield RealBackend(stack)
+        real = RealBackend(stack)
+        try:
+            yield real
+        finally:
+            for close in reversed(real.closers):
+                with contextlib.suppress(Exception):
+                    await close()
+
+
+class ReplyCutter:
+    """A TCP forwarder to ``host:port`` that, once :attr:`cut` is set, drops whatever the
+    server answers and closes the client's connection: the request reached the server
+    and ran there, the client sees the connection lost."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.cut = False
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        upstream_r, upstream_w = await asyncio.open_connection(*self.target)
+
+        async def up() -> None:
+            while data := await client_r.read(65536):
+                upstream_w.write(data)
+                await upstream_w.drain()
+
+        async def down() -> None:
+            while data := await upstream_r.read(65536):
+                if self.cut:  # the answer is lost on the way back
+                    break
+                client_w.write(data)
+                await client_w.drain()
+            client_w.close()
+            upstream_w.close()
+
+        tasks = {asyncio.create_task(up()), asyncio.create_task(down())}
+        self._tasks |= tasks
+        await asyncio.gather(*tasks, return_exceptions=True)
+        client_w.close()
+        upstream_w.close()
 
 
 def entry(n: int) -> dict[bytes, bytes]:
@@ -367,3 +555,78 @@ async def test_a_document_the_mapping_refuses_is_rejected_alone(backend: Backend
     assert outcomes(results) == [(Outcome.REJECTED, 400, "mapper_parsing_exception"), APPLIED]
     assert await backend.version(b"good") == 1
     assert await backend.sink.answers()
+
+
+# faults, as the real services show them
+
+
+async def test_a_tombstone_is_forgotten_after_gc_deletes(backend: Backend) -> None:
+    await backend.set_gc_deletes(2.0)
+    sink = backend.sink
+    doc = b'{"sync_version":1}'
+    await sink.send([Change(10, b"k", doc)])
+    assert outcomes(await sink.send([Change(20, b"k", None)])) == [APPLIED]
+    assert outcomes(await sink.send([Change(15, b"k", doc)])) == [CONFLICT]  # kept yet
+    # past gc_deletes, plus OpenSearch's clock cached every 200 ms
+    await backend.elapse(2.5)
+    assert outcomes(await sink.send([Change(15, b"k", doc)])) == [APPLIED]  # forgotten
+    assert await backend.version(b"k") == 15
+
+
+async def test_a_bulk_applied_whose_answer_is_lost(backend: Backend) -> None:
+    sink, _ = await backend.lossy()
+    doc = b'{"sync_version":7}'
+    with pytest.raises(BulkFailed) as failed:
+        await sink.send([Change(7, b"k", doc), Change(7, b"gone", None)])
+    assert failed.value.status is None  # no answer at all: retried, never dead-lettered
+    assert await backend.version(b"k") == 7  # it ran
+    # sending it again (what the consumer does) is harmless: equal versions are accepted
+    assert outcomes(await backend.sink.send([Change(7, b"k", doc)])) == [APPLIED]
+
+
+async def test_redis_commands_that_ran_whose_replies_are_lost(backend: Backend) -> None:
+    ids = await add(backend, 3)
+    await backend.store("old").read_new(0, 3, block=False)
+    _, store = await backend.lossy()
+    with pytest.raises(RedisConnectionError):
+        await store.settle(0, [ids[0]], 1)  # XACK and the count ran
+    assert await backend.owners() == {ids[1]: "old", ids[2]: "old"}
+    assert await backend.counts() == {b"acked:p0": b"1"}
+
+
+# the producer's entry sink (producer.writer.StreamWriter on Redis)
+
+
+async def test_the_entry_sink_writes_entries_then_moves_a_fenced_checkpoint_only_up(
+    backend: Backend,
+) -> None:
+    holder = "1:me"
+    await backend.set_producer_lease(holder)
+    sink = backend.entry_sink(lambda: holder)
+    doc = b'{"order_id":"a","sync_version":100}'
+    entries = build_entries([(100, b"a", doc), (100, b"b", None), (101, b"a", doc)], 1)
+    letter = DeadLetter(ts=100, op=b"u", key=b"x", reason="key violation", source="producer")
+    await sink.write(entries, [letter], high_water=101)
+    stream = backend.keys.stream(0)
+    written = await backend.stream_fields(stream)
+    assert written == [e.fields for e in entries]
+    assert await backend.high_water() == 101
+    assert await backend.counts() == {b"written:p0": b"3"}
+    assert [f[b"source"] for f in await backend.stream_fields(backend.keys.dlq)] == [b"producer"]
+    await sink.commit(102)  # progress entries (due: 1 ms pacing), then the checkpoint
+    assert await backend.checkpoint() == 102
+    assert (await backend.stream_fields(stream))[len(entries) :] == [encode_progress(102)]
+    assert await backend.high_water() == 102
+    await backend.elapse(0.01)
+    await sink.commit(90)  # never back; the frontier did not move: no progress entry
+    assert await backend.checkpoint() == 102
+    assert len(await backend.stream_fields(stream)) == len(entries) + 1
+    await backend.set_producer_lease("2:other")  # a standby took over
+    await backend.elapse(0.01)
+    with pytest.raises(ProducerFenced):
+        await sink.commit(110)
+    assert await backend.checkpoint() == 102
+    # its progress entries went in before the fenced script (harmless: its changes are in)
+    assert (await backend.stream_fields(stream))[-1] == encode_progress(110)
+    with pytest.raises(ValueError):
+        await sink.write(entries)  # entries without their high-water mark

@@ -45,6 +45,9 @@ class SimProcess:
         self.paused_until = 0.0
         # a pause that starts right before the next XREADGROUP (see SimStreamStore.read_new)
         self.stall_next_read = 0.0
+        # every call of this process runs and loses its answer (the contract suite's
+        # connection cut after the command reached the server)
+        self.lossy = False
 
     async def gate(self) -> None:
         """Wait while the process is paused."""
@@ -68,7 +71,7 @@ class SimProcess:
     async def leave(self, what: str) -> None:
         """After a Redis command ran: the reply lost, or slow, or paused before it is used."""
         faults, rng = self.world.faults, self.world.rng
-        if faults.redis_error and rng.random() < faults.redis_error / 2:
+        if self.lossy or (faults.redis_error and rng.random() < faults.redis_error / 2):
             self.world.note(f"{self.name} {what}: connection error after it ran")
             raise RedisConnectionError(f"sim: {what} ran, reply lost")
         if faults.slow and rng.random() < faults.slow:
@@ -384,7 +387,7 @@ class SimSink:
         if faults.os_down:
             world.note(f"{process.name} bulk of {len(changes)}: OpenSearch down")
             raise BulkFailed(None, "connection error: sim: OpenSearch down")
-        lost = faults.answer_lost
+        lost = process.lossy
         if faults.bulk_error and rng.random() < faults.bulk_error:
             kind = rng.choice(("throttled", "lost"))
             if kind == "throttled":

@@ -34,7 +34,6 @@ class Faults:
     slow_max: float = 0.0
     os_down: bool = False  # OpenSearch answers nothing, not even the probe
     mz_error: float = 0.0  # a Materialize call fails (the connection is lost)
-    answer_lost: bool = False  # every bulk is applied and its answer lost (contract suite)
 
 
 class SimClock:
