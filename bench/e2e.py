@@ -362,7 +362,11 @@ class Run:
 
     async def emulator_admin(self, call: str) -> None:
         emulator = self.pipe.stack.emulator
-        async with await psycopg.AsyncConnection.connect(emulator.dsn, autocommit=True) as conn:
+        # an emulator handing out tens of thousands of made-up rows a tick can take
+        # longer than the harness' 10 s to accept a connection: a control call waits
+        async with await psycopg.AsyncConnection.connect(
+            emulator.dsn, autocommit=True, connect_timeout=120
+        ) as conn:
             await conn.execute(f"SELECT {call}")
 
     async def close(self) -> None:
