@@ -24,6 +24,8 @@ import msgspec
 
 from .entries import (
     DELETE,
+    KEY,
+    OP,
     OP_NAMES,
     UPSERT,
     DeadLetter,
@@ -289,8 +291,8 @@ def read_letter(fields: dict[bytes, bytes]) -> DeadLetter:
     except EntryError as error:
         return DeadLetter(
             ts=0,
-            op=fields.get(b"op", b""),
-            key=fields.get(b"key", b""),
+            op=fields.get(OP, b""),
+            key=fields.get(KEY, b""),
             reason=f"unreadable letter: {error}",
             source="?",
             doc=raw_fields_json(fields),

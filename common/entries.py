@@ -32,10 +32,15 @@ import msgspec
 
 __all__ = [
     "BATCH",
+    "COUNT",
     "DELETE",
+    "DOC",
+    "KEY",
+    "OP",
     "OP_NAMES",
     "PROGRESS",
     "RECONCILE",
+    "TS",
     "UPSERT",
     "VERSION_FIELD",
     "BadPart",
@@ -56,6 +61,13 @@ __all__ = [
 # Every document carries its version (the ts it was written at) in this field, so
 # one _delete_by_query can find documents older than a reconcile snapshot.
 VERSION_FIELD: Final = "sync_version"
+
+# Field names of an entry (and of a dead letter: TS, OP, KEY, DOC).
+TS: Final = b"ts"
+OP: Final = b"op"
+KEY: Final = b"key"
+DOC: Final = b"doc"
+COUNT: Final = b"n"  # changes in a b entry
 
 UPSERT: Final = b"u"
 DELETE: Final = b"d"
@@ -109,29 +121,29 @@ def encode_changes(ts: int, changes: Sequence[tuple[bytes, bytes | None]]) -> Fi
     if len(changes) == 1:
         key, doc = changes[0]
         if doc is None:
-            return {b"ts": ts_bytes, b"op": DELETE, b"key": key}
-        return {b"ts": ts_bytes, b"op": UPSERT, b"key": key, b"doc": doc}
+            return {TS: ts_bytes, OP: DELETE, KEY: key}
+        return {TS: ts_bytes, OP: UPSERT, KEY: key, DOC: doc}
     if len({key for key, _ in changes}) != len(changes):
         raise ValueError("keys of one batch entry must be distinct")
-    fields: Fields = {b"ts": ts_bytes, b"op": BATCH, b"n": str(len(changes)).encode()}
+    fields: Fields = {TS: ts_bytes, OP: BATCH, COUNT: str(len(changes)).encode()}
     for key, doc in changes:
         if doc is None:
-            fields[b"d:" + key] = b""
+            fields[DELETE + b":" + key] = b""
         else:
-            fields[b"u:" + key] = doc
+            fields[UPSERT + b":" + key] = doc
     return fields
 
 
 def encode_progress(ts: int) -> Fields:
-    return {b"ts": str(ts).encode(), b"op": PROGRESS}
+    return {TS: str(ts).encode(), OP: PROGRESS}
 
 
 def encode_reconcile(ts: int) -> Fields:
-    return {b"ts": str(ts).encode(), b"op": RECONCILE}
+    return {TS: str(ts).encode(), OP: RECONCILE}
 
 
 def _ts(fields: Mapping[bytes, bytes]) -> int:
-    raw = fields.get(b"ts")
+    raw = fields.get(TS)
     if raw is None:
         raise EntryError("entry has no ts field")
     try:
@@ -147,14 +159,14 @@ def decode_entry(fields: Mapping[bytes, bytes]) -> list[Change] | Marker:
     dead-letter it instead of stalling the partition.
     """
     ts = _ts(fields)
-    op = fields.get(b"op")
+    op = fields.get(OP)
     if op in (UPSERT, DELETE):
-        key = fields.get(b"key")
+        key = fields.get(KEY)
         if not key:
             raise EntryError("entry has no key")
         if op == DELETE:
             return [Change(ts, key, None)]
-        doc = fields.get(b"doc")
+        doc = fields.get(DOC)
         if doc is None:
             raise EntryError("upsert entry has no doc")
         return [Change(ts, key, doc)]
@@ -186,12 +198,12 @@ def decode_entry_parts(
     ``ts``, an unknown ``op``, a ``u``/``d`` entry without its key or document.
     """
     ts = _ts(fields)
-    if fields.get(b"op") != BATCH:
+    if fields.get(OP) != BATCH:
         return decode_entry(fields), []
     changes: list[Change] = []
     bad: list[BadPart] = []
     for name, value in fields.items():
-        if name in (b"ts", b"op", b"n"):
+        if name in (TS, OP, COUNT):
             continue
         kind, sep, key = name.partition(b":")
         if sep and key and kind == UPSERT:
@@ -221,7 +233,7 @@ def raw_fields_json(fields: Mapping[bytes, bytes]) -> bytes:
 def _decode_batch(ts: int, fields: Mapping[bytes, bytes]) -> list[Change]:
     changes: list[Change] = []
     for name, value in fields.items():
-        if name in (b"ts", b"op", b"n"):
+        if name in (TS, OP, COUNT):
             continue
         kind, sep, key = name.partition(b":")
         if not sep or not key:
@@ -232,7 +244,7 @@ def _decode_batch(ts: int, fields: Mapping[bytes, bytes]) -> list[Change]:
             changes.append(Change(ts, key, None))
         else:
             raise EntryError(f"batch field {name!r} is not u:<key> or d:<key>")
-    declared = fields.get(b"n")
+    declared = fields.get(COUNT)
     if declared is None or declared != str(len(changes)).encode():
         raise EntryError(f"batch declares n={declared!r} but holds {len(changes)} changes")
     return changes
@@ -260,15 +272,15 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
 
 def encode_dead_letter(letter: DeadLetter) -> Fields:
     fields: Fields = {
-        b"ts": str(letter.ts).encode(),
-        b"op": letter.op,
-        b"key": letter.key,
+        TS: str(letter.ts).encode(),
+        OP: letter.op,
+        KEY: letter.key,
         b"reason": letter.reason.encode(),
         b"source": letter.source.encode(),
         b"deliveries": str(letter.deliveries).encode(),
     }
     if letter.doc is not None:
-        fields[b"doc"] = letter.doc
+        fields[DOC] = letter.doc
     return fields
 
 
@@ -276,11 +288,11 @@ def decode_dead_letter(fields: Mapping[bytes, bytes]) -> DeadLetter:
     try:
         return DeadLetter(
             ts=_ts(fields),
-            op=fields[b"op"],
-            key=fields[b"key"],
+            op=fields[OP],
+            key=fields[KEY],
             reason=fields[b"reason"].decode(errors="replace"),
             source=fields[b"source"].decode(errors="replace"),
-            doc=fields.get(b"doc"),
+            doc=fields.get(DOC),
             deliveries=int(fields.get(b"deliveries", b"0")),
         )
     except (KeyError, ValueError) as error:

@@ -26,8 +26,12 @@ from typing import NamedTuple
 
 from ..common.entries import (
     BATCH,
+    COUNT,
     DELETE,
+    KEY,
+    OP,
     PROGRESS,
+    TS,
     UPSERT,
     BadPart,
     Change,
@@ -309,21 +313,21 @@ class Batch:
 def loose_ts(fields: dict[bytes, bytes]) -> int:
     """An entry's ts as well as it can be read (0 when it cannot)."""
     try:
-        return int(fields.get(b"ts", b"0"))
+        return int(fields.get(TS, b"0"))
     except ValueError:
         return 0
 
 
 def _entry_ts(fields: dict[bytes, bytes]) -> int:
-    return int(fields[b"ts"])  # decode_entry_parts has read it already
+    return int(fields[TS])  # decode_entry_parts has read it already
 
 
 def _declared_changes(fields: dict[bytes, bytes], found: int) -> int:
     """The changes the producer counted into written:p<N> for a data entry: ``n`` for a
     ``b`` entry (if readable), else what it holds; acked:p<N> must add the same."""
-    if fields.get(b"op") == BATCH:
+    if fields.get(OP) == BATCH:
         try:
-            return max(int(fields.get(b"n", b"")), 1)
+            return max(int(fields.get(COUNT, b"")), 1)
         except ValueError:
             return max(found, 1)
     return found
@@ -331,12 +335,12 @@ def _declared_changes(fields: dict[bytes, bytes], found: int) -> int:
 
 def _loose_changes(fields: dict[bytes, bytes]) -> int:
     """How many changes the producer counted for a malformed entry, as well as can be told."""
-    op = fields.get(b"op")
+    op = fields.get(OP)
     if op in (UPSERT, DELETE):
         return 1
     if op == BATCH:
         try:
-            return max(int(fields.get(b"n", b"1")), 1)
+            return max(int(fields.get(COUNT, b"1")), 1)
         except ValueError:
             return 1
     return 0
@@ -347,8 +351,8 @@ def _malformed_letter(raw: RawEntry, reason: str, source: str) -> DeadLetter:
     (as a JSON object of its fields in ``doc``), so it can be rebuilt and retried."""
     return DeadLetter(
         ts=loose_ts(raw.fields),
-        op=raw.fields.get(b"op", b""),
-        key=raw.fields.get(b"key", b""),
+        op=raw.fields.get(OP, b""),
+        key=raw.fields.get(KEY, b""),
         reason=reason,
         source=source,
         doc=raw_fields_json(raw.fields),

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Final, NamedTuple, TypeVar, cast
 
-from ..common.entries import BATCH, DELETE, UPSERT
+from ..common.entries import BATCH, COUNT, DELETE, DOC, KEY, OP, TS, UPSERT
 from ..common.partition import partition_of
 from . import native
 
@@ -96,11 +96,11 @@ def _bulk(data: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(data), data)
 
 
-_TS_FIELD: Final = _bulk(b"ts")
-_OP_FIELD: Final = _bulk(b"op")
-_KEY_FIELD: Final = _bulk(b"key")
-_DOC_FIELD: Final = _bulk(b"doc")
-_BATCH_HEAD: Final = _bulk(b"op") + _bulk(BATCH) + _bulk(b"n")
+_TS_FIELD: Final = _bulk(TS)
+_OP_FIELD: Final = _bulk(OP)
+_KEY_FIELD: Final = _bulk(KEY)
+_DOC_FIELD: Final = _bulk(DOC)
+_BATCH_HEAD: Final = _bulk(OP) + _bulk(BATCH) + _bulk(COUNT)
 _UPSERT_OP: Final = _bulk(UPSERT)
 _DELETE_OP: Final = _bulk(DELETE)
 
