@@ -34,6 +34,7 @@ from devstack.mzemu.collection import Collection, Row, Update
 from devstack.mzemu.config import EmulatorConfig
 from devstack.mzemu.errors import MzError, Notice
 from devstack.mzemu.output import OutputLayout
+from devstack.mzemu.privileges import Privileges
 from devstack.mzemu.statements import Subscribe
 from devstack.mzemu.subscription import SubscribeSpec, Subscription
 from devstack.mzemu.synthetic import SyntheticChanges
@@ -76,6 +77,8 @@ class Engine:
 
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
+        # roles and grants, shared by every session (privileges.py)
+        self.privileges = Privileges(config.user, config.password, config.view)
         self._conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self._lock = asyncio.Lock()
         self._last_ts = 0  # last timestamp handed out

@@ -9,8 +9,9 @@ Also the emulator's admin functions (``mzemu_*``, see the package docstring).
 from __future__ import annotations
 
 from devstack.mzemu import errors, wire
-from devstack.mzemu.connection import Exec, Portal
+from devstack.mzemu.connection import DEFAULT_CLUSTER, Exec, Portal
 from devstack.mzemu.errors import MzError, Notice
+from devstack.mzemu.privileges import parse_role_statement, reads_view
 from devstack.mzemu.statements import (
     Admin,
     Begin,
@@ -20,6 +21,7 @@ from devstack.mzemu.statements import (
     Declare,
     Fetch,
     MzNow,
+    PassThrough,
     ResetVar,
     Rollback,
     SetVar,
@@ -39,6 +41,8 @@ class Executor(Streaming):
     """Runs one statement; describes the columns of the statements it answers."""
 
     async def _run(self, stmt: Statement, sql: str, ex: Exec) -> None:
+        if self._role_statement_or_checked(stmt, sql):
+            return
         if self.ops == "subscribe" and not isinstance(
             stmt, Fetch | Close | Commit | Rollback | SetVar | ResetVar | ShowVar | Begin
         ):
@@ -95,6 +99,17 @@ class Executor(Streaming):
             await self._copy_subscribe(stmt)
         else:
             await self._passthrough(stmt, sql)
+
+    def _role_statement_or_checked(self, stmt: Statement, sql: str) -> bool:
+        """Runs a role or privilege statement (True: answered), or checks that the
+        session's role may read the kept view if ``sql`` names it (privileges.py)."""
+        privileges = self.engine.privileges
+        if isinstance(stmt, PassThrough) and (role := parse_role_statement(sql)) is not None:
+            self._send(wire.command_complete(privileges.run(role, self.user)))
+            return True
+        if reads_view(sql, self.engine.config.view):  # SUBSCRIBE, DECLARE, COPY, SELECT
+            privileges.check_read(self.user, self.vars.get("cluster") or DEFAULT_CLUSTER)
+        return False
 
     async def _columns(
         self, stmt: Statement, portal: Portal | None = None

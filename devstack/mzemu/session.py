@@ -129,8 +129,7 @@ class Session(ExtendedProtocol):
         if msg is None or msg[0] != b"p":
             raise MzError("28000", "expected Password message", severity="FATAL")
         password = msg[1].rstrip(b"\0").decode("utf-8", "replace")
-        config = self.engine.config
-        if self.user != config.user or password != config.password:
+        if not self.engine.privileges.authenticate(self.user, password):
             raise MzError("28P01", "invalid password", severity="FATAL")
         self._init_vars(params)
         notices: list[Notice] = []
