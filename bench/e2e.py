@@ -443,8 +443,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     top = max([*rates, *synthetic], key=lambda r: r["achieved_per_s"])
     # the writer's rates carry the searchable latency; the made-up changes do not
     at_1000 = next((r for r in rates if r["offered"] == "1000"), rates[-1])
+    scenario = "e2e_sustained_load"
+    if (args.tick_ms, args.refresh_interval) != (1000, "1s"):  # another profile, its own file
+        scenario += f"_tick{args.tick_ms}ms_refresh{args.refresh_interval}"
     return {
-        "scenario": "e2e_sustained_load",
+        "scenario": scenario,
         "events": sum(r["changes"] for r in rates),
         "seconds": round(sum(r["seconds"] for r in rates), 1),
         "events_per_s": top["achieved_per_s"],

@@ -9,7 +9,9 @@ next to them:
   emulator's made-up changes, with the raw ``_bulk`` ceiling as a line;
 - ``e2e_rss.png``: resident memory of the producer and consumers over time;
 - ``consumers_scaling.png``: drain rate against consumer count, each run's own
-  ceiling measured right before it as a line.
+  ceiling measured right before it as a line;
+- ``<scenario>_*.png``: the same three e2e plots for a run with another tick and
+  refresh interval (the low-latency profile).
 
 A scenario that was not saved is left out and named at the top of the page. Nothing
 is measured here: every figure comes from a saved file, with its command and machine.
@@ -39,6 +41,11 @@ SCENARIOS = {
         "python -m bench.consumers --save --counts 1,2,3,4,5,6 --partitions 8,4,16"
     ),
     "raw_bulk_ceiling": "python -m bench.ceiling --save",
+    "e2e_sustained_load_tick100ms_refresh200ms": (
+        "python -m bench.e2e --save --tick-ms 100 --refresh-interval 200ms --rates 1000 "
+        "--synthetic-rates 20000"
+    ),
+    "producer_headroom": "python -m bench.headroom --save",
 }
 
 
@@ -60,7 +67,11 @@ def _header(result: dict[str, Any], title: str) -> list[str]:
 
 
 def _e2e(result: dict[str, Any], out: Path) -> list[str]:
-    lines = _header(result, "The whole pipeline under sustained load (bench.e2e)")
+    title = "The whole pipeline under sustained load (bench.e2e)"
+    if result.get("scenario", E2E) != E2E:
+        title = (f"The same, emulator tick {result['emulator_tick_ms']} ms and refresh "
+                 f"{result['refresh_interval']} (bench.e2e)")  # fmt: skip
+    lines = _header(result, title)
     lines += [
         f"Emulator tick {result['emulator_tick_ms']} ms, refresh interval "
         f"{result['refresh_interval']}, {result['consumers']} consumers, "
@@ -101,11 +112,18 @@ def _e2e(result: dict[str, Any], out: Path) -> list[str]:
         f"Raw `_bulk` ceiling of the node in the same run: {baseline['events_per_s']:,.0f} "
         f"docs/s ({baseline['connections']} connections).",
         "",
-        "![latency](e2e_latency_cdf.png) ![throughput](e2e_throughput.png) ![rss](e2e_rss.png)",
+        f"![latency]({_plot(result, 'latency_cdf')}) "
+        f"![throughput]({_plot(result, 'throughput')}) ![rss]({_plot(result, 'rss')})",
         "",
     ]
     _plot_e2e(result, out)
     return lines
+
+
+def _plot(result: dict[str, Any], kind: str) -> str:
+    """``e2e_<kind>.png`` for the default profile, ``<scenario>_<kind>.png`` for another."""
+    scenario = result.get("scenario", E2E)
+    return f"e2e_{kind}.png" if scenario == E2E else f"{scenario}_{kind}.png"
 
 
 def _plot_e2e(result: dict[str, Any], out: Path) -> None:
@@ -120,7 +138,7 @@ def _plot_e2e(result: dict[str, Any], out: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "e2e_latency_cdf.png", dpi=100)
+    fig.savefig(out / _plot(result, "latency_cdf"), dpi=100)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -137,7 +155,7 @@ def _plot_e2e(result: dict[str, Any], out: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "e2e_throughput.png", dpi=100)
+    fig.savefig(out / _plot(result, "throughput"), dpi=100)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -153,7 +171,7 @@ def _plot_e2e(result: dict[str, Any], out: Path) -> None:
            title="Memory: producer (blue) and consumers (orange)")  # fmt: skip
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out / "e2e_rss.png", dpi=100)
+    fig.savefig(out / _plot(result, "rss"), dpi=100)
     plt.close(fig)
 
 
@@ -176,13 +194,20 @@ def _drain(result: dict[str, Any], _out: Path) -> list[str]:
 def _consumers(result: dict[str, Any], out: Path) -> list[str]:
     lines = _header(result, "Consumers draining entries from Redis (bench.consumers)")
     lines += [
-        "| consumers | bulk | docs/s | ceiling right before | ratio |",
-        "|---|---|---|---|---|",
+        "CPU µs a document: the consumers (their start-up included), OpenSearch and Redis "
+        "during the drain; OpenSearch's during the ceiling run right before it.",
+        "",
+        "| consumers | bulk | docs/s | ceiling right before | ratio "
+        "| CPU µs/doc consumers / OpenSearch / Redis | OpenSearch in the ceiling |",
+        "|---|---|---|---|---|---|---|",
     ]
     for run in result["runs"]:
+        cpu, ceiling_cpu = run.get("cpu_us_per_doc", {}), run.get("baseline_cpu_us_per_doc", {})
         lines.append(
             f"| {run['consumers']} | {run['bulk_size']} | {run['events_per_s']:,.0f} "
-            f"| {run['baseline_events_per_s']:,.0f} | {run['ratio']} |"
+            f"| {run['baseline_events_per_s']:,.0f} | {run['ratio']} "
+            f"| {cpu.get('consumers', '–')} / {cpu.get('opensearch', '–')} / "
+            f"{cpu.get('redis', '–')} | {ceiling_cpu.get('opensearch', '–')} |"
         )
     if "by_partitions" in result:
         lines += ["", "| partitions | best consumers | docs/s | ratio |", "|---|---|---|---|"]
@@ -191,6 +216,12 @@ def _consumers(result: dict[str, Any], out: Path) -> list[str]:
                 f"| {row['partitions']} | {row['best_consumers']} "
                 f"| {row['events_per_s']:,.0f} | {row['ratio']} |"
             )
+    profile = result.get("profile")
+    if profile:
+        lines += ["", f"One consumer under cProfile ({profile['events_per_s']:,.0f} docs/s "
+                  "with the profiler on), own time:", "",
+                  "| own % | own s | function |", "|---|---|---|"]  # fmt: skip
+        lines += [f"| {t['own_pct']} | {t['own_s']} | `{t['function']}` |" for t in profile["top"]]
     lines += ["", "![scaling](consumers_scaling.png)", ""]
     runs = [r for r in result["runs"] if r["bulk_size"] == result["runs"][0]["bulk_size"]]
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -217,8 +248,37 @@ def _ceiling(result: dict[str, Any], _out: Path) -> list[str]:
     return [*lines, ""]
 
 
+def _headroom(result: dict[str, Any], _out: Path) -> list[str]:
+    lines = _header(result, "The producer's spread and its stable figure (bench.headroom)")
+    lines += [
+        f"{result['events']:,}-row backlog, {result['rounds']} rounds, conditions interleaved; "
+        "median (min–max, coefficient of variation) over the rounds.",
+        "",
+        "| condition | rows/s | producer CPU µs/row | baseline XADD/s | ratio "
+        "| emulator µs/row | Redis µs/row |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def cell(figure: dict[str, float], digits: int) -> str:
+        return (f"{figure['median']:,.{digits}f} ({figure['min']:,.{digits}f}–"
+                f"{figure['max']:,.{digits}f}, {figure['cv']:.2f})")  # fmt: skip
+
+    for name, c in result["conditions"].items():
+        lines.append(
+            f"| {name} | {cell(c['events_per_s'], 0)} | {cell(c['producer_cpu_us_per_row'], 2)} "
+            f"| {cell(c['baseline_xadd_per_s'], 0)} | {cell(c['ratio'], 2)} "
+            f"| {cell(c['emulator_cpu_us_per_row'], 2)} | {cell(c['redis_cpu_us_per_row'], 2)} |"
+        )
+    return [*lines, ""]
+
+
+E2E = "e2e_sustained_load"
+E2E_TUNED = "e2e_sustained_load_tick100ms_refresh200ms"
+
 SECTIONS = {
     "e2e_sustained_load": _e2e,
+    E2E_TUNED: _e2e,
+    "producer_headroom": _headroom,
     "backlog_drain_to_searchable": _drain,
     "consumers_drain_backlog": _consumers,
     "raw_bulk_ceiling": _ceiling,

@@ -124,10 +124,22 @@ def test_the_headroom_bench_measures_each_condition_round_by_round() -> None:
 def test_the_report_turns_the_results_into_a_page_with_plots(tmp_path: Path) -> None:
     from bench.saved import machine
 
-    for module in ("bench.ceiling", "bench.consumers", "bench.e2e", "bench.drain"):
+    for module in (
+        "bench.ceiling",
+        "bench.consumers",
+        "bench.e2e",
+        "bench.drain",
+        "bench.headroom",
+    ):
         result = run_quick(module)
         saved = {**result, "command": f"python -m {module} --quick", "machine": machine()}
         (tmp_path / f"{result['scenario']}.json").write_text(json.dumps(saved))
+    # the same e2e result as if run with the low-latency profile: its own section and plots
+    tuned = {
+        **run_quick("bench.e2e"), "emulator_tick_ms": 100, "refresh_interval": "200ms",
+        "scenario": "e2e_sustained_load_tick100ms_refresh200ms", "machine": machine(),
+    }  # fmt: skip
+    (tmp_path / f"{tuned['scenario']}.json").write_text(json.dumps(tuned))
     proc = subprocess.run(
         [sys.executable, "-m", "bench.report", "--results", str(tmp_path)],
         check=False, cwd=ROOT, capture_output=True, text=True, timeout=120,
@@ -135,9 +147,11 @@ def test_the_report_turns_the_results_into_a_page_with_plots(tmp_path: Path) -> 
     assert proc.returncode == 0, proc.stderr[-3000:]
     page = (tmp_path / "README.md").read_text()
     assert "Not saved yet" not in page
-    for title in ("bench.e2e", "bench.drain", "bench.consumers", "bench.ceiling"):
+    for title in ("bench.e2e", "bench.drain", "bench.consumers", "bench.ceiling", "bench.headroom"):
         assert f"({title})" in page
-    for plot in ("e2e_latency_cdf", "e2e_throughput", "e2e_rss", "consumers_scaling"):
+    assert "emulator tick 100 ms and refresh 200ms" in page
+    tuned_plots = [f"e2e_sustained_load_tick100ms_refresh200ms_{k}" for k in ("latency_cdf", "rss")]
+    for plot in ("e2e_latency_cdf", "e2e_throughput", "e2e_rss", "consumers_scaling", *tuned_plots):
         png = tmp_path / f"{plot}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"({plot}.png)" in page
 
@@ -148,6 +162,6 @@ def test_the_report_names_what_was_not_saved(tmp_path: Path) -> None:
     page, missing = render(tmp_path)
     assert set(missing) == {
         "e2e_sustained_load", "backlog_drain_to_searchable", "consumers_drain_backlog",
-        "raw_bulk_ceiling",
+        "raw_bulk_ceiling", "e2e_sustained_load_tick100ms_refresh200ms", "producer_headroom",
     }  # fmt: skip
     assert "python -m bench.e2e --save" in page
