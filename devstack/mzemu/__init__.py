@@ -9,7 +9,7 @@ Modules: ``wire`` (protocol codec), ``statements`` (parser), ``values`` (type
 encodings), ``collection`` (arrangement and history), ``output`` (SUBSCRIBE row
 layout), ``subscription`` (delivery rules), ``capture`` (trigger SQL), ``engine``
 (ticks), ``backend`` (PostgreSQL link), ``server`` (listener), ``config``
-(environment), and one client connection in layers: ``connection`` (state and
+(environment), ``privileges`` (roles, GRANT/REVOKE, the checks on reads of the view), and one client connection in layers: ``connection`` (state and
 output), ``variables`` (SET/SHOW), ``transactions`` (blocks), ``passthrough``
 (relaying to PostgreSQL), ``cursors`` (DECLARE/FETCH/CLOSE), ``streaming`` (bare
 SUBSCRIBE, COPY TO STDOUT), ``execute`` (one statement), ``extended`` (extended
@@ -30,7 +30,9 @@ Known differences from Materialize: one view is kept incrementally (by key);
 ``SUBSCRIBE (SELECT …)`` of anything else is re-evaluated in PostgreSQL on ticks
 that changed something and has no history (its AS OF cannot precede its first
 evaluation); ENVELOPE DEBEZIUM and WITHIN TIMESTAMP ORDER BY are refused;
-statements outside SUBSCRIBE run with PostgreSQL's semantics, not Materialize's.
+statements outside SUBSCRIBE run with PostgreSQL's semantics, not Materialize's;
+privileges are checked only on the kept view (``privileges``: its docstring says
+what is modelled).
 """
 
 __all__: list[str] = []
