@@ -35,12 +35,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import psycopg
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from searchsync.common import keys as _keys
 from searchsync.common.backoff import Backoff
 from searchsync.common.buffer import partition_buffer
 from searchsync.common.config import Settings
@@ -53,7 +52,7 @@ from searchsync.common.entries import (
     encode_progress,
     encode_reconcile,
 )
-from searchsync.common.keys import Keys
+from searchsync.common.keys import RECONCILE_PENDING, Keys
 from searchsync.consumer.highwater import HIGH_WATER_MEMBER
 from searchsync.producer.backpressure import POLL_SECONDS, Hysteresis
 from searchsync.producer.batches import Entry
@@ -90,10 +89,6 @@ COLUMNS: Final = ("order_id", "order_total_amount")
 # Materialize's idle_in_transaction_session_timeout in the simulation: a pause longer
 # than half of it ends the session (producer.session.PAUSE_FRACTION).
 IDLE_TIMEOUT_S: Final = 6.0
-
-# reconcile[ts]'s value while a reconcile waits (moving from producer.writer to
-# common.keys in the refactor of issue 12, point 5)
-RECONCILE_PENDING: Final[bytes] = getattr(_keys, "RECONCILE_PENDING", b"pending")
 
 Values = tuple[object, ...]
 Row = tuple[Any, ...]
@@ -579,9 +574,7 @@ class SimProducer(_Producer):
         self.mz = mz
         self.settings = settings
         self.stop = asyncio.Event()
-        # producer.service records into metrics nothing serves when given none
-        unserved: Any = getattr(ProducerMetrics, "unserved", None)
-        self.metrics = cast(Any, unserved() if unserved is not None else None)
+        self.metrics = ProducerMetrics.unserved()  # nothing serves them
         self.keys = world.keys
         self.process = SimProcess(world, name)
         self.redis = _NoRedis()  # type: ignore[assignment]
