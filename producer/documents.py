@@ -21,12 +21,12 @@ with all of the above, a snapshot row still cost ~2.2 µs to become its document
 (a Struct and ``Raw`` objects built per row only to be encoded, the timestamp
 rewritten with ``str.replace``) and ~0.7 µs more to be packed into an entry
 (:func:`producer.batches.snapshot_entries`); with holding it in the consolidator,
-4–5 µs of the ~10.5 µs of CPU per row that kept bench/producer.py at 71–76k rows/s
-against a goal of 100k. ``producer/_speedups.c`` (built by ``pip install -e .``)
-writes the document straight from the loaded text and packs the entries in one
-pass: document + entry ~0.6 µs per row (20,000 FreshMart rows in FETCH-sized
-batches, this box). bench/producer.py, 3 runs each interleaved on this box: producer
-CPU per row 9.6–11.1 → 5.55–7.05 µs, 67–85k → 101–128k rows/s. It writes exactly the
+about half of the producer's CPU per row at the time, which kept it below its goal
+of 100k rows/s. ``producer/_speedups.c`` (built by ``pip install -e .``) writes the
+document straight from the loaded text and packs the entries in one pass: document +
+entry ~0.6 µs per row (20,000 FreshMart rows in FETCH-sized batches, this box), which
+took the producer past that goal (what it reaches today: the README's "Measured"
+table, ``python -m bench.producer`` and ``python -m bench.headroom``). It writes exactly the
 bytes of this module's Python path (tests/unit/producer/test_speedups.py compares
 them on arbitrary rows), and hands every value it does not handle itself (not a
 str/None/bool/int, a timestamp shorter than 3 characters, lone surrogates) back to

@@ -86,7 +86,8 @@ CURSOR: Final = "searchsync_c"
 # written, one fetched), so ~6 MB; 200k rows of backlog cost 100 round trips. 5000
 # was no faster and cost 20 MB more peak RSS in bench/producer.py; measured again
 # with the snapshot fast path and ready reads, 1000, 2000 and 5000 rows per FETCH
-# cost the same CPU per row within the box's noise (9.6–10.9 µs each, same runs).
+# cost the same CPU per row within the box's noise (the same runs; the producer's
+# figures are in the README's "Measured" table).
 FETCH_ROWS: Final = 2000
 CANCEL_TIMEOUT_SECONDS: Final = 2.0
 # How long one wait may keep the event loop to itself reading data that is ready
