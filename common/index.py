@@ -27,7 +27,13 @@ index left at the default stops refreshing while it gets no searches ("search
 idle"), and the first search after a quiet spell then waits for a refresh.
 ``index.gc_deletes`` keeps delete tombstones (with their versions) at least as long
 as the streams keep entries, so replaying an old upsert cannot resurrect a
-document deleted at a newer version. Measured on 2.19.6: those tombstones live in
+document deleted at a newer version, and a bulk that lands late (held up on the way
+after the client gave up: a proxy, a queue) cannot either, as long as it lands
+within that time. OpenSearch ignores a tombstone older than gc_deletes when it
+looks a version up. An index searchsync did not create (made by hand, or adopted:
+a clone keeps its source's settings) has OpenSearch's 60 s, so :func:`ensure_index`
+raises a write index's gc_deletes to STREAM_RETENTION_SECONDS when it is lower
+(:func:`keep_tombstones`). Measured on 2.19.6: those tombstones live in
 the shard's memory only, so they are lost when the index is closed and reopened or
 cloned (a node restart reopens shards the same way); an upsert older than such a
 delete is then accepted.
@@ -41,7 +47,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from opensearchpy import AsyncOpenSearch, NotFoundError, RequestError
+from opensearchpy import AsyncOpenSearch, AuthorizationException, NotFoundError, RequestError
 
 from .entries import VERSION_FIELD
 from .errors import FatalError
@@ -55,12 +61,14 @@ __all__ = [
     "generation_of",
     "index_body",
     "inspect_layout",
+    "keep_tombstones",
     "layout_of_aliases",
     "layout_problem",
     "live_mapping",
     "mapping_diff",
     "next_generation",
     "render_mapping_diff",
+    "seconds_of_time_value",
     "versioned_name",
     "write_index",
 ]
@@ -369,11 +377,13 @@ async def ensure_index(
     nothing has that name.
 
     Returns the index writes land in (:func:`write_index`). A new index is created
-    with the alias in the same request, marked ``is_write_index: true``. Safe to run
-    from several processes at once. Raises :class:`IndexLayoutError` when a concrete
-    index has the alias's name or the alias has no write index (the message names the
-    fix), and opensearchpy.TransportError subclasses when OpenSearch refuses or cannot
-    be reached (each request waits at most the client's timeout; at most 12 requests).
+    with the alias in the same request, marked ``is_write_index: true``; the write
+    index of an existing alias keeps delete tombstones at least ``retention_seconds``
+    (:func:`keep_tombstones`). Safe to run from several processes at once. Raises
+    :class:`IndexLayoutError` when a concrete index has the alias's name or the alias
+    has no write index (the message names the fix), and opensearchpy.TransportError
+    subclasses when OpenSearch refuses or cannot be reached (each request waits at most
+    the client's timeout; at most 14 requests).
     """
     layout = await inspect_layout(client, alias)
     if layout.missing:
@@ -382,7 +392,75 @@ async def ensure_index(
             refresh_interval=refresh_interval,
         ))  # fmt: skip
         layout = await inspect_layout(client, alias)
-    return write_index(layout)
+    name = write_index(layout)
+    await keep_tombstones(client, name, retention_seconds)
+    return name
+
+
+_TIME_UNITS: Final = {
+    "nanos": 1e-9, "micros": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0,
+}  # fmt: skip
+_TIME_VALUE: Final = re.compile(r"\s*(-?\d+(?:\.\d+)?)\s*([a-z]*)\s*")
+
+
+def seconds_of_time_value(text: str) -> float | None:
+    """Seconds of an OpenSearch time setting (``60s``, ``500ms``, ``1d``; ``-1``: never);
+    None when it cannot be read. Pure."""
+    match = _TIME_VALUE.fullmatch(text.lower())
+    if match is None:
+        return None
+    number, unit = float(match.group(1)), match.group(2)
+    if number < 0:
+        return float("inf")  # -1: tombstones never collected
+    if unit not in _TIME_UNITS:
+        return None
+    return number * _TIME_UNITS[unit]
+
+
+async def keep_tombstones(client: AsyncOpenSearch, index: str, retention_seconds: int) -> bool:
+    """Raise ``index.gc_deletes`` of ``index`` to ``retention_seconds`` when it is lower
+    (module docstring: a late bulk or a replay must not outlive a delete's tombstone).
+
+    Returns True when it changed the setting. A login without the right to read or
+    change index settings (403) is told in a WARNING with the request that fixes it,
+    and the caller goes on: writes work, only that protection is missing. One or two
+    requests, each within the client's timeout; raises opensearchpy.TransportError
+    subclasses other than 403 (OpenSearch unreachable, the index gone).
+    """
+    wanted = f"{retention_seconds}s"
+    try:
+        found: Any = await client.indices.get_settings(
+            index=index, name="index.gc_deletes", include_defaults=True, flat_settings=True
+        )
+        entry = found.get(index, {})
+        value = entry.get("settings", {}).get("index.gc_deletes") or entry.get("defaults", {}).get(
+            "index.gc_deletes", "60s"
+        )
+        seconds = seconds_of_time_value(str(value))
+        if seconds is not None and seconds >= retention_seconds:
+            return False
+        await client.indices.put_settings(index=index, body={"index": {"gc_deletes": wanted}})
+    except AuthorizationException:
+        log.warning(
+            "Index %s may forget a delete's version before STREAM_RETENTION_SECONDS (%ds) "
+            "and this login may not read or change its settings: a bulk landing late, or a "
+            "replay, could bring a deleted document back. Fix: PUT /%s/_settings "
+            '{"index.gc_deletes": "%s"}',
+            index,
+            retention_seconds,
+            index,
+            wanted,
+        )
+        return False
+    log.warning(
+        "Index %s kept a delete's version only %s (index.gc_deletes): raised to %s "
+        "(STREAM_RETENTION_SECONDS), so a late bulk or a replay cannot bring a deleted "
+        "document back",
+        index,
+        value,
+        wanted,
+    )
+    return True
 
 
 async def _create(client: AsyncOpenSearch, alias: str, body: dict[str, Any]) -> None:
