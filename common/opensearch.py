@@ -16,6 +16,7 @@ from opensearchpy import AsyncHttpConnection, AsyncOpenSearch, SSLError, Transpo
 from opensearchpy import ConnectionError as OpenSearchConnectionError
 
 from .config import Settings
+from .errors import FatalError
 from .tls import warn_once
 
 __all__ = ["explain", "make_client", "status_of"]
@@ -25,11 +26,22 @@ def _auth(settings: Settings) -> Any:
     """Basic credentials, a SigV4 signer (OS_AUTH=sigv4), or None."""
     if settings.os_auth == "sigv4":
         # botocore is the optional extra searchsync[aws]; config checked it is importable
+        import botocore.exceptions  # type: ignore[import-untyped,import-not-found,unused-ignore]
         import botocore.session  # type: ignore[import-untyped,import-not-found,unused-ignore]
         from opensearchpy import AWSV4SignerAsyncAuth
 
         # the standard chain: environment, shared files, container or instance role
-        credentials = botocore.session.get_session().get_credentials()
+        try:
+            credentials = botocore.session.get_session().get_credentials()
+        except botocore.exceptions.BotoCoreError as error:  # e.g. AWS_PROFILE names none
+            raise FatalError(
+                f"OS_AUTH=sigv4: AWS credentials could not be loaded: {error}"
+            ) from error
+        if credentials is None:
+            raise FatalError(
+                "OS_AUTH=sigv4: botocore found no AWS credentials (AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or a container or instance role)"
+            )
         return AWSV4SignerAsyncAuth(credentials, settings.os_aws_region, settings.os_aws_service)
     if settings.os_user:
         return (settings.os_user, settings.os_password)
@@ -41,7 +53,9 @@ def make_client(settings: Settings, *, maxsize: int = 16) -> AsyncOpenSearch:
 
     With OS_USE_SSL: HTTPS, the server's certificate checked against OS_CA_CERTS (or
     SSL_CERT_FILE, else certifi's roots) unless OS_VERIFY_CERTS=false (a WARNING once per process),
-    OS_CLIENT_CERT/OS_CLIENT_KEY presented when set. ``maxsize`` bounds the pooled
+    OS_CLIENT_CERT/OS_CLIENT_KEY presented when set; with OS_AUTH=sigv4 every request
+    signed with the credentials botocore's chain finds (FatalError when it finds none,
+    or a named profile does not exist). ``maxsize`` bounds the pooled
     HTTP connections (one per bulk in flight). No I/O happens until the first
     request (a TLS failure then raises opensearchpy.SSLError, a refused login
     AuthenticationException). Close it with ``await client.close()``.

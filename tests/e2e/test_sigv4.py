@@ -119,6 +119,23 @@ async def test_a_wrong_secret_key_fails_fast_naming_opensearch_never_the_secret(
     assert elapsed < 30  # bounded by wait_for; the figure goes to the report, not a goal
 
 
+async def test_no_credentials_stops_the_consumer_saying_so(
+    stack: Stack, tmp_path: Path, authorities: tuple[Authority, Authority]
+) -> None:
+    proxy = SigV4Proxy("127.0.0.1", 9, authorities[0], {}, region=REGION)
+    proxy.port = 9  # never started: the consumer stops before its first request
+    env = sigv4_env(stack, proxy, authorities[0], "")
+    del env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+    consumer = ConsumerProcess(env, "cons-sigv4-none", tmp_path)
+    try:
+        assert consumer.wait(30) == 1
+    finally:
+        consumer.ensure_dead()
+    assert "Consumer cannot continue: OS_AUTH=sigv4: botocore found no AWS credentials" in (
+        consumer.log()
+    )
+
+
 async def _or_log(consumer: ConsumerProcess, waiting: Awaitable[object]) -> None:
     try:
         await waiting

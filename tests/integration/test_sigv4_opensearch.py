@@ -31,6 +31,7 @@ from opensearchpy import AsyncOpenSearch, AuthorizationException
 
 from devstack.env import devstack_env
 from searchsync.common.config import Settings, load_settings
+from searchsync.common.errors import FatalError
 from searchsync.common.opensearch import explain, make_client
 from tests.support.sigv4 import MISMATCH, SigV4Proxy
 from tests.support.tls import Authority, authorities
@@ -204,3 +205,18 @@ async def test_a_wrong_secret_or_region_is_refused_and_explained_without_the_sec
         assert wrong_secret not in line and SECRET not in line
     assert any(reason.startswith(MISMATCH) for reason in proxy.reasons)
     assert any("us-east-1" not in r and "eu-west-1/es" in r for r in proxy.reasons)
+
+
+def test_no_credentials_or_an_unknown_profile_stops_with_a_line_that_says_so(
+    proxy: SigV4Proxy,
+    authorities: tuple[Authority, Authority],
+    aws_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(FatalError, match="found no AWS credentials"):
+        make_client(sigv4_settings(proxy, authorities[0]))
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    with pytest.raises(FatalError, match=r"could not be loaded.*no-such-profile"):
+        make_client(sigv4_settings(proxy, authorities[0]))
