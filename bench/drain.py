@@ -27,7 +27,7 @@ from typing import Any
 from opensearchpy import AsyncOpenSearch
 
 from bench import ceiling
-from bench.e2e import PRODUCTION
+from bench.e2e import production
 from bench.processes import Sampler
 from bench.saved import common_arguments, emit, int_list
 from devstack.harness.consumer import ConsumerProcess
@@ -57,7 +57,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             rows = int(row[0]) if row else 0
         host, port = pipe.os_env["OS_HOST"], pipe.os_env["OS_PORT"]
         search = AsyncOpenSearch(hosts=[{"host": host, "port": int(port)}], timeout=60)
-        env = {**pipe.env(), **PRODUCTION}
+        env = production(pipe.env())
         sampler = Sampler()
         try:
             clock = time.monotonic()

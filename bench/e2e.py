@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import psycopg
 from opensearchpy import AsyncOpenSearch
 from redis.asyncio import Redis
@@ -69,17 +70,27 @@ from devstack.harness.pipeline import Pipeline, pipeline_of
 from devstack.harness.producer import PYTHON, REPO, ProducerProcess
 from devstack.searchable import Tracker
 from searchsync.common import status as status_report
+from searchsync.common.config import Settings
 from searchsync.common.keys import Keys
 
-__all__ = ["main"]
+__all__ = ["main", "production"]
 
 DEVSTACK = REPO / ".devstack"
-# devstack.harness.pipeline tunes these for fast tests; the bench runs the defaults
-PRODUCTION = {
-    "LEASE_TTL_SECONDS": "5",
-    "MAX_BATCH_AGE_SECONDS": "5",
-    "RETRY_INITIAL_BACKOFF": "1",
-}
+# The settings that address the services and name the data; devstack.harness tunes
+# many others for fast tests (leases of 1-2 s, backpressure at 1,000,000 changes, 0.2 s
+# retries …), and the bench drops those so that every one keeps its production default.
+ADDRESSING = (
+    "MZ_", "REDIS_", "OS_HOST", "OS_PORT", "OS_INDEX_NAME", "STREAM_PARTITIONS", "VIEW_NAME",
+    "LOG_", "METRICS_PORT", "CONSUMER_NAME",
+)  # fmt: skip
+SETTING_NAMES = frozenset(f.encode_name for f in msgspec.structs.fields(Settings))
+
+
+def production(env: dict[str, str]) -> dict[str, str]:
+    """``env`` without the test tunings: only the addressing settings are kept."""
+    return {k: v for k, v in env.items() if k not in SETTING_NAMES or k.startswith(ADDRESSING)}
+
+
 MAX_OFFERED = 100_000.0  # "max": more than the writer can reach on any box we know
 TRACKED_PER_S = 50.0  # at most this many changes a second are followed for latency
 WRITER_MAX_CONNECTIONS = 96
@@ -169,7 +180,7 @@ class Run:
         self.workdir = Path(tempfile.mkdtemp(prefix="bench_e2e_"))
         stack = pipe.stack
         self.keys = Keys(stack.VIEW, stack.partitions)
-        env = {**pipe.env(), **PRODUCTION, "OS_REFRESH_INTERVAL": args.refresh_interval}
+        env = {**production(pipe.env()), "OS_REFRESH_INTERVAL": args.refresh_interval}
         self.arrivals = str(self.workdir / "arrivals.txt")
         self.tap, tap_port = start_tap(stack.emulator.host, stack.emulator.port, self.arrivals)
         # only the producer reads through the tap: its arrivals are the producer's
