@@ -74,8 +74,12 @@ async def _wind_down(
     failed: bool,
 ) -> None:
     """Cancel a waiting FETCH; finish the write in hand (its errors count unless failing)."""
-    if fetch is not None and not fetch.done():
-        await subscription.cancel()
+    if fetch is not None:
+        if not fetch.done():
+            await subscription.cancel()
+        # gathered when done too: a FETCH that failed while the write in hand failed is
+        # retrieved here, or asyncio logs "Task exception was never retrieved" (found by
+        # tests/sim, seed 321)
         await asyncio.gather(fetch, return_exceptions=True)
     if writing is not None:
         if failed:  # already failing: the write's own outcome no longer matters
@@ -244,9 +248,10 @@ class SubscribeSession:
             await self._stream(subscription, plan, fetch)
             fetch = None
         finally:
-            if fetch is not None and not fetch.done():
-                fetch.cancel()
-                await asyncio.gather(fetch, return_exceptions=True)
+            if fetch is not None:
+                if not fetch.done():
+                    fetch.cancel()
+                await asyncio.gather(fetch, return_exceptions=True)  # retrieved if it failed
             await subscription.close()
 
     async def _stream(

@@ -101,10 +101,12 @@ class Checker:
         done.update(ids)
         for entry_id in ids:
             fields = entries.get(parse_id(entry_id))
-            if fields is None or f"p{partition}/{entry_id.decode()}" in self.lettered:
+            if fields is None:
                 continue
             changes = _changes(fields)
-            self.acked_changes.update(changes)
+            self.acked_changes.update(changes)  # a dead-lettered entry's too: it is settled
+            if f"p{partition}/{entry_id.decode()}" in self.lettered:
+                continue
             for key, ts in changes:
                 if (key, ts) in self.lettered_changes:
                     continue  # a copy of it (written again by the producer) was dead-lettered

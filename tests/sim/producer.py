@@ -41,7 +41,7 @@ import psycopg
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from searchsync.common.backoff import Backoff
-from searchsync.common.buffer import partition_buffer
+from searchsync.common.buffer import outstanding_changes
 from searchsync.common.config import Settings
 from searchsync.common.entries import (
     DeadLetter,
@@ -438,8 +438,8 @@ def _data_changes(fields: dict[bytes, bytes]) -> list[tuple[bytes, int]]:
 
 class SimBackpressure:
     """producer.ports.Backpressure: producer.backpressure's Hysteresis fed from the model
-    every POLL_SECONDS (what BufferMonitor measures: written - acknowledged, at least
-    the pending entries)."""
+    every POLL_SECONDS with what BufferMonitor measures (common.buffer.outstanding_changes
+    of the counts hash and XINFO GROUPS' pending and lag)."""
 
     def __init__(self, world: World, settings: Settings) -> None:
         self.world = world
@@ -459,10 +459,12 @@ class SimBackpressure:
         counts = world.redis.hash(keys.counts)
         total = 0
         for partition in range(world.partitions):
-            written = int(counts.get(keys.written_field(partition).encode(), b"0"))
-            acked = int(counts.get(keys.acked_field(partition).encode(), b"0"))
-            pending = world.redis.xpending_count(keys.stream(partition))
-            total += partition_buffer(written, acked, pending, None)
+            stream = world.redis.stream(keys.stream(partition))
+            group = stream.group
+            # XINFO GROUPS: lag is exact here (only acknowledged entries are trimmed)
+            lag = sum(1 for i in stream.order if i > group.last_delivered and i in stream.entries)
+            info = {"pending": len(group.pending), "lag": lag}
+            total += outstanding_changes(counts, partition, info, len(stream.entries))
         transition = self._state.observe(total)
         if transition == "activated":
             self._running.clear()

@@ -51,8 +51,8 @@ SIM_SETTINGS = dict(
     retry_max_backoff=1.0,
     max_deliveries=12,
     progress_interval_ms=1000,
-    backpressure_threshold=30,
-    backpressure_resume=10,
+    backpressure_threshold=8,
+    backpressure_resume=4,
     # the index's gc_deletes (common.index.index_body): above the longest a bulk is held
     # up on the way (see _chaos), the documented assumption of the consumers' bulks
     stream_retention_seconds=300,
@@ -417,6 +417,22 @@ class _Run:
                 checker.at_rest(self._view(mz), checker.last_progress)
 
 
+def _loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    error = context.get("exception")
+    _HANDLER.found.append(f"event loop: {context.get('message')}: {error!r}")
+
+
+def _unretrieved(tasks: list[asyncio.Task[Any]]) -> None:
+    """Tasks that failed and whose exception nobody retrieved (asyncio's own flag, read
+    before anything retrieves it), as unexpected errors; then silenced."""
+    for task in tasks:
+        if task.done() and not task.cancelled() and getattr(task, "_log_traceback", False):
+            _HANDLER.found.append(
+                f"task {task.get_coro().__qualname__} failed and nobody retrieved its "  # type: ignore[union-attr]
+                f"exception: {task.exception()!r}"
+            )
+
+
 def _retrieve(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
@@ -439,6 +455,18 @@ def run_schedule(
     _HANDLER.found = []
     random.seed(seed)  # the backoff jitter (common.backoff) draws from the global generator
     loop = VirtualLoop()
+    # a task whose exception nobody retrieved: asyncio logs it as an ERROR in production
+    # (when the task is garbage-collected: at no fixed step, so every task is looked at
+    # once the schedule is over, _unretrieved)
+    loop.set_exception_handler(_loop_error)
+    tasks: list[asyncio.Task[Any]] = []
+
+    def track(loop: asyncio.AbstractEventLoop, coro: Any, context: Any = None) -> asyncio.Task[Any]:
+        task = asyncio.Task(coro, loop=loop, context=context)
+        tasks.append(task)
+        return task
+
+    loop.set_task_factory(track)
     plan = _Run(seed, runner, held, drop, session)
     settings = Settings(
         **SIM_SETTINGS,  # type: ignore[arg-type]
@@ -457,6 +485,7 @@ def run_schedule(
             world.finished = True
             _cancel_all(loop)
             loop.close()
+            _unretrieved(tasks)
     key = world.checker.key
     about = []
     if key is not None:

@@ -31,6 +31,10 @@ RESUME_SEEDS = (18, 69, 78)
 # found by the simulator (--held-bulks --gc-deletes 60): a bulk held up on the way past
 # OpenSearch's default gc_deletes lands after a delete and brings the document back
 HELD_BULK_SEEDS = (13, 41)
+# found by the simulator: the session failed on its write while the FETCH it had sent
+# ahead failed too, and nobody retrieved that FETCH's exception (asyncio logged "Task
+# exception was never retrieved" with a traceback, an ERROR in production)
+UNRETRIEVED_FETCH_SEEDS = (321,)
 
 
 def test_200_schedules_keep_every_invariant() -> None:
@@ -121,6 +125,13 @@ def test_a_bulk_held_up_past_gc_deletes_cannot_bring_a_deleted_document_back(see
     exposed = run_schedule(seed, held=True, gc_deletes=OPENSEARCH_GC_DELETES)
     assert exposed.violation is not None and "went back" in exposed.violation
     assert "--held-bulks --gc-deletes 60" in exposed.replay
+
+
+@pytest.mark.parametrize("seed", UNRETRIEVED_FETCH_SEEDS)
+def test_a_failed_fetch_is_retrieved_when_the_session_fails_on_its_write(seed: int) -> None:
+    outcome = run_schedule(seed)
+    assert outcome.ok, outcome.report()
+    assert outcome.sessions >= 2  # the failure ended a session; the next resumed
 
 
 def test_a_shrunk_schedule_still_fails_the_same_way_and_replays() -> None:
