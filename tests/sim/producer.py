@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -66,7 +67,7 @@ from searchsync.producer.service import _Producer
 from searchsync.producer.session import SubscribeSession
 
 from .services import SimProcess
-from .world import World
+from .world import PROCESS, World
 
 __all__ = [
     "COLUMNS",
@@ -597,7 +598,9 @@ class SimProducer(_Producer):
         self.refused = False
         self.session = None
         self.crashed = False
-        self.task = asyncio.create_task(self.run(), name=name)
+        context = contextvars.copy_context()
+        context.run(PROCESS.set, self.process)
+        self.task = asyncio.create_task(self.run(), name=name, context=context)
 
     async def _check_layout(self) -> int | None:
         return None  # the sim's streams are made for this layout
@@ -634,7 +637,9 @@ class SimProducer(_Producer):
         self.lease.dead = True  # type: ignore[attr-defined]
         self.process.paused_until = float("inf")
         self.world.note(f"{self.process.name} CRASH")
-        self.task.cancel()
+        for task, owner in self.world.owners.items():
+            if owner is self.process and not task.done():
+                task.cancel()
 
     def pause(self, seconds: float) -> None:
         self.world.note(f"{self.process.name} PAUSE {seconds:.2f}s")

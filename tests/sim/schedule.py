@@ -37,7 +37,7 @@ from .invariants import Violation
 from .loop import VirtualLoop
 from .plants import PLANTS, PRODUCER_PLANTS
 from .producer import COLUMNS, SimMaterialize, SimProducer
-from .world import Faults, World
+from .world import PROCESS, Faults, World
 
 __all__ = ["Outcome", "run_schedule", "shrink"]
 
@@ -460,10 +460,15 @@ def run_schedule(
     # once the schedule is over, _unretrieved)
     loop.set_exception_handler(_loop_error)
     tasks: list[asyncio.Task[Any]] = []
+    owners: dict[asyncio.Task[Any], object] = {}
 
     def track(loop: asyncio.AbstractEventLoop, coro: Any, context: Any = None) -> asyncio.Task[Any]:
         task = asyncio.Task(coro, loop=loop, context=context)
         tasks.append(task)
+        # the simulated process whose task created it (or the one it is started for)
+        owner = context.get(PROCESS) if context is not None else PROCESS.get()
+        if owner is not None:
+            owners[task] = owner
         return task
 
     loop.set_task_factory(track)
@@ -474,6 +479,7 @@ def run_schedule(
         subscribe_envelope=plan.envelope,
     )
     world = World(seed, loop, settings, plan.partitions)
+    world.owners = owners
     if gc_deletes is not None:
         world.index.gc_deletes = gc_deletes
     elif held and HOLD_S[1] >= gc_deletes_of(settings):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import random
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 from searchsync.common.config import Settings
 from searchsync.common.keys import Keys
@@ -16,7 +18,11 @@ from .invariants import Checker
 from .loop import VirtualLoop
 from .streams import RedisModel
 
-__all__ = ["EPOCH_MS", "Faults", "SimClock", "World"]
+__all__ = ["EPOCH_MS", "PROCESS", "Faults", "SimClock", "World"]
+
+# The simulated process a task belongs to (inherited by the tasks it creates), so that a
+# kill -9 ends all of them (tests.sim.producer.SimProducer.crash).
+PROCESS: contextvars.ContextVar[object | None] = contextvars.ContextVar("PROCESS", default=None)
 
 # Wall-clock ms at virtual time 0 (Materialize timestamps are wall-clock ms).
 EPOCH_MS = 1_700_000_000_000
@@ -73,6 +79,8 @@ class World:
         # this long, then applied; ``ghosts`` counts those still on the way
         self.hold_next_bulk = 0.0
         self.ghosts = 0
+        # task -> the simulated process it belongs to (filled by run_schedule's task factory)
+        self.owners: dict[asyncio.Task[Any], object] = {}
         # woken when an entry is added to a stream (a blocking XREADGROUP returns)
         self.new_data: dict[str, asyncio.Event] = {}
 
