@@ -131,6 +131,10 @@ def test_a_killed_redis_master_is_replaced_by_its_replica() -> None:
     def node(port: int) -> RedisNode:
         return next(n for n in cluster_nodes(survivor) if n.port == port)
 
+    # the survivor's own suspicion (PFAIL, "fail?": no answer for cluster-node-timeout),
+    # then FAIL (a majority of masters agree), then the replica's election
+    poll(lambda: bool(node(victim).flags & {"fail?", "fail"}), timeout=60)
+    suspected = time.monotonic()
     poll(lambda: node(victim).failed, timeout=60)
     detected = time.monotonic()
     poll(lambda: node(replica).is_master and bool(node(replica).slots), timeout=60)
@@ -144,7 +148,9 @@ def test_a_killed_redis_master_is_replaced_by_its_replica() -> None:
         "killed_master": victim,
         "promoted_replica": replica,
         "cluster_node_timeout_ms": 2000,
+        "kill_to_pfail_s": round(suspected - killed, 2),
         "kill_to_fail_s": round(detected - killed, 2),
+        "fail_to_promoted_s": round(promoted - detected, 2),
         "kill_to_promoted_s": round(promoted - killed, 2),
         "kill_to_cluster_state_ok_s": round(ok - killed, 2),
     }
