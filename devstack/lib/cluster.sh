@@ -142,29 +142,13 @@ cluster_opensearch_up() {
     mkdir -p "$dir/home" "$dir/data" "$dir/logs"
     log "starting cluster opensearch node $i (heap $heap) on http port $port, transport port $tport"
     printf '\n==== %s starting opensearch node %s on %s/%s ====\n' "$(date -Is)" "$i" "$port" "$tport" >> "$dir/opensearch.log"
-    # The single node's JVM flags (devstack/lib/opensearch.sh). discovery.type=zen
-    # replaces the Launcher's single-node default; initial_cluster_manager_nodes only
-    # matters the first time (the cluster's state is in path.data afterwards).
-    ( setsid nohup "$java" \
-      -Xms"$heap" -Xmx"$heap" -Xss1m \
-      -XX:+UseG1GC -XX:-OmitStackTraceInFastThrow \
-      -Dfile.encoding=UTF-8 -Djava.awt.headless=true \
-      -Djava.locale.providers=SPI,COMPAT \
-      -Dio.netty.noUnsafe=true -Dio.netty.noKeySetOptimization=true \
-      -Dio.netty.recycler.maxCapacityPerThread=0 \
-      -Dopensearch.set.netty.runtime.available.processors=false \
-      -Dlog4j.shutdownHookEnabled=false -Dlog4j2.disable.jmx=true \
-      -Dlog4j2.configurationFile="$OS_SRC/log4j2.properties" \
-      -Dsearchsync.os.path.logs="$dir/logs" \
-      -cp "$(cat "$OS_CLASSPATH")" "$OS_SRC/Launcher.java" \
-      path.home="$dir/home" path.data="$dir/data" \
-      http.port="$port" transport.port="$tport" \
-      cluster.name="$CLUSTER_OS_NAME" node.name="$CLUSTER_OS_NAME-$i" network.host=127.0.0.1 \
+    # discovery.type=zen replaces the Launcher's single-node default;
+    # initial_cluster_manager_nodes only matters the first time (the cluster's state is
+    # in path.data afterwards).
+    os_launch "$java" "$heap" "$dir" "$port" "$tport" "$dir/opensearch.log" "$dir/opensearch.pid" \
+      cluster.name="$CLUSTER_OS_NAME" node.name="$CLUSTER_OS_NAME-$i" \
       discovery.type=zen discovery.seed_hosts="$seeds" \
-      cluster.initial_cluster_manager_nodes="$managers" \
-      cluster.routing.allocation.disk.threshold_enabled=false \
-      >>"$dir/opensearch.log" 2>&1 </dev/null &
-      echo $! > "$dir/opensearch.pid" )
+      cluster.initial_cluster_manager_nodes="$managers"
   done
   secs=$(wait_until "${CLUSTER_START_TIMEOUT:-300}" "opensearch cluster (green, $CLUSTER_OS_NODES nodes)" _cluster_os_ready) \
     || die "the opensearch cluster did not become green (logs: $CLUSTER_DIR/opensearch-*/opensearch.log)"

@@ -120,8 +120,22 @@ opensearch_up() {
   local heap=${OS_HEAP:-1g}
   log "starting opensearch $OS_VERSION (heap $heap) on http port $port, transport port $tport"
   printf '\n==== %s starting opensearch on %s/%s ====\n' "$(date -Is)" "$port" "$tport" >> "$OS_LOG"
-  # JVM flags: the stock 2.x jvm.options, minus what only the tarball's bootstrap uses.
-  # The subshell has no job control, so setsid does not fork and $! is the JVM's pid.
+  os_launch "$java" "$heap" "$OS_DIR" "$port" "$tport" "$OS_LOG" "$OS_PIDFILE" \
+    cluster.name=searchsync-dev node.name=searchsync-dev-1 discovery.type=single-node
+  secs=$(wait_until "${OS_START_TIMEOUT:-180}" opensearch _os_ready "$port") || die "opensearch did not become ready (log: $OS_LOG)"
+  _os_version_at "$port" || die "something answers on $port but it is not OpenSearch $OS_VERSION (log: $OS_LOG)"
+  _os_record "$port"
+  log "opensearch ready in ${secs}s at http://127.0.0.1:$port (log: $OS_LOG)"
+}
+
+# os_launch JAVA HEAP DIR HTTP_PORT TRANSPORT_PORT LOG PIDFILE [SETTING=VALUE …]: one node
+# in the background (home, data and logs under DIR), its pid in PIDFILE; the single
+# node and each node of the cluster devstack (devstack/lib/cluster.sh) start here.
+# JVM flags: the stock 2.x jvm.options, minus what only the tarball's bootstrap uses.
+# The subshell has no job control, so setsid does not fork and $! is the JVM's pid.
+os_launch() {
+  local java=$1 heap=$2 dir=$3 port=$4 tport=$5 logfile=$6 pidfile=$7
+  shift 7
   ( setsid nohup "$java" \
     -Xms"$heap" -Xmx"$heap" -Xss1m \
     -XX:+UseG1GC -XX:-OmitStackTraceInFastThrow \
@@ -132,18 +146,13 @@ opensearch_up() {
     -Dopensearch.set.netty.runtime.available.processors=false \
     -Dlog4j.shutdownHookEnabled=false -Dlog4j2.disable.jmx=true \
     -Dlog4j2.configurationFile="$OS_SRC/log4j2.properties" \
-    -Dsearchsync.os.path.logs="$OS_DIR/logs" \
+    -Dsearchsync.os.path.logs="$dir/logs" \
     -cp "$(cat "$OS_CLASSPATH")" "$OS_SRC/Launcher.java" \
-    path.home="$OS_DIR/home" path.data="$OS_DIR/data" \
-    http.port="$port" transport.port="$tport" \
-    cluster.name=searchsync-dev node.name=searchsync-dev-1 network.host=127.0.0.1 \
-    discovery.type=single-node cluster.routing.allocation.disk.threshold_enabled=false \
-    >>"$OS_LOG" 2>&1 </dev/null &
-    echo $! > "$OS_PIDFILE" )
-  secs=$(wait_until "${OS_START_TIMEOUT:-180}" opensearch _os_ready "$port") || die "opensearch did not become ready (log: $OS_LOG)"
-  _os_version_at "$port" || die "something answers on $port but it is not OpenSearch $OS_VERSION (log: $OS_LOG)"
-  _os_record "$port"
-  log "opensearch ready in ${secs}s at http://127.0.0.1:$port (log: $OS_LOG)"
+    path.home="$dir/home" path.data="$dir/data" \
+    http.port="$port" transport.port="$tport" network.host=127.0.0.1 \
+    cluster.routing.allocation.disk.threshold_enabled=false "$@" \
+    >>"$logfile" 2>&1 </dev/null &
+    echo $! > "$pidfile" )
 }
 
 opensearch_down() {
