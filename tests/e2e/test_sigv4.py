@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.consumer import ConsumerProcess, Stack, stack_of, wait_for
+from tests.support.consumer import ConsumerProcess, Stack, orders, stack_fixture, wait_for
 from tests.support.sigv4 import SigV4Proxy
 from tests.support.tls import Authority, authorities
 
@@ -33,10 +33,21 @@ ACCESS_KEY = "AKIASEARCHSYNCE2E001"
 SECRET = f"e2e-secret-{uuid.uuid4().hex}"
 
 
+stack = stack_fixture(partitions=2)
+
+
 @pytest.fixture
-async def stack() -> AsyncIterator[Stack]:
-    async with stack_of(partitions=2) as s:
-        yield s
+def proxy(stack: Stack, authorities: tuple[Authority, Authority]) -> Iterator[SigV4Proxy]:
+    """The verifying proxy in front of the devstack node, knowing ACCESS_KEY's SECRET."""
+    proxy = SigV4Proxy(
+        stack.env["OS_HOST"], int(stack.env["OS_PORT"]), authorities[0], {ACCESS_KEY: SECRET},
+        region=REGION,
+    )  # fmt: skip
+    proxy.start()
+    try:
+        yield proxy
+    finally:
+        proxy.close()
 
 
 def sigv4_env(stack: Stack, proxy: SigV4Proxy, ca: Authority, secret: str) -> dict[str, str]:
@@ -51,11 +62,9 @@ def sigv4_env(stack: Stack, proxy: SigV4Proxy, ca: Authority, secret: str) -> di
     )  # fmt: skip
 
 
-def orders(start: int, count: int) -> list[tuple[str, dict[str, Any] | None]]:
-    return [
-        (f"order:FM-{n}", {"order_id": f"order:FM-{n}", "customer_name": f"Zoë {n} ✓"})
-        for n in range(start, start + count)
-    ]
+def signed_orders(start: int, count: int) -> list[tuple[str, dict[str, Any] | None]]:
+    """Orders whose bodies are not ASCII: the signature covers their UTF-8 bytes."""
+    return orders(start, count, status=None, customer_name="Zoë ✓")
 
 
 async def _synced(stack: Stack) -> bool:
@@ -63,30 +72,26 @@ async def _synced(stack: Stack) -> bool:
 
 
 async def test_a_sigv4_consumer_syncs_through_the_verifying_proxy(
-    stack: Stack, tmp_path: Path, authorities: tuple[Authority, Authority]
+    stack: Stack, proxy: SigV4Proxy, tmp_path: Path, authorities: tuple[Authority, Authority]
 ) -> None:
-    ca = authorities[0]
-    proxy = SigV4Proxy(
-        stack.env["OS_HOST"], int(stack.env["OS_PORT"]), ca, {ACCESS_KEY: SECRET}, region=REGION
-    )
-    proxy.start()
-    consumer = ConsumerProcess(sigv4_env(stack, proxy, ca, SECRET), "cons-sigv4", tmp_path)
+    env = sigv4_env(stack, proxy, authorities[0], SECRET)
+    consumer = ConsumerProcess(env, "cons-sigv4", tmp_path)
     t = int(time.time() * 1000)
     try:
-        await stack.write(t, orders(0, 60))
-        await stack.write(t + 1, [(key, None) for key, _ in orders(0, 10)])  # deletes
-        await stack.write(t + 2, orders(60, 20))
+        await stack.write(t, signed_orders(0, 60))
+        await stack.write(t + 1, [(key, None) for key, _ in signed_orders(0, 10)])  # deletes
+        await stack.write(t + 2, signed_orders(60, 20))
         await stack.progress(t + 3)
         await _or_log(consumer, wait_for(lambda: _synced(stack), 60, "every entry acknowledged"))
     finally:
         consumer.ensure_dead()
-        proxy.close()
     log = consumer.log()
     assert SECRET not in log
     assert proxy.rejected == 0, proxy.reasons
     assert proxy.verified > 0
+    sent = enumerate(signed_orders(0, 80))
     expected = {key: {**doc, "sync_version": t + (2 if n >= 60 else 0)}
-                for n, (key, doc) in enumerate(orders(0, 80)) if n >= 10 and doc}  # fmt: skip
+                for n, (key, doc) in sent if n >= 10 and doc}  # fmt: skip
     documents = await stack.documents()
     assert {key: {k: v for k, v in doc.items() if k != "_version"}
             for key, doc in documents.items()} == expected  # fmt: skip
@@ -94,15 +99,11 @@ async def test_a_sigv4_consumer_syncs_through_the_verifying_proxy(
 
 
 async def test_a_wrong_secret_key_fails_fast_naming_opensearch_never_the_secret(
-    stack: Stack, tmp_path: Path, authorities: tuple[Authority, Authority]
+    stack: Stack, proxy: SigV4Proxy, tmp_path: Path, authorities: tuple[Authority, Authority]
 ) -> None:
-    ca = authorities[0]
-    proxy = SigV4Proxy(
-        stack.env["OS_HOST"], int(stack.env["OS_PORT"]), ca, {ACCESS_KEY: SECRET}, region=REGION
-    )
-    proxy.start()
     wrong = f"wrong-{uuid.uuid4().hex}"
-    consumer = ConsumerProcess(sigv4_env(stack, proxy, ca, wrong), "cons-sigv4-bad", tmp_path)
+    env = sigv4_env(stack, proxy, authorities[0], wrong)
+    consumer = ConsumerProcess(env, "cons-sigv4-bad", tmp_path)
     try:
         started = time.monotonic()
         line = wait_for(lambda: _logged(consumer, "refused the signed request"), 30, "the line")
@@ -110,7 +111,6 @@ async def test_a_wrong_secret_key_fails_fast_naming_opensearch_never_the_secret(
         elapsed = time.monotonic() - started
     finally:
         consumer.ensure_dead()
-        proxy.close()
     log = consumer.log()
     assert f"OpenSearch at 127.0.0.1:{proxy.port} refused the signed request (403)" in log, log
     assert "AWS_SECRET_ACCESS_KEY" in log and "OS_AWS_REGION" in log
