@@ -13,11 +13,10 @@ OS_PASSWORD"), and never the password. Before the fix the line was libpq's alone
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 
 import pytest
 
-from tests.support.producer import ProducerProcess, Stack
+from tests.support.producer import ProducerProcess, Stack, stack_fixture
 from tests.support.services import free_port
 from tests.support.tls import Authority
 
@@ -26,11 +25,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 PASSWORD = f"mz-{secrets.token_hex(6)}"
 
 
-@pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    s = Stack(orders=3, partitions=2, emulator_env={"MZEMU_PASSWORD": PASSWORD})
-    yield s
-    s.close()
+stack = stack_fixture(
+    orders=3, partitions=2, emulator_env={"MZEMU_PASSWORD": PASSWORD}, scope="module"
+)
 
 
 def _retry_line(process: ProducerProcess) -> str:

@@ -14,7 +14,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import pytest
 import redis
@@ -105,21 +105,28 @@ async def all_changes(client: Redis, keys: Keys) -> tuple[list[Change], list[Mar
     )
 
 
-def stack_fixture(*, orders: int = 5, partitions: int = 4) -> FixtureFunctionDefinition:
+def stack_fixture(
+    *,
+    orders: int = 5,
+    partitions: int = 4,
+    emulator_env: Mapping[str, str] | None = None,
+    scope: Literal["function", "module"] = "function",
+) -> FixtureFunctionDefinition:
     """A test module's :class:`Stack` fixture (``orders`` seeded orders, ``partitions``
-    streams), named after the variable it is assigned to, closed afterwards::
+    streams, the emulator started with ``emulator_env``), named after the variable it
+    is assigned to, closed afterwards::
 
         stack = stack_fixture(orders=6)
     """
 
     def built() -> Iterator[Stack]:
-        stack = Stack(orders=orders, partitions=partitions)
+        stack = Stack(orders=orders, partitions=partitions, emulator_env=emulator_env)
         try:
             yield stack
         finally:
             stack.close()
 
-    return pytest.fixture(built)
+    return pytest.fixture(built, scope=scope)
 
 
 def run_producer_once(
