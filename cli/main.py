@@ -9,6 +9,8 @@ own I/O beside it: cli.resync_run and cli.resync_load serve cli.resync).
     searchsync resync [--yes] [--grace S | --keep-old] [--abort]
                                              rebuild the index, swap the alias (cli.resync)
     searchsync dlq list|show|retry|purge      the dead-letter stream (cli.dlq)
+    searchsync purge-key KEY [--yes]          one key's acknowledged entries and its
+                                             letters out of Redis (cli.purge)
     searchsync replay --since T [--partition N]
                                              re-deliver retained entries (cli.replay)
     searchsync wait --ts T | --now [--timeout S]
@@ -36,7 +38,7 @@ from redis.exceptions import RedisError
 from ..common.config import Settings, settings_or_exit
 from ..common.index import IndexLayoutError
 from ..common.opensearch import explain
-from . import dlq, index, replay, resync, status, verify, wait
+from . import dlq, index, purge, replay, resync, status, verify, wait
 from .terminal import EXIT_LAYOUT, EXIT_UNREACHABLE
 
 __all__ = ["main"]
@@ -44,7 +46,7 @@ __all__ = ["main"]
 Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 
 # Each module adds its subcommand (``register(sub)``), in the order `--help` lists them.
-_COMMANDS = (status, verify, index, resync, dlq, replay, wait)
+_COMMANDS = (status, verify, index, resync, dlq, purge, replay, wait)
 
 
 def _parser() -> argparse.ArgumentParser:
