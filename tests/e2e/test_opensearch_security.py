@@ -21,7 +21,9 @@ Redis and the emulator speak plain text here (tests/e2e/test_tls.py runs those o
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import secrets
 import subprocess
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opensearchpy import NotFoundError, OpenSearch
 
 from devstack.harness.consumer import ConsumerProcess
 from tests.support.opensearch_node import ROOT
@@ -299,3 +302,73 @@ def test_a_role_without_write_rights_blocks_and_loses_nothing(
     report = pipe.cli_as("searchsync_operator", "verify", "--json", "--settle", "10")
     assert report.returncode == 0, report.stdout + report.stderr
     assert json.loads(report.stdout)["ok"], (report.stdout, pipe.logs())
+
+
+def test_the_compose_roles_script_grants_what_the_readme_gives(
+    secured: SecureOpenSearchNode,
+) -> None:
+    """compose/opensearch/searchsync-roles.sh, as an admin user with a password (as in
+    compose), creates the README's two roles and their users for an alias."""
+    alias = f"test_e2e_{secrets.token_hex(5)}"
+    admin, admin_password = f"admin_{alias}", f"Ad-{secrets.token_hex(8)}"
+    secured.security("PUT", f"internalusers/{admin}", {"password": admin_password})
+    secured.security("PUT", "rolesmapping/all_access", {"users": [admin]})
+    passwords = {
+        "searchsync": f"Cs-{secrets.token_hex(8)}",
+        # a quote and a backslash: the script escapes them for JSON and curl's config
+        "searchsync_operator": f'Co"\\{secrets.token_hex(8)}',
+    }
+    env = {
+        "PATH": os.environ["PATH"],
+        "OS_URL": secured.url,
+        "OS_CA_CERTS": str(secured.authority.cert),
+        "OS_ADMIN_USER": admin,
+        "OS_ADMIN_PASSWORD": admin_password,
+        "ALIAS": alias,
+        "SEARCHSYNC_PASSWORD": passwords["searchsync"],
+        "OPERATOR_PASSWORD": passwords["searchsync_operator"],
+    }
+    try:
+        ran = subprocess.run(
+            [str(ROOT / "compose" / "opensearch" / "searchsync-roles.sh")],
+            env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert not any(p in ran.stdout + ran.stderr for p in [admin_password, *passwords.values()])
+        readme = readme_roles(alias)
+        for name in ("searchsync_sync", "searchsync_operate"):
+            created = secured.security("GET", f"roles/{name}")[name]
+            assert created["cluster_permissions"] == readme[name]["cluster_permissions"]
+            granted = [
+                (grant["index_patterns"], grant["allowed_actions"])
+                for grant in created["index_permissions"]
+            ]
+            assert granted == [
+                (grant["index_patterns"], grant["allowed_actions"])
+                for grant in readme[name]["index_permissions"]
+            ], name
+        for user, roles in (
+            ("searchsync", ["searchsync_sync"]),
+            ("searchsync_operator", ["searchsync_operate", "searchsync_sync"]),
+        ):
+            client = OpenSearch(
+                hosts=[{"host": secured.host, "port": secured.port}],
+                use_ssl=True,
+                ca_certs=str(secured.authority.cert),
+                http_auth=(user, passwords[user]),
+            )
+            try:
+                info = client.transport.perform_request("GET", "/_plugins/_security/authinfo")
+            finally:
+                client.close()
+            assert sorted(info["roles"]) == roles, info
+    finally:
+        for name in ("searchsync_sync", "searchsync_operate"):
+            with contextlib.suppress(NotFoundError):  # the script may have failed before
+                secured.security("DELETE", f"rolesmapping/{name}")
+            with contextlib.suppress(NotFoundError):
+                secured.security("DELETE", f"roles/{name}")
+        secured.security("DELETE", "rolesmapping/all_access")
+        secured.security("DELETE", f"internalusers/{admin}")
+        for user in passwords:  # the other tests' passwords back
+            secured.security("PUT", f"internalusers/{user}", {"password": PASSWORDS[user]})

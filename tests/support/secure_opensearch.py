@@ -208,6 +208,8 @@ class SecureOpenSearchNode(OpenSearchNode):
             f"plugins.security.authcz.admin_dn=CN={_ADMIN_CN}",
             f"plugins.security.nodes_dn=CN={_NODE_CN}",
             "plugins.security.audit.type=noop",
+            # a user mapped to all_access may use the security REST API (compose's admin)
+            "plugins.security.restapi.roles_enabled=all_access",
         ]
 
     def admin_context(self) -> ssl.SSLContext:
