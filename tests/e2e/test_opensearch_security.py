@@ -4,7 +4,7 @@ roles, over verified TLS.
 The node is private (tests/support/secure_opensearch.py: OpenSearch 2.19.4 with the
 opensearch-security plugin 2.19.4.0 from Maven Central, HTTPS and transport TLS with a
 throwaway CA, basic authentication against internal users), started once for this module
-(about 40 s). The roles are read from README "Security" (the ``PUT
+(20-40 s). The roles are read from README "Security" (the ``PUT
 _plugins/_security/api/roles/…`` blocks) with the alias's name in place of ``orders``,
 so what the README tells an operator to grant is what runs here:
 
@@ -15,6 +15,7 @@ so what the README tells an operator to grant is what runs here:
 * a wrong password: the consumer names OpenSearch and OS_PASSWORD, never the password.
 * a user whose role lacks the write actions: nothing is acknowledged or dead-lettered,
   the consumer says why; once the role is granted the documents arrive.
+* compose/opensearch/searchsync-roles.sh makes the same roles and users.
 
 Redis and the emulator speak plain text here (tests/e2e/test_tls.py runs those over TLS).
 """
