@@ -104,11 +104,9 @@ async def test_a_wrong_secret_key_fails_fast_naming_opensearch_never_the_secret(
     wrong = f"wrong-{uuid.uuid4().hex}"
     env = sigv4_env(stack, proxy, authorities[0], wrong)
     consumer = ConsumerProcess(env, "cons-sigv4-bad", tmp_path)
-    try:
-        started = time.monotonic()
+    try:  # "fast": within wait_for's 30 s
         line = wait_for(lambda: _logged(consumer, "refused the signed request"), 30, "the line")
         await _or_log(consumer, line)
-        elapsed = time.monotonic() - started
     finally:
         consumer.ensure_dead()
     log = consumer.log()
@@ -116,7 +114,6 @@ async def test_a_wrong_secret_key_fails_fast_naming_opensearch_never_the_secret(
     assert "AWS_SECRET_ACCESS_KEY" in log and "OS_AWS_REGION" in log
     assert wrong not in log and SECRET not in log
     assert proxy.verified == 0 and proxy.rejected > 0
-    assert elapsed < 30  # bounded by wait_for; the figure goes to the report, not a goal
 
 
 async def test_no_credentials_stops_the_consumer_saying_so(
