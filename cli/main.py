@@ -36,10 +36,11 @@ from opensearchpy import TransportError
 from redis.exceptions import RedisError
 
 from ..common.config import Settings, settings_or_exit
+from ..common.errors import FatalError
 from ..common.index import IndexLayoutError
 from ..common.opensearch import explain
 from . import dlq, index, purge, replay, resync, status, verify, wait
-from .terminal import EXIT_LAYOUT, EXIT_UNREACHABLE
+from .terminal import EXIT_LAYOUT, EXIT_UNREACHABLE, EXIT_USAGE
 
 __all__ = ["main"]
 
@@ -72,6 +73,11 @@ def main(argv: list[str] | None = None) -> None:
     except IndexLayoutError as error:
         print(f"searchsync: {error}", file=sys.stderr)
         code = EXIT_LAYOUT
+    except FatalError as error:
+        # a setting that cannot work, e.g. OS_AUTH=sigv4 without AWS credentials: the
+        # message names it, like a configuration error
+        print(f"searchsync: {error}", file=sys.stderr)
+        code = EXIT_USAGE
     except TransportError as error:
         print(f"searchsync: cannot reach a service: {explain(settings, error)}", file=sys.stderr)
         code = EXIT_UNREACHABLE

@@ -17,11 +17,15 @@ with exit 2 (common.config).
 error                                  failure    why
 =====================================  =========  ==================================
 redis ConnectionError, TimeoutError    transient  Redis restarting, loading, away
-redis error reply LOADING, OOM, BUSY,  transient  the server recovers by itself; a
-MASTERDOWN, READONLY, TRYAGAIN,                   flushed script cache is reloaded
-NOSCRIPT
-any other redis error reply            fatal      WRONGTYPE, NOPERM, NOGROUP: the
-                                                  data or the ACL is wrong
+redis error reply LOADING, OOM, BUSY,  transient  the server recovers by itself (memory
+READONLY, MASTERDOWN, TRYAGAIN,                   freed by retention, a failover
+CLUSTERDOWN, MISCONF, NOREPLICAS,                 finished); a flushed script cache
+NOSCRIPT                                          is reloaded
+redis error reply NOGROUP, UNBLOCKED   transient  a group or stream lost with Redis
+                                                  data: the producer re-creates the
+                                                  groups on its next buffer reading
+any other redis error reply            fatal      WRONGTYPE, NOPERM: the data or the
+                                                  ACL is wrong
 OpenSearch ConnectionError (TLS,       transient  the node is away or overloaded;
 timeouts), 401/403/404/429/5xx                    credentials, roles and proxies are
                                                   fixed while searchsync retries
@@ -65,15 +69,22 @@ class Failure(enum.Enum):
     UNKNOWN = "unknown"  # neither: each process's policy (module docstring)
 
 
-_TRANSIENT_REDIS_REPLIES: Final = (
-    "LOADING",
-    "OOM",
-    "BUSY",
-    "MASTERDOWN",
-    "READONLY",
-    "TRYAGAIN",
-    "NOSCRIPT",
+# redis-py raises a class of its own for some replies and strips their code from the
+# message (redis._parsers.base.BaseParser.EXCEPTION_CLASSES: OOM → OutOfMemoryError
+# "command not allowed…"); the others keep the code as the message's first word.
+_TRANSIENT_REDIS_CLASSES: Final = (
+    redis_errors.OutOfMemoryError,
+    redis_errors.ReadOnlyError,
+    redis_errors.NoScriptError,
+    redis_errors.TryAgainError,
+    redis_errors.ClusterDownError,  # MasterDownError too
 )
+_TRANSIENT_REDIS_CODES: Final = frozenset(
+    {
+        "LOADING", "OOM", "BUSY", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN",
+        "MISCONF", "NOREPLICAS", "NOSCRIPT", "NOGROUP", "UNBLOCKED",
+    }
+)  # fmt: skip
 # SQLSTATE classes that retrying cannot fix: authentication, privileges and missing
 # objects, bad SQL, a database that does not exist, features not supported.
 _FATAL_SQLSTATE_CLASSES: Final = ("28", "42", "3D", "0A")
@@ -88,9 +99,12 @@ def classify(error: BaseException) -> Failure:
     if isinstance(error, redis_errors.ConnectionError | redis_errors.TimeoutError):
         return Failure.TRANSIENT  # BusyLoadingError is a ConnectionError too
     if isinstance(error, redis_errors.ResponseError):
-        if str(error).startswith(_TRANSIENT_REDIS_REPLIES):
+        if isinstance(error, _TRANSIENT_REDIS_CLASSES):
             return Failure.TRANSIENT
-        return Failure.FATAL
+        code = str(error).split(" ", 1)[0]
+        return Failure.TRANSIENT if code in _TRANSIENT_REDIS_CODES else Failure.FATAL
+    if isinstance(error, redis_errors.InvalidResponse):
+        return Failure.TRANSIENT  # a garbled reply: the connection is dropped and remade
     if isinstance(error, opensearch_errors.RequestError):
         return Failure.FATAL
     if isinstance(error, opensearch_errors.TransportError):

@@ -42,7 +42,22 @@ def _auth(settings: Settings) -> Any:
                 "OS_AUTH=sigv4: botocore found no AWS credentials (AWS_ACCESS_KEY_ID and "
                 "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or a container or instance role)"
             )
-        return AWSV4SignerAsyncAuth(credentials, settings.os_aws_region, settings.os_aws_service)
+
+        class RefreshingSigner(AWSV4SignerAsyncAuth):  # type: ignore[misc,unused-ignore]
+            """A credential refresh that fails (the instance metadata service or STS
+            away) is a connection error: retried like one, never charged to the changes
+            in hand as an attempt (which could end them in the dead-letter stream)."""
+
+            def __call__(self, *args: Any, **kwargs: Any) -> dict[str, str]:
+                try:
+                    return dict(super().__call__(*args, **kwargs))
+                except botocore.exceptions.BotoCoreError as error:
+                    raise OpenSearchConnectionError(
+                        "N/A", f"OS_AUTH=sigv4: AWS credentials could not be refreshed: {error}",
+                        error,
+                    ) from error  # fmt: skip
+
+        return RefreshingSigner(credentials, settings.os_aws_region, settings.os_aws_service)
     if settings.os_user:
         return (settings.os_user, settings.os_password)
     return None

@@ -171,7 +171,12 @@ class PartitionRunner:
                 if failure is Failure.FATAL:
                     if isinstance(error, FatalError):
                         raise
-                    raise FatalError(f"partition p{self.partition}: {error}") from error
+                    # redis-py drops the reply's code from some messages: its class says it
+                    service = "Redis" if isinstance(error, RedisError) else "OpenSearch"
+                    raise FatalError(
+                        f"partition p{self.partition}: {service} refused: "
+                        f"{type(error).__name__}: {error}"
+                    ) from error
                 delay = backoff.next_delay()
                 if failure is Failure.TRANSIENT:
                     service = "Redis" if isinstance(error, RedisError) else "Service"

@@ -16,7 +16,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import ssl
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -220,3 +223,23 @@ def test_no_credentials_or_an_unknown_profile_stops_with_a_line_that_says_so(
     monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
     with pytest.raises(FatalError, match=r"could not be loaded.*no-such-profile"):
         make_client(sigv4_settings(proxy, authorities[0]))
+
+
+def test_the_cli_without_credentials_says_so_in_one_line_and_exits_2() -> None:
+    """The operator CLI meets the same FatalError: one line naming OS_AUTH, no traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env |= {
+        "OS_AUTH": "sigv4", "OS_USE_SSL": "true", "OS_AWS_REGION": REGION,
+        "AWS_CONFIG_FILE": "/nonexistent/aws-config",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws-credentials",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "searchsync", "index", "mapping-diff"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "searchsync: OS_AUTH=sigv4: botocore found no AWS credentials (AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or a container or instance role)"
+    ]

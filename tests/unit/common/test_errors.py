@@ -17,6 +17,7 @@ from searchsync.common.errors import (
 )
 from searchsync.common.index import IndexLayoutError
 from searchsync.common.meta import StreamLayoutError
+from tests.support.redis_replies import reply
 
 
 @pytest.mark.parametrize(
@@ -26,9 +27,19 @@ from searchsync.common.meta import StreamLayoutError
         redis_errors.ConnectionError("Error 111 connecting"),
         redis_errors.BusyLoadingError("LOADING Redis is loading the dataset in memory"),
         redis_errors.TimeoutError("Timeout reading from socket"),
-        redis_errors.ResponseError("OOM command not allowed when used memory > 'maxmemory'"),
-        redis_errors.ResponseError("READONLY You can't write against a read only replica."),
-        redis_errors.NoScriptError("NOSCRIPT No matching script. Please use EVAL."),
+        # as redis-py raises a reply (its parser: a class of its own for some codes)
+        reply("OOM command not allowed when used memory > 'maxmemory'."),
+        reply("READONLY You can't write against a read only replica."),
+        reply("NOSCRIPT No matching script. Please use EVAL."),
+        reply("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'."),
+        reply("TRYAGAIN Multiple keys request during rehashing of slot"),
+        reply("CLUSTERDOWN The cluster is down"),
+        reply("BUSY Redis is busy running a script."),
+        reply("MISCONF Redis is configured to save RDB snapshots, but it's currently unable"),
+        reply("NOREPLICAS Not enough good replicas to write."),
+        reply("NOGROUP No such key 'searchsync:v:p0' or consumer group 'searchsync'"),
+        reply("UNBLOCKED the stream key no longer exists"),
+        redis_errors.InvalidResponse("Protocol Error: b'x'"),
         opensearch_errors.ConnectionError("N/A", "refused", OSError()),
         opensearch_errors.ConnectionTimeout("TIMEOUT", "timed out", TimeoutError()),
         opensearch_errors.SSLError("N/A", "certificate verify failed", OSError()),
@@ -53,9 +64,10 @@ def test_transient_for_both_sides(error: BaseException) -> None:
         FatalError("x"),
         StreamLayoutError("STREAM_PARTITIONS", "4 here, the streams have 8"),
         IndexLayoutError("orders is a concrete index"),
-        redis_errors.ResponseError("WRONGTYPE Operation against a key holding the wrong kind"),
-        redis_errors.ResponseError("NOPERM this user has no permissions to run the 'xadd' command"),
-        redis_errors.ResponseError("NOGROUP No such key or consumer group"),
+        reply("WRONGTYPE Operation against a key holding the wrong kind of value"),
+        reply("NOPERM this user has no permissions to run the 'xadd' command"),
+        reply("BUSYGROUP Consumer Group name already exists"),
+        reply("ERR unknown command 'XAUTOCLAIM'"),
         opensearch_errors.RequestError(400, "mapper_parsing_exception", {}),
         pg_errors.lookup("42P01")("unknown catalog item"),
         pg_errors.lookup("28P01")("password authentication failed"),

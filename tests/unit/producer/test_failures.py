@@ -9,6 +9,7 @@ from redis import exceptions as redis_errors
 from searchsync.common.errors import FatalError, TransientError, is_transient
 from searchsync.producer.failures import AsOfRefused, describe
 from searchsync.producer.rows import LayoutError
+from tests.support.redis_replies import reply
 
 
 def test_connection_failures_are_transient() -> None:
@@ -16,7 +17,7 @@ def test_connection_failures_are_transient() -> None:
     assert is_transient(redis_errors.ConnectionError("Error 111"))
     assert is_transient(redis_errors.BusyLoadingError("LOADING"))
     assert is_transient(redis_errors.TimeoutError())
-    assert is_transient(redis_errors.ResponseError("OOM command not allowed"))
+    assert is_transient(reply("OOM command not allowed when used memory"))
     assert is_transient(AsOfRefused("history gone"))
     assert is_transient(TransientError("x"))
 
