@@ -20,6 +20,7 @@ from jsonschema import Draft7Validator
 
 from searchsync.common.config import Settings, load_settings
 from tests.unit.compose.deployment import (
+    CLI_SERVICE,
     COMPOSE,
     COMPOSE_FILE,
     ROOT,
@@ -75,7 +76,7 @@ def test_the_schema_check_rejects_what_compose_would_reject() -> None:
     assert any(e.startswith("services/search-sync-consumer/stop_grace_period") for e in errors)
 
 
-@pytest.mark.parametrize("service", SEARCHSYNC_SERVICES)
+@pytest.mark.parametrize("service", [*SEARCHSYNC_SERVICES, CLI_SERVICE])
 def test_every_variable_a_searchsync_service_gets_is_a_setting(service: str) -> None:
     environment = compose_file()["services"][service]["environment"]
     assert len(environment) >= 15
@@ -89,13 +90,24 @@ def test_an_unknown_variable_is_found() -> None:
     ]
 
 
-def test_the_searchsync_environment_loads_as_settings() -> None:
+@pytest.mark.parametrize(
+    ("service", "user", "password"),
+    [
+        ("search-sync", "searchsync", "Sx-9sync"),
+        ("search-sync-consumer", "searchsync", "Sx-9sync"),
+        (CLI_SERVICE, "searchsync_operator", "Sx-9operator"),
+    ],
+)
+def test_the_searchsync_environment_loads_as_settings(
+    service: str, user: str, password: str
+) -> None:
     """With compose's interpolation of a .env (every ${VAR:?…} given a value), the
     services' environment is one load_settings accepts: no exit 2 at start."""
-    environment = compose_file()["services"]["search-sync"]["environment"]
+    environment = compose_file()["services"][service]["environment"]
     values = {
-        "OPENSEARCH_INITIAL_ADMIN_PASSWORD": "Sx-9abc",
-        "REDIS_PASSWORD": "0123abcd",
+        "OPENSEARCH_SEARCHSYNC_PASSWORD": "Sx-9sync",
+        "OPENSEARCH_OPERATOR_PASSWORD": "Sx-9operator",
+        "REDIS_SEARCHSYNC_PASSWORD": "0123abcd",
     }
 
     def interpolate(value: str) -> str:
@@ -103,9 +115,9 @@ def test_the_searchsync_environment_loads_as_settings() -> None:
         return re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", value)
 
     settings = load_settings({name: interpolate(value) for name, value in environment.items()})
-    assert settings.redis_url == "redis://:0123abcd@redis:6379/0"
+    assert settings.redis_url == "redis://searchsync:0123abcd@redis:6379/0"
     assert settings.os_use_ssl is True
-    assert settings.os_password == "Sx-9abc"
+    assert (settings.os_user, settings.os_password) == (user, password)
 
 
 def test_secrets_come_from_the_env_file_it_documents() -> None:
@@ -114,7 +126,10 @@ def test_secrets_come_from_the_env_file_it_documents() -> None:
     assert required == {
         "POSTGRES_PASSWORD",
         "REDIS_PASSWORD",
+        "REDIS_SEARCHSYNC_PASSWORD",
         "OPENSEARCH_INITIAL_ADMIN_PASSWORD",
+        "OPENSEARCH_SEARCHSYNC_PASSWORD",
+        "OPENSEARCH_OPERATOR_PASSWORD",
         "GRAFANA_ADMIN_PASSWORD",
     }
     example = (COMPOSE / ".env.example").read_text()
@@ -143,8 +158,9 @@ def test_redis_requires_its_password_and_the_services_send_it() -> None:
         services["redis"]["environment"]["REDISCLI_AUTH"]
         == services["redis"]["environment"]["REDIS_PASSWORD"]
     )
+    # the services as the ACL user searchsync (test_compose_security.py: its rules)
     url = services["search-sync"]["environment"]["REDIS_URL"]
-    assert url.startswith("redis://:${REDIS_PASSWORD:?")
+    assert url.startswith("redis://searchsync:${REDIS_SEARCHSYNC_PASSWORD:?")
 
 
 def test_opensearch_runs_its_security_plugin_with_tls() -> None:
@@ -157,8 +173,7 @@ def test_opensearch_runs_its_security_plugin_with_tls() -> None:
     assert "https://localhost:9200" in " ".join(opensearch["healthcheck"]["test"])
     environment = services["search-sync"]["environment"]
     assert environment["OS_USE_SSL"] == "true"
-    assert environment["OS_USER"] == "admin"
-    assert environment["OS_PASSWORD"].startswith("${OPENSEARCH_INITIAL_ADMIN_PASSWORD:?")
+    # the users it logs in as: test_compose_security.py
 
 
 def test_opensearch_is_the_devstack_version() -> None:
@@ -189,8 +204,9 @@ def test_the_app_image_is_built_once() -> None:
     built = [name for name, service in services.items() if "build" in service]
     assert built == ["search-sync"]
     image = services["search-sync"]["image"]
-    assert services["search-sync-consumer"]["image"] == image
-    assert services["search-sync-consumer"]["pull_policy"] == "never"
+    for name in ("search-sync-consumer", CLI_SERVICE):
+        assert services[name]["image"] == image
+        assert services[name]["pull_policy"] == "never"
 
 
 def test_every_file_the_compose_file_mounts_exists() -> None:

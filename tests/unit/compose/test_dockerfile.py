@@ -16,6 +16,7 @@ import shlex
 from pathlib import Path, PurePosixPath
 
 from tests.unit.compose.deployment import (
+    CLI_SERVICE,
     COMPOSE,
     ROOT,
     SEARCHSYNC_SERVICES,
@@ -96,6 +97,7 @@ def test_the_commands_the_image_runs_are_console_scripts() -> None:
     services = compose_file()["services"]
     commands += [services[name]["command"][0] for name in SEARCHSYNC_SERVICES]
     assert set(commands) == {"searchsync-producer", "searchsync-consumer"}
+    commands += services[CLI_SERVICE]["entrypoint"]  # the CLI (profile cli)
     for command in commands:
         assert command in scripts, command
         module, _, function = scripts[command].partition(":")

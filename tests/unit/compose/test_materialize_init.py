@@ -165,9 +165,32 @@ def test_make_env_writes_every_required_secret_once(tmp_path: Path) -> None:
     assert len(set(values.values())) == len(values)
     for value in values.values():
         assert len(value) >= 32 and re.fullmatch(r"[A-Za-z0-9-]+", value)  # URL-safe
-    admin = values["OPENSEARCH_INITIAL_ADMIN_PASSWORD"]  # OpenSearch's strength rule
-    assert all(re.search(p, admin) for p in ("[A-Z]", "[a-z]", "[0-9]", "[^A-Za-z0-9]"))
+    for name in ("INITIAL_ADMIN", "SEARCHSYNC", "OPERATOR"):  # OpenSearch's strength rule
+        password = values[f"OPENSEARCH_{name}_PASSWORD"]
+        assert all(re.search(p, password) for p in ("[A-Z]", "[a-z]", "[0-9]", "[^A-Za-z0-9]"))
     again = subprocess.run(
         [script, str(target)], check=False, capture_output=True, text=True, timeout=30
     )
     assert again.returncode == 1 and "exists" in again.stderr  # never overwrites
+
+
+def test_make_env_adds_only_the_secrets_an_older_env_lacks(tmp_path: Path) -> None:
+    """A compose/.env from before the least-privilege users: its values stay, the new
+    users' passwords are added (compose refuses to start without them)."""
+    target = tmp_path / ".env"
+    old = "# an older one\nPOSTGRES_PASSWORD=pg\nREDIS_PASSWORD=r\nGRAFANA_ADMIN_PASSWORD=g"
+    target.write_text(old)  # no newline at the end: the next line must not join it
+    target.chmod(0o600)
+    ran = subprocess.run(
+        [str(COMPOSE / "make-env.sh"), str(target)],
+        check=False, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    text = target.read_text()
+    assert text.startswith(old + "\n")
+    values = dict(line.split("=", 1) for line in text.splitlines() if not line.startswith("#"))
+    assert values["POSTGRES_PASSWORD"] == "pg" and values["REDIS_PASSWORD"] == "r"
+    example = (COMPOSE / ".env.example").read_text()
+    assert set(values) == set(re.findall(r"^([A-Z0-9_]+)=", example, flags=re.MULTILINE))
+    assert "REDIS_SEARCHSYNC_PASSWORD" in ran.stdout
+    assert not any(value in ran.stdout for value in values.values() if len(value) > 8)
