@@ -6,6 +6,12 @@ forwarded to PostgreSQL on one link per client session, and PostgreSQL's answer
 is relayed message by message, so types, formats, notices and errors are exactly
 PostgreSQL's. The link authenticates with trust, cleartext, md5 or SCRAM-SHA-256
 and uses the served schema as its search_path.
+
+Over TCP the link negotiates TLS as libpq does with the DSN's ``sslmode``,
+``sslrootcert``, ``sslcert`` and ``sslkey`` (or PGSSLMODE, …): the engine's own
+connection is psycopg's, so both follow one MZEMU_PG_DSN, and a DSN that says
+``verify-full`` never has its pass-through statements go in plain text. ``allow`` is
+taken as ``disable``; ``sslrootcert=system`` is the system's roots.
 """
 
 from __future__ import annotations
@@ -17,16 +23,19 @@ import hashlib
 import hmac
 import os
 import secrets
+import ssl
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict
 
 from devstack.mzemu import wire
 from devstack.mzemu.errors import MzError
 
-__all__ = ["LinkParams", "PgLink", "link_params"]
+__all__ = ["LinkParams", "PgLink", "link_params", "postgres_failure"]
 
 _I32 = struct.Struct("!i")
 
@@ -39,14 +48,28 @@ class LinkParams:
     database: str
     password: str | None
     schema: str
+    sslmode: str = "prefer"  # libpq's default
+    sslrootcert: str = ""
+    sslcert: str = ""
+    sslkey: str = ""
+
+
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_SSL_REQUEST = struct.pack("!ii", 8, wire.SSL_REQUEST_CODE)
 
 
 def link_params(dsn: str, env: Mapping[str, str], schema: str) -> LinkParams:
-    """Connection parameters from a libpq DSN, falling back to PG* variables."""
+    """Connection parameters from a libpq DSN, falling back to PG* variables.
+
+    Raises ValueError for an sslmode libpq does not know.
+    """
     info = {k: str(v) for k, v in conninfo_to_dict(dsn).items() if v is not None}
     host = info.get("host") or env.get("PGHOST") or "/var/run/postgresql"
     host = host.split(",")[0]
     user = info.get("user") or env.get("PGUSER") or os.environ.get("USER", "postgres")
+    sslmode = info.get("sslmode") or env.get("PGSSLMODE") or "prefer"
+    if sslmode not in _SSLMODES:
+        raise ValueError(f"invalid sslmode {sslmode!r} for PostgreSQL: expected one of {_SSLMODES}")
     return LinkParams(
         host=host,
         port=int(info.get("port") or env.get("PGPORT") or 5432),
@@ -54,10 +77,85 @@ def link_params(dsn: str, env: Mapping[str, str], schema: str) -> LinkParams:
         database=info.get("dbname") or env.get("PGDATABASE") or user,
         password=info.get("password") or env.get("PGPASSWORD"),
         schema=schema,
+        sslmode=sslmode,
+        sslrootcert=info.get("sslrootcert") or env.get("PGSSLROOTCERT") or "",
+        sslcert=info.get("sslcert") or env.get("PGSSLCERT") or "",
+        sslkey=info.get("sslkey") or env.get("PGSSLKEY") or "",
     )
 
 
+def postgres_failure(params: LinkParams, message: str) -> str:
+    """``message`` (a connection failure) naming PostgreSQL's address and what to check."""
+    text = f"PostgreSQL at {params.host}:{params.port}: {message}"
+    if "no encryption" in message:  # an hba file of hostssl lines only
+        return text + " (it takes TLS only: sslmode=verify-full and sslrootcert in MZEMU_PG_DSN)"
+    if "SSL" in message or "certificate" in message:
+        return text + (
+            f" (TLS with sslmode={params.sslmode}: check sslrootcert, the CA that issued "
+            "PostgreSQL's certificate, in MZEMU_PG_DSN)"
+        )
+    return text
+
+
+@lru_cache(maxsize=4)
+def _tls_context(params: LinkParams) -> ssl.SSLContext:
+    """The client context for ``params.sslmode`` (libpq's rules; built once per params).
+
+    Raises OSError (ssl.SSLError, FileNotFoundError) for an unreadable file.
+    """
+    rootcert = params.sslrootcert or str(Path.home() / ".postgresql" / "root.crt")
+    verify = params.sslmode in ("verify-ca", "verify-full") or (
+        # libpq: require with a root certificate file present checks the chain
+        params.sslmode == "require" and (bool(params.sslrootcert) or Path(rootcert).exists())
+    )
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif rootcert == "system":
+        context.check_hostname = True  # libpq forces verify-full with the system's roots
+    else:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=rootcert)
+        context.check_hostname = params.sslmode == "verify-full"
+    if params.sslcert:
+        context.load_cert_chain(params.sslcert, params.sslkey or None)
+    return context
+
+
 async def _open(params: LinkParams) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A session's socket, TLS as ``params.sslmode`` asks (TLS handshake: 30 s at most).
+
+    Raises OSError (ssl.SSLError for a failed handshake), or MzError when the server
+    does not take TLS and the mode requires it.
+    """
+    if params.host.startswith("/"):  # libpq never uses TLS on a Unix socket either
+        return await asyncio.open_unix_connection(f"{params.host}/.s.PGSQL.{params.port}")
+    reader, writer = await asyncio.open_connection(params.host, params.port)
+    if params.sslmode in ("disable", "allow"):
+        return reader, writer
+    try:
+        writer.write(_SSL_REQUEST)
+        await writer.drain()
+        answer = await reader.readexactly(1)
+        if answer == b"S":
+            await writer.start_tls(
+                _tls_context(params), server_hostname=params.host, ssl_handshake_timeout=30.0
+            )
+        elif params.sslmode != "prefer":
+            raise MzError(
+                "08001",
+                postgres_failure(
+                    params, f"the server does not take TLS, and sslmode={params.sslmode}"
+                ),
+            )
+    except BaseException:
+        writer.close()
+        raise
+    return reader, writer
+
+
+async def _open_plain(params: LinkParams) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    # a CancelRequest is read before pg_hba.conf and TLS are looked at (libpq sends it plain)
     if params.host.startswith("/"):
         return await asyncio.open_unix_connection(f"{params.host}/.s.PGSQL.{params.port}")
     return await asyncio.open_connection(params.host, params.port)
@@ -82,8 +180,10 @@ class PgLink:
         """Open and authenticate a session. Raises MzError (08006) if PostgreSQL refuses."""
         try:
             reader, writer = await _open(params)
-        except OSError as exc:
-            raise MzError("08006", f"could not connect to PostgreSQL: {exc}") from exc
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            raise MzError(
+                "08006", f"could not connect to {postgres_failure(params, str(exc))}"
+            ) from exc
         link = cls(params, reader, writer)
         try:
             await link._startup(settings)
@@ -183,7 +283,7 @@ class PgLink:
     async def cancel(self) -> None:
         """Ask PostgreSQL to cancel what this link runs (a CancelRequest on a new socket)."""
         try:
-            _reader, writer = await _open(self.params)
+            _reader, writer = await _open_plain(self.params)
         except OSError:
             return
         writer.write(struct.pack("!iiii", 16, wire.CANCEL_REQUEST_CODE, self.pid, self.secret))

@@ -4,7 +4,11 @@
 variable                                        meaning (default)
 ==============================================  ===========================================
 MZEMU_HOST, MZEMU_PORT                          listen address (127.0.0.1, 6875; 0: any port)
-MZEMU_PG_DSN                                    PostgreSQL to serve (libpq DSN; empty: PG*)
+MZEMU_PG_DSN                                    PostgreSQL to serve (libpq DSN; empty: PG*);
+                                                ``sslmode``/``sslrootcert`` in it (or
+                                                PGSSLMODE, PGSSLROOTCERT) apply to every
+                                                link: TLS to PostgreSQL, as Materialize's
+                                                ``SSL MODE verify-full`` source connection
 MZEMU_PG_SCHEMA                                 schema holding triples and the view (public)
 MZEMU_VIEW, MZEMU_KEY_COLUMN                    kept view (orders_search_source_mv, order_id)
 MZEMU_TICK_MS                                   timestamp interval (1000, Materialize's)
@@ -29,6 +33,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from psycopg import ProgrammingError
+from psycopg.conninfo import conninfo_to_dict
 
 __all__ = ["ConfigError", "EmulatorConfig", "load_config"]
 
@@ -81,6 +88,24 @@ def _ident(env: Mapping[str, str], name: str, default: str) -> str:
     return value
 
 
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _pg_dsn(env: Mapping[str, str]) -> str:
+    # checked here so that a typo exits 2 naming the variable; the DSN itself is never
+    # echoed (it may hold a password)
+    dsn = env.get("MZEMU_PG_DSN", "")
+    try:
+        sslmode = conninfo_to_dict(dsn).get("sslmode") or env.get("PGSSLMODE") or "prefer"
+    except ProgrammingError:  # its text quotes the DSN
+        raise ConfigError("MZEMU_PG_DSN: expected a libpq connection string or URI") from None
+    if sslmode not in _SSLMODES:
+        raise ConfigError(
+            f"MZEMU_PG_DSN: sslmode {sslmode!r}: expected one of {', '.join(_SSLMODES)}"
+        )
+    return dsn
+
+
 def load_config(env: Mapping[str, str]) -> EmulatorConfig:
     """Settings from ``env``. Raises ConfigError on a bad value."""
     level = (env.get("MZEMU_LOG_LEVEL") or "INFO").upper()
@@ -91,7 +116,7 @@ def load_config(env: Mapping[str, str]) -> EmulatorConfig:
     return EmulatorConfig(
         host=env.get("MZEMU_HOST") or "127.0.0.1",
         port=_int(env, "MZEMU_PORT", 6875, 0, 65535),
-        pg_dsn=env.get("MZEMU_PG_DSN", ""),
+        pg_dsn=_pg_dsn(env),
         pg_schema=_ident(env, "MZEMU_PG_SCHEMA", "public"),
         view=_ident(env, "MZEMU_VIEW", "orders_search_source_mv"),
         key_column=_ident(env, "MZEMU_KEY_COLUMN", "order_id"),

@@ -13,8 +13,10 @@ import struct
 import sys
 from typing import Any
 
+import psycopg
+
 from devstack.mzemu import wire
-from devstack.mzemu.backend import LinkParams, link_params
+from devstack.mzemu.backend import LinkParams, link_params, postgres_failure
 from devstack.mzemu.config import EmulatorConfig
 from devstack.mzemu.engine import Engine
 from devstack.mzemu.errors import MzError
@@ -132,14 +134,19 @@ class Server:
 
 async def serve(config: EmulatorConfig) -> int:
     """Run the emulator until SIGTERM/SIGINT. Returns a process exit status."""
+    link = link_params(config.pg_dsn, os.environ, config.pg_schema)
     engine = Engine(config)
     try:
         await engine.start()
+    except psycopg.OperationalError as exc:  # libpq's words lack whom it failed to reach
+        log.error("cannot start: %s", postgres_failure(link, str(exc)))
+        await engine.close()
+        return 1
     except Exception as exc:
         log.error("cannot start: %s", exc)
         await engine.close()
         return 1
-    server = Server(config, engine, link_params(config.pg_dsn, os.environ, config.pg_schema))
+    server = Server(config, engine, link)
     try:
         port = await server.start()
     except OSError as exc:
