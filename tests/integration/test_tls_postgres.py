@@ -67,6 +67,19 @@ def emulator_on(postgres: TlsPostgres, schema: str, dsn: str) -> Emulator:
         return start_emulator(schema, env={"MZEMU_PG_DSN": dsn}, timeout=20)
 
 
+def refusal(postgres: TlsPostgres, schema: str, dsn: str) -> str:
+    """The log of an emulator that must not start with ``dsn`` (one that does is stopped
+    and the test fails)."""
+    try:
+        emulator = emulator_on(postgres, schema, dsn)
+    except RuntimeError as failed:
+        assert "emulator did not start" in str(failed)
+        return str(failed)
+    emulator.kill()
+    emulator.close()
+    pytest.fail(f"the emulator started with {dsn}")
+
+
 def verify_full(postgres: TlsPostgres, ca: Authority) -> str:
     return postgres.url(f"sslmode=verify-full&sslrootcert={ca.cert}")
 
@@ -148,9 +161,7 @@ def test_the_emulator_reads_over_verify_full_with_the_right_ca(
 def test_the_emulator_refuses_a_wrong_ca_naming_postgresql_and_the_certificate(
     postgres: TlsPostgres, schema: str, authorities: tuple[Authority, Authority]
 ) -> None:
-    with pytest.raises(RuntimeError, match="emulator did not start") as failed:
-        emulator_on(postgres, schema, verify_full(postgres, authorities[1]))
-    log = str(failed.value)
+    log = refusal(postgres, schema, verify_full(postgres, authorities[1]))
     assert f"cannot start: PostgreSQL at 127.0.0.1:{postgres.port}" in log
     assert "certificate verify failed" in log
     assert "check sslrootcert" in log
@@ -159,9 +170,7 @@ def test_the_emulator_refuses_a_wrong_ca_naming_postgresql_and_the_certificate(
 def test_the_emulator_in_plain_text_is_refused_naming_postgresql(
     postgres: TlsPostgres, schema: str
 ) -> None:
-    with pytest.raises(RuntimeError, match="emulator did not start") as failed:
-        emulator_on(postgres, schema, postgres.url("sslmode=disable"))
-    log = str(failed.value)
+    log = refusal(postgres, schema, postgres.url("sslmode=disable"))
     assert f"cannot start: PostgreSQL at 127.0.0.1:{postgres.port}" in log
     assert "no encryption" in log and "it takes TLS only" in log
 
