@@ -1,14 +1,17 @@
 """The whole pipeline over TLS everywhere, with least-privilege Redis credentials.
 
-Services: a private redis-server on a TLS-only port whose service user has exactly
-the grants README "Security" gives (:data:`REDIS_GRANTS`), a private emulator that
-requires pgwire TLS (its own password), and an HTTPS basic-auth proxy in front of the
-devstack OpenSearch node (the node has no security plugin: README "Security"); one
-throwaway CA signs every server certificate and is given to searchsync through
-MZ_SSLROOTCERT, REDIS_CA_CERTS and OS_CA_CERTS. Producer, two consumers and the CLI
-(status, verify, wait, replay, dlq list, resync) run as processes; Redis' ACL LOG must
-stay empty (no command or key was refused), no log holds a password, and no
-verification WARNING is logged (every certificate is checked).
+Services: a private TLS-only PostgreSQL (the devstack's opt-in TLS,
+tests.support.tls_postgres) holding the FreshMart schema, read by the emulator and
+written by the load generator with sslmode=verify-full; a private redis-server on a
+TLS-only port whose service user has exactly the grants README "Security" gives
+(:data:`REDIS_GRANTS`); a private emulator that requires pgwire TLS (its own
+password); and an HTTPS basic-auth proxy in front of the devstack OpenSearch node
+(test_opensearch_security.py runs the real security plugin); one throwaway CA signs
+every server certificate and is given to searchsync through MZ_SSLROOTCERT,
+REDIS_CA_CERTS and OS_CA_CERTS. Producer, two consumers and the CLI (status, verify,
+wait, replay, dlq list, resync) run as processes; Redis' ACL LOG must stay empty (no
+command or key was refused), no log holds a password, no verification WARNING is
+logged (every certificate is checked), and PostgreSQL saw no plain-text client.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import redis
 
@@ -30,6 +34,7 @@ from tests.support.mzemu import create_schema, start_emulator
 from tests.support.pipeline import Pipeline
 from tests.support.producer import Stack, start_load
 from tests.support.tls import Authority, BasicAuthProxy, TlsRedis
+from tests.support.tls_postgres import TlsPostgres
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -152,10 +157,34 @@ def authority() -> Iterator[Authority]:
     ca.close()
 
 
-def test_pipeline_over_tls_everywhere_with_least_privilege(authority: Authority) -> None:
+@pytest.fixture
+def tls_postgres(authority: Authority, monkeypatch: pytest.MonkeyPatch) -> Iterator[TlsPostgres]:
+    """A TLS-only PostgreSQL (the devstack's opt-in TLS) for the test's FreshMart schema:
+    DATABASE_URL (the harness' pg_dsn) names it with sslmode=verify-full, so the schema,
+    the emulator's source connection and the load generator all reach it over TLS."""
+    postgres = TlsPostgres(authority)
+    postgres.start()
+    monkeypatch.setenv("DATABASE_URL", postgres.database_url)
+    try:
+        yield postgres
+    finally:
+        postgres.close()
+
+
+def test_pipeline_over_tls_everywhere_with_least_privilege(
+    authority: Authority, tls_postgres: TlsPostgres
+) -> None:
+    assert "sslmode=verify-full" in tls_postgres.database_url
     pipe, stack, proxy = run_pipeline(authority, REDIS_GRANTS)
     try:
         outcome = exercise(pipe, stack)
+        # every connection the emulator and the load generator made to PostgreSQL: TLS
+        with psycopg.connect(tls_postgres.database_url, autocommit=True) as pg:
+            plain = pg.execute(
+                "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) "
+                "WHERE backend_type = 'client backend' AND NOT ssl"
+            ).fetchone()
+        assert plain == (0,), plain
         assert outcome["verify"]["ok"], (outcome, pipe.logs())
         assert outcome["verify"]["view_count"] == outcome["verify"]["index_count"] >= 40
         after = pipe.verify(settle=10)  # after the resync's swap, through the new index
