@@ -11,39 +11,20 @@ named ``test_gc_<random>*`` and deleted afterwards.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from opensearchpy import AsyncOpenSearch
 
-from devstack.env import require
 from searchsync.common.index import ensure_index, keep_tombstones
+from tests.support.indexes import alias_fixture, search
+
+__all__ = ["search"]  # the fixture, from tests.support.indexes
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-async def search() -> AsyncIterator[AsyncOpenSearch]:
-    env = require(("OS_HOST", "OS_PORT"))
-    client = AsyncOpenSearch(
-        hosts=[{"host": env["OS_HOST"], "port": int(env["OS_PORT"])}], timeout=30, max_retries=0
-    )
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
-@pytest.fixture
-async def alias(search: AsyncOpenSearch) -> AsyncIterator[str]:
-    name = f"test_gc_{uuid.uuid4().hex[:10]}"
-    yield name
-    rows = await search.cat.indices(index=f"{name}*", format="json", h="index")
-    names = sorted(row["index"] for row in rows)
-    if names:
-        await search.indices.delete(index=",".join(names))
+alias = alias_fixture("test_gc")
 
 
 async def gc_deletes(search: AsyncOpenSearch, index: str) -> Any:

@@ -13,8 +13,6 @@ node is shared with other tests and the demo.
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,32 +25,16 @@ from searchsync.common import index as index_lib
 from searchsync.common.errors import FatalError
 from searchsync.common.index import ensure_index
 from tests.support.consumer import ConsumerProcess, cleanup, make_stack
+from tests.support.indexes import alias_fixture, search
+
+__all__ = ["search"]  # the fixture, from tests.support.indexes
 
 pytestmark = pytest.mark.timeout(120)
 
 _BARE: dict[str, Any] = {"settings": {"number_of_shards": 1, "number_of_replicas": 0}}
 
 
-@pytest.fixture
-async def search() -> AsyncIterator[AsyncOpenSearch]:
-    env = require(("OS_HOST", "OS_PORT"))
-    client = AsyncOpenSearch(
-        hosts=[{"host": env["OS_HOST"], "port": int(env["OS_PORT"])}], timeout=30, max_retries=0
-    )
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
-@pytest.fixture
-async def alias(search: AsyncOpenSearch) -> AsyncIterator[str]:
-    name = f"test_layout_{uuid.uuid4().hex[:10]}"
-    yield name
-    rows = await search.cat.indices(index=f"{name}*", format="json", h="index")
-    names = sorted(row["index"] for row in rows)
-    if names:
-        await search.indices.delete(index=",".join(names))
+alias = alias_fixture("test_layout")
 
 
 async def _alias_over_two(search: AsyncOpenSearch, alias: str) -> list[str]:
