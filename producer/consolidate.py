@@ -63,7 +63,6 @@ from typing import Any, NamedTuple
 
 from . import native
 from .keyset import KeySetLike, new_key_set
-from .letters import violation_reason
 from .rows import (
     DELETE_STATE,
     FIRST_VALUE,
@@ -76,7 +75,7 @@ from .rows import (
     parse_rows,
 )
 
-__all__ = ["DEFAULT_HOLD_LIMIT", "Consolidated", "Consolidator", "Violation"]
+__all__ = ["DEFAULT_HOLD_LIMIT", "Consolidated", "Consolidator", "Violation", "violation_reason"]
 
 # Snapshot keys held before they are handed out early: about one FETCH (~1.5 KB of
 # loaded row each, ~8 MB). Holding more buys exact violation reports for more of a
@@ -86,6 +85,12 @@ DEFAULT_HOLD_LIMIT = 5_000
 _SURELY_SHORT_KEY = 128
 
 Values = tuple[object, ...]
+
+
+def violation_reason(live_rows: int, ts: int) -> str:
+    """The reason of a key violation: ``live_rows`` live rows for one key at ``ts`` (the
+    dead letter's, producer.letters, and the polling path's)."""
+    return f"key violation: {live_rows} live rows for one key at ts {ts}"
 
 
 class Violation(NamedTuple):

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from ..common.entries import DELETE, UPSERT, DeadLetter
+from .consolidate import Consolidated, violation_reason
 from .rows import FIRST_VALUE, Rejected
 
-if TYPE_CHECKING:  # consolidate words its violations with violation_reason below
-    from .consolidate import Consolidated
+if TYPE_CHECKING:
     from .documents import DocumentEncoder
 
 __all__ = ["dead_letters_for", "key_violation", "oversize", "violation_reason"]
@@ -29,11 +29,6 @@ log = logging.getLogger("searchsync.producer.letters")
 SOURCE = "producer"
 
 _encode_row = msgspec.json.Encoder(enc_hook=str).encode
-
-
-def violation_reason(live_rows: int, ts: int) -> str:
-    """The reason of a key violation: ``live_rows`` live rows for one key at ``ts``."""
-    return f"key violation: {live_rows} live rows for one key at ts {ts}"
 
 
 def key_violation(

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from devstack.mzemu import errors, wire
 from devstack.mzemu.backend import PgLink
@@ -33,7 +33,21 @@ from devstack.mzemu.values import binary_encoder
 from devstack.mzemu.wire import ColumnDesc
 
 if TYPE_CHECKING:
-    from devstack.mzemu.server import Server
+    from devstack.mzemu.backend import LinkParams
+    from devstack.mzemu.engine import Engine
+
+
+class Host(Protocol):
+    """What a connection uses of the server that accepted it (devstack.mzemu.server.Server:
+    a protocol, so the layers below the server do not import it back)."""
+
+    engine: Engine
+    link_params: LinkParams
+
+    def cancel(self, pid: int, secret: int) -> None: ...
+
+    def drop_connections(self, except_pid: int) -> int: ...
+
 
 __all__ = ["AlreadyReported", "Connection", "Cursor", "Exec", "Portal", "Prepared", "Vars"]
 
@@ -110,7 +124,7 @@ class Connection:
 
     def __init__(
         self,
-        server: Server,
+        server: Host,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         pid: int,
