@@ -45,6 +45,7 @@ from ..common.keys import Keys
 from ..common.meta import mismatch
 from ..common.partition import partition_of
 from ..common.redis_client import connect_redis
+from ..common.streams import LUA_LAST_DELIVERED
 from .terminal import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, Progress, confirm, print_json
 
 __all__ = [
@@ -398,7 +399,9 @@ async def _group_state(redis: Redis, stream: str, group: str) -> GroupState | No
 # for the entry AT it (XINFO then says lag nil until the group reads the next entry, a
 # progress entry within PROGRESS_INTERVAL_MS while the producer runs; common.buffer
 # then counts from the counters).
-_DELETE: Final = """
+_DELETE: Final = (
+    LUA_LAST_DELIVERED
+    + """
 local function before(a, b)
   local am, as = string.match(a, '^(%d+)-(%d+)$')
   local bm, bs = string.match(b, '^(%d+)-(%d+)$')
@@ -411,16 +414,7 @@ local function before(a, b)
 end
 local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
 local last = nil
-if ok then
-  for _, g in ipairs(groups) do
-    local name, lid
-    for i = 1, #g, 2 do
-      if g[i] == 'name' then name = g[i + 1] end
-      if g[i] == 'last-delivered-id' then lid = g[i + 1] end
-    end
-    if name == ARGV[1] then last = lid end
-  end
-end
+if ok then last = last_delivered(groups, ARGV[1]) end
 local lowest = nil
 if last then
   local summary = redis.call('XPENDING', KEYS[1], ARGV[1])
@@ -441,6 +435,7 @@ for i = 2, #ARGV do
 end
 return {deleted, kept, gone}
 """
+)
 
 
 async def _delete_entries(

@@ -7,7 +7,24 @@ from redis.exceptions import ResponseError
 
 from .keys import Keys
 
-__all__ = ["ensure_groups"]
+__all__ = ["LUA_LAST_DELIVERED", "ensure_groups"]
+
+# Lua, for the scripts that act on a group atomically (consumer.replay, cli.purge):
+# last_delivered(groups, group) is the last-delivered-id of ``group`` in an XINFO GROUPS
+# reply, nil when the stream has no such group.
+LUA_LAST_DELIVERED = """
+local function last_delivered(groups, group)
+  for _, g in ipairs(groups) do
+    local name, lid
+    for i = 1, #g, 2 do
+      if g[i] == 'name' then name = g[i + 1] end
+      if g[i] == 'last-delivered-id' then lid = g[i + 1] end
+    end
+    if name == group then return lid end
+  end
+  return nil
+end
+"""
 
 
 async def ensure_groups(redis: Redis, keys: Keys, group: str) -> None:

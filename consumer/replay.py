@@ -56,6 +56,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from ..common.keys import Keys
+from ..common.streams import LUA_LAST_DELIVERED
 from .batch import Batch, RawEntry, loose_ts
 from .highwater import HIGH_WATER_MEMBER
 
@@ -382,22 +383,17 @@ async def plan_partition(
 
 # KEYS[1] stream, KEYS[2] counts; ARGV: group, expected last-delivered-id, new id,
 # written field, changes. Moves the group back only if nobody read on since the count.
-_MOVE = """
-local last = nil
-for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
-  local name, lid
-  for i = 1, #g, 2 do
-    if g[i] == 'name' then name = g[i + 1] end
-    if g[i] == 'last-delivered-id' then lid = g[i + 1] end
-  end
-  if name == ARGV[1] then last = lid end
-end
+_MOVE = (
+    LUA_LAST_DELIVERED
+    + """
+local last = last_delivered(redis.call('XINFO', 'GROUPS', KEYS[1]), ARGV[1])
 if not last then return {-1, ''} end
 if last ~= ARGV[2] then return {0, last} end
 redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], ARGV[3])
 redis.call('HINCRBY', KEYS[2], ARGV[4], ARGV[5])
 return {1, last}
 """
+)
 
 
 async def apply_plan(redis: Redis, keys: Keys, group: str, plan: PartitionPlan) -> PartitionPlan:
