@@ -68,12 +68,22 @@ class ExtendedProtocol(Executor):
             return self.vars.get(stmt.name) is None and stmt.name != "all"
         return False
 
-    async def _bind(self, msg: wire.Bind) -> None:
-        prep = self.prepared.get(msg.statement)
+    def _prepared(self, name: str) -> Prepared:
+        """The prepared statement ``name``; MzError 26000 as Materialize when there is none."""
+        prep = self.prepared.get(name)
         if prep is None:
-            raise MzError(
-                "26000", f"prepared statement {errors.quoted(msg.statement)} does not exist"
-            )
+            raise MzError("26000", f"prepared statement {errors.quoted(name)} does not exist")
+        return prep
+
+    def _portal(self, name: str) -> Portal:
+        """The portal ``name``; MzError 34000 as Materialize when there is none."""
+        portal = self.portals.get(name)
+        if portal is None:
+            raise MzError("34000", f"portal {errors.quoted(name)} does not exist")
+        return portal
+
+    async def _bind(self, msg: wire.Bind) -> None:
+        prep = self._prepared(msg.statement)
         if prep.passthrough:
             await self._relay_extended(_raw(b"B", msg), b"2")
             self.portals[msg.portal] = Portal(prep, passthrough=True)
@@ -90,11 +100,7 @@ class ExtendedProtocol(Executor):
 
     async def _describe(self, msg: wire.Describe) -> None:
         if msg.kind == "S":
-            prep = self.prepared.get(msg.name)
-            if prep is None:
-                raise MzError(
-                    "26000", f"prepared statement {errors.quoted(msg.name)} does not exist"
-                )
+            prep = self._prepared(msg.name)
             if prep.passthrough:
                 await self._relay_extended(_raw(b"D", msg), b"Tn")
                 return
@@ -105,9 +111,7 @@ class ExtendedProtocol(Executor):
             else:
                 self._send(wire.row_description(columns, (0,) * len(columns)))
             return
-        portal = self.portals.get(msg.name)
-        if portal is None:
-            raise MzError("34000", f"portal {errors.quoted(msg.name)} does not exist")
+        portal = self._portal(msg.name)
         if portal.passthrough:
             await self._relay_extended(_raw(b"D", msg), b"Tn")
             return
@@ -119,9 +123,7 @@ class ExtendedProtocol(Executor):
         self._send(wire.row_description(columns, formats))
 
     async def _execute_portal(self, msg: wire.Execute) -> None:
-        portal = self.portals.get(msg.portal)
-        if portal is None:
-            raise MzError("34000", f"portal {errors.quoted(msg.portal)} does not exist")
+        portal = self._portal(msg.portal)
         if portal.passthrough:
             stmt = portal.prepared.stmt
             kind, saw_error = await self._relay_extended(_raw(b"E", msg), b"CsIE")
