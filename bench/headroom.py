@@ -36,7 +36,6 @@ import os
 import secrets
 import statistics
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -156,13 +155,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def measure(
-    args: argparse.Namespace, rows_of: Callable[[psycopg.Connection[Any]], int], schema: str
-) -> dict[str, Any]:
-    dsn = devstack_dsn()
+def measure(args: argparse.Namespace, dsn: str, schema: str) -> dict[str, Any]:
+    """Every condition ``args.rounds`` times, interleaved, over ``schema``'s view."""
     with psycopg.connect(dsn, autocommit=True) as pg:
         pg.execute(sql.SQL("SET search_path = {}").format(sql.Identifier(schema)))
-        rows = rows_of(pg)
+        row = pg.execute(f"SELECT count(*) FROM {VIEW}").fetchone()
+        rows = int(row[0]) if row else 0
         by_condition: dict[str, list[dict[str, Any]]] = {c: [] for c in args.conditions}
         with private_redis() as (redis_port, _), private_emulator(dsn, schema) as emulator:
             for round_ in range(1, args.rounds + 1):
@@ -189,12 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             seed_database(
                 pg, orders=args.orders, seed=1, as_of=dt.datetime.now(dt.UTC), schema=schema
             )
-
-        def rows_of(pg: psycopg.Connection[Any]) -> int:
-            row = pg.execute(f"SELECT count(*) FROM {VIEW}").fetchone()
-            return int(row[0]) if row else 0
-
-        measured = measure(args, rows_of, schema)
+        measured = measure(args, dsn, schema)
     finally:
         with psycopg.connect(dsn, autocommit=True) as pg:
             pg.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
