@@ -9,7 +9,7 @@ consumers back off and retry), the ones a retry cannot fix are fatal (exit 1).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -32,8 +32,7 @@ def server(tmp_path: Path) -> Iterator[redis.Redis]:
         private.kill()
 
 
-def raised(call: object) -> redis_errors.RedisError:
-    assert callable(call)
+def raised(call: Callable[[], object]) -> redis_errors.RedisError:
     with pytest.raises(redis_errors.RedisError) as caught:
         call()
     return caught.value
