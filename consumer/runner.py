@@ -387,16 +387,18 @@ class PartitionRunner:
     ) -> None:
         """Act on a failure of the whole request (no item outcome is known)."""
         self.deps.metrics.errors.labels("request").inc()
-        self.deps.metrics.health.failed("OpenSearch", failure.reason)
         verdict = failure.verdict
         if verdict is RequestVerdict.PROBE:
             verdict = await self._probe(items)
         if verdict is RequestVerdict.BLOCKED:
+            # _block words the health line ("refuses writes (auth): …"); the raw reason
+            # written first raced it, and /healthz could show either
             await self._close_attempts(sent)
             await self._block(blocked_kind(failure.status, tls=failure.tls), failure.reason)
             await self._pause(delay)
             queue.appendleft(items)
             return
+        self.deps.metrics.health.failed("OpenSearch", failure.reason)
         if verdict is RequestVerdict.SPLIT:
             # the request is at fault and names no item: halve it until the culprit is alone
             await self._close_attempts(sent)
