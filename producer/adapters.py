@@ -1,16 +1,59 @@
-"""The real row source of producer.ports: a SUBSCRIBE cursor on Materialize."""
+"""The real services of producer.ports, built here and nowhere else.
+
+* :func:`open_subscription`: the row source, a SUBSCRIBE cursor on Materialize;
+* :func:`open_poll_source`: the poll source, read transactions on Materialize
+  (:class:`MaterializePollSource`);
+* :class:`RedisDigestStore`: the polling digests in the hash ``poll:digests``.
+
+The entry sink is producer.writer.StreamWriter and the backpressure gate
+producer.backpressure.BufferMonitor; producer.service builds those and these.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Final, TypeVar
+
+import psycopg
+from psycopg import sql
+from redis.asyncio import Redis
 
 from ..common.config import Settings
+from ..common.keys import Keys
+from .documents import kind_of_type
+from .polling import DIGEST_BYTES
+from .ports import Columns
 from .session import idle_timeout_seconds
 from .subscribe import Subscription, connect
+from .writer import raise_first_error, send_commands
 
-__all__ = ["open_subscription"]
+__all__ = [
+    "MaterializePollSource",
+    "RedisDigestStore",
+    "open_poll_source",
+    "open_subscription",
+]
 
 log = logging.getLogger("searchsync.producer.session")
+
+T = TypeVar("T")
+Command = tuple[bytes, ...]
+
+# Keys per re-read query, fields per HSET/HDEL command and per HSCAN step: small
+# enough that no single command holds Redis or Materialize for long.
+_KEYS_PER_QUERY: Final = 5000
+_HASH_FIELDS: Final = 5000
+# HSET/HDEL commands per round trip: ~40 bytes a field, ~8 MB a round trip.
+_HASH_COMMANDS: Final = 40
+# Rows per chunk read from the server (psycopg chunked mode): rows are folded as
+# they arrive, so a poll never holds the view, only digests and changed documents.
+_STREAM_ROWS: Final = 2000
+# A field being written: its entries may be in the streams, its digest is not
+# known. Never equal to a digest (those are 8 bytes; in memory, non-negative).
+_WRITING: Final = b""
+_UNKNOWN: Final = -1
 
 
 async def open_subscription(settings: Settings) -> tuple[Subscription, float | None]:
@@ -31,3 +74,159 @@ async def open_subscription(settings: Settings) -> tuple[Subscription, float | N
         key_column=settings.key_column,
     )
     return subscription, idle
+
+
+async def open_poll_source(settings: Settings) -> MaterializePollSource:
+    """Connect to Materialize for polling. Raises psycopg errors (connecting is
+    bounded by the connection's connect timeout)."""
+    return MaterializePollSource(await connect(settings), settings)
+
+
+class _MaterializeRead:
+    """producer.ports.PollRead: one read transaction on Materialize (producer.polling's
+    module docstring has the statements and why the view is read first)."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any], settings: Settings) -> None:
+        self._conn = conn
+        self._view = sql.Identifier(settings.view_name)
+        self._key = sql.Identifier(settings.key_column)
+        self._columns: Columns | None = None
+
+    async def timestamp(self) -> int:
+        # The view first: it fixes the time domain
+        await self._conn.execute(sql.SQL("SELECT 1 FROM {} LIMIT 1").format(self._view))
+        cursor = await self._conn.execute("SELECT mz_now()::text")
+        row = await cursor.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async def batches(self) -> AsyncIterator[Sequence[Sequence[Any]]]:
+        cursor = self._conn.cursor()
+        batch: list[Sequence[Any]] = []
+        async for row in cursor.stream(
+            sql.SQL("SELECT * FROM {}").format(self._view), size=_STREAM_ROWS
+        ):
+            if self._columns is None:
+                self._columns = _columns(cursor.description)
+            batch.append(row)
+            if len(batch) >= _STREAM_ROWS:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def columns(self) -> Columns | None:
+        return self._columns
+
+    async def rows_of(self, keys: Sequence[str]) -> list[Sequence[Any]]:
+        rows: list[Sequence[Any]] = []
+        for chunk in _chunks(keys, _KEYS_PER_QUERY):
+            cursor = await self._conn.execute(
+                sql.SQL("SELECT * FROM {} WHERE {} IN ({})").format(
+                    self._view, self._key, sql.SQL(", ").join(sql.Literal(k) for k in chunk)
+                )
+            )
+            self._columns = _columns(cursor.description)
+            rows.extend(await cursor.fetchall())
+        return rows
+
+
+def _columns(description: Sequence[Any] | None) -> Columns:
+    description = description or []
+    return [c.name for c in description], [kind_of_type(c.type_code) for c in description]
+
+
+class MaterializePollSource:
+    """producer.ports.PollSource on one Materialize connection."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any], settings: Settings) -> None:
+        self._conn = conn
+        self._settings = settings
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[_MaterializeRead]:
+        async with self._conn.transaction():
+            yield _MaterializeRead(self._conn, self._settings)
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+
+class RedisDigestStore:
+    """producer.ports.DigestStore on the hash ``poll:digests`` (field = key, value = the
+    8 digest bytes, big-endian; empty while being written). Every call raises redis
+    errors (a refused command as ResponseError), each round trip bounded by the
+    client's socket timeout."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._name = keys.poll_digests.encode()
+
+    async def load(self) -> dict[str, int] | None:
+        # The key set of the previous polling design: nothing keeps it any more.
+        await self._redis.delete(self._keys.poll_keys)
+        if not await self._redis.exists(self._keys.poll_digests):
+            return None
+        digests: dict[str, int] = {}
+        cursor = b"0"
+        while True:
+            [reply] = await send_commands(
+                self._redis, [(b"HSCAN", self._name, cursor, b"COUNT", b"%d" % _HASH_FIELDS)]
+            )
+            raise_first_error([reply])
+            cursor, flat = reply
+            for at in range(0, len(flat), 2):
+                value = flat[at + 1]
+                digests[flat[at].decode()] = (
+                    int.from_bytes(value, "big") if len(value) == DIGEST_BYTES else _UNKNOWN
+                )
+            if cursor == b"0":
+                return digests
+
+    async def invalidate(self, keys: Sequence[str]) -> None:
+        await self._send(
+            (b"HSET", self._name, *(part for key in chunk for part in (key.encode(), _WRITING)))
+            for chunk in _chunks(keys, _HASH_FIELDS)
+        )
+
+    async def remember(self, digests: Mapping[str, int], forget: Sequence[str]) -> None:
+        await self._send(self._remembering(digests, forget))
+
+    async def remember_at_once(self, digests: Mapping[str, int], forget: Sequence[str]) -> None:
+        await self._send(self._remembering(digests, forget), at_once=True)
+
+    async def forget_all(self) -> None:
+        await self._send([(b"UNLINK", self._name)])
+
+    def _remembering(self, digests: Mapping[str, int], forget: Sequence[str]) -> list[Command]:
+        name = self._name
+        stored: list[Command] = [
+            (b"HSET", name, *(part for key in chunk for part in _field(key, digests[key])))
+            for chunk in _chunks(list(digests), _HASH_FIELDS)
+        ]
+        stored += [
+            (b"HDEL", name, *(key.encode() for key in chunk))
+            for chunk in _chunks(forget, _HASH_FIELDS)
+        ]
+        return stored
+
+    async def _send(self, commands: Iterable[Command], *, at_once: bool = False) -> None:
+        """``commands`` in round trips of :data:`_HASH_COMMANDS`; with ``at_once``, in
+        one MULTI/EXEC (Redis applies all or, if the producer dies first, none)."""
+        if at_once:
+            replies = await send_commands(self._redis, [(b"MULTI",), *commands, (b"EXEC",)])
+            raise_first_error(replies)  # MULTI, QUEUED…, then EXEC's own reply
+            raise_first_error(replies[-1] or ())  # each command's, inside EXEC's
+            return
+        for batch in _chunks(list(commands), _HASH_COMMANDS):
+            raise_first_error(await send_commands(self._redis, batch))
+
+
+def _field(key: str, digest: int) -> tuple[bytes, bytes]:
+    return key.encode(), digest.to_bytes(DIGEST_BYTES, "big")
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -98,46 +98,27 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from typing import Any, Final, Literal, NamedTuple, TypeVar
-
-import psycopg
-from psycopg import sql
-from redis.asyncio import Redis
 
 from ..common.config import Settings
 from ..common.entries import DeadLetter
-from ..common.keys import Keys
-from .backpressure import BufferMonitor, wait_out
+from .backpressure import wait_out
 from .batches import build_entries
-from .documents import ColumnKind, DocumentEncoder, kind_of_type
+from .documents import DocumentEncoder
 from .letters import key_violation, oversize, violation_reason
 from .metrics import ProducerMetrics
-from .subscribe import connect
-from .writer import StreamWriter, raise_first_error, send_commands
+from .ports import Backpressure, Columns, DigestStore, EntrySink, OpenPollSource, PollSource
 
-__all__ = ["PollPlan", "Poller", "RowScan", "plan_poll", "poll_steps"]
+__all__ = ["DIGEST_BYTES", "PollPlan", "Poller", "RowScan", "plan_poll", "poll_steps"]
 
 log = logging.getLogger("searchsync.producer.polling")
 
 DIGEST_BYTES: Final = 8
 _blake2b = hashlib.blake2b  # looked up once, not per row
-# Keys per re-read query, fields per HSET/HDEL command and per HSCAN step: small
-# enough that no single command holds Redis or Materialize for long.
-_KEYS_PER_QUERY: Final = 5000
-_HASH_FIELDS: Final = 5000
-# HSET/HDEL commands per round trip: ~40 bytes a field, ~8 MB a round trip.
-_HASH_COMMANDS: Final = 40
 # Changes per StreamWriter.write round trip: a full poll of a large view is sent in
 # pieces of a few MB instead of one pipeline of every document.
 _WRITE_CHANGES: Final = 10_000
-# Rows per chunk read from the server (psycopg chunked mode): rows are folded as
-# they arrive, so a poll never holds the view, only digests and changed documents.
-_STREAM_ROWS: Final = 2000
-# A field being written: its entries may be in the streams, its digest is not
-# known. Never equal to a digest (those are 8 bytes; in memory, non-negative).
-_WRITING: Final = b""
-_UNKNOWN: Final = -1
 # What sets a key violation's digest apart from any one row's.
 _SEVERAL: Final = b"several rows\x00"
 
@@ -145,7 +126,6 @@ T = TypeVar("T")
 
 
 Encode = Callable[[Sequence[object], int], bytes]
-Command = tuple[bytes, ...]
 
 
 class RowScan:
@@ -258,39 +238,46 @@ def poll_steps(*, full: bool) -> tuple[Step, ...]:
 
 
 class Poller:
-    """Polls until stop (returns) or the first failure (raises)."""
+    """Polls until stop (returns) or the first failure (raises).
+
+    Its services come through producer.ports: ``open_source`` connects the poll
+    source (producer.adapters.open_poll_source: Materialize), ``digests`` is the
+    digest store (producer.adapters.RedisDigestStore), ``writer`` the entry sink
+    (producer.writer.StreamWriter), ``monitor`` the backpressure gate.
+    """
 
     def __init__(
         self,
         settings: Settings,
-        redis: Redis,
-        writer: StreamWriter,
-        monitor: BufferMonitor,
+        writer: EntrySink,
+        monitor: Backpressure,
         stop: asyncio.Event,
         *,
+        open_source: OpenPollSource,
+        digests: DigestStore,
         metrics: ProducerMetrics | None = None,
-        on_streaming: Any = None,
+        on_streaming: Callable[[], None] | None = None,
     ) -> None:
         self._settings = settings
-        self._redis = redis
-        self._keys = Keys(settings.view_name, settings.stream_partitions)
         self._writer = writer
         self._monitor = monitor
         self._stop = stop
+        self._open_source = open_source
+        self._store = digests
         self._metrics = metrics if metrics is not None else ProducerMetrics.unserved()
         self._on_streaming = on_streaming
         self._view = settings.view_name
         # The previous poll's digests; None until the first poll of this Poller
         # loaded them (a Poller is built per session, so a failed poll reloads).
         self._digests: dict[str, int] | None = None
-        self._encoder: tuple[list[str], list[ColumnKind], DocumentEncoder] | None = None
+        self._encoder: tuple[list[str], list[Any], DocumentEncoder] | None = None
         # True once connected: from then the poller watches ``stop`` and finishes the
         # poll in hand (see producer.service._until_stopped)
         self.watching_stop = False
 
     async def run(self) -> None:
         """Poll every POLL_INTERVAL seconds until stop. Raises psycopg/redis errors."""
-        conn = await connect(self._settings)
+        source = await self._open_source(self._settings)
         log.info(
             "Connected to Materialize for polling %s every %gs (USE_SUBSCRIBE=false)",
             self._view,
@@ -299,16 +286,16 @@ class Poller:
         self.watching_stop = True
         try:
             while await wait_out(self._monitor, self._stop) == "resumed":
-                await self.poll_once(conn)
+                await self.poll_once(source)
                 if self._on_streaming is not None:
                     self._on_streaming()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self._settings.poll_interval)
         finally:
-            await conn.close()
+            await source.close()
 
-    async def poll_once(self, conn: psycopg.AsyncConnection[Any]) -> PollPlan:
-        """One poll, written to the streams, the digest hash and the checkpoint.
+    async def poll_once(self, source: PollSource) -> PollPlan:
+        """One poll, written to the streams, the digest store and the checkpoint.
 
         Returns what it wrote. Raises psycopg errors (Materialize; no statement
         timeout of its own), redis errors (each Redis round trip is bounded by the
@@ -319,22 +306,36 @@ class Poller:
         previous = self._digests
         full = False
         if previous is None:
-            # The key set of the previous polling design: nothing keeps it any more.
-            await self._redis.delete(self._keys.poll_keys)
-            previous = await self._load_digests()
+            previous = await self._store.load()
             if previous is None or checkpoint is None:
                 full, previous = True, {}
-        async with conn.transaction():
-            # The view first: it fixes the time domain (module docstring)
-            await conn.execute(
-                sql.SQL("SELECT 1 FROM {} LIMIT 1").format(sql.Identifier(self._view))
-            )
-            cursor = await conn.execute("SELECT mz_now()::text")
-            row = await cursor.fetchone()
-            assert row is not None
-            version = max(int(row[0]), checkpoint or 0)
-            scan, rows = await self._scan(conn, previous, version)
-            rows += await self._settle(conn, scan)
+        async with source.read() as read:
+            version = max(await read.timestamp(), checkpoint or 0)
+            scan: RowScan | None = None
+            rows = 0
+            async for batch in read.batches():
+                if scan is None:  # the columns are known once the first rows arrived
+                    key_index, encoder = self._encoder_for(read.columns())
+                    scan = RowScan(previous, version, encoder.encode)
+                add = scan.add
+                for row in batch:
+                    key = row[key_index]
+                    if key is not None:
+                        add(str(key), row)
+                rows += len(batch)
+            if scan is None:
+                scan = RowScan(previous, version, _no_rows)
+            elif scan.repeated:
+                # keys read twice: all their rows again, by key (same transaction)
+                repeated = sorted(scan.repeated)
+                again = await read.rows_of(repeated)
+                rows += len(again)
+                key_index, _ = self._encoder_for(read.columns())
+                found: dict[str, list[Sequence[Any]]] = {key: [] for key in repeated}
+                for row in again:
+                    found.setdefault(str(row[key_index]), []).append(row)
+                for key, key_rows in found.items():
+                    scan.settle(key, key_rows)
         plan = plan_poll(version, previous, scan.digests, scan.violations.keys())
         self._metrics.rows_read.inc(rows)
         for step in poll_steps(full=full):
@@ -344,15 +345,10 @@ class Poller:
 
     async def _run(self, step: Step, plan: PollPlan, scan: RowScan) -> None:
         """One step of :func:`poll_steps`. Raises redis errors."""
-        name = self._keys.poll_digests.encode()
         if step == "forget":
-            await self._send([(b"UNLINK", name)])
+            await self._store.forget_all()
         elif step == "invalidate":
-            touched = [*plan.upserts, *plan.deletes, *plan.violations]
-            await self._send(
-                (b"HSET", name, *(part for key in chunk for part in (key.encode(), _WRITING)))
-                for chunk in _chunks(touched, _HASH_FIELDS)
-            )
+            await self._store.invalidate([*plan.upserts, *plan.deletes, *plan.violations])
         elif step == "write":
             await self._write(plan, scan)
         elif step == "reconcile":
@@ -366,79 +362,21 @@ class Poller:
             )
         elif step in ("remember", "remember_at_once"):
             digests = scan.digests
-            stored = [
-                (b"HSET", name, *(part for key in chunk for part in _field(key, digests[key])))
-                for chunk in _chunks([*plan.upserts, *plan.violations], _HASH_FIELDS)
-            ]
-            stored += [
-                (b"HDEL", name, *(key.encode() for key in chunk))
-                for chunk in _chunks(plan.deletes, _HASH_FIELDS)
-            ]
-            await self._send(stored, at_once=step == "remember_at_once")
+            stored = {key: digests[key] for key in (*plan.upserts, *plan.violations)}
+            if step == "remember_at_once":
+                await self._store.remember_at_once(stored, plan.deletes)
+            else:
+                await self._store.remember(stored, plan.deletes)
         else:
             await self._writer.commit(plan.version + 1)
 
-    async def _send(self, commands: Iterable[Command], *, at_once: bool = False) -> None:
-        """``commands`` in round trips of :data:`_HASH_COMMANDS`; with ``at_once``, in
-        one MULTI/EXEC (Redis applies all or, if the producer dies first, none).
-        Raises redis errors (a refused command as ResponseError)."""
-        if at_once:
-            replies = await send_commands(self._redis, [(b"MULTI",), *commands, (b"EXEC",)])
-            raise_first_error(replies)  # MULTI, QUEUED…, then EXEC's own reply
-            raise_first_error(replies[-1] or ())  # each command's, inside EXEC's
-            return
-        for batch in _chunks(list(commands), _HASH_COMMANDS):
-            raise_first_error(await send_commands(self._redis, batch))
-
-    def _encoder_for(self, description: Sequence[Any]) -> tuple[int, DocumentEncoder]:
+    def _encoder_for(self, columns: Columns | None) -> tuple[int, DocumentEncoder]:
         """The key column's index and an encoder for these columns (built once per
         column layout: building one compiles a function)."""
-        names = [column.name for column in description]
-        kinds = [kind_of_type(column.type_code) for column in description]
+        names, kinds = columns if columns is not None else ([], [])
         if self._encoder is None or self._encoder[:2] != (names, kinds):
             self._encoder = (names, kinds, DocumentEncoder(names, kinds))
         return names.index(self._settings.key_column), self._encoder[2]
-
-    async def _scan(
-        self, conn: psycopg.AsyncConnection[Any], previous: Mapping[str, int], version: int
-    ) -> tuple[RowScan, int]:
-        """Stream every row of the view into a RowScan; returns it and the rows read."""
-        cursor = conn.cursor()
-        query = sql.SQL("SELECT * FROM {}").format(sql.Identifier(self._view))
-        rows = 0
-        key_index = 0
-        scan: RowScan | None = None
-        async for row in cursor.stream(query, size=_STREAM_ROWS):
-            if scan is None:  # the columns are known once the first rows arrived
-                key_index, encoder = self._encoder_for(cursor.description or [])
-                scan = RowScan(previous, version, encoder.encode)
-            rows += 1
-            key = row[key_index]
-            if key is not None:
-                scan.add(str(key), row)
-        if scan is None:
-            scan = RowScan(previous, version, _no_rows)
-        return scan, rows
-
-    async def _settle(self, conn: psycopg.AsyncConnection[Any], scan: RowScan) -> int:
-        """Read the rows of keys seen twice again, by key; returns the rows read."""
-        rows = 0
-        for chunk in _chunks(sorted(scan.repeated), _KEYS_PER_QUERY):
-            cursor = await conn.execute(
-                sql.SQL("SELECT * FROM {} WHERE {} IN ({})").format(
-                    sql.Identifier(self._view),
-                    sql.Identifier(self._settings.key_column),
-                    sql.SQL(", ").join(sql.Literal(key) for key in chunk),
-                )
-            )
-            key_index, _ = self._encoder_for(cursor.description or [])
-            found: dict[str, list[tuple[object, ...]]] = {key: [] for key in chunk}
-            for row in await cursor.fetchall():
-                rows += 1
-                found.setdefault(str(row[key_index]), []).append(tuple(row))
-            for key, key_rows in found.items():
-                scan.settle(key, key_rows)
-        return rows
 
     async def _write(self, plan: PollPlan, scan: RowScan) -> None:
         """The plan's entries and dead letters, :data:`_WRITE_CHANGES` changes per
@@ -473,32 +411,6 @@ class Poller:
             await self._writer.write([], letters)
         if changes:
             log.info("Broadcasting %d changes for %s", len(changes), self._view)
-
-    async def _load_digests(self) -> dict[str, int] | None:
-        """The stored digests (HSCAN), None when the hash does not exist. Raises
-        redis errors."""
-        if not await self._redis.exists(self._keys.poll_digests):
-            return None
-        name = self._keys.poll_digests.encode()
-        digests: dict[str, int] = {}
-        cursor = b"0"
-        while True:
-            [reply] = await send_commands(
-                self._redis, [(b"HSCAN", name, cursor, b"COUNT", b"%d" % _HASH_FIELDS)]
-            )
-            raise_first_error([reply])
-            cursor, flat = reply
-            for at in range(0, len(flat), 2):
-                value = flat[at + 1]
-                digests[flat[at].decode()] = (
-                    int.from_bytes(value, "big") if len(value) == DIGEST_BYTES else _UNKNOWN
-                )
-            if cursor == b"0":
-                return digests
-
-
-def _field(key: str, digest: int) -> tuple[bytes, bytes]:
-    return key.encode(), digest.to_bytes(DIGEST_BYTES, "big")
 
 
 def _no_rows(row: Sequence[object], version: int) -> bytes:

@@ -35,7 +35,7 @@ from ..common.keys import Keys
 from ..common.meta import StreamLayoutError, ensure_meta
 from ..common.redis_client import connect_redis
 from ..common.streams import ensure_groups
-from .adapters import open_subscription
+from .adapters import RedisDigestStore, open_poll_source, open_subscription
 from .backpressure import BufferMonitor, wait_out
 from .failures import AsOfRefused, describe
 from .lease import ProducerFenced, ProducerLease
@@ -184,8 +184,9 @@ class _Producer:
         raise_if_cancelled()  # stopped meanwhile: redis-py may have swallowed it
         if not settings.use_subscribe:
             self.session = Poller(
-                settings, self.redis, self.writer, self.monitor, halt,
-                metrics=self.metrics, on_streaming=self.backoff.reset,
+                settings, self.writer, self.monitor, halt, open_source=open_poll_source,
+                digests=RedisDigestStore(self.redis, self.keys), metrics=self.metrics,
+                on_streaming=self.backoff.reset,
             )  # fmt: skip
             await self.session.run()
             return

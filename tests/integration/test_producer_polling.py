@@ -18,6 +18,7 @@ from searchsync.common.entries import Change, Marker
 from searchsync.common.keys import Keys
 from searchsync.common.redis_client import connect_redis
 from searchsync.common.streams import ensure_groups
+from searchsync.producer.adapters import MaterializePollSource, RedisDigestStore, open_poll_source
 from searchsync.producer.backpressure import BufferMonitor
 from searchsync.producer.polling import Poller
 from searchsync.producer.subscribe import connect
@@ -243,8 +244,15 @@ async def test_a_poll_reads_the_view_before_it_asks_mz_now(stack: Stack) -> None
             resume=settings.backpressure_resume,
             log_seconds=settings.buffer_log_seconds,
         )
-        poller = Poller(settings, redis, writer, monitor, asyncio.Event())
-        plan = await poller.poll_once(conn)
+        poller = Poller(
+            settings,
+            writer,
+            monitor,
+            asyncio.Event(),
+            open_source=open_poll_source,
+            digests=RedisDigestStore(redis, keys),
+        )
+        plan = await poller.poll_once(MaterializePollSource(conn, settings))
     finally:
         await conn.close()
         await redis.aclose()
