@@ -27,6 +27,7 @@ from ..common.index import (
     render_mapping_diff,
 )
 from ..common.opensearch import make_client, status_of
+from ..common.views import view_properties
 from .terminal import EXIT_OK, EXIT_PROBLEM, Progress, confirm, print_json
 
 __all__ = ["register"]
@@ -40,6 +41,7 @@ async def cmd_index_create(settings: Settings, args: argparse.Namespace) -> int:
             settings.os_index_name,
             retention_seconds=settings.stream_retention_seconds,
             refresh_interval=settings.os_refresh_interval,
+            properties=view_properties(settings),
         )
     finally:
         await client.close()
@@ -111,7 +113,10 @@ async def cmd_index_mapping_diff(settings: Settings, args: argparse.Namespace) -
         name, live = await live_mapping(client, alias)
     finally:
         await client.close()
-    project = index_body(retention_seconds=settings.stream_retention_seconds)["mappings"]
+    project = index_body(
+        retention_seconds=settings.stream_retention_seconds,
+        properties=view_properties(settings),
+    )["mappings"]
     diff = mapping_diff(project, live)
     if args.json:
         print_json(

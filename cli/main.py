@@ -16,8 +16,11 @@ own I/O beside it: cli.resync_run and cli.resync_load serve cli.resync).
     searchsync wait --ts T | --now [--timeout S]
                                              until T is searchable (cli.wait)
 
-Every command has ``--json`` (one JSON object on stdout; prompts and progress on
-stderr) and every command that changes data asks for confirmation unless ``--yes``.
+Every command has ``--view V``: the view of the views file (SEARCHSYNC_CONFIG,
+common.views) it acts on; required when the file lists several, except for ``status``,
+which then shows every view. Every command has ``--json`` (one JSON object on stdout;
+prompts and progress on stderr) and every command that changes data asks for
+confirmation unless ``--yes``.
 Exit codes (cli.terminal): 0 ok; 1 a problem was found or the work was not done;
 2 bad usage or configuration (naming the variable); 3 a service cannot be reached;
 4 OS_INDEX_NAME cannot be written through (the message names the fix).
@@ -35,10 +38,11 @@ import psycopg
 from opensearchpy import TransportError
 from redis.exceptions import RedisError
 
-from ..common.config import Settings, settings_or_exit
+from ..common.config import EXIT_CONFIG, Settings
 from ..common.errors import FatalError
 from ..common.index import IndexLayoutError
 from ..common.opensearch import explain
+from ..common.views import ViewsError, deployment_or_exit
 from . import dlq, index, purge, replay, resync, status, verify, wait
 from .terminal import EXIT_LAYOUT, EXIT_UNREACHABLE, EXIT_USAGE
 
@@ -58,15 +62,39 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for module in _COMMANDS:
         module.register(sub)
+    _add_view_option(parser)
     return parser
+
+
+def _add_view_option(parser: argparse.ArgumentParser) -> None:
+    """``--view`` on every command that runs (the leaves of the subcommand tree)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_view_option(child)
+            return
+    parser.add_argument(
+        "--view",
+        help="the view of the views file (SEARCHSYNC_CONFIG) to act on; required when it "
+        "lists several (status: all of them without it)",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    settings = settings_or_exit()
+    deployment = deployment_or_exit()
+    every_view = args.run is status.cmd_status and args.view is None
+    try:
+        settings = deployment.views[0] if every_view else deployment.view(args.view)
+    except ViewsError as error:
+        print(f"searchsync: {error}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
     run: Command = args.run
     try:
-        code = asyncio.run(run(settings, args))
+        if every_view and len(deployment.views) > 1:
+            code = asyncio.run(status.status_of_views(deployment.views, args))
+        else:
+            code = asyncio.run(run(settings, args))
     except KeyboardInterrupt:
         print("searchsync: interrupted", file=sys.stderr)
         code = 130

@@ -39,6 +39,7 @@ from ..common.resync import (
     unconfirmed,
 )
 from ..common.verify import Drift, compare, read_index, read_view
+from ..common.views import view_properties
 from ..consumer.membership import live_members
 from .resync_load import Loaded, load_snapshot
 
@@ -215,6 +216,7 @@ async def _create_target(ctx: Context, record: Record, report: Report) -> Record
         retention_seconds=max(retention, LOAD_GC_DELETES_SECONDS),
         replicas=replicas,
         refresh_interval="-1",
+        properties=view_properties(ctx.settings),
     )
     try:
         await ctx.client.indices.create(index=record.target, body=body)

@@ -166,6 +166,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     # What is synced
     view_name: Identifier = "orders_search_source_mv"
     key_column: Identifier = "order_id"
+    # The index's field mapping: a JSON object of OpenSearch ``properties`` inline, or the
+    # path of a file holding one; empty: the orders view's (common.index.VIEW_PROPERTIES).
+    # Read and checked by common.views (a views file sets it per view).
+    index_mapping: str = ""
     # SUBSCRIBE mode. DISCARD_SNAPSHOT defaults to false here (the runbook recommends
     # true): discarding the snapshot loses every change made while the producer was down.
     use_subscribe: bool = True

@@ -78,6 +78,7 @@ log = logging.getLogger(__name__)
 _KEYWORD: Final = {"type": "keyword"}
 _DATE: Final = {"type": "date", "format": "strict_date_optional_time||epoch_millis"}
 _TEXT: Final = {"type": "text"}
+_LONG: Final = {"type": "long"}
 # text people also sort and aggregate on
 _TEXT_SORTABLE: Final = {
     "type": "text",
@@ -104,7 +105,7 @@ VIEW_PROPERTIES: Final[dict[str, dict[str, Any]]] = {
     "delivery_task_status": _KEYWORD,
     "delivery_eta": _DATE,
     "effective_updated_at": _DATE,
-    VERSION_FIELD: {"type": "long"},
+    VERSION_FIELD: _LONG,
 }
 
 
@@ -138,12 +139,16 @@ def index_body(
     replicas: int = 0,
     shards: int = 1,
     refresh_interval: str = "1s",
+    properties: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Settings and mapping for a new index.
 
     ``retention_seconds`` is STREAM_RETENTION_SECONDS: delete tombstones are kept
     at least that long. ``replicas`` 0 suits a single node; use 1+ on a cluster.
+    ``properties``: the view's fields (INDEX_MAPPING, common.views); None: the orders
+    view's VIEW_PROPERTIES. ``sync_version`` is always mapped as a long.
     """
+    fields = VIEW_PROPERTIES if properties is None else {**properties, VERSION_FIELD: _LONG}
     return {
         "settings": {
             "index": {
@@ -153,7 +158,7 @@ def index_body(
                 "gc_deletes": f"{retention_seconds}s",
             }
         },
-        "mappings": {"dynamic": "false", "properties": VIEW_PROPERTIES},
+        "mappings": {"dynamic": "false", "properties": fields},
     }
 
 
@@ -372,9 +377,10 @@ async def ensure_index(
     retention_seconds: int,
     replicas: int = 0,
     refresh_interval: str = "1s",
+    properties: Mapping[str, Any] | None = None,
 ) -> str:
     """Make sure ``alias`` can be written through; create ``<alias>_v1`` behind it if
-    nothing has that name.
+    nothing has that name (with ``properties`` as :func:`index_body` takes them).
 
     Returns the index writes land in (:func:`write_index`). A new index is created
     with the alias in the same request, marked ``is_write_index: true``; the write
@@ -389,7 +395,7 @@ async def ensure_index(
     if layout.missing:
         await _create(client, alias, index_body(
             retention_seconds=retention_seconds, replicas=replicas,
-            refresh_interval=refresh_interval,
+            refresh_interval=refresh_interval, properties=properties,
         ))  # fmt: skip
         layout = await inspect_layout(client, alias)
     name = write_index(layout)

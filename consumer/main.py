@@ -1,30 +1,37 @@
 """``searchsync-consumer``: run one consumer replica until SIGTERM/SIGINT.
 
-Start any number of them; they share the partitions (consumer.worker). Exit
+Start any number of them; they share the partitions (consumer.worker). With a
+views file (SEARCHSYNC_CONFIG, common.views) each process serves every view: one
+worker per view, sharing the process's Redis and OpenSearch clients, its metrics
+labelled ``view`` (consumer.fleet); a fatal error of one view stops them all. Exit
 status: 0 after a clean stop (log line "Orders sync worker stopped"), 1 on a
 fatal error (e.g. the alias is a concrete index: the message names the fix), 2
-on a configuration error (common.config) or settings that disagree with the
+on a configuration error (common.config, common.views) or settings that disagree with the
 streams' layout (common.meta).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import sys
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
-from ..common.config import EXIT_CONFIG, Settings, parse_command_line, settings_or_exit
+from ..common.config import EXIT_CONFIG, parse_command_line
 from ..common.diagnostics import install_stack_dumps
 from ..common.endpoint import heartbeat, serve_or_exit
 from ..common.errors import Failure, FatalError, classify
-from ..common.health import limits_for
+from ..common.health import Verdict, limits_for
 from ..common.logs import configure_logging
 from ..common.meta import StreamLayoutError
 from ..common.opensearch import make_client
 from ..common.redis_client import connect_redis
+from ..common.views import Deployment, deployment_or_exit
+from .fleet import ViewsCollector, worst
 from .metrics import ConsumerMetrics
 from .worker import Worker
 
@@ -33,33 +40,76 @@ __all__ = ["main", "run"]
 log = logging.getLogger("searchsync.consumer")
 
 
-async def run(settings: Settings, stop: asyncio.Event) -> None:
-    """Run a consumer until ``stop`` is set; raises FatalError."""
+async def run(deployment: Deployment, stop: asyncio.Event) -> None:
+    """Run a consumer of every view until ``stop`` is set; raises FatalError (or
+    StreamLayoutError) of the first view that meets one, after stopping the others."""
+    # the process's own settings (connections, identity, endpoint) are the environment's,
+    # the same in every view's
+    process = deployment.views[0]
+    me = process.consumer_identity()
     registry = CollectorRegistry()
-    metrics = ConsumerMetrics(registry, settings.consumer_identity())
-    limits = limits_for(settings, role="consumer")
-    server = serve_or_exit(settings, registry, lambda: metrics.health.verdict(limits))
-    redis = connect_redis(settings, client_name=settings.consumer_identity())
-    client = make_client(settings, maxsize=settings.stream_partitions + 2)
-    beat = asyncio.create_task(heartbeat(metrics.health))
+    metrics: dict[str, ConsumerMetrics] = {}
+    verdicts: dict[str, Callable[[], Verdict]] = {}
+    for view in deployment.views:
+        # one view from the environment: unlabelled, as before views files existed
+        own = registry if deployment.source is None else CollectorRegistry()
+        metrics[view.view_name] = found = ConsumerMetrics(own, me)
+        limits = limits_for(view, role="consumer")
+        verdicts[view.view_name] = functools.partial(found.health.verdict, limits)
+    if deployment.source is not None:
+        registry.register(ViewsCollector({n: m.registry for n, m in metrics.items()}))
+    server = serve_or_exit(process, registry, functools.partial(worst, verdicts))
+    redis = connect_redis(process, client_name=me)
+    partitions = sum(view.stream_partitions for view in deployment.views)
+    client = make_client(process, maxsize=partitions + 2)
+    beats = [asyncio.create_task(heartbeat(m.health)) for m in metrics.values()]
     try:
-        await Worker(settings, redis, client, metrics).run(stop)
+        workers = [
+            Worker(view, redis, client, metrics[view.view_name]) for view in deployment.views
+        ]
+        await _run_all(workers, stop)
     finally:
-        beat.cancel()
+        for beat in beats:
+            beat.cancel()
         await client.close()
         await redis.aclose()
         if server is not None:
             server.close()
 
 
-async def _main(settings: Settings) -> int:
+async def _run_all(workers: list[Worker], stop: asyncio.Event) -> None:
+    """Every worker until ``stop``; the first to end (a fatal error) stops the others,
+    which shut down cleanly, and its error is raised."""
+    together = asyncio.Event()
+
+    async def relay() -> None:
+        await stop.wait()
+        together.set()
+
+    async def one(worker: Worker) -> None:
+        try:
+            await worker.run(together)
+        finally:
+            together.set()
+
+    relaying = asyncio.create_task(relay())
+    try:
+        results = await asyncio.gather(*(one(w) for w in workers), return_exceptions=True)
+    finally:
+        relaying.cancel()
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+async def _main(deployment: Deployment) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     install_stack_dumps(loop)
     try:
-        await run(settings, stop)
+        await run(deployment, stop)
     except StreamLayoutError as error:
         log.error("Consumer cannot start: %s", error)
         print(f"searchsync: configuration error: {error}", file=sys.stderr)
@@ -78,12 +128,13 @@ async def _main(settings: Settings) -> int:
 
 def main() -> None:
     parse_command_line("searchsync-consumer", __doc__ or "")
-    settings = settings_or_exit()
+    deployment = deployment_or_exit()
+    settings = deployment.views[0]
     configure_logging(settings.log_level, settings.log_format)
     # opensearch-py logs every failed request as a WARNING with its URL; the worker logs the
     # runbook's "OpenSearch bulk operation failed: …" for the same event, once.
     logging.getLogger("opensearch").setLevel(logging.ERROR)
-    sys.exit(asyncio.run(_main(settings)))
+    sys.exit(asyncio.run(_main(deployment)))
 
 
 if __name__ == "__main__":

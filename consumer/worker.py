@@ -43,6 +43,7 @@ from ..common.meta import ensure_meta
 from ..common.opensearch import explain
 from ..common.retired import SWEEP_SECONDS, sweep_retired
 from ..common.streams import ensure_groups
+from ..common.views import view_properties
 from .adapters import runner_deps
 from .attempts import prune
 from .dualwrite import DualWrite
@@ -159,6 +160,7 @@ class Worker:
                 settings.os_index_name,
                 retention_seconds=settings.stream_retention_seconds,
                 refresh_interval=settings.os_refresh_interval,
+                properties=view_properties(settings),  # INDEX_MAPPING, checked at start
             )
         except RequestError as error:
             raise FatalError(f"OpenSearch refused the index definition: {error}") from error

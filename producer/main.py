@@ -1,8 +1,11 @@
 """``searchsync-producer``: Materialize view → partitioned Redis Streams.
 
+One process per view: with a views file (SEARCHSYNC_CONFIG, common.views) that
+lists several, ``--view NAME`` (or SEARCHSYNC_VIEW) picks this process's view.
 Exit status: 0 after SIGTERM/SIGINT (the batch in hand is written and
 checkpointed first), 1 on a fatal error, 2 on a bad configuration (the message
-names the variable). SIGUSR1 writes every thread's and task's stack to the log.
+names the variable, or the views file, the view and the key). SIGUSR1 writes
+every thread's and task's stack to the log.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ from typing import Final
 
 from prometheus_client import CollectorRegistry
 
-from ..common.config import Settings, parse_command_line, settings_or_exit
+from ..common.config import EXIT_CONFIG, Settings
 from ..common.diagnostics import install_stack_dumps
 from ..common.endpoint import heartbeat, serve_or_exit
 from ..common.health import limits_for
 from ..common.logs import configure_logging
+from ..common.views import ViewsError, deployment_or_exit, parse_view_argument
 from . import native
 from .metrics import ProducerMetrics
 from .service import run_producer
@@ -70,8 +74,13 @@ async def run(settings: Settings) -> int:
 
 
 def main() -> None:
-    parse_command_line("searchsync-producer", __doc__ or "")
-    settings = settings_or_exit()
+    name = parse_view_argument("searchsync-producer", __doc__ or "")
+    deployment = deployment_or_exit()
+    try:
+        settings = deployment.view(name)
+    except ViewsError as error:
+        print(f"searchsync: configuration error: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
     configure_logging(settings.log_level, settings.log_format)
     gc.set_threshold(*GC_THRESHOLDS)
     sys.exit(asyncio.run(run(settings)))

@@ -48,6 +48,7 @@ CASES: dict[str, tuple[str, object, str | None]] = {
     "REDIS_CA_CERTS": (A_FILE, A_FILE, "/no/such/ca.pem"),
     "VIEW_NAME": ("my_view", "my_view", "my-view"),
     "KEY_COLUMN": ("id", "id", "1id"),
+    "INDEX_MAPPING": ("/etc/m.json", "/etc/m.json", None),  # checked by common.views
     "USE_SUBSCRIBE": ("false", False, "nope"),
     "DISCARD_SNAPSHOT": ("true", True, "2"),
     "SUBSCRIBE_ENVELOPE": ("upsert", "upsert", "debezium"),

@@ -23,8 +23,9 @@ ROOT = Path(__file__).resolve().parents[3]
 VARIABLES = {f.encode_name for f in msgspec.structs.fields(Settings)}
 
 # Variables that take any text: an empty value means "unset", so nothing is bad.
+# (INDEX_MAPPING: common.views reads and checks it, tests/unit/common/test_views.py)
 FREE_TEXT = {"MZ_PASSWORD", "OS_USER", "CONSUMER_NAME", "PRODUCER_NAME", "MZ_USER",
-             "MZ_DATABASE", "CONSUMER_GROUP"}  # fmt: skip
+             "MZ_DATABASE", "CONSUMER_GROUP", "INDEX_MAPPING"}  # fmt: skip
 
 PORT = "a port number from 1 to 65535"
 POSITIVE = "a number above 0"
