@@ -2,17 +2,20 @@
 
 1. seed FreshMart (if the view is empty), start from clean searchsync state
    (``--keep-state`` skips that);
-2. start the producer and ``--consumers`` consumers under supervisord, with the
-   devstack's addresses: a copy of supervisord.conf in .devstack/pipeline/ with
-   ``numprocs`` set to ``--consumers`` (its logs in .devstack/pipeline/run/);
-3. wait until the snapshot is searchable; report how long it took;
+2. start a producer per view of the devstack's views file (devstack/views/views.toml:
+   the orders view and the stores view, each into its own alias) and ``--consumers``
+   consumers serving both, under supervisord, with the devstack's addresses: a copy of
+   supervisord.conf in .devstack/pipeline/ with a ``[program:producer-<view>]`` per
+   view and ``numprocs`` set to ``--consumers`` (its logs in .devstack/pipeline/run/);
+3. wait until both snapshots are searchable; report how long it took;
 4. run the load generator for ``--seconds`` at ``--rate`` changes/s and measure,
    for every change, PostgreSQL COMMIT → searchable (``_search`` finds the document
    with a ``sync_version`` at least the time the change was sent — its Materialize
    timestamp is not below its commit — or no longer finds it) and COMMIT →
    retrievable by id (``mget``, real time: it reads documents before a refresh
    publishes them to searches); latency counts from when COMMIT returned;
-5. ``searchsync verify`` (view vs index, every document) and ``searchsync status``;
+5. ``searchsync verify --view`` for each view (view vs index, every document) and
+   ``searchsync status`` (every view);
 6. on a terminal, a live view while the load keeps running (devstack.dashboard):
    events/s, buffer, lag and freshness per partition and the orders synced last,
    until Ctrl-C (or ``--live-seconds``); then a search command that finds the order
@@ -39,9 +42,10 @@ from opensearchpy import AsyncOpenSearch, NotFoundError
 from redis.asyncio import Redis
 
 from devstack import dashboard
+from devstack.freshmart.schema import apply_schema_async
 from devstack.searchable import Tracker
-from searchsync.common.config import settings_or_exit
 from searchsync.common.keys import Keys
+from searchsync.common.views import CONFIG_VARIABLE, Deployment, deployment_or_exit
 
 ROOT = Path(__file__).resolve().parent.parent
 # a deployment of its own (supervisord.conf keeps its run/ next to itself), so the
@@ -51,6 +55,8 @@ CONFIG = DEPLOYMENT / "supervisord.conf"
 RUN_DIR = DEPLOYMENT / "run"
 VIEW = "orders_search_source_mv"
 INDEX = "orders"
+# the views the demo syncs, each into its own alias (README "Several views")
+VIEWS_FILE = ROOT / "devstack" / "views" / "views.toml"
 BIN = ROOT / ".venv" / "bin"
 
 
@@ -63,24 +69,59 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def view_count() -> int:
+async def ensure_schema() -> None:
+    """The FreshMart schema as devstack/sql has it now (idempotent): a devstack seeded
+    before the stores view existed gets it."""
     async with await psycopg.AsyncConnection.connect(os.environ["DATABASE_URL"]) as conn:
-        cur = await conn.execute(f"SELECT count(*) FROM {VIEW}")
+        await apply_schema_async(conn)
+
+
+async def view_count(view: str = VIEW) -> int:
+    async with await psycopg.AsyncConnection.connect(os.environ["DATABASE_URL"]) as conn:
+        cur = await conn.execute(f"SELECT count(*) FROM {view}")
         row = await cur.fetchone()
         return int(row[0]) if row else 0
 
 
-async def reset_state(redis: Redis, client: AsyncOpenSearch) -> None:
-    keys = [key async for key in redis.scan_iter(match=f"searchsync:{VIEW}:*", count=1000)]
-    if keys:
-        await redis.delete(*keys)
-    with contextlib.suppress(NotFoundError):
-        await client.indices.delete(index=f"{INDEX}_v*")
-    say(f"cleared {len(keys)} Redis keys and the {INDEX} indices: starting from scratch")
+async def reset_state(redis: Redis, client: AsyncOpenSearch, deployment: Deployment) -> None:
+    cleared = 0
+    for view in deployment.views:
+        name = view.view_name
+        # the view's keys in either key layout: searchsync:<view>:… and searchsync:{<view>…
+        for pattern in (f"searchsync:{name}:*", "searchsync:{" + name + "[:}]*"):
+            keys = [key async for key in redis.scan_iter(match=pattern, count=1000)]
+            if keys:
+                await redis.delete(*keys)
+            cleared += len(keys)
+        with contextlib.suppress(NotFoundError):
+            await client.indices.delete(index=f"{view.os_index_name}_v*")
+    aliases = ", ".join(view.os_index_name for view in deployment.views)
+    say(f"cleared {cleared} Redis keys and the {aliases} indices: starting from scratch")
 
 
-def write_config(consumers: int) -> None:
-    """supervisord.conf as the README runs it, with ``numprocs`` = ``consumers``."""
+def producer_per_view(text: str, views: list[str]) -> str:
+    """supervisord.conf's ``[program:producer]`` as one ``[program:producer-<view>]`` per
+    view, as README "Several views" tells an operator to write them: each names its view
+    (``--view``), its log and its metrics port (9400, 9401, …). Pure."""
+    match = re.search(r"^\[program:producer\]\n.*?(?=^\[)", text, flags=re.MULTILINE | re.DOTALL)
+    if match is None or text.count('METRICS_PORT="9400"') != 1:
+        raise SystemExit("[demo] supervisord.conf has no single [program:producer] section")
+    block = match.group(0)
+    sections = []
+    for number, view in enumerate(views):
+        section = block.replace("[program:producer]", f"[program:producer-{view}]")
+        section = section.replace(
+            "command=searchsync-producer", f"command=searchsync-producer --view {view}"
+        )
+        section = section.replace('METRICS_PORT="9400"', f'METRICS_PORT="{9400 + number}"')
+        section = section.replace("run/producer.log", f"run/producer-{view}.log")
+        sections.append(section)
+    return text[: match.start()] + "".join(sections) + text[match.end() :]
+
+
+def write_config(consumers: int, views: list[str]) -> None:
+    """supervisord.conf as the README runs it, with a producer per view and ``numprocs`` =
+    ``consumers``."""
     text, found = re.subn(
         r"^numprocs=\d+$",
         f"numprocs={consumers}",
@@ -90,19 +131,23 @@ def write_config(consumers: int) -> None:
     if found != 1:
         raise SystemExit("[demo] supervisord.conf has no single numprocs= line")
     RUN_DIR.mkdir(parents=True, exist_ok=True)
-    CONFIG.write_text(text)
+    CONFIG.write_text(producer_per_view(text, views))
 
 
 def supervisor(consumers: int) -> dict[str, str]:
-    env = dict(os.environ)
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        # the views file names each view and its alias (common.views refuses both)
+        if name not in ("VIEW_NAME", "KEY_COLUMN", "OS_INDEX_NAME", "INDEX_MAPPING")
+    }
     env.update(
         # the copy has no .venv beside it: the programs are found on PATH
         PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         LOG_FORMAT="text",
-        OS_INDEX_NAME=INDEX,
-        VIEW_NAME=VIEW,
         MAX_BATCH_AGE_SECONDS="1",
     )
+    env[CONFIG_VARIABLE] = str(VIEWS_FILE)
     return env
 
 
@@ -123,26 +168,41 @@ async def run_command(*argv: str, env: dict[str, str] | None = None) -> int:
     return await proc.wait()
 
 
-async def index_count(client: AsyncOpenSearch) -> int:
+async def index_count(client: AsyncOpenSearch, index: str = INDEX) -> int:
     try:
-        await client.indices.refresh(index=INDEX)
-        return int((await client.count(index=INDEX))["count"])
+        await client.indices.refresh(index=index)
+        return int((await client.count(index=index))["count"])
     except NotFoundError:
         return 0
 
 
-async def wait_for_snapshot(client: AsyncOpenSearch, expected: int, limit: float) -> float:
+async def wait_for_snapshot(
+    client: AsyncOpenSearch, expected: int, limit: float, index: str = INDEX
+) -> float:
     start = time.monotonic()
     last = -1
     while time.monotonic() - start < limit:
-        count = await index_count(client)
+        count = await index_count(client, index)
         if count != last:
-            say(f"  indexed {count:,} / {expected:,}")
+            say(f"  {index}: indexed {count:,} / {expected:,}")
             last = count
         if count >= expected:
             return time.monotonic() - start
         await asyncio.sleep(2.0)
     raise SystemExit(f"[demo] snapshot not searchable after {limit:.0f}s (see {RUN_DIR})")
+
+
+async def wait_for_snapshots(
+    client: AsyncOpenSearch, deployment: Deployment, rows: int, start: float
+) -> None:
+    """The orders snapshot (``rows``), then every other view's, searchable."""
+    await wait_for_snapshot(client, rows, limit=600)
+    say(f"snapshot of {rows:,} orders searchable {time.monotonic() - start:.1f}s after start")
+    for view in deployment.views:
+        if view.view_name != VIEW:
+            count = await view_count(view.view_name)
+            await wait_for_snapshot(client, count, limit=120, index=view.os_index_name)
+            say(f"view {view.view_name}: {count:,} rows searchable in {view.os_index_name}")
 
 
 async def measure_latency(
@@ -196,15 +256,17 @@ def metrics_summary(consumers: int) -> str:
     return "\n".join(lines)
 
 
-async def check(redis: Redis, env: dict[str, str], consumers: int) -> int:
-    """verify, status, metrics and dead letters, as an operator reads them; verify's exit."""
-    say("searchsync verify (view vs index, every document):")
-    verified = await run_command(str(BIN / "searchsync"), "verify", env=env)
-    say("searchsync status:")
+async def check(env: dict[str, str], consumers: int, deployment: Deployment) -> int:
+    """verify (each view), status (every view), metrics and dead letters, as an operator
+    reads them; the worst verify's exit."""
+    verified = 0
+    for name in deployment.names:
+        say(f"searchsync verify --view {name} (view vs index, every document):")
+        searchsync = str(BIN / "searchsync")
+        verified = max(verified, await run_command(searchsync, "verify", "--view", name, env=env))
+    say("searchsync status (every view; its dead letters too):")
     await run_command(str(BIN / "searchsync"), "status", env=env)
     say("consumer metrics:\n" + metrics_summary(consumers))
-    dlq = await redis.xlen(f"searchsync:{VIEW}:dlq")
-    say(f"dead letters: {dlq}")
     return verified
 
 
@@ -214,7 +276,9 @@ async def run(args: argparse.Namespace) -> int:
         hosts=[{"host": os.environ["OS_HOST"], "port": int(os.environ["OS_PORT"])}], timeout=30
     )
     env = supervisor(args.consumers)
+    deployment = deployment_or_exit(env)
     try:
+        await ensure_schema()
         rows = await view_count()
         if rows == 0:
             say(f"seeding {args.orders:,} FreshMart orders")
@@ -228,17 +292,17 @@ async def run(args: argparse.Namespace) -> int:
             supervisorctl(env, "shutdown")
             await asyncio.sleep(1)
         if not args.keep_state:
-            await reset_state(redis, client)
-        write_config(args.consumers)
+            await reset_state(redis, client, deployment)
+        write_config(args.consumers, list(deployment.names))
         start = time.monotonic()
         if await run_command(str(BIN / "supervisord"), "-c", str(CONFIG), env=env):
             raise SystemExit("[demo] supervisord did not start")
         say(
-            f"pipeline started under supervisord: 1 producer, {args.consumers} consumers "
-            f"(logs in {RUN_DIR})"
+            f"pipeline started under supervisord: {len(deployment.views)} producers (one per "
+            f"view: {', '.join(deployment.names)}), {args.consumers} consumers serving every "
+            f"view (logs in {RUN_DIR})"
         )
-        await wait_for_snapshot(client, rows, limit=600)
-        say(f"snapshot of {rows:,} orders searchable {time.monotonic() - start:.1f}s after start")
+        await wait_for_snapshots(client, deployment, rows, start)
 
         record = RUN_DIR / "load.jsonl"
         record.unlink(missing_ok=True)
@@ -262,9 +326,9 @@ async def run(args: argparse.Namespace) -> int:
         for change in unseen[:10]:
             say(f"  not seen: {change}")
 
-        verified = await check(redis, env, args.consumers)
+        verified = await check(env, args.consumers, deployment)
         if args.live:
-            await live_view(redis, client, args)
+            await live_view(redis, client, args, deployment)
         return verified or (1 if unseen else 0)
     finally:
         if not args.keep_running:
@@ -276,7 +340,9 @@ async def run(args: argparse.Namespace) -> int:
         await redis.aclose()
 
 
-async def live_view(redis: Redis, client: AsyncOpenSearch, args: argparse.Namespace) -> None:
+async def live_view(
+    redis: Redis, client: AsyncOpenSearch, args: argparse.Namespace, deployment: Deployment
+) -> None:
     """The dashboard while the load keeps running; Ctrl-C (or --live-seconds) ends it."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -288,7 +354,7 @@ async def live_view(redis: Redis, client: AsyncOpenSearch, args: argparse.Namesp
     )
     say(f"live view: load at {args.rate} changes/s; Ctrl-C stops the load and the pipeline")
     ends = time.monotonic() + args.live_seconds if args.live_seconds else float("inf")
-    settings = settings_or_exit(supervisor(args.consumers))  # what the pipeline runs with
+    settings = deployment.view(VIEW)  # what the orders producer and consumers run with
     try:
         latest = await dashboard.live(
             redis,

@@ -16,6 +16,7 @@ import copy
 import json
 import re
 import tomllib
+from pathlib import PurePosixPath
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
@@ -25,9 +26,10 @@ import yaml
 from jsonschema import Draft202012Validator
 from prometheus_client import CollectorRegistry
 
-from searchsync.common.config import SECRET_VARIABLES, Settings, load_settings
+from searchsync.common.config import SECRET_VARIABLES, Settings
 from searchsync.common.endpoint import _app
 from searchsync.common.health import Verdict
+from searchsync.common.views import CONFIG_VARIABLE, VIEW_VARIABLE, Deployment, parse_views
 from searchsync.producer.metrics import ProducerMetrics
 from tests.unit.compose.deployment import compose_file
 from tests.unit.deploy.manifests import (
@@ -50,6 +52,13 @@ PRODUCERS = [
 CONSUMERS = one("Deployment", "searchsync-consumer")
 DEPLOYMENTS = [*PRODUCERS, CONSUMERS]
 SETTINGS_MAP: dict[str, str] = one("ConfigMap", "searchsync-settings")["data"]
+
+
+def views_of(values: dict[str, str]) -> Deployment:
+    """The views a pod with ``values`` syncs: the ConfigMap's views file, parsed as
+    common.views reads it from SEARCHSYNC_CONFIG (no file on disk: its TOML text)."""
+    text = one("ConfigMap", "searchsync-views")["data"]["views.toml"]
+    return parse_views(tomllib.loads(text), values, values[CONFIG_VARIABLE])
 
 
 def secret_template() -> Manifest:
@@ -143,8 +152,9 @@ def test_the_selector_matches_the_pod_labels(deployment: Manifest) -> None:
 @pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=lambda d: d["metadata"]["name"])
 def test_every_variable_a_container_gets_is_a_setting_and_loads(deployment: Manifest) -> None:
     values = environment(deployment)
-    assert sorted(set(values) - SETTINGS) == []
-    settings = load_settings(values)  # no exit 2 at start (ConfigError otherwise)
+    assert sorted(set(values) - SETTINGS - {CONFIG_VARIABLE, VIEW_VARIABLE}) == []
+    # no exit 2 at start (ViewsError or ConfigError otherwise), with the mounted file
+    settings = views_of(values).view(values.get(VIEW_VARIABLE))
     assert settings.metrics_port == 9400
     assert settings.metrics_host == "0.0.0.0"  # the kubelet's probes reach the pod's IP
 
@@ -158,26 +168,35 @@ def test_secrets_are_only_in_the_secret_and_it_holds_no_real_one() -> None:
     assert secret["metadata"]["name"] == "searchsync-credentials"
 
 
-def test_the_views_file_is_a_placeholder_nothing_reads() -> None:
+def test_the_views_file_is_mounted_where_searchsync_config_says_in_every_pod() -> None:
     views = one("ConfigMap", "searchsync-views")
-    assert "not read by searchsync yet" in views["metadata"]["annotations"]["searchsync/status"]
-    assert "not read by searchsync yet" in views["data"]["views.toml"]
-    tomllib.loads(views["data"]["views.toml"])
-    assert "SEARCHSYNC_CONFIG" not in SETTINGS  # when it becomes one, mount the file
+    path = PurePosixPath(SETTINGS_MAP[CONFIG_VARIABLE])
+    assert set(views["data"]) == {path.name}
     for deployment in DEPLOYMENTS:
-        assert "volumes" not in deployment["spec"]["template"]["spec"]
+        pod = deployment["spec"]["template"]["spec"]
+        (volume,) = pod["volumes"]
+        assert volume["configMap"]["name"] == views["metadata"]["name"]
+        (container,) = containers(deployment)
+        (mount,) = container["volumeMounts"]
+        assert (mount["name"], mount["mountPath"]) == (volume["name"], str(path.parent))
+
+
+def test_the_views_file_loads_and_each_view_has_its_producer() -> None:
+    deployment = views_of(environment(CONSUMERS))
+    assert deployment.names == tuple(environment(p)[VIEW_VARIABLE] for p in PRODUCERS)
 
 
 def test_each_view_has_one_producer_deployment_of_an_active_and_a_standby() -> None:
     assert PRODUCERS
-    views = [environment(p)["VIEW_NAME"] for p in PRODUCERS]
+    views = [environment(p)[VIEW_VARIABLE] for p in PRODUCERS]
     assert len(views) == len(set(views))
     for producer in PRODUCERS:
         assert producer["spec"]["replicas"] == 2
         (container,) = containers(producer)
         assert container["command"] == ["searchsync-producer"]
         assert (
-            producer["metadata"]["labels"]["searchsync/view"] == environment(producer)["VIEW_NAME"]
+            producer["metadata"]["labels"]["searchsync/view"]
+            == environment(producer)[VIEW_VARIABLE]
         )
         # a rolling update starts the new standby before the active one stops
         assert producer["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
@@ -196,7 +215,7 @@ def test_the_autoscaler_reads_the_buffer_metric_the_producer_exports() -> None:
     name = metric["external"]["metric"]["name"]
     selector: dict[str, str] = metric["external"]["metric"]["selector"]["matchLabels"]
     registry = CollectorRegistry()
-    ProducerMetrics(registry, SETTINGS_MAP["VIEW_NAME"])
+    ProducerMetrics(registry, environment(PRODUCERS[0])[VIEW_VARIABLE])
     families = {family.name: family for family in registry.collect()}
     assert name in families, sorted(families)
     (sample,) = families[name].samples
