@@ -38,10 +38,13 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+
+import msgspec
 
 from .config import EXIT_CONFIG, ConfigError, Settings, load_settings
 
@@ -336,11 +339,14 @@ def parse_view_argument(prog: str, doc: str, argv: Sequence[str] | None = None) 
     Returns the view named, or None. ``--help`` prints ``doc`` and exits 0; anything
     else exits 2 with the usage (argparse), before a connection is opened.
     """
+    names = ", ".join(
+        [*(field.encode_name for field in msgspec.structs.fields(Settings)), CONFIG_VARIABLE]
+    )
     parser = argparse.ArgumentParser(
         prog=prog,
         description=doc,
-        epilog="Configured by environment variables (README: Configuration); "
-        f"{CONFIG_VARIABLE} names a views file for several views.",
+        epilog="Configured by environment variables (README: Configuration), and by the "
+        f"views file {CONFIG_VARIABLE} names for several views:\n" + textwrap.fill(names, width=78),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
