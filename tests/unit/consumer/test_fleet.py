@@ -1,13 +1,19 @@
-"""One consumer for every view (consumer.fleet): metrics labelled by view, one exposition,
-and /healthz naming the view that is unhealthy."""
+"""One consumer for every view (consumer.fleet, consumer.main): metrics labelled by view,
+one exposition, /healthz naming the view that is unhealthy, and one view's fatal error
+stopping the others."""
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from searchsync.common.errors import FatalError
 from searchsync.common.health import Verdict
 from searchsync.consumer.fleet import ViewsCollector, worst
+from searchsync.consumer.main import _run_all
 from searchsync.consumer.metrics import ConsumerMetrics
 
 
@@ -47,3 +53,43 @@ def test_health_is_the_first_unhealthy_view_named() -> None:
     verdict = worst({"a": lambda: ok, "b": lambda: stalled})
     assert verdict == Verdict(False, "view b: no progress for 95s while 12 changes in hand")
     assert verdict.status == 503
+
+
+async def test_a_fatal_error_of_one_view_stops_the_others_and_is_raised() -> None:
+    stopped: list[str] = []
+
+    class Fails:
+        async def run(self, stop: asyncio.Event) -> None:
+            await asyncio.sleep(0.01)
+            raise FatalError("alias orders is a concrete index")
+
+    class Waits:
+        async def run(self, stop: asyncio.Event) -> None:
+            await stop.wait()  # as Worker.run: ends cleanly once stop is set
+            stopped.append("waits")
+
+    outer = asyncio.Event()
+    with pytest.raises(FatalError, match="concrete index"):
+        await asyncio.wait_for(_run_all([Waits(), Fails()], outer), 5)  # type: ignore[list-item]
+    assert stopped == ["waits"]
+    assert not outer.is_set()
+
+
+async def test_the_process_stop_reaches_every_view() -> None:
+    ended: list[int] = []
+
+    class Waits:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        async def run(self, stop: asyncio.Event) -> None:
+            await stop.wait()
+            ended.append(self.n)
+
+    outer = asyncio.Event()
+    task = asyncio.create_task(_run_all([Waits(1), Waits(2)], outer))  # type: ignore[list-item]
+    await asyncio.sleep(0.01)
+    assert not task.done()
+    outer.set()
+    await asyncio.wait_for(task, 5)
+    assert sorted(ended) == [1, 2]
