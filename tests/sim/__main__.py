@@ -1,5 +1,5 @@
 """``python -m tests.sim --seeds N [--seed S [--shrink | --drop I,J]] [--plant NAME]
-[--held-bulks [--gc-deletes S]]``.
+[--held-bulks [--gc-deletes S]] [--polling]``.
 
 Runs seeded schedules. Prints the report of each failing seed (the schedule, the
 steps that name the failing key, the last steps, the replay command) and a JSON
@@ -17,9 +17,10 @@ import sys
 import time
 
 from searchsync.consumer.runner import PartitionRunner
+from searchsync.producer.polling import Poller
 from searchsync.producer.session import SubscribeSession
 
-from .plants import PLANTS, PRODUCER_PLANTS
+from .plants import PLANTS, POLLER_PLANTS, PRODUCER_PLANTS
 from .schedule import run_schedule, shrink
 
 
@@ -29,7 +30,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first", type=int, default=0, help="the first seed of --seeds")
     parser.add_argument("--seed", type=int, help="replay this one seed (prints its trace)")
     parser.add_argument(
-        "--plant", choices=sorted({*PLANTS, *PRODUCER_PLANTS}), help="run a planted bug"
+        "--plant",
+        choices=sorted({*PLANTS, *PRODUCER_PLANTS, *POLLER_PLANTS}),
+        help="run a planted bug",
+    )
+    parser.add_argument(
+        "--polling",
+        action="store_true",
+        help="producers poll (USE_SUBSCRIBE=false) or SUBSCRIBE, switching at restarts "
+        "(tests/sim/polling.py; a poller plant implies it)",
     )
     parser.add_argument(
         "--held-bulks",
@@ -48,7 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runner = PLANTS.get(args.plant or "", PartitionRunner)
     session = PRODUCER_PLANTS.get(args.plant or "", SubscribeSession)
-    options = {"held": args.held_bulks, "session": session, "gc_deletes": args.gc_deletes}
+    poller = POLLER_PLANTS.get(args.plant or "", Poller)
+    options = {
+        "held": args.held_bulks, "session": session, "gc_deletes": args.gc_deletes,
+        "polling": args.polling, "poller": poller,
+    }  # fmt: skip
     seeds = [args.seed] if args.seed is not None else range(args.first, args.first + args.seeds)
     started = time.perf_counter()
     failed: list[int] = []

@@ -1,6 +1,6 @@
 """Bugs planted on purpose, to show the simulator finds them (tests/sim/test_simulator.py).
 
-Each is a PartitionRunner (consumer side) or a SubscribeSession (producer side)
+Each is a PartitionRunner (consumer side), a SubscribeSession or a Poller (producer side)
 with one rule of the protocol broken; the schedule runs it instead of the real one
 (``python -m tests.sim --plant NAME``).
 """
@@ -11,16 +11,20 @@ from typing import Any
 
 from searchsync.consumer.batch import Batch
 from searchsync.consumer.runner import PartitionRunner
+from searchsync.producer.polling import Poller, PollPlan, RowScan, Step
 from searchsync.producer.resume import StartPlan
 from searchsync.producer.session import SubscribeSession
 
 __all__ = [
     "PLANTS",
+    "POLLER_PLANTS",
     "PRODUCER_PLANTS",
     "AckBeforeBulk",
     "CheckpointBeforeWrite",
     "FrontierWithoutStrayCheck",
+    "RememberBeforeWrite",
     "ResumeAtCheckpoint",
+    "WriteWithoutInvalidate",
 ]
 
 
@@ -68,4 +72,29 @@ class ResumeAtCheckpoint(SubscribeSession):
 PRODUCER_PLANTS: dict[str, type[SubscribeSession]] = {
     "checkpoint-before-write": CheckpointBeforeWrite,
     "resume-at-checkpoint": ResumeAtCheckpoint,
+}
+
+
+class RememberBeforeWrite(Poller):
+    """Stores a poll's new digests before it writes the entries they stand for."""
+
+    async def _run(self, step: Step, plan: PollPlan, scan: RowScan) -> None:
+        if step == "write":
+            await super()._run("remember", plan, scan)
+        elif step == "remember":
+            return
+        await super()._run(step, plan, scan)
+
+
+class WriteWithoutInvalidate(Poller):
+    """Writes a poll's changes without first marking their keys as being written."""
+
+    async def _run(self, step: Step, plan: PollPlan, scan: RowScan) -> None:
+        if step != "invalidate":
+            await super()._run(step, plan, scan)
+
+
+POLLER_PLANTS: dict[str, type[Poller]] = {
+    "remember-before-write": RememberBeforeWrite,
+    "write-without-invalidate": WriteWithoutInvalidate,
 }

@@ -28,6 +28,7 @@ from searchsync.common.config import Settings
 from searchsync.consumer.retention import trim_floor
 from searchsync.consumer.runner import PartitionRunner
 from searchsync.producer.documents import DocumentEncoder
+from searchsync.producer.polling import Poller
 from searchsync.producer.rows import Envelope
 from searchsync.producer.session import SubscribeSession
 
@@ -35,7 +36,8 @@ from .consumer import SimConsumer
 from .index import NOT_A_NUMBER, gc_deletes_of
 from .invariants import Violation
 from .loop import VirtualLoop
-from .plants import PLANTS, PRODUCER_PLANTS
+from .plants import PLANTS, POLLER_PLANTS, PRODUCER_PLANTS
+from .polling import PollLedger, SimModalProducer, producer_mode, settle_polling
 from .producer import COLUMNS, SimMaterialize, SimProducer
 from .world import PROCESS, Faults, World
 
@@ -183,11 +185,18 @@ class _Run:
         held: bool,
         drop: frozenset[int],
         session: type[SubscribeSession] = SubscribeSession,
+        *,
+        polling: bool = False,
+        poller: type[Poller] = Poller,
     ) -> None:
         rng = random.Random(seed)
         self.seed = seed
         self.runner = runner
         self.session = session
+        # polling schedules (tests.sim.polling): producers poll or SUBSCRIBE
+        self.polling = polling
+        self.poller = poller
+        self.ledger: PollLedger | None = None
         self.partitions = rng.choice((1, 2, 3, 4))
         self.envelope: Envelope = rng.choice(("diffs", "upsert"))
         self.producers_at_start = rng.randint(1, 2)  # the second: a hot standby
@@ -230,6 +239,12 @@ class _Run:
         name = f"P{self._producer_names}"
         self._producer_names += 1
         world.note(f"{name} START")
+        if self.ledger is not None:
+            polls = producer_mode(self.seed, self._producer_names - 1)
+            modal = SimModalProducer(world, name, self.mz, self.ledger, polling=polls)
+            modal.use(self.session, self.poller)
+            self.producers.append(modal)
+            return
         self.producers.append(SimProducer(world, name, self.mz, self.session))
 
     def _live_producers(self) -> list[SimProducer]:
@@ -248,7 +263,9 @@ class _Run:
                 if planned is None:
                     mz.stage(key.decode(), None)
                     continue
-                amount = NOT_A_NUMBER if planned == b"poison" else str(rng.randint(1, 999))
+                # polling: few values, so that a key goes back to a row it had
+                values = 3 if self.polling else 999
+                amount = NOT_A_NUMBER if planned == b"poison" else str(rng.randint(1, values))
                 mz.stage(key.decode(), (key.decode(), amount))
             world.note(f"database step {number}: {[k.decode() for k, _ in step]}")
             if number == history.poison_entry_at:
@@ -376,6 +393,8 @@ class _Run:
         # a producer ran before: the history starts after its checkpoint (so no start
         # writes a snapshot and a reconcile marker, which consumers here do not run)
         world.redis.strings[world.keys.checkpoint] = (str(mz.upper), None)
+        if self.polling:
+            self.ledger = PollLedger(world, mz, restart=lambda: self._start_producer(world))
         ticking = asyncio.create_task(mz.run())
         for _ in range(self.initial):
             self._join(world)
@@ -414,7 +433,8 @@ class _Run:
         ticking.cancel()
         if checker.violation is None:
             with contextlib.suppress(Violation):
-                checker.at_rest(self._view(mz), checker.last_progress)
+                view = settle_polling(world, mz) if self.polling else self._view(mz)
+                checker.at_rest(view, checker.last_progress)
 
 
 def _loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -446,12 +466,15 @@ def run_schedule(
     drop: frozenset[int] = frozenset(),
     session: type[SubscribeSession] = SubscribeSession,
     gc_deletes: float | None = None,
+    polling: bool = False,
+    poller: type[Poller] = Poller,
 ) -> Outcome:
     """Run schedule ``seed`` to the end (or its first broken invariant); ``held`` adds a
     bulk held up on the way past OpenSearch's default gc_deletes (see :func:`_chaos`);
     ``drop`` leaves those chaos events out (numbers as the report shows them);
     ``session`` is the producer's session class (a planted bug); ``gc_deletes`` the
-    index's, when not the one searchsync creates indexes with."""
+    index's, when not the one searchsync creates indexes with; ``polling``: producers
+    poll or SUBSCRIBE (tests.sim.polling), ``poller`` the Poller class (a planted bug)."""
     _HANDLER.found = []
     random.seed(seed)  # the backoff jitter (common.backoff) draws from the global generator
     loop = VirtualLoop()
@@ -472,7 +495,9 @@ def run_schedule(
         return task
 
     loop.set_task_factory(track)
-    plan = _Run(seed, runner, held, drop, session)
+    plan = _Run(
+        seed, runner, held, drop, session, polling=polling or poller is not Poller, poller=poller
+    )
     settings = Settings(
         **SIM_SETTINGS,  # type: ignore[arg-type]
         stream_partitions=plan.partitions,
@@ -498,9 +523,11 @@ def run_schedule(
         pattern = re.compile(rb"\b%s\b" % re.escape(key))
         about = [t for t in world.steps_log if pattern.search(t.encode())][-40:]
     replay = f"python -m tests.sim --seed {seed}"
-    plants: dict[str, object] = {**PLANTS, **PRODUCER_PLANTS}
-    plant = next((name for name, planted in plants.items() if planted in (runner, session)), None)
+    plants: dict[str, object] = {**PLANTS, **PRODUCER_PLANTS, **POLLER_PLANTS}
+    chosen = (runner, session, poller)
+    plant = next((name for name, planted in plants.items() if planted in chosen), None)
     replay += f" --plant {plant}" if plant else ""
+    replay += " --polling" if plan.polling and poller is Poller else ""
     replay += " --held-bulks" if held else ""
     replay += f" --gc-deletes {gc_deletes:g}" if gc_deletes is not None else ""
     replay += f" --drop {','.join(map(str, sorted(drop)))}" if drop else ""
@@ -556,12 +583,17 @@ def shrink(
     held: bool = False,
     session: type[SubscribeSession] = SubscribeSession,
     gc_deletes: float | None = None,
+    polling: bool = False,
+    poller: type[Poller] = Poller,
 ) -> Outcome:
     """The failing schedule ``seed`` with as few chaos events as still break the same
     invariant: each event is left out in turn and stays out if the failure remains
     (one run per event). Leaving one out also moves the seeded draws after it, so the
     result is a schedule that fails, not a proof that each event left is needed."""
-    options = {"held": held, "session": session, "gc_deletes": gc_deletes}
+    options = {
+        "held": held, "session": session, "gc_deletes": gc_deletes,
+        "polling": polling, "poller": poller,
+    }  # fmt: skip
     best = run_schedule(seed, runner, **options)  # type: ignore[arg-type]
     if best.ok:
         return best
