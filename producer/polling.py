@@ -77,7 +77,14 @@ marker, that no later poll deletes). A crash before ``commit`` leaves entries ab
 the checkpoint, as a SUBSCRIBE crash between ``write`` and ``commit`` does; the
 next poll writes at a version ≥ this V (T and the checkpoint only grow), and
 ``external_gte`` makes a second copy harmless. tests/unit/producer/test_polling.py
-kills a modelled producer at every write of every step.
+kills a modelled producer at every write of every step; the simulator
+(``python -m tests.sim --polling``, tests/sim/polling.py) runs this Poller on
+modelled services, killed and cut inside its round trips and switched to
+SUBSCRIBE and back.
+
+Its services come through producer.ports (a poll source for the read
+transaction, a digest store for the hash, the entry sink, the backpressure
+gate); producer.adapters builds the real ones.
 
 Memory: the digest dict holds a key's str, an int and the dict's slot and index;
 a poll holds the previous and the new dict at once, so twice that at its peak,
