@@ -31,6 +31,9 @@ CREATE SOURCE IF NOT EXISTS freshmart IN CLUSTER ingest
 \i /tmp/view.sql
 -- a view created before it was given RETAIN HISTORY gets it now
 ALTER MATERIALIZED VIEW orders_search_source_mv SET (RETAIN HISTORY FOR '1h');
+-- the second view (devstack/sql/025_stores_search_source_mv.sql), the same way
+\i /tmp/stores_view.sql
+ALTER MATERIALIZED VIEW stores_search_source_mv SET (RETAIN HISTORY FOR '1h');
 -- No index on the view in `serving`: a SUBSCRIBE there would read the index, which
 -- keeps no history (its AS OF would be refused). Earlier versions of this file made one.
 DROP INDEX IF EXISTS orders_search_source_mv_idx;

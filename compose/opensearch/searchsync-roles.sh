@@ -15,8 +15,23 @@
 # command line (curl reads them from stdin).
 set -euo pipefail
 : "${OS_URL:?}" "${OS_ADMIN_USER:?}" "${OS_ADMIN_PASSWORD:?}" "${SEARCHSYNC_PASSWORD:?}" "${OPERATOR_PASSWORD:?}"
-alias=${ALIAS:-orders}
-case $alias in *[!a-z0-9_-]*|'') echo "ALIAS: lower-case letters, digits, _ and - only" >&2; exit 2 ;; esac
+# ALIAS: the alias searchsync writes, or several separated by spaces (one per view of a
+# views file, README "Several views"): each role gets the same rights on every one
+aliases=${ALIAS:-orders}
+[ -n "${aliases// /}" ] || { echo "ALIAS: at least one alias" >&2; exit 2; }
+for alias in $aliases; do
+  case $alias in *[!a-z0-9_-]*) echo "ALIAS: lower-case letters, digits, _ and - only" >&2; exit 2 ;; esac
+done
+# patterns SUFFIX…: "<alias><suffix>" for every alias and suffix, as JSON strings
+patterns() {
+  local out="" alias suffix
+  for alias in $aliases; do
+    for suffix in "$@"; do out+="${out:+, }\"$alias$suffix\""; done
+  done
+  printf '%s' "$out"
+}
+every=$(patterns "" "_v*" "_resync")  # the alias, its indexes, a resync's write alias
+versions=$(patterns "_v*")
 tls=()
 if [ "${OS_INSECURE:-false}" = true ]; then tls=(-k); elif [ -n "${OS_CA_CERTS:-}" ]; then tls=(--cacert "$OS_CA_CERTS"); fi
 
@@ -36,7 +51,7 @@ put "roles/searchsync_sync" <<JSON
 {
   "cluster_permissions": ["cluster:monitor/main", "indices:data/write/bulk"],
   "index_permissions": [{
-    "index_patterns": ["$alias", "${alias}_v*", "${alias}_resync"],
+    "index_patterns": [$every],
     "allowed_actions": [
       "indices:data/write/bulk*", "indices:data/write/index", "indices:data/write/delete",
       "indices:data/write/delete/byquery", "indices:data/read/search",
@@ -45,7 +60,7 @@ put "roles/searchsync_sync" <<JSON
       "indices:monitor/settings/get"
     ]
   }, {
-    "index_patterns": ["${alias}_v*"],
+    "index_patterns": [$versions],
     "allowed_actions": ["indices:admin/delete"]
   }, {
     "index_patterns": ["*"],
@@ -60,7 +75,7 @@ put "roles/searchsync_operate" <<JSON
     "indices:data/read/mget"
   ],
   "index_permissions": [{
-    "index_patterns": ["$alias", "${alias}_v*", "${alias}_resync"],
+    "index_patterns": [$every],
     "allowed_actions": [
       "indices:data/read/mget*", "indices:admin/delete", "indices:admin/settings/update",
       "indices:monitor/settings/get", "indices:admin/mappings/get", "indices:admin/resize"

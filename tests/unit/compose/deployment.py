@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[3]
 COMPOSE = ROOT / "compose"
 COMPOSE_FILE = COMPOSE / "docker-compose.yml"
 # the services that run searchsync (the app image); the rest are the products'
-SEARCHSYNC_SERVICES = ("search-sync", "search-sync-consumer")
+SEARCHSYNC_SERVICES = ("search-sync", "search-sync-stores", "search-sync-consumer")
 # the CLI's service (profile cli: `docker compose run --rm searchsync-cli …`)
 CLI_SERVICE = "searchsync-cli"
 # the one-shot job that makes the OpenSearch roles and users
@@ -100,16 +100,26 @@ _PUT = re.compile(
 )
 
 
+def _patterns(aliases: str, *suffixes: str) -> str:
+    """The script's ``patterns SUFFIX…``: ``"<alias><suffix>"`` for every alias of the
+    space-separated ``aliases`` and every suffix, as JSON strings."""
+    return ", ".join(json.dumps(a + s) for a in aliases.split() for s in suffixes)
+
+
 def roles_requests(alias: str, path: Path = ROLES_SCRIPT) -> list[RolesRequest]:
-    """The script's PUTs in order, ``$alias``/``${alias}`` replaced by ``alias`` as bash
-    expands them in its here-documents. Raises AssertionError for a ``put`` line this
+    """The script's PUTs in order, ``$every``/``$versions`` replaced by the patterns of
+    ``alias`` (one alias, or several separated by spaces: ALIAS) as the script's
+    ``patterns`` writes them into its here-documents. Raises AssertionError for a ``put`` line this
     reading does not understand (so none is skipped unseen)."""
     text = path.read_text()
     requests: list[RolesRequest] = []
     for match in _PUT.finditer(text):
         body: Any = None
         if match.group("heredoc") is not None:
-            expanded = re.sub(r"\$\{alias\}|\$alias\b", alias, match.group("heredoc"))
+            expanded = re.sub(
+                r"\$every\b", _patterns(alias, "", "_v*", "_resync"), match.group("heredoc")
+            )
+            expanded = re.sub(r"\$versions\b", _patterns(alias, "_v*"), expanded)
             assert "$" not in expanded, expanded
             body = json.loads(expanded)
         elif match.group("literal") is not None:

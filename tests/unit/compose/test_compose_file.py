@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from pathlib import PurePosixPath
 from typing import Any
 
 import msgspec
@@ -19,6 +20,7 @@ import pytest
 from jsonschema import Draft7Validator
 
 from searchsync.common.config import Settings, load_settings
+from searchsync.common.views import CONFIG_VARIABLE, VIEW_VARIABLE, load_deployment
 from tests.unit.compose.deployment import (
     CLI_SERVICE,
     COMPOSE,
@@ -47,8 +49,10 @@ def schema_errors(document: dict[str, Any]) -> list[str]:
 
 
 def unknown_variables(environment: dict[str, Any]) -> list[str]:
-    """Names the settings object does not read (a typo is silently ignored otherwise)."""
-    return sorted(name for name in environment if name not in SETTINGS)
+    """Names neither the settings object nor common.views reads (a typo is silently
+    ignored otherwise)."""
+    known = SETTINGS | {CONFIG_VARIABLE, VIEW_VARIABLE}
+    return sorted(name for name in environment if name not in known)
 
 
 def test_the_vendored_schema_is_the_compose_specification() -> None:
@@ -215,3 +219,23 @@ def test_every_file_the_compose_file_mounts_exists() -> None:
             source = str(volume).split(":")[0]
             if source.startswith("."):
                 assert (COMPOSE / source).exists(), (name, source)
+
+
+def test_each_producer_syncs_one_view_of_the_mounted_views_file_and_consumers_all() -> None:
+    """SEARCHSYNC_CONFIG names the file the services mount (devstack's views file); each
+    view of it has one producer service naming it, and the consumers serve every view."""
+    services = compose_file()["services"]
+    path = compose_file()["x-searchsync-env"][CONFIG_VARIABLE]
+    for name in (*SEARCHSYNC_SERVICES, CLI_SERVICE):
+        mounts = dict(str(v).rsplit(":", 1)[0].split(":", 1) for v in services[name]["volumes"])
+        [(source, target)] = mounts.items()
+        assert target == str(PurePosixPath(path).parent), name
+        local = (COMPOSE / source).resolve() / PurePosixPath(path).name
+    deployment = load_deployment({CONFIG_VARIABLE: str(local)})
+    producers = {
+        services[name]["environment"][VIEW_VARIABLE]: name
+        for name in SEARCHSYNC_SERVICES
+        if services[name]["command"] == ["searchsync-producer"]
+    }
+    assert sorted(producers) == sorted(deployment.names)
+    assert VIEW_VARIABLE not in services["search-sync-consumer"]["environment"]

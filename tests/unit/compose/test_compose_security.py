@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from searchsync.common.views import CONFIG_VARIABLE, load_deployment
 from tests.e2e.test_opensearch_security import readme_roles
 from tests.e2e.test_tls import REDIS_GRANTS
 from tests.unit.compose.deployment import (
@@ -107,8 +108,13 @@ def test_the_roles_job_runs_the_script_once_opensearch_is_healthy() -> None:
     assert urlsplit(environment["OS_URL"]).hostname == "opensearch"
     assert environment["OS_ADMIN_USER"] == "admin"
     assert variable(environment["OS_ADMIN_PASSWORD"]) == "OPENSEARCH_INITIAL_ADMIN_PASSWORD"
-    # the roles cover the index the services write
-    assert environment["ALIAS"] == compose_file()["x-searchsync-env"]["OS_INDEX_NAME"]
+    # the roles cover every index the services write: each view's alias (the views file)
+    views = ROOT / "devstack" / "views" / "views.toml"
+    aliases = [view.os_index_name for view in load_deployment({CONFIG_VARIABLE: str(views)}).views]
+    assert environment["ALIAS"].split() == aliases
+    sync = next(r.body for r in roles_requests(environment["ALIAS"]) if r.path.endswith("_sync"))
+    patterns = sync["index_permissions"][0]["index_patterns"]
+    assert patterns == [f"{a}{s}" for a in aliases for s in ("", "_v*", "_resync")]
 
 
 @pytest.mark.parametrize("service", LOGIN_SERVICES)

@@ -22,6 +22,7 @@ from tests.unit.compose.deployment import COMPOSE, ROOT, compose_file
 
 MATERIALIZE = COMPOSE / "materialize"
 DEVSTACK_VIEW = ROOT / "devstack" / "sql" / "030_orders_search_source_mv.sql"
+STORES_VIEW = ROOT / "devstack" / "sql" / "025_stores_search_source_mv.sql"
 HEADER = (
     "CREATE MATERIALIZED VIEW IF NOT EXISTS orders_search_source_mv IN CLUSTER compute "
     "WITH (RETAIN HISTORY FOR '1h') AS"
@@ -86,16 +87,34 @@ def test_the_sed_script_fails_loudly_when_the_devstack_header_changes(tmp_path: 
     assert HEADER not in generated_view(moved)
 
 
-def test_init_sh_generates_the_view_from_the_file_compose_mounts() -> None:
+def test_init_sh_generates_the_views_from_the_files_compose_mounts() -> None:
     mz_init = compose_file()["services"]["mz-init"]
     mounts = dict(str(v).rsplit(":", 1)[0].split(":", 1) for v in mz_init["volumes"])
-    [(source, target)] = [(s, t) for s, t in mounts.items() if t.startswith("/view/")]
-    assert (COMPOSE / source).resolve() == DEVSTACK_VIEW
+    views = {(COMPOSE / s).resolve(): t for s, t in mounts.items() if t.startswith("/view/")}
+    assert set(views) == {DEVSTACK_VIEW, STORES_VIEW}
     script = (MATERIALIZE / "init.sh").read_text()
-    assert f"sed -f /init/view.sed {target} > /tmp/view.sql" in script
+    assert f"sed -f /init/view.sed {views[DEVSTACK_VIEW]} > /tmp/view.sql" in script
+    assert f"sed -f /init/view.sed {views[STORES_VIEW]} > /tmp/stores_view.sql" in script
     assert mounts["./materialize"] == "/init"
     assert mz_init["entrypoint"] == ["bash", "/init/init.sh"]
     assert ("meta", "\\i /tmp/view.sql") in init_sql()
+    assert ("meta", "\\i /tmp/stores_view.sql") in init_sql()
+
+
+def test_the_compose_stores_view_is_the_devstack_view_with_one_line_changed() -> None:
+    devstack = STORES_VIEW.read_text().splitlines()
+    generated = generated_view(STORES_VIEW).splitlines()
+    changed = [
+        line
+        for line in difflib.unified_diff(devstack, generated, lineterm="", n=0)
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    ]
+    header = HEADER.replace("orders_search_source_mv", "stores_search_source_mv")
+    assert changed == ["-CREATE OR REPLACE VIEW stores_search_source_mv AS", f"+{header}"]
+    assert (
+        "sql",
+        "ALTER MATERIALIZED VIEW stores_search_source_mv SET (RETAIN HISTORY FOR '1h');",
+    ) in init_sql()
 
 
 def test_retain_history_is_enabled_as_mz_system_before_init_sql() -> None:
@@ -109,7 +128,7 @@ def test_retain_history_is_enabled_as_mz_system_before_init_sql() -> None:
 
 def test_every_statement_lexes_as_materialize_sql() -> None:
     statements = [text for kind, text in init_sql() if kind in ("sql", "gexec")]
-    assert len(statements) == 7
+    assert len(statements) == 8
     for statement in statements:
         # psql replaces :'name' with a literal before sending; the lexer sees the result
         sent = re.sub(r":'(\w+)'", r"'\1-value'", statement)
