@@ -97,13 +97,16 @@ async def prefill(redis: Redis, keys: Keys, events: int) -> Backlog:
             backlog.entry_ms[partition].append(int(entry_id.split(b"-")[0]))
     async with redis.pipeline(transaction=False) as pipe:
         for partition, times in enumerate(backlog.entry_ms):
-            pipe.hincrby(keys.counts, keys.written_field(partition), len(times))
+            pipe.hincrby(keys.counts(partition), keys.written_field(partition), len(times))
         await pipe.execute()
     return backlog
 
 
 async def acked(redis: Redis, keys: Keys) -> list[int]:
-    raw: Any = await redis.hmget(keys.counts, [keys.acked_field(p) for p in range(keys.partitions)])
+    async with redis.pipeline(transaction=False) as pipe:
+        for partition in range(keys.partitions):
+            pipe.hget(keys.counts(partition), keys.acked_field(partition))
+        raw: Any = await pipe.execute()
     return [int(v or 0) for v in raw]
 
 
@@ -339,7 +342,9 @@ class Bench:
                     pipe.xadd(self.keys.stream(partition), encode_changes(ts, [(key, doc)]))  # type: ignore[arg-type]
                 for partition in set(parts):
                     pipe.hincrby(
-                        self.keys.counts, self.keys.written_field(partition), parts.count(partition)
+                        self.keys.counts(partition),
+                        self.keys.written_field(partition),
+                        parts.count(partition),
                     )
                 ids = await pipe.execute()
             for entry_id, partition in zip(ids, parts, strict=False):
@@ -392,7 +397,7 @@ class Bench:
         return {"method": ceiling.METHOD, "best_connections": best["connections"], "runs": runs}
 
     async def cleanup(self) -> None:
-        async for key in self.redis.scan_iter(match=f"{self.keys.prefix}*", count=1000):
+        async for key in self.redis.scan_iter(match=self.keys.pattern, count=1000):
             await self.redis.delete(key)
         for index in self.indices:
             with contextlib.suppress(Exception):
@@ -445,7 +450,7 @@ class Bench:
 
     async def main(self) -> dict[str, Any]:
         args = self.args
-        self.say(f"prefilling {args.events} entries into {self.keys.prefix}p*")
+        self.say(f"prefilling {args.events} entries into {self.keys.stream(0)}…")
         t0 = time.monotonic()
         backlog = await prefill(self.redis, self.keys, args.events)
         mean_doc = statistics.mean(len(doc) for _, doc, _ in backlog.docs[:2000])

@@ -72,6 +72,7 @@ from devstack.searchable import Tracker
 from searchsync.common import status as status_report
 from searchsync.common.config import Settings
 from searchsync.common.keys import Keys
+from searchsync.common.partition_state import merge_counts, queue_counts
 
 __all__ = ["main", "production"]
 
@@ -279,11 +280,12 @@ class Run:
 
     async def counts(self) -> tuple[int, int]:
         """Changes written and acknowledged so far, over all partitions."""
-        parts = range(self.keys.partitions)
-        fields = [self.keys.written_field(p) for p in parts]
-        fields += [self.keys.acked_field(p) for p in parts]
-        values = [int(v or 0) for v in await self.redis.hmget(self.keys.counts, fields)]
-        return sum(values[: len(parts)]), sum(values[len(parts) :])
+        async with self.redis.pipeline(transaction=False) as pipe:
+            queue_counts(pipe, self.keys)
+            counts = merge_counts(await pipe.execute())
+        written = sum(int(v) for k, v in counts.items() if k.startswith(b"written:"))
+        acked = sum(int(v) for k, v in counts.items() if k.startswith(b"acked:"))
+        return written, acked
 
     async def at_rate(self, label: str, offered: float) -> dict[str, Any]:
         """The FreshMart writer at ``offered`` changes/s: the latency users feel."""

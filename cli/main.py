@@ -15,6 +15,8 @@ own I/O beside it: cli.resync_run and cli.resync_load serve cli.resync).
                                              re-deliver retained entries (cli.replay)
     searchsync wait --ts T | --now [--timeout S]
                                              until T is searchable (cli.wait)
+    searchsync migrate-layout [--yes]         the view's Redis keys from key layout 1
+                                             to 2 (cli.migrate_layout)
 
 Every command has ``--view V``: the view of the views file (SEARCHSYNC_CONFIG,
 common.views) it acts on; required when the file lists several, except for ``status``,
@@ -43,7 +45,7 @@ from ..common.errors import FatalError
 from ..common.index import IndexLayoutError
 from ..common.opensearch import explain
 from ..common.views import ViewsError, deployment_or_exit
-from . import dlq, index, purge, replay, resync, status, verify, wait
+from . import dlq, index, migrate_layout, purge, replay, resync, status, verify, wait
 from .terminal import EXIT_LAYOUT, EXIT_UNREACHABLE, EXIT_USAGE
 
 __all__ = ["main"]
@@ -51,7 +53,7 @@ __all__ = ["main"]
 Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 
 # Each module adds its subcommand (``register(sub)``), in the order `--help` lists them.
-_COMMANDS = (status, verify, index, resync, dlq, purge, replay, wait)
+_COMMANDS = (status, verify, index, resync, dlq, purge, replay, wait, migrate_layout)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
 """``searchsync dlq``: dead letters in words, and what a retry does with each.
 
 Pure, no I/O (cli.dlq reads and writes Redis and Materialize). A letter is an
-entry of ``searchsync:<view>:dlq`` (common.entries.DeadLetter); its entry id says
+entry of ``searchsync:{<view>}:dlq`` (common.entries.DeadLetter); its entry id says
 when it was dead-lettered, its ``ts`` which change it held.
 
 A retry never resends the letter's document, which may be days old: it re-reads

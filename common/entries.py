@@ -1,4 +1,4 @@
-"""The stream entry codec: what an entry in ``searchsync:<view>:p<N>`` holds.
+"""The stream entry codec: what an entry in ``searchsync:{<view>:p<N>}`` holds.
 
 Pure functions, no I/O. Field names and values are bytes, exactly as XADD takes
 them and XREADGROUP/XRANGE return them, so ``redis-cli XRANGE`` shows:
@@ -19,7 +19,7 @@ them and XREADGROUP/XRANGE return them, so ``redis-cli XRANGE`` shows:
 external version. Documents are encoded once by the producer and never parsed
 again: the consumer copies ``doc`` bytes into the ``_bulk`` body.
 
-A dead-letter entry (``searchsync:<view>:dlq``) carries one change, the reason it
+A dead-letter entry (``searchsync:{<view>}:dlq``) carries one change, the reason it
 was rejected and where it came from; see :class:`DeadLetter`.
 """
 

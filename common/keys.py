@@ -1,7 +1,21 @@
-"""Every Redis key searchsync uses, in one place.
+"""Every Redis key searchsync uses, in one place: key layout 2.
 
-All keys of one view share the prefix ``searchsync:<view>:``. No command touches
-two partitions' keys at once, so the layout stays usable on Redis Cluster.
+Keys carry Redis Cluster hash tags (the part in braces decides the slot), so that
+every command and every script touches keys of one slot only, on one Redis as on a
+cluster:
+
+* view-wide keys share the tag ``{<view>}``: ``searchsync:{<view>}:checkpoint``,
+  ``…:producer``, ``…:meta`` … The fenced checkpoint script reads the producer lease
+  and writes the checkpoint; the producer's acquire script reads the lease and
+  increments the epoch: both pairs are view-wide, so each script stays in one slot.
+* every key of partition N shares the tag ``{<view>:p<N>}``: its stream
+  ``searchsync:{<view>:p<N>}``, and ``…:lease``, ``…:applied``, ``…:counts``,
+  ``…:attempts``, ``…:blocked``. The consumer's fence script (lease + attempts) and
+  the replay's move script (stream + counts) stay in one slot, and partitions spread
+  over the cluster's nodes.
+
+Layout 1 (``searchsync:<view>:p<N>``, one ``applied`` and one ``counts`` hash for the
+whole view) is refused at start by common.meta, which names the migration.
 """
 
 from __future__ import annotations
@@ -24,14 +38,13 @@ class Keys:
     """Key names for one view; cheap to build, holds no connection."""
 
     __slots__ = (
-        "applied",
         "checkpoint",
-        "counts",
         "dlq",
         "high_water",
         "members",
         "meta",
         "partitions",
+        "pattern",
         "poll_digests",
         "poll_keys",
         "prefix",
@@ -43,10 +56,16 @@ class Keys:
         "resync_confirmed",
         "resync_lock",
         "retired",
+        "view",
     )
 
     def __init__(self, view: str, partitions: int) -> None:
-        self.prefix = f"searchsync:{view}:"
+        self.view = view
+        # the view-wide keys' prefix (one slot); partitions' keys start searchsync:{<view>:p
+        self.prefix = f"searchsync:{{{view}}}:"
+        # a SCAN pattern matching every key of this view, view-wide and per partition
+        # (not another view whose name starts with this one's)
+        self.pattern = f"searchsync:{{{view}[:}}]*"
         self.partitions = partitions
         # last complete frontier F written by the producer: every change below F is in a stream
         self.checkpoint = self.prefix + "checkpoint"
@@ -54,15 +73,10 @@ class Keys:
         self.dlq = self.prefix + "dlq"
         # consumer heartbeats: sorted set, member = consumer name, score = last beat (ms)
         self.members = self.prefix + "members"
-        # hash p<N> -> frontier applied to OpenSearch (every change below it is indexed)
-        self.applied = self.prefix + "applied"
         # hash snapshot ts -> RECONCILE_PENDING | RECONCILE_DONE: deletes of documents older than a
         # snapshot that replaced lost history (written by the producer, run by one consumer)
         self.reconcile = self.prefix + "reconcile"
         self.reconcile_lock = self.prefix + "reconcile:lock"
-        # hash written:p<N> / acked:p<N> -> changes (not entries) ever written / acknowledged;
-        # their difference is the buffer the runbook's backpressure counts (common.buffer)
-        self.counts = self.prefix + "counts"
         # set of keys present in the view, kept by the polling fallback to detect deletes
         # (before it compared rows by content; deleted on start by both modes)
         self.poll_keys = self.prefix + "poll:keys"
@@ -92,22 +106,35 @@ class Keys:
         self.retired = self.prefix + "retired"
 
     def stream(self, partition: int) -> str:
-        """The stream of partition ``partition``: ``searchsync:<view>:p<N>``."""
-        return f"{self.prefix}p{partition}"
+        """The stream of partition ``partition``: ``searchsync:{<view>:p<N>}``; every other
+        key of the partition is this name plus a suffix (one hash slot)."""
+        return f"searchsync:{{{self.view}:p{partition}}}"
 
     def lease(self, partition: int) -> str:
-        """The lease of partition ``partition``: ``searchsync:<view>:lease:p<N>``."""
-        return f"{self.prefix}lease:p{partition}"
+        """The lease of partition ``partition``: ``searchsync:{<view>:p<N>}:lease``."""
+        return self.stream(partition) + ":lease"
+
+    def applied(self, partition: int) -> str:
+        """String: the frontier applied to OpenSearch for ``partition`` (every change of it
+        below is indexed): ``searchsync:{<view>:p<N>}:applied`` (consumer.acks)."""
+        return self.stream(partition) + ":applied"
+
+    def counts(self, partition: int) -> str:
+        """Hash ``written:p<N>`` / ``acked:p<N>`` -> changes (not entries) of ``partition``
+        ever written / acknowledged: ``searchsync:{<view>:p<N>}:counts``. Their difference
+        is the buffer backpressure counts (common.buffer); the fields keep the partition in
+        their name so the hashes of all partitions merge into one mapping."""
+        return self.stream(partition) + ":counts"
 
     def attempts(self, partition: int) -> str:
         """Hash entry id -> bulk attempts of partition ``partition``'s pending entries:
-        ``searchsync:<view>:attempts:p<N>`` (consumer.attempts)."""
-        return f"{self.prefix}attempts:p{partition}"
+        ``searchsync:{<view>:p<N>}:attempts`` (consumer.attempts)."""
+        return self.stream(partition) + ":attempts"
 
     def blocked(self, partition: int) -> str:
         """Why partition ``partition`` cannot be written (auth, missing alias …), with a
-        TTL while a consumer keeps retrying: ``searchsync:<view>:blocked:p<N>``."""
-        return f"{self.prefix}blocked:p{partition}"
+        TTL while a consumer keeps retrying: ``searchsync:{<view>:p<N>}:blocked``."""
+        return self.stream(partition) + ":blocked"
 
     def streams(self) -> list[str]:
         return [self.stream(n) for n in range(self.partitions)]
@@ -122,5 +149,5 @@ class Keys:
 
     @staticmethod
     def partition_name(partition: int) -> str:
-        """The field used for a partition in hashes such as ``applied``: ``p<N>``."""
+        """A partition's name in reports and merged readings: ``p<N>``."""
         return f"p{partition}"

@@ -49,6 +49,7 @@ import msgspec
 from opensearchpy import AsyncOpenSearch
 from redis.asyncio import Redis
 
+from . import partition_state
 from .keys import Keys
 
 __all__ = [
@@ -160,8 +161,9 @@ def parse_interval(text: str) -> float:
 
 
 async def read_applied(redis: Redis, keys: Keys) -> dict[int, int | None]:
-    """The applied frontier per partition (one HGETALL). Raises redis errors."""
-    raw: Any = await redis.hgetall(keys.applied)
+    """The applied frontier per partition (one GET each, one round trip). Raises redis
+    errors."""
+    raw = await partition_state.read_applied(redis, keys)
     return {n: _int(raw.get(keys.partition_name(n).encode())) for n in range(keys.partitions)}
 
 

@@ -17,6 +17,7 @@ from redis.exceptions import ResponseError
 
 from .buffer import group_info, outstanding_changes
 from .keys import Keys
+from .partition_state import merge_applied, merge_counts, queue_applied, queue_counts
 
 __all__ = ["PartitionStatus", "Raw", "Status", "build", "gather", "render"]
 
@@ -124,8 +125,8 @@ async def gather(redis: Redis, keys: Keys, group: str) -> Raw:
         pipe.get(keys.checkpoint)
         pipe.zrange(keys.members, 0, -1, withscores=True)
         pipe.xlen(keys.dlq)
-        pipe.hgetall(keys.counts)
-        pipe.hgetall(keys.applied)
+        queue_counts(pipe, keys)
+        queue_applied(pipe, keys)
         for n in range(keys.partitions):
             pipe.xlen(keys.stream(n))
             pipe.get(keys.lease(n))
@@ -135,13 +136,14 @@ async def gather(redis: Redis, keys: Keys, group: str) -> Raw:
         for stream in keys.streams():
             pipe.xinfo_groups(stream)
         groups = await pipe.execute(raise_on_error=False)
-    per = head[5:]
+    partitions = keys.partitions
+    per = head[3 + 2 * partitions :]
     return Raw(
         checkpoint=head[0],
         members=list(head[1]),
         dlq_length=head[2],
-        counts=head[3],
-        applied=head[4],
+        counts=merge_counts(head[3 : 3 + partitions]),
+        applied=merge_applied(head[3 + partitions : 3 + 2 * partitions], keys),
         lengths=[int(x) for x in per[0::3]],
         owners=list(per[1::3]),
         blocked=list(per[2::3]),

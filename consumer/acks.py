@@ -27,11 +27,11 @@ from .reader import below
 
 __all__ = ["Acker"]
 
-# KEYS[1] applied hash; ARGV[1] field p<N>, ARGV[2] frontier. Raise only.
+# KEYS[1] the partition's applied frontier; ARGV[1] frontier. Raise only.
 _ADVANCE = """
-local current = redis.call('HGET', KEYS[1], ARGV[1])
-if (not current) or tonumber(current) < tonumber(ARGV[2]) then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local current = redis.call('GET', KEYS[1])
+if (not current) or tonumber(current) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
   return 1
 end
 return 0
@@ -80,7 +80,7 @@ class Acker:
             if entry_ids:
                 pipe.xack(stream, self._group, *entry_ids)
             if changes:
-                pipe.hincrby(keys.counts, keys.acked_field(partition), changes)
+                pipe.hincrby(keys.counts(partition), keys.acked_field(partition), changes)
             queue_answered(
                 pipe, keys.attempts(partition), sent=sent, charged=charged, acked=entry_ids
             )
@@ -100,6 +100,6 @@ class Acker:
         writes a newer frontier anyway.
         """
         await self._advance(
-            keys=[self._keys.applied],
-            args=[self._keys.partition_name(partition), applied_ts],
+            keys=[self._keys.applied(partition)],
+            args=[applied_ts],
         )

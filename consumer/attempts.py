@@ -3,7 +3,7 @@
 Redis' own delivery count grows with every XREADGROUP, XAUTOCLAIM and XCLAIM, so
 a rebalance, a restart or a Redis outage longer than the lease add deliveries to
 entries that never reached OpenSearch, and valid changes ended in the dlq. The
-consumers keep their own count in the hash ``searchsync:<view>:attempts:p<N>``,
+consumers keep their own count in the hash ``searchsync:{<view>:p<N>}:attempts``,
 with one meaning:
 
     attempts = bulks that carried the entry and failed on it (FAILED outcomes)

@@ -1,4 +1,4 @@
-"""Writing rejected changes to the dead-letter stream ``searchsync:<view>:dlq``.
+"""Writing rejected changes to the dead-letter stream ``searchsync:{<view>}:dlq``.
 
 Each letter is one change with the reason it was given up (see
 common.entries.DeadLetter); ``searchsync dlq list|show|retry|purge`` (cli.dlq)

@@ -1,6 +1,6 @@
 """The producer's high-water mark: the highest ts any entry of the view may carry.
 
-The producer raises ``searchsync:<view>:high_water`` (a sorted set with one member,
+The producer raises ``searchsync:{<view>}:high_water`` (a sorted set with one member,
 raised with ``ZADD GT``, so it never goes down) in the same pipeline as, and
 before, the XADDs of every batch, progress and reconcile entry (producer.writer).
 By the time a consumer reads an entry, the mark already covers it; an entry above

@@ -1,8 +1,8 @@
 """Membership heartbeats and partition leases in Redis.
 
 A consumer heartbeats into ``members`` (score = Redis server time in ms, so
-clocks of different hosts never matter) and holds ``lease:p<N>`` (value = its
-name) for every partition it reads. Leases are renewed on every membership tick
+clocks of different hosts never matter) and holds ``searchsync:{<view>:p<N>}:lease``
+(value = its name) for every partition it reads. Leases are renewed on every membership tick
 (a fifth of LEASE_TTL_SECONDS, at most 1 s) and checked-and-extended once more
 right before each ``_bulk`` (:meth:`Leases.fence`).
 
@@ -181,6 +181,12 @@ class Leases:
             await pipe.execute()
 
     async def holders(self) -> list[str | None]:
-        """Current holder of every partition's lease (None = free)."""
-        values = await self._redis.mget([self._keys.lease(p) for p in range(self._keys.partitions)])
+        """Current holder of every partition's lease (None = free).
+
+        One GET per partition on a pipeline, not an MGET: the leases are in their
+        partitions' hash slots, which MGET may not span on a cluster."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for partition in range(self._keys.partitions):
+                pipe.get(self._keys.lease(partition))
+            values = await pipe.execute()
         return [v.decode() if isinstance(v, bytes) else v for v in values]

@@ -27,6 +27,7 @@ from ..common.cancellation import raise_if_cancelled
 from ..common.entries import VERSION_FIELD
 from ..common.keys import RECONCILE_DONE, RECONCILE_PENDING, Keys
 from ..common.owned_keys import RELEASE, RENEW
+from ..common.partition_state import read_applied
 from .dualwrite import DualWrite
 
 __all__ = ["Reconciler", "due_snapshots"]
@@ -83,13 +84,13 @@ class Reconciler:
     async def run_due(self) -> list[int]:
         """Run every due reconcile this process can lock; return the snapshot ts done.
 
-        Cheap when nothing is pending (one HGETALL). Raises RedisError or
+        Cheap when nothing is pending (one HGETALL; then a GET per partition). Raises RedisError
         opensearchpy.TransportError; the reconcile then stays pending for a retry.
         """
         states: dict[bytes, bytes] = await self._redis.hgetall(self._keys.reconcile)  # type: ignore[assignment]
         if RECONCILE_PENDING not in states.values():
             return []
-        applied: dict[bytes, bytes] = await self._redis.hgetall(self._keys.applied)  # type: ignore[assignment]
+        applied = await read_applied(self._redis, self._keys)
         done: list[int] = []
         for ts in due_snapshots(states, applied, self._keys.partitions):
             if await self._run_locked(ts):

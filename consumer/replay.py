@@ -39,8 +39,8 @@ Refusal: when Redis removed entries at or after the point (trimmed by retention 
 deleted by hand), a replay would silently skip them: the plan is refused and names
 ``searchsync resync``. Counting reads every entry to replay once (XRANGE pages).
 
-The Lua script touches the partition's stream and ``counts``: atomic on one Redis
-server (on Redis Cluster the two keys would need a common hash tag).
+The Lua script touches the partition's stream and its ``counts``: both carry the
+partition's hash tag (common.keys), so the script is atomic on a cluster too.
 """
 
 from __future__ import annotations
@@ -381,7 +381,7 @@ async def plan_partition(
     return plan
 
 
-# KEYS[1] stream, KEYS[2] counts; ARGV: group, expected last-delivered-id, new id,
+# KEYS[1] stream, KEYS[2] its counts; ARGV: group, expected last-delivered-id, new id,
 # written field, changes. Moves the group back only if nobody read on since the count.
 _MOVE = (
     LUA_LAST_DELIVERED
@@ -415,7 +415,7 @@ async def apply_plan(redis: Redis, keys: Keys, group: str, plan: PartitionPlan) 
             group, format_id(plan.through), format_id(id_before(plan.first)),
             keys.written_field(partition), plan.changes,
         ]  # fmt: skip
-        reply: Any = await move(keys=[stream, keys.counts], args=args)
+        reply: Any = await move(keys=[stream, keys.counts(partition)], args=args)
         state, current = int(reply[0]), reply[1]
         if state == 1:
             return plan

@@ -16,7 +16,7 @@ When OpenSearch refuses writes for a reason that is not the documents' (401,
 *blocked*: its changes are retried with backoff and never dead-lettered, an
 ERROR names the cause at most once a minute (per consumer), the metric
 ``opensearch_sync_errors_total{kind="auth"|"endpoint"|"tls"}`` counts it, and
-``searchsync:<view>:blocked:p<N>`` says why, so ``searchsync status`` shows it.
+``searchsync:{<view>:p<N>}:blocked`` says why, so ``searchsync status`` shows it.
 When the alias itself is wrong (a concrete index named like it, no write index),
 retrying cannot help: the runner raises common.index.IndexLayoutError and the
 consumer stops with a message that names the fix.

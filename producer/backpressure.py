@@ -22,6 +22,7 @@ from redis.exceptions import ResponseError
 from ..common.buffer import BufferReading, group_info, outstanding_changes
 from ..common.cancellation import raise_if_cancelled
 from ..common.keys import Keys
+from ..common.partition_state import merge_counts, queue_counts
 from ..common.streams import ensure_groups
 from .metrics import ProducerMetrics
 from .ports import Backpressure
@@ -78,18 +79,20 @@ async def read_buffers(redis: Redis, keys: Keys, group: str) -> BufferReading:
     (common.buffer.outstanding_changes, the figure ``searchsync status`` shows), and
     the length of the dead-letter stream.
 
-    One round trip (HGETALL counts + XLEN dlq + XINFO GROUPS and XLEN per stream). A
+    One round trip (HGETALL counts per partition + XLEN dlq + XINFO GROUPS and XLEN per stream). A
     stream or group that does not exist yet is created. Raises redis
     ConnectionError/TimeoutError when Redis is unreachable.
     """
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.hgetall(keys.counts)
+        queue_counts(pipe, keys)
         pipe.xlen(keys.dlq)
         for stream in keys.streams():
             pipe.xinfo_groups(stream)
             pipe.xlen(stream)
         replies = await pipe.execute(raise_on_error=False)
-    reading, missing = buffer_reading(replies, keys.partitions, group)
+    partitions = keys.partitions
+    merged = [merge_counts(replies[:partitions]), *replies[partitions:]]
+    reading, missing = buffer_reading(merged, partitions, group)
     if missing:
         await ensure_groups(redis, keys, group)
     return reading

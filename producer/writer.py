@@ -186,8 +186,8 @@ class StreamWriter:
             ops[entry.op] = ops.get(entry.op, 0) + 1
             upserts += entry.upserts
             changes += entry.changes
-        counts = self._keys.counts.encode()
         for partition, count in written.items():
+            counts = self._keys.counts(partition).encode()
             commands.append(
                 (b"HINCRBY", counts, self._keys.written_field(partition).encode(), str(count))
             )

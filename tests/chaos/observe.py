@@ -8,7 +8,7 @@ the fault ended" means every change made before the fault ended is searchable.
 The CLI costs ~0.6 s of CPU per call (seconds of wall time on a busy 2-core box),
 too much to poll several times a second or even once per fault: confirming each
 recovery with it put a run 30 s behind its schedule. So :class:`Frontier` polls the
-hash the CLI reads ``applied_ts`` from (``Keys.applied``, one HGETALL) every 0.2 s;
+keys the CLI reads ``applied_ts`` from (``Keys.applied``, one GET each) every 0.2 s;
 :meth:`Frontier.agrees_with_cli` checks once per run that the CLI reports the same
 frontiers, and the final catch-up polls the CLI itself.
 
@@ -65,15 +65,15 @@ class Frontier:
             client = redis.Redis(port=self.stack.redis.port, socket_timeout=2)
             try:
                 with client.pipeline(transaction=False) as pipe:
-                    pipe.hgetall(self.keys.applied)
+                    for n in range(PARTITIONS):
+                        pipe.get(self.keys.applied(n))
                     pipe.get(self.keys.checkpoint)
-                    raw, checkpoint = pipe.execute()
+                    *raw, checkpoint = pipe.execute()
             finally:
                 client.close()
         except redis.RedisError:
             return None
-        values = {k.decode(): int(v) for k, v in raw.items()}
-        applied = [values.get(Keys.partition_name(n), 0) for n in range(PARTITIONS)]
+        applied = [int(value or 0) for value in raw]
         self.check(applied, int(checkpoint or 0))
         return applied
 

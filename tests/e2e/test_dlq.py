@@ -113,7 +113,7 @@ def last_change(pipeline: Pipeline, key: str) -> tuple[Change, int]:
         if isinstance(decoded, list):
             mine = [c for c in decoded if c.key == key.encode()]
             if mine:
-                written: Any = client.hget(keys.counts, keys.written_field(partition))
+                written: Any = client.hget(keys.counts(partition), keys.written_field(partition))
                 return mine[0], int(written)
     raise AssertionError(f"no change of {key} in p{partition}")
 

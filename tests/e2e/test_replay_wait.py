@@ -37,13 +37,18 @@ def pipeline() -> Iterator[Pipeline]:
 
 
 def _counts(pipeline: Pipeline) -> dict[str, int]:
-    raw = cast(dict[bytes, bytes], pipeline.stack.sync_redis().hgetall(pipeline.stack.keys.counts))
-    return {name.decode(): int(value) for name, value in raw.items()}
+    keys, client = pipeline.stack.keys, pipeline.stack.sync_redis()
+    found: dict[str, int] = {}
+    for partition in range(keys.partitions):
+        raw = cast(dict[bytes, bytes], client.hgetall(keys.counts(partition)))
+        found.update({name.decode(): int(value) for name, value in raw.items()})
+    return found
 
 
 def _applied(pipeline: Pipeline) -> dict[str, int]:
-    raw = cast(dict[bytes, bytes], pipeline.stack.sync_redis().hgetall(pipeline.stack.keys.applied))
-    return {name.decode(): int(value) for name, value in raw.items()}
+    keys, client = pipeline.stack.keys, pipeline.stack.sync_redis()
+    raw = {n: cast(bytes | None, client.get(keys.applied(n))) for n in range(keys.partitions)}
+    return {keys.partition_name(n): int(value) for n, value in raw.items() if value is not None}
 
 
 def _delivered(pipeline: Pipeline) -> list[tuple[int, int]]:

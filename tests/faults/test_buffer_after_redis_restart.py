@@ -42,11 +42,11 @@ def consume(client: redis.Redis, keys: Keys, entries: int) -> None:
     stream = keys.stream(0)
     for n in range(entries):
         client.xadd(stream, {"ts": str(n), "op": "d", "key": f"k{n}"})
-    client.hincrby(keys.counts, keys.written_field(0), entries)
+    client.hincrby(keys.counts(0), keys.written_field(0), entries)
     read: Any = client.xreadgroup(GROUP, "c", {stream: ">"}, count=10_000)
     ids = [entry_id for entry_id, _ in read[0][1]]
     client.xack(stream, GROUP, *ids)
-    client.hincrby(keys.counts, keys.acked_field(0), len(ids))
+    client.hincrby(keys.counts(0), keys.acked_field(0), len(ids))
 
 
 async def test_a_restart_after_an_aof_rewrite_shows_no_phantom_buffer(

@@ -112,7 +112,7 @@ class FrontierWatch:
     async def check(self) -> None:
         stack, stream = self.stack, self.stack.keys.stream(0)
         async with stack.redis.pipeline(transaction=True) as pipe:
-            pipe.hget(stack.keys.applied, stack.keys.partition_name(0))
+            pipe.get(stack.keys.applied(0))
             pipe.xpending_range(stream, GROUP, "-", "+", 10_000)
             raw_applied, rows = await pipe.execute()
         self.samples += 1
@@ -231,7 +231,7 @@ async def test_strays_are_taken_over_when_no_progress_entry_follows(
         for key, doc in orders(10, 5, seq=1):
             body = msgspec.json.encode({**(doc or {}), "sync_version": at})
             pipe.xadd(stream, encode_changes(at, [(key.encode(), body)]))  # type: ignore[arg-type]
-        pipe.hincrby(stack.keys.counts, stack.keys.written_field(0), 5)
+        pipe.hincrby(stack.keys.counts(0), stack.keys.written_field(0), 5)
         pipe.xreadgroup(GROUP, OLD, {stream: ">"}, count=100)
         replies = await pipe.execute()
     assert len(replies[-1][0][1]) == 5, "the read under the old owner's name took all five"

@@ -177,7 +177,7 @@ def ack_everything(stack: Stack, group: str = "searchsync") -> None:
             continue
         client.xack(stream, group, *[entry_id for entry_id, _ in entries])
         changes = sum(int(f.get(b"n", b"1")) for _, f in entries if f[b"op"] in b"udb")
-        client.hincrby(stack.keys.counts, stack.keys.acked_field(partition), changes)
+        client.hincrby(stack.keys.counts(partition), stack.keys.acked_field(partition), changes)
 
 
 def test_backpressure_pauses_and_resumes(small_stack: Stack) -> None:

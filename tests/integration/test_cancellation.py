@@ -58,7 +58,7 @@ async def test_the_buffer_monitor_ends_when_cancelled(redis: Redis) -> None:
     try:
         assert await survivors(monitor.run, random.Random(1)) == 0
     finally:
-        found = [key async for key in redis.scan_iter(match=f"{keys.prefix}*")]
+        found = [key async for key in redis.scan_iter(match=keys.pattern)]
         if found:
             await redis.delete(*found)
 

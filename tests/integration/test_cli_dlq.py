@@ -61,7 +61,8 @@ def test_a_letter_stays_until_its_entry_is_written(stack: Stack) -> None:
     assert int(high_water) >= change.ts
     # counted into written:p<N> (the refused round trip's HINCRBY may have run too: Redis
     # runs a pipeline's other commands; common.buffer corrects such drift when idle)
-    written: Any = client.hget(keys.counts, keys.written_field(partition_of(KEY, 2)))
+    partition = partition_of(KEY, 2)
+    written: Any = client.hget(keys.counts(partition), keys.written_field(partition))
     assert int(written or 0) >= 1
 
 
@@ -69,7 +70,7 @@ def test_retry_refuses_streams_of_another_layout(stack: Stack) -> None:
     client = stack.sync_redis()
     client.hset(
         stack.keys.meta,
-        mapping={"layout": "1", "partitions": "3", "view": Stack.VIEW, "key_column": "order_id"},
+        mapping={"layout": "2", "partitions": "3", "view": Stack.VIEW, "key_column": "order_id"},
     )
     letter = DeadLetter(ts=1, op=b"u", key=KEY, reason="test", source="p0/1-0")
     client.xadd(stack.keys.dlq, encode_dead_letter(letter))  # type: ignore[arg-type]

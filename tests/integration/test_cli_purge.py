@@ -278,7 +278,7 @@ async def test_bad_arguments_exit_2(stack: Stack) -> None:
     assert empty.returncode == 2 and "KEY is empty" in empty.stderr
     await stack.redis.hset(
         stack.keys.meta,
-        mapping={"layout": "1", "partitions": "3", "view": stack.view, "key_column": "order_id"},
+        mapping={"layout": "2", "partitions": "3", "view": stack.view, "key_column": "order_id"},
     )
     await stack.redis.xadd(stack.keys.dlq, letter(MINE), id="1-0")  # type: ignore[arg-type]
     layout = cli(stack, KEY, "--yes")

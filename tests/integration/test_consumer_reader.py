@@ -113,4 +113,4 @@ async def test_settle_reports_what_is_still_pending_below_a_progress_entry(stack
     assert await acker.settle(0, [ids[0]], 0, check_below=ids[4], check_count=10) == []
     await acker.advance(0, 70)
     await acker.advance(0, 50)  # an older frontier never lowers it
-    assert await stack.redis.hget(stack.keys.applied, "p0") == b"70"
+    assert await stack.redis.get(stack.keys.applied(0)) == b"70"

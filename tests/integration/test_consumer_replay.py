@@ -74,7 +74,7 @@ async def test_move_back_counts_changes_and_keeps_pending(stack: Stack) -> None:
     await redis.xreadgroup(GROUP, "c", {stream: ">"}, count=6)
     await apply_plan(redis, stack.keys, GROUP, plan)
     assert plan.late_entries == 6 and plan.entries == 36 and plan.changes == 24
-    counts: Any = await redis.hgetall(stack.keys.counts)
+    counts: Any = await redis.hgetall(stack.keys.counts(0))
     assert counts[b"written:p0"] == b"24"
     groups: Any = await redis.xinfo_groups(stream)
     assert groups[0]["last-delivered-id"] == f"{BASE + 5069}-18446744073709551615".encode()

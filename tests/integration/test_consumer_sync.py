@@ -344,7 +344,7 @@ async def test_a_bad_field_costs_only_its_change_not_its_entry(stack: Stack) -> 
     fields[b"u:"] = b'{"order_id": ""}'  # a change whose key the codec cannot carry
     fields[b"n"] = b"6"
     await stack.raw_entry(0, fields)
-    await stack.redis.hincrby(stack.keys.counts, stack.keys.written_field(0), 6)
+    await stack.redis.hincrby(stack.keys.counts(0), stack.keys.written_field(0), 6)
     async with running_worker(stack.settings()):
         await wait_for(lambda: settled(stack), 30, "the entry acknowledged")
     assert sorted(await stack.documents()) == [f"order:FM-{n}" for n in range(1, 6)]

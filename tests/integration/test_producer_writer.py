@@ -63,8 +63,8 @@ async def test_entries_counts_and_checkpoint(redis_client: tuple[Redis, Keys]) -
         (Change(ts, k, d) for ts, k, d in changes), key=lambda c: (c.ts, c.key)
     )
     assert markers == [Marker(b"p", 12)] * PARTITIONS  # first progress is always due
-    counts = await client.hgetall(keys.counts)
-    assert sum(int(v) for v in counts.values()) == 601
+    counts = [await client.hgetall(keys.counts(n)) for n in range(PARTITIONS)]
+    assert sum(int(v) for hash_ in counts for v in hash_.values()) == 601
     assert await writer.read_checkpoint() == 12
     await writer.commit(13)  # within PROGRESS_INTERVAL_MS: checkpoint only
     _, markers = await all_changes(client, keys)
@@ -138,7 +138,7 @@ async def ack_partition(client: Redis, keys: Keys, partition: int) -> None:
     entries = [entry for _, batch in read for entry in batch]
     await client.xack(stream, "g", *[entry_id for entry_id, _ in entries])
     changes = sum(int(fields.get(b"n", b"1")) for _, fields in entries)
-    await client.hincrby(keys.counts, keys.acked_field(partition), changes)
+    await client.hincrby(keys.counts(partition), keys.acked_field(partition), changes)
 
 
 async def test_buffer_counts_changes_until_acknowledged(

@@ -162,7 +162,7 @@ class ModelBackend(Backend):
         return [f[b"source"].decode() for _, f in self.redis.xrange(self.keys.dlq)]
 
     async def applied(self) -> int | None:
-        raw = self.redis.hash(self.keys.applied).get(b"p0")
+        raw = self.redis.get(self.keys.applied(0))
         return int(raw) if raw is not None else None
 
     async def raise_high_water(self, ts: int) -> None:
@@ -201,7 +201,7 @@ class ModelBackend(Backend):
         return self.redis.zset(self.keys.high_water).get(HIGH_WATER_MEMBER.decode())
 
     async def counts(self) -> dict[bytes, bytes]:
-        return dict(self.redis.hash(self.keys.counts))
+        return dict(self.redis.hash(self.keys.counts(0)))
 
 
 class RealBackend(Backend):
@@ -234,7 +234,7 @@ class RealBackend(Backend):
         return [fields[b"source"].decode() for _, fields in rows]
 
     async def applied(self) -> int | None:
-        raw: Any = await self.redis.hget(self.keys.applied, "p0")
+        raw: Any = await self.redis.get(self.keys.applied(0))
         return int(raw) if raw is not None else None
 
     async def raise_high_water(self, ts: int) -> None:
@@ -297,7 +297,7 @@ class RealBackend(Backend):
         return None if score is None else float(score)
 
     async def counts(self) -> dict[bytes, bytes]:
-        found: Any = await self.redis.hgetall(self.keys.counts)
+        found: Any = await self.redis.hgetall(self.keys.counts(0))
         return dict(found)
 
 

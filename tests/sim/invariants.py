@@ -156,7 +156,6 @@ class Checker:
             extra = sorted(k.decode() for k in live.keys() - wanted.keys())
             stale = sorted(k.decode() for k in wanted.keys() & live.keys() if wanted[k] != live[k])
             self.fail(f"index differs from the view: missing {missing} extra {extra} stale {stale}")
-        applied = world.redis.hash(world.keys.applied)
         for partition in range(world.partitions):
             stream = world.redis.stream(world.keys.stream(partition))
             if stream.group.pending:
@@ -164,7 +163,7 @@ class Checker:
             if stream.order and stream.group.last_delivered < stream.order[-1]:
                 self.fail(f"p{partition}: entries never delivered")
             want = last_progress.get(partition)
-            got = applied.get(world.keys.partition_name(partition).encode())
+            got = world.redis.get(world.keys.applied(partition))
             if want is not None and (got is None or int(got) != want):
                 self.fail(f"p{partition}: applied frontier {got!r}, last progress {want}")
         for letter in self.letters:

@@ -349,9 +349,9 @@ class SimEntrySink:
             commands.append(lambda e=entry: self._note_xadd(e))  # type: ignore[misc]
             written[entry.partition] = written.get(entry.partition, 0) + entry.changes
         for partition, count in written.items():
-            field = self.keys.written_field(partition)
+            key, field = self.keys.counts(partition), self.keys.written_field(partition)
             commands.append(
-                lambda f=field, c=count: self.redis.hincrby(self.keys.counts, f, c)  # type: ignore[misc]
+                lambda k=key, f=field, c=count: self.redis.hincrby(k, f, c)  # type: ignore[misc]
             )
         for letter in dead_letters:
             commands.append(lambda x=letter: self._letter(x))  # type: ignore[misc]
@@ -457,7 +457,9 @@ class SimBackpressure:
 
     def measure(self) -> int:
         world, keys = self.world, self.world.keys
-        counts = world.redis.hash(keys.counts)
+        counts: dict[bytes, bytes] = {}
+        for partition in range(world.partitions):
+            counts.update(world.redis.hash(keys.counts(partition)))
         total = 0
         for partition in range(world.partitions):
             stream = world.redis.stream(keys.stream(partition))

@@ -373,7 +373,6 @@ class _Run:
         if checkpoint is None or int(checkpoint) <= last:
             return f"checkpoint {checkpoint} not past the last change ({last})"
         last_progress = world.checker.last_progress
-        applied = world.redis.hash(world.keys.applied)
         for partition in range(self.partitions):
             if last_progress.get(partition, 0) <= last:
                 return f"p{partition}: no progress entry past the last change ({last})"
@@ -382,7 +381,7 @@ class _Run:
                 return f"p{partition}: {len(stream.group.pending)} entries pending"
             if stream.order and stream.group.last_delivered < stream.order[-1]:
                 return f"p{partition}: entries not delivered"
-            got = applied.get(world.keys.partition_name(partition).encode())
+            got = world.redis.get(world.keys.applied(partition))
             if got is None or int(got) != last_progress.get(partition):
                 want = last_progress.get(partition)
                 return f"p{partition}: applied {got!r}, last progress {want}"

@@ -186,7 +186,7 @@ class SimStreamStore:
             commands.append(lambda: self._ack(partition, entry_ids))
         if changes:
             commands.append(
-                lambda: redis.hincrby(keys.counts, keys.acked_field(partition), changes)
+                lambda: redis.hincrby(keys.counts(partition), keys.acked_field(partition), changes)
             )
         # consumer.attempts.queue_answered, command by command
         done = set(entry_ids)
@@ -229,11 +229,10 @@ class SimStreamStore:
 
     async def advance(self, partition: int, applied_ts: int) -> None:
         await self.process.enter("advance")
-        table = self.redis.hash(self.keys.applied)
-        name = self.keys.partition_name(partition).encode()
-        current = table.get(name)
+        key = self.keys.applied(partition)
+        current = self.redis.get(key)
         if current is None or int(current) < applied_ts:
-            table[name] = str(applied_ts).encode()
+            self.redis.strings[key] = (str(applied_ts), None)
             self.world.note(f"{self.me} applied p{partition} = {applied_ts}")
             self.world.checker.on_advance(partition, applied_ts)
         await self.process.leave("advance")

@@ -31,6 +31,7 @@ from searchsync.common.config import Settings, load_settings
 from searchsync.common.entries import encode_changes, encode_progress, encode_reconcile
 from searchsync.common.keys import Keys
 from searchsync.common.partition import partition_of
+from searchsync.common.partition_state import merge_counts, queue_counts, read_applied
 from searchsync.common.streams import ensure_groups
 from tests.support.services import PrivateRedis
 
@@ -113,7 +114,9 @@ class Stack:
                 groups = [items] if batch else [[item] for item in items]
                 for group in groups:
                     pipe.xadd(self.keys.stream(partition), encode_changes(ts, group))  # type: ignore[arg-type]
-                pipe.hincrby(self.keys.counts, self.keys.written_field(partition), len(items))
+                pipe.hincrby(
+                    self.keys.counts(partition), self.keys.written_field(partition), len(items)
+                )
             await pipe.execute()
 
     async def raw_entry(self, partition: int, fields: Mapping[bytes, bytes]) -> bytes:
@@ -174,12 +177,14 @@ class Stack:
         return [fields for _, fields in rows]
 
     async def applied(self) -> dict[int, int]:
-        raw: Any = await self.redis.hgetall(self.keys.applied)
+        raw = await read_applied(self.redis, self.keys)
         return {int(k.decode()[1:]): int(v) for k, v in raw.items()}
 
     async def counts(self) -> tuple[int, int]:
         """Changes written (by the test's producer role) and acknowledged, over all partitions."""
-        raw: Any = await self.redis.hgetall(self.keys.counts)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            queue_counts(pipe, self.keys)
+            raw = merge_counts(await pipe.execute())
         written = sum(int(v) for k, v in raw.items() if k.startswith(b"written:"))
         acked = sum(int(v) for k, v in raw.items() if k.startswith(b"acked:"))
         return written, acked
@@ -267,7 +272,7 @@ def orders(
 
 async def cleanup(stack: Stack) -> None:
     """Delete this stack's Redis keys and indices, and close its clients."""
-    async for key in stack.redis.scan_iter(match=f"{stack.keys.prefix}*", count=1000):
+    async for key in stack.redis.scan_iter(match=stack.keys.pattern, count=1000):
         await stack.redis.delete(key)
     with contextlib.suppress(NotFoundError):
         indices = await stack.search.cat.indices(index=f"{stack.alias}*", format="json", h="index")

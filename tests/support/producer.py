@@ -87,14 +87,13 @@ def xread_new(client: redis.Redis, group: str, consumer: str, stream: str) -> En
 
 
 def unique_view() -> str:
-    """A view name no other test uses: keys are searchsync:<view>:…"""
+    """A view name no other test uses: keys are searchsync:{<view>…"""
     return f"test_prod_{uuid.uuid4().hex[:10]}"
 
 
 async def delete_view_keys(client: Redis, view: str) -> None:
     """Delete every key of ``view`` (never anything else: the Redis is shared)."""
-    prefix = Keys(view, 1).prefix
-    async for key in client.scan_iter(match=prefix + "*", count=1000):
+    async for key in client.scan_iter(match=Keys(view, 1).pattern, count=1000):
         await client.delete(key)
 
 
