@@ -1,0 +1,68 @@
+"""A private one-node Redis Cluster: ``redis-server --cluster-enabled yes`` holding every
+slot. Redis refuses a command or script whose keys are in two slots (CROSSSLOT) there
+as on a real cluster, even with one node, so it proves a key layout cheaply (a few
+hundred ms to start); the cluster devstack (devstack/up --cluster) is for failover."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from tests.support.services import PrivateRedis, free_port, wait_for
+
+__all__ = ["OneNodeCluster", "one_node_cluster"]
+
+
+class OneNodeCluster(PrivateRedis):
+    """PrivateRedis in cluster mode, no persistence; :meth:`start` assigns it every slot
+    and waits (10 s at most) until ``cluster_state:ok``."""
+
+    def __init__(self) -> None:
+        super().__init__(appendfsync="no")
+        # the cluster bus port is explicit: the default, port + 10000, does not exist for
+        # a free port above 55535 (Redis then refuses to start)
+        self.bus_port = free_port()
+
+    def command(self) -> list[str]:
+        return [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.directory),
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", str(self.directory / "nodes.conf"),
+            "--cluster-port", str(self.bus_port),
+            "--appendonly", "no",
+            "--save", "",
+            "--logfile", str(self.log_path()),
+        ]  # fmt: skip
+
+    def start(self) -> None:
+        try:
+            super().start()
+        except AssertionError as error:
+            log = self.log_path().read_text()[-2000:] if self.log_path().exists() else "no log"
+            code = self.proc.poll() if self.proc is not None else None
+            raise AssertionError(f"{error}; exit {code}; log: {log}") from None
+        self._ask(b"CLUSTER ADDSLOTSRANGE 0 16383")
+        wait_for(
+            lambda: b"cluster_state:ok" in self._ask(b"CLUSTER INFO"),
+            10,
+            "the one-node cluster to serve every slot",
+        )
+
+    def _ask(self, inline: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+            sock.sendall(inline + b"\r\n")
+            return sock.recv(65536)
+
+
+@contextmanager
+def one_node_cluster() -> Iterator[OneNodeCluster]:
+    server = OneNodeCluster()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
