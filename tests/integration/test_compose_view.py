@@ -24,7 +24,7 @@ from psycopg import sql
 
 from tests.support.mzemu import Emulator, create_schema, drop_schema, pg_dsn, start_emulator
 from tests.unit.compose.deployment import ROOT, compose_file
-from tests.unit.compose.test_materialize_init import HEADER, generated_view
+from tests.unit.compose.test_materialize_init import HEADER, STORES_VIEW, generated_view
 
 
 @pytest.fixture
@@ -54,6 +54,26 @@ def test_the_compose_views_query_returns_the_devstack_views_rows(emulator: Emula
             "SELECT * FROM orders_search_source_mv ORDER BY order_id"
         ).fetchall()
     assert len(devstack_rows) == 6
+    assert compose_rows == devstack_rows
+
+
+def test_the_compose_stores_view_returns_the_devstack_stores_rows(emulator: Emulator) -> None:
+    """The second view (025_stores_search_source_mv.sql), served by the emulator as a
+    re-evaluated query, as compose's materialized view maintains it."""
+    header = HEADER.replace("orders_search_source_mv", "stores_search_source_mv")
+    before, _, query = generated_view(STORES_VIEW).partition(header)
+    assert before and query, "the generated file has the materialized view's header"
+    query = query.strip().removesuffix(";")
+    with emulator.connect(autocommit=True) as conn:
+        compose_rows = conn.execute(
+            sql.SQL("SELECT * FROM ({}) AS compose_view ORDER BY store_id").format(sql.SQL(query))
+        ).fetchall()
+        devstack_rows = conn.execute(
+            "SELECT * FROM stores_search_source_mv ORDER BY store_id"
+        ).fetchall()
+    assert devstack_rows
+    # order_count: each of the six orders has a store
+    assert sum(int(str(row[4])) for row in devstack_rows) == 6
     assert compose_rows == devstack_rows
 
 
