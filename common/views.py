@@ -198,6 +198,8 @@ def _view_environ(
                 f"{_where(source, label, key)}: expected a text, number or boolean, "
                 f"not a {type(value).__name__}"
             )
+        if not text.strip():  # empty means "unset" to load_settings: here, a slip
+            raise ViewsError(f"{_where(source, label, key)}: empty (leave the key out instead)")
         environ[variable] = text
     return str(name), environ
 

@@ -97,6 +97,9 @@ def test_choosing_a_view() -> None:
         ({"views": [orders(), orders(index_alias="o2")]}, "key 'name': a second view"),
         ({"views": [orders(), stores(index_alias="orders")]}, "key 'index_alias': 'orders' is"),
         ({"views": [orders(mapping={"a": "keyword"})]}, "key 'mapping': field 'a'"),
+        # empty would read as unset (the default view name!) to the environment's rules
+        ({"views": [orders(name="")]}, "views[0], key 'name': empty"),
+        ({"views": [orders(max_batch_size=" ")]}, "key 'max_batch_size': empty"),
     ],
 )
 def test_a_bad_file_names_the_file_the_view_and_the_key(
