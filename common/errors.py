@@ -24,8 +24,13 @@ NOSCRIPT                                          is reloaded
 redis error reply NOGROUP, UNBLOCKED   transient  a group or stream lost with Redis
                                                   data: the producer re-creates the
                                                   groups on its next buffer reading
+redis error reply MOVED, ASK; the      transient  a slot moved or is moving (a
+cluster client's ClusterError,                    resharding, a failover): the retry
+SlotNotCoveredError                               goes where the refreshed slot map
+                                                  says, from durable state
 any other redis error reply            fatal      WRONGTYPE, NOPERM: the data or the
-                                                  ACL is wrong
+                                                  ACL is wrong; CROSSSLOT: a command
+                                                  spans two slots (a bug, common.keys)
 OpenSearch ConnectionError (TLS,       transient  the node is away or overloaded;
 timeouts), 401/403/404/429/5xx                    credentials, roles and proxies are
                                                   fixed while searchsync retries
@@ -78,6 +83,7 @@ _TRANSIENT_REDIS_CLASSES: Final = (
     redis_errors.NoScriptError,
     redis_errors.TryAgainError,
     redis_errors.ClusterDownError,  # MasterDownError too
+    redis_errors.AskError,  # MovedError too: "MOVED/ASK <slot> <host:port>", code stripped
 )
 _TRANSIENT_REDIS_CODES: Final = frozenset(
     {
@@ -98,6 +104,10 @@ def classify(error: BaseException) -> Failure:
         return Failure.FATAL
     if isinstance(error, redis_errors.ConnectionError | redis_errors.TimeoutError):
         return Failure.TRANSIENT  # BusyLoadingError is a ConnectionError too
+    if isinstance(error, redis_errors.ClusterError | redis_errors.SlotNotCoveredError):
+        # the cluster client gave up following redirections ("TTL exhausted"), or its
+        # slot map has a hole while a failover is under way: a new map comes with a retry
+        return Failure.TRANSIENT
     if isinstance(error, redis_errors.ResponseError):
         if isinstance(error, _TRANSIENT_REDIS_CLASSES):
             return Failure.TRANSIENT

@@ -18,8 +18,9 @@ class OneNodeCluster(PrivateRedis):
     """PrivateRedis in cluster mode, no persistence; :meth:`start` assigns it every slot
     and waits (10 s at most) until ``cluster_state:ok``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, every_slot: bool = True) -> None:
         super().__init__(appendfsync="no")
+        self.every_slot = every_slot  # False: a node that serves nothing until given slots
         # the cluster bus port is explicit: the default, port + 10000, does not exist for
         # a free port above 55535 (Redis then refuses to start)
         self.bus_port = free_port()
@@ -45,6 +46,8 @@ class OneNodeCluster(PrivateRedis):
             log = self.log_path().read_text()[-2000:] if self.log_path().exists() else "no log"
             code = self.proc.poll() if self.proc is not None else None
             raise AssertionError(f"{error}; exit {code}; log: {log}") from None
+        if not self.every_slot:
+            return
         self._ask(b"CLUSTER ADDSLOTSRANGE 0 16383")
         wait_for(
             lambda: b"cluster_state:ok" in self._ask(b"CLUSTER INFO"),

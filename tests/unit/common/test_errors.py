@@ -27,6 +27,10 @@ from tests.support.redis_replies import reply
         redis_errors.ConnectionError("Error 111 connecting"),
         redis_errors.BusyLoadingError("LOADING Redis is loading the dataset in memory"),
         redis_errors.TimeoutError("Timeout reading from socket"),
+        # the cluster client's own, raised without a reply: it gave up redirecting, or its
+        # slot map has a hole during a failover
+        redis_errors.ClusterError("TTL exhausted."),
+        redis_errors.SlotNotCoveredError("Command # 1 (GET k) of pipeline: slot 866 not covered"),
         # as redis-py raises a reply (its parser: a class of its own for some codes)
         reply("OOM command not allowed when used memory > 'maxmemory'."),
         reply("READONLY You can't write against a read only replica."),
