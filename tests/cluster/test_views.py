@@ -4,7 +4,8 @@ A views file lists the FreshMart orders view and the stores view
 (devstack/sql/025_stores_search_source_mv.sql, mapping devstack/views/), each into its
 own index alias. One producer per view (SEARCHSYNC_VIEW), one consumer fleet serving
 both; the FreshMart load generator runs, a consumer is killed with SIGKILL mid-load,
-and ``searchsync verify --view`` must find both indexes equal to their views.
+and ``searchsync verify --view`` must find both indexes equal to their views; then
+``searchsync resync --view`` rebuilds the stores index alone, with its own mapping.
 
 Services: real PostgreSQL (a private FreshMart schema), a private emulator, a private
 redis-server, the shared single-node OpenSearch (private aliases): not the cluster
@@ -175,3 +176,15 @@ def test_two_views_one_fleet_a_consumer_killed_mid_load(views: Views) -> None:
     (properties,) = [m["mappings"]["properties"] for m in mapping.values()]
     assert properties["order_count"] == {"type": "long"}
     assert "order_id" not in properties
+
+    # resync --view rebuilds that view's index alone, with its own mapping
+    before = sorted(views.pipe.search.indices.get_alias(name=views.aliases[ORDERS]))
+    rebuilt = views.cli("resync", "--yes", "--json", "--view", STORES)
+    assert rebuilt.returncode == 0, (rebuilt.stdout, rebuilt.stderr)
+    (index,) = views.pipe.search.indices.get_alias(name=views.aliases[STORES])
+    assert index == f"{views.aliases[STORES]}_v2"
+    mapping = views.pipe.search.indices.get_mapping(index=index)
+    assert mapping[index]["mappings"]["properties"]["order_count"] == {"type": "long"}
+    assert sorted(views.pipe.search.indices.get_alias(name=views.aliases[ORDERS])) == before
+    report = views.verify(STORES)
+    assert report["ok"], (report, views.pipe.logs())
