@@ -47,6 +47,7 @@ from searchsync.consumer.highwater import HIGH_WATER_MEMBER
 from searchsync.consumer.leases import Leases, hold_seconds
 from searchsync.consumer.outcomes import Outcome, classify
 from searchsync.consumer.ports import IndexSink, LeaseStore, StreamStore
+from searchsync.consumer.reconcile import Reconciler
 from searchsync.consumer.sender import BulkFailed, BulkSender
 from searchsync.producer.batches import build_entries
 from searchsync.producer.lease import ProducerFenced
@@ -55,6 +56,7 @@ from searchsync.producer.writer import StreamWriter
 from tests.sim.index import POISON_DOC
 from tests.sim.loop import VirtualLoop
 from tests.sim.producer import SimEntrySink
+from tests.sim.reconcile import SimReconciler
 from tests.sim.services import SimLeases, SimProcess, SimSink, SimStreamStore
 from tests.sim.world import World
 from tests.support.consumer import GROUP, Stack, stack_of
@@ -130,6 +132,10 @@ class Backend:
     async def counts(self) -> dict[bytes, bytes]:
         raise NotImplementedError
 
+    def reconciler(self, me: str) -> Reconciler | SimReconciler:
+        """What a consumer runs to reconcile after a snapshot (consumer.reconcile)."""
+        raise NotImplementedError
+
 
 class ModelBackend(Backend):
     def __init__(self) -> None:
@@ -189,6 +195,9 @@ class ModelBackend(Backend):
 
     async def set_producer_lease(self, value: str) -> None:
         self.redis.strings[self.keys.producer_lease] = (value, None)
+
+    def reconciler(self, me: str) -> SimReconciler:
+        return SimReconciler(self.world, SimProcess(self.world, me))
 
     async def stream_fields(self, name: str) -> list[dict[bytes, bytes]]:
         return [fields for _, fields in self.redis.xrange(name)]
@@ -283,6 +292,9 @@ class RealBackend(Backend):
 
     async def set_producer_lease(self, value: str) -> None:
         await self.redis.set(self.keys.producer_lease, value)
+
+    def reconciler(self, me: str) -> Reconciler:
+        return Reconciler(self.redis, self.stack.search, self.keys, self.stack.alias, me)
 
     async def stream_fields(self, name: str) -> list[dict[bytes, bytes]]:
         rows: Any = await self.redis.xrange(name)
@@ -630,3 +642,27 @@ async def test_the_entry_sink_writes_entries_then_moves_a_fenced_checkpoint_only
     assert (await backend.stream_fields(stream))[-1] == encode_progress(110)
     with pytest.raises(ValueError):
         await sink.write(entries)  # entries without their high-water mark
+
+
+# the reconcile after a snapshot that replaced lost history (consumer.reconcile)
+
+
+async def test_a_reconcile_deletes_once_only_documents_older_than_its_snapshot(
+    backend: Backend,
+) -> None:
+    sink = backend.sink
+    doc = b'{"sync_version":%d}'
+    await sink.send([Change(100, b"old", doc % 100), Change(300, b"new", doc % 300)])
+    await backend.set_producer_lease("1:me")
+    await backend.entry_sink(lambda: "1:me").mark_reconcile(200)
+    reconciler = backend.reconciler("me")
+    assert await reconciler.run_due() == []  # p0 has not applied the snapshot yet
+    await backend.store("me").advance(0, 201)
+    assert await reconciler.run_due() == [200]
+    assert await backend.version(b"old") is None
+    assert await backend.version(b"new") == 300
+    assert await reconciler.run_due() == []  # done once
+    # a delete by query leaves its tombstone at the deleted version + 1 (OpenSearch's
+    # internal versioning): an older write is refused, one at that version is not
+    assert outcomes(await sink.send([Change(100, b"old", doc % 100)])) == [CONFLICT]
+    assert outcomes(await sink.send([Change(101, b"old", doc % 101)])) == [APPLIED]

@@ -3,9 +3,10 @@
 :class:`SimWorker` is a Worker whose leases, stream store, index sink and clock
 are the simulated ones (tests.sim.services); its membership tick runs the
 worker's own ``_rebalance`` / ``_drop_unvouched`` / ``_reap`` / ``_shutdown``.
-Not simulated: the housekeeping the tick also does (reconcile, retention of the
-owned partitions, resync dual writes, retired indexes); the schedule trims
-streams itself (tests.sim.schedule).
+The tick's housekeeping simulated: the reconcile after a snapshot that replaced
+lost history (tests.sim.reconcile.SimReconciler, in the background as the worker's
+chore). Not simulated: retention of the owned partitions, resync dual writes,
+retired indexes; the schedule trims streams itself (tests.sim.schedule).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from searchsync.consumer.metrics import ConsumerMetrics
 from searchsync.consumer.runner import BLOCKED_LOG_SECONDS, PartitionRunner, RunnerDeps
 from searchsync.consumer.worker import Worker
 
+from .reconcile import SimReconciler
 from .services import SimLeases, SimProcess, SimSink, SimStreamStore
 from .world import World
 
@@ -73,6 +75,7 @@ class SimConsumer:
         self.name = name
         self.process = SimProcess(world, name)
         self.worker = SimWorker(world, self.process, runner)
+        self.reconciler = SimReconciler(world, self.process)
         self.stop = asyncio.Event()
         self.crashed = False
         self.task = asyncio.create_task(self._run(), name=name)
@@ -88,6 +91,7 @@ class SimConsumer:
                 except RedisError:
                     worker._drop_unvouched()
                 worker._reap()
+                worker._chore("reconcile", self.reconciler.run_due())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), interval)
         finally:

@@ -9,7 +9,13 @@
   entry (a producer that resumed from its checkpoint writes changes again that may
   already be below a progress entry; the first copy's acknowledgement covers them);
 * the checkpoint never passes a change that is in no stream (checked by
-  tests.sim.producer.SimEntrySink at every checkpoint move);
+  tests.sim.producer.SimEntrySink at every checkpoint move), unless a reconcile
+  marker at M >= the change's ts stands for it: Materialize compacted that history
+  (it refused the producer's AS OF) and the snapshot at M is in the streams (each
+  key live at M at M; a key gone by M is the reconcile's to delete);
+* a reconcile deletes no document at or above the snapshot it follows
+  (:meth:`Checker.on_reconcile`: the latest snapshot a producer read at or below the
+  marker's ts), so nothing newer than the snapshot is lost;
 * at quiescence (:meth:`Checker.at_rest`): the index equals the view, every entry
   is acknowledged, each frontier reached the last progress entry, and the
   dead-letter stream holds only the planted poison.
@@ -55,6 +61,13 @@ class Checker:
         # back), and the last progress entry written to each partition
         self.in_streams: set[tuple[bytes, int]] = set()
         self.last_progress: dict[int, int] = {}
+        # the ts of every snapshot a producer read to write it (SUBSCRIBE without AS OF),
+        # and of every reconcile marker written, and of every reconcile run
+        self.snapshots: list[int] = []
+        self.markers: set[int] = set()
+        self.reconciled: list[int] = []
+        self.applied: dict[int, int] = {}  # each partition's applied frontier
+        self.reconcile_deletes = 0  # documents the reconciles deleted
         self.violation: str | None = None
         self.key: bytes | None = None  # the key the violation is about, if one
         # set at the first violation (the schedule stops waiting for its producer)
@@ -132,7 +145,27 @@ class Checker:
                 return True
         return False
 
+    def on_reconcile(self, ts: int, deleted: Iterable[tuple[bytes, int]]) -> None:
+        """A reconcile at marker ``ts`` deleted these (key, version): all older than the
+        snapshot the marker follows."""
+        self.reconciled.append(ts)
+        deleted = list(deleted)
+        self.reconcile_deletes += len(deleted)
+        taken = [s for s in self.snapshots if s <= ts]
+        if not taken:
+            self.fail(f"reconcile at {ts}, and no snapshot was read at or before it")
+            return  # the contract suite runs with the checks off
+        snapshot = max(taken)
+        for key, version in deleted:
+            if version >= snapshot:
+                self.key = key
+                self.fail(
+                    f"reconcile at {ts} deleted {key.decode()}@{version}, not older than "
+                    f"the snapshot at {snapshot}"
+                )
+
     def on_advance(self, partition: int, frontier: int) -> None:
+        self.applied[partition] = frontier  # what the model's Redis holds now
         stream = self.world.keys.stream(partition)
         done = self.acked.get(stream, set())
         for entry_id, fields in self.world.redis.xrange(stream):

@@ -22,8 +22,10 @@ __all__ = [
     "AckBeforeBulk",
     "CheckpointBeforeWrite",
     "FrontierWithoutStrayCheck",
+    "ReconcileAtFrontier",
     "RememberBeforeWrite",
     "ResumeAtCheckpoint",
+    "SkipReconcileMarker",
     "WriteWithoutInvalidate",
 ]
 
@@ -69,9 +71,32 @@ class ResumeAtCheckpoint(SubscribeSession):
         await super().run(plan)
 
 
+class SkipReconcileMarker(SubscribeSession):
+    """Writes the snapshot that replaces a refused AS OF's lost history without the
+    reconcile marker: documents deleted while the producer was away stay indexed."""
+
+    async def _finish_snapshot(self, snapshot: Any, plan: StartPlan) -> None:
+        await super()._finish_snapshot(snapshot, plan._replace(reconcile=False))
+
+
+class ReconcileAtFrontier(SubscribeSession):
+    """Marks the reconcile at the frontier the snapshot's batch checkpoints instead of
+    the snapshot's own ts: the reconcile deletes the snapshot's documents too."""
+
+    async def _apply(
+        self, batch: Any, frontier: int | None, snapshot: Any, plan: StartPlan
+    ) -> None:
+        if snapshot is not None and plan.reconcile:
+            wrong = frontier if frontier is not None else snapshot.as_of + 1
+            snapshot = snapshot._replace(as_of=wrong)
+        await super()._apply(batch, frontier, snapshot, plan)
+
+
 PRODUCER_PLANTS: dict[str, type[SubscribeSession]] = {
     "checkpoint-before-write": CheckpointBeforeWrite,
     "resume-at-checkpoint": ResumeAtCheckpoint,
+    "skip-reconcile-marker": SkipReconcileMarker,
+    "reconcile-at-frontier": ReconcileAtFrontier,
 }
 
 

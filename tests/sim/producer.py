@@ -7,11 +7,17 @@
   the progress row at the AS OF, the snapshot at the AS OF (if declared), every
   closed change after it, then per tick that tick's rows and a progress row, in
   either envelope (diffs: retraction and insertion rows; upsert: the key's state).
-  A history is never compacted here, so an AS OF is never refused.
+  It compacts as Materialize does: with ``retain_ms`` (its RETAIN HISTORY; the
+  schedule picks one) every tick raises ``since`` to the tick's ts + 1 - retain_ms,
+  and an AS OF below ``since`` is refused at the first FETCH (as the emulator and
+  Materialize resolve a cursor's timestamp then) with Materialize's error, before
+  any row.
 * :class:`SimRowSource` is producer.ports.RowSource on it: FETCH returns between 1
   and :data:`FETCH_MAX` rows (so a timestamp's rows are split across FETCHes),
   blocks while nothing is queued, raises QueryCanceled after a cancel and an
   OperationalError when the connection is lost (Faults.mz_error).
+  tests/integration/test_sim_materialize_contract.py runs the same checks on it and
+  on the product's Subscription against the Materialize emulator (devstack/mzemu).
 * :class:`SimEntrySink` is producer.ports.EntrySink as producer.writer.StreamWriter
   does it on Redis, command by command on tests.sim.streams.RedisModel: ``write``
   is one pipeline (ZADD high_water GT, the XADDs, HINCRBY written, the dead
@@ -72,6 +78,7 @@ from .world import PROCESS, World
 __all__ = [
     "COLUMNS",
     "FETCH_MAX",
+    "REFUSED_AS_OF",
     "TICK_S",
     "SimEntrySink",
     "SimMaterialize",
@@ -90,6 +97,9 @@ COLUMNS: Final = ("order_id", "order_total_amount")
 # Materialize's idle_in_transaction_session_timeout in the simulation: a pause longer
 # than half of it ends the session (producer.session.PAUSE_FRACTION).
 IDLE_TIMEOUT_S: Final = 6.0
+# What Materialize (and the emulator: devstack.mzemu.errors.impossible_timestamp) says
+# when an AS OF is below the view's since (SQLSTATE 22000).
+REFUSED_AS_OF: Final = "could not find a valid timestamp for the query"
 
 Values = tuple[object, ...]
 Row = tuple[Any, ...]
@@ -98,43 +108,69 @@ Row = tuple[Any, ...]
 class SimMaterialize:
     """The view: its closed history, the changes staged for the next tick, its SUBSCRIBEs."""
 
-    def __init__(self, world: World, envelope: str) -> None:
+    def __init__(self, world: World, envelope: str, retain_ms: int | None = None) -> None:
         self.world = world
         self.envelope = envelope
+        # RETAIN HISTORY: how far back an AS OF may go (None: for ever, nothing compacts)
+        self.retain_ms = retain_ms
+        self.since = 0  # the oldest readable time: an AS OF below it is refused
         # closed timestamps in order: (ts, key -> the key's row after ts, None if gone)
         self.log: list[tuple[int, dict[str, Values | None]]] = []
         self.rows: dict[str, Values] = {}  # the view now (closed)
         self.last_change: dict[str, int] = {}  # key -> ts of its last change
         self.staged: dict[str, Values | None] = {}
         self.upper = world.now_ms() + 1  # every timestamp below is closed
-        self.subscriptions: set[SimRowSource] = set()
+        # in the order they started (a dict: a set's order follows the objects' addresses,
+        # so which producer's FETCH a tick woke first changed from run to run)
+        self.subscriptions: dict[SimRowSource, None] = {}
 
     def stage(self, key: str, values: Values | None) -> None:
         self.staged[key] = values
 
     async def run(self) -> None:
-        """Tick for ever: close the staged changes at the tick's time, move the upper."""
+        """Tick for ever (every :data:`TICK_S` virtual seconds)."""
         while True:
             await asyncio.sleep(TICK_S)
-            ts = max(self.world.now_ms(), self.upper)
-            # what the tick changes in the view (a key inserted and deleted again between
-            # two ticks has no change at all)
-            changes = {k: v for k, v in self.staged.items() if self.rows.get(k) != v}
-            before = {key: self.rows.get(key) for key in changes}
-            self.staged.clear()
-            if changes:
-                self.log.append((ts, changes))
-                for key, values in changes.items():
-                    if values is None:
-                        self.rows.pop(key, None)
-                    else:
-                        self.rows[key] = values
-                    self.last_change[key] = ts
-                self.world.note(f"materialize ts {ts}: {sorted(changes)}")
-            self.upper = ts + 1
-            rows = self._rows(ts, before, changes)
-            for subscription in list(self.subscriptions):
-                subscription.push([*rows, _progress(self.upper)])
+            self.tick()
+
+    def tick(self) -> int:
+        """Close the staged changes at the tick's time, move the upper, compact; the ts."""
+        ts = max(self.world.now_ms(), self.upper)
+        # what the tick changes in the view (a key inserted and deleted again between
+        # two ticks has no change at all)
+        changes = {k: v for k, v in self.staged.items() if self.rows.get(k) != v}
+        before = {key: self.rows.get(key) for key in changes}
+        self.staged.clear()
+        if changes:
+            self.log.append((ts, changes))
+            for key, values in changes.items():
+                if values is None:
+                    self.rows.pop(key, None)
+                else:
+                    self.rows[key] = values
+                self.last_change[key] = ts
+            self.world.note(f"materialize ts {ts}: {sorted(changes)}")
+        self.upper = ts + 1
+        if self.retain_ms is not None:  # the emulator's compaction, every tick
+            self.compact(ts + 1 - self.retain_ms)
+        rows = self._rows(ts, before, changes)
+        for subscription in list(self.subscriptions):
+            subscription.push([*rows, _progress(self.upper)])
+        return ts
+
+    def compact(self, since: int) -> None:
+        """Forget history at times below ``since`` (at most the last closed time)."""
+        self.since = max(self.since, min(since, self.upper - 1))
+
+    def start(self, as_of: int | None) -> int:
+        """The time a subscription declared ``AS OF as_of`` reads at (None: the last
+        closed time), as Materialize resolves it at the first FETCH. Raises
+        psycopg.errors.DataException, Materialize's error, below ``since``."""
+        if as_of is None:
+            return self.upper - 1
+        if as_of < self.since:
+            raise psycopg.errors.DataException(REFUSED_AS_OF)
+        return as_of
 
     def _rows(
         self, ts: int, before: dict[str, Values | None], after: dict[str, Values | None]
@@ -232,6 +268,16 @@ class SimRowSource:
         self._changed = asyncio.Event()
         self._cancelled = False
         self._closed = False
+        # the DECLARE's AS OF and SNAPSHOT, resolved at the first FETCH (None: not declared
+        # or already started)
+        self._declared: tuple[int | None, bool] | None = None
+        self.fetch_max = FETCH_MAX  # a FETCH returns 1 to this many rows
+        self._lost = False  # the connection is gone: every call fails
+
+    def lose(self) -> None:
+        """The connection is lost (Materialize restarted, a cut): a waiting FETCH fails."""
+        self._lost = True
+        self._changed.set()
 
     def push(self, rows: Sequence[Row]) -> None:
         self._queue.extend(rows)
@@ -241,25 +287,41 @@ class SimRowSource:
         await self.process.gate()
         if self.world.faults.mz_error and self.world.rng.random() < self.world.faults.mz_error:
             raise psycopg.OperationalError("sim: connection to Materialize lost (DECLARE)")
-        start = self.mz.upper - 1 if as_of is None else as_of
-        self.world.note(f"{self.process.name} SUBSCRIBE AS OF {start} snapshot={snapshot}")
+        self._declared = (as_of, snapshot)
+
+    def _start(self, as_of: int | None, snapshot: bool) -> None:
+        """The first FETCH starts the subscription (or raises Materialize's refusal)."""
+        name = self.process.name
+        try:
+            start = self.mz.start(as_of)
+        except psycopg.Error:
+            self.world.note(f"{name} SUBSCRIBE AS OF {as_of} refused (since {self.mz.since})")
+            raise
+        self.world.note(f"{name} SUBSCRIBE AS OF {start} snapshot={snapshot}")
+        if snapshot and as_of is None:  # a snapshot the producer writes (at its as_of)
+            self.world.checker.snapshots.append(start)
         self._queue = self.mz.opening(start, snapshot)
-        self.mz.subscriptions.add(self)
+        self.mz.subscriptions[self] = None
 
     async def fetch(self) -> list[Row]:
         world, rng = self.world, self.world.rng
         await self.process.gate()
-        while not self._queue and not self._cancelled:
+        if self._declared is not None:
+            declared, self._declared = self._declared, None
+            self._start(*declared)
+        while not self._queue and not self._cancelled and not self._lost:
             self._changed.clear()
             await self._changed.wait()
         await self.process.gate()  # paused (or killed) while it waited
+        if self._lost:
+            raise psycopg.OperationalError("sim: server closed the connection unexpectedly")
         if self._cancelled:
             self._cancelled = False
             raise psycopg.errors.QueryCanceled("canceling statement due to user request")
         if world.faults.mz_error and rng.random() < world.faults.mz_error:
             world.note(f"{self.process.name} FETCH: connection to Materialize lost")
             raise psycopg.OperationalError("sim: connection to Materialize lost")
-        count = rng.randint(1, FETCH_MAX)
+        count = rng.randint(1, self.fetch_max)
         rows, self._queue = self._queue[:count], self._queue[count:]
         if self.layout is None:
             third = "mz_diff" if self._envelope == "diffs" else "mz_state"
@@ -274,7 +336,7 @@ class SimRowSource:
 
     async def close(self) -> None:
         self._closed = True
-        self.mz.subscriptions.discard(self)
+        self.mz.subscriptions.pop(self, None)
 
 
 class SimEntrySink:
@@ -385,11 +447,23 @@ class SimEntrySink:
             return
         checker = self.world.checker
         for ts, key in self._mz.changes_below(frontier):
-            if (key.encode(), ts) not in checker.in_streams:
+            if (key.encode(), ts) not in checker.in_streams and not self._covered(key, ts):
                 checker.key = key.encode()
                 checker.fail(
                     f"checkpoint moved to {frontier} past change {key}@{ts}, which is in no stream"
                 )
+
+    def _covered(self, key: str, ts: int) -> bool:
+        """Whether a reconcile marker at M >= ts stands for the change: the key's state at
+        M is in the streams (live: its snapshot upsert at M; gone: the reconcile's)."""
+        assert self._mz is not None
+        for marker in sorted(self.world.checker.markers):
+            if marker < ts:
+                continue
+            live = key in self._mz._snapshot_state(marker)
+            if not live or (key.encode(), marker) in self.world.checker.in_streams:
+                return True
+        return False
 
     async def commit(self, frontier: int) -> None:
         now = self.world.clock.time() * 1000
@@ -419,6 +493,7 @@ class SimEntrySink:
         await self._pipeline(
             "reconcile", [lambda: table.__setitem__(str(ts).encode(), RECONCILE_PENDING)]
         )
+        self.world.checker.markers.add(ts)
 
     async def read_checkpoint(self) -> int | None:
         await self.process.enter("GET checkpoint")

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from searchsync.common.config import Settings
+from searchsync.common.keys import RECONCILE_PENDING
 from searchsync.consumer.retention import trim_floor
 from searchsync.consumer.runner import PartitionRunner
 from searchsync.producer.documents import DocumentEncoder
@@ -45,6 +46,10 @@ __all__ = ["Outcome", "run_schedule", "shrink"]
 
 # Virtual seconds the schedule may take to come to rest once the faults stop.
 REST_DEADLINE_S = 120.0
+# Materialize's retained history (ms) a schedule draws from (None: never compacted);
+# 1,000 is Materialize's default, so a producer away longer (crashed, paused past its
+# lease, ended by a long backpressure) is refused its AS OF and writes a snapshot.
+RETAIN_MS = (None, None, 1000, 3000)
 SIM_SETTINGS = dict(
     lease_ttl_seconds=1.0,
     max_batch_size=6,
@@ -78,6 +83,9 @@ class Outcome:
     about_key: list[str] = field(default_factory=list)
     chaos_events: int = 0  # how many chaos events the seed's schedule has (before --drop)
     sessions: int = 0  # producer sessions started (the first, and every resume after it)
+    # reconciles run after a refused AS OF, and the documents they deleted
+    reconciles: int = 0
+    reconcile_deletes: int = 0
     replay: str = ""  # the command that replays this outcome
 
     @property
@@ -204,6 +212,8 @@ class _Run:
         self.span = len(self.history.steps) * 0.3 + 1
         planned = _chaos(rng, self.span, held)
         self.planned = len(planned)
+        # drawn apart from ``rng``, so adding compaction kept the other draws of a seed
+        self.retain_ms = random.Random(f"{seed}:retain").choice(RETAIN_MS)
         # --drop: events left out (a shrunk schedule); the others keep their numbers
         self.chaos = [event for number, event in enumerate(planned) if number not in drop]
         numbers = [number for number in range(len(planned)) if number not in drop]
@@ -214,6 +224,7 @@ class _Run:
             f"{len(self.history.steps)} timestamps"
             + (", poison document" if self.history.poison_key else "")
             + (", poison entry" if self.history.poison_entry_at is not None else "")
+            + (f", history retained {self.retain_ms} ms" if self.retain_ms else "")
         ] + [
             f"#{number} {at:.3f} {action} {amount}"
             for number, (at, action, amount) in zip(numbers, self.chaos, strict=True)
@@ -276,13 +287,20 @@ class _Run:
                 world.note(f"hand-written p{partition} {entry_id} POISON")
                 world.wake(world.keys.stream(partition))
 
-    def _view(self, mz: SimMaterialize) -> dict[bytes, bytes]:
-        """The view's documents now, as the producer encodes them (producer.documents)."""
+    def _view(self, mz: SimMaterialize, world: World) -> dict[bytes, bytes]:
+        """The view's documents now, as the producer encodes them (producer.documents),
+        at the version of their last change, or of a later snapshot that wrote them."""
         encoder = DocumentEncoder(COLUMNS, ("plain", "plain"))
-        return {
-            key.encode(): encoder.encode(values, mz.last_change[key])
-            for key, values in mz.rows.items()
-        }
+        checker = world.checker
+        view = {}
+        for key, values in mz.rows.items():
+            name = key.encode()
+            version = max(
+                (s for s in checker.snapshots if (name, s) in checker.in_streams),
+                default=mz.last_change[key],
+            )
+            view[name] = encoder.encode(values, max(version, mz.last_change[key]))
+        return view
 
     async def _storm(self, world: World) -> None:
         rng = world.rng
@@ -372,6 +390,10 @@ class _Run:
         checkpoint = world.redis.get(world.keys.checkpoint)
         if checkpoint is None or int(checkpoint) <= last:
             return f"checkpoint {checkpoint} not past the last change ({last})"
+        pending = [ts for ts, state in world.redis.hash(world.keys.reconcile).items()
+                   if state == RECONCILE_PENDING]  # fmt: skip
+        if pending:
+            return f"reconcile of {pending[0].decode()} not done"
         last_progress = world.checker.last_progress
         for partition in range(self.partitions):
             if last_progress.get(partition, 0) <= last:
@@ -388,9 +410,9 @@ class _Run:
         return ""
 
     async def main(self, world: World) -> None:
-        mz = self.mz = SimMaterialize(world, self.envelope)
-        # a producer ran before: the history starts after its checkpoint (so no start
-        # writes a snapshot and a reconcile marker, which consumers here do not run)
+        mz = self.mz = SimMaterialize(world, self.envelope, self.retain_ms)
+        # a producer ran before: the history starts after its checkpoint (a snapshot and
+        # reconcile come only from a resume Materialize refuses)
         world.redis.strings[world.keys.checkpoint] = (str(mz.upper), None)
         if self.polling:
             self.ledger = PollLedger(world, mz, restart=lambda: self._start_producer(world))
@@ -432,7 +454,7 @@ class _Run:
         ticking.cancel()
         if checker.violation is None:
             with contextlib.suppress(Violation):
-                view = settle_polling(world, mz) if self.polling else self._view(mz)
+                view = settle_polling(world, mz) if self.polling else self._view(mz, world)
                 checker.at_rest(view, checker.last_progress)
 
 
@@ -535,6 +557,8 @@ def run_schedule(
         about_key=about,
         chaos_events=plan.planned,
         sessions=world.sessions,
+        reconciles=len(world.checker.reconciled),
+        reconcile_deletes=world.checker.reconcile_deletes,
         replay=replay,
         violation=world.checker.violation,
         trace=list(world.trace),
