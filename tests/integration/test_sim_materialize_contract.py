@@ -15,8 +15,9 @@ OF t gives the snapshot at t then the changes after t, in both envelopes
 over FETCHes arrive before the progress row above it; an AS OF below the view's
 since (history compacted) refused before any row with Materialize's error, which
 the product's producer.resume.as_of_refused recognises (the emulator and the model
-both refuse at the first FETCH, where Materialize resolves a cursor's timestamp;
-the check accepts a refusal at DECLARE too); a cancel ending a waiting FETCH with
+refuse at the first FETCH, where the emulator starts a cursor's subscription;
+Materialize's docs do not say whether DECLARE or the first FETCH refuses, the
+session handles both, and so does the check); a cancel ending a waiting FETCH with
 QueryCanceled; a lost connection surfacing as psycopg.OperationalError, which
 common.errors calls transient (the service backs off and resumes).
 

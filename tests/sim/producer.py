@@ -9,9 +9,9 @@
   either envelope (diffs: retraction and insertion rows; upsert: the key's state).
   It compacts as Materialize does: with ``retain_ms`` (its RETAIN HISTORY; the
   schedule picks one) every tick raises ``since`` to the tick's ts + 1 - retain_ms,
-  and an AS OF below ``since`` is refused at the first FETCH (as the emulator and
-  Materialize resolve a cursor's timestamp then) with Materialize's error, before
-  any row.
+  and an AS OF below ``since`` is refused at the first FETCH (where the emulator
+  starts a cursor's subscription; the session handles a refusal at DECLARE too)
+  with Materialize's error, before any row.
 * :class:`SimRowSource` is producer.ports.RowSource on it: FETCH returns between 1
   and :data:`FETCH_MAX` rows (so a timestamp's rows are split across FETCHes),
   blocks while nothing is queued, raises QueryCanceled after a cancel and an
@@ -164,7 +164,7 @@ class SimMaterialize:
 
     def start(self, as_of: int | None) -> int:
         """The time a subscription declared ``AS OF as_of`` reads at (None: the last
-        closed time), as Materialize resolves it at the first FETCH. Raises
+        closed time), resolved at the first FETCH as the emulator does. Raises
         psycopg.errors.DataException, Materialize's error, below ``since``."""
         if as_of is None:
             return self.upper - 1
