@@ -200,6 +200,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     # Redis Streams
     redis_url: NonEmpty = "redis://127.0.0.1:6379/0"
     redis_ca_certs: PemFile = ""  # rediss:// only; empty: the system's trusted roots
+    # Redis Cluster client or a single Redis's; auto: INFO cluster at start (common.redis_client)
+    redis_cluster: Literal["auto", "true", "false"] = "auto"
     stream_partitions: Annotated[
         int, Meta(ge=1, le=1024, description="a whole number from 1 to 1024")
     ] = 8

@@ -9,14 +9,25 @@ recovers from a failed command from durable state (the producer from its
 checkpoint, consumers from their pending entries), so the client must fail fast
 and let that loop decide: no library retries, a bounded socket timeout, a
 bounded connect timeout.
+
+REDIS_CLUSTER picks the client: ``true`` redis-py's ``RedisCluster`` (it follows
+MOVED/ASK itself, up to its TTL, and reloads the slot map; every key layout-2 command
+stays in one slot, common.keys), ``false`` a single Redis's, ``auto`` (the default)
+asks the server once at start (``INFO cluster``: ``cluster_enabled:1``); a server that
+does not answer then is taken as a single Redis, with a warning naming the setting.
+The cluster client is returned typed as ``Redis``: the two share every command
+searchsync sends, except what producer.writer routes itself (it checks the type).
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from typing import Any, Final
+from typing import Any, Final, cast
 
+import redis as sync_redis
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import (
     AbstractConnection,
     Connection,
@@ -26,11 +37,20 @@ from redis.asyncio.connection import (
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.retry import Retry as SyncRetry
 
 from .config import Settings
 from .tls import redis_ssl, warn_once
 
-__all__ = ["CONNECT_TIMEOUT_SECONDS", "SOCKET_TIMEOUT_SECONDS", "connect_redis", "no_retries"]
+__all__ = [
+    "CONNECT_TIMEOUT_SECONDS",
+    "SOCKET_TIMEOUT_SECONDS",
+    "connect_redis",
+    "is_cluster",
+    "no_retries",
+]
+
+log = logging.getLogger("searchsync.redis")
 
 # Commands are small and local; a Redis that answers nothing for this long is down.
 # Above the consumers' 100 ms blocking reads.
@@ -84,13 +104,41 @@ _NAMED: Final[dict[type[AbstractConnection], type[AbstractConnection]]] = {
 }
 
 
+def is_cluster(settings: Settings) -> bool:
+    """Whether REDIS_CLUSTER asks for the cluster client; ``auto``: one ``INFO cluster``
+    on a short-lived synchronous connection (at most CONNECT_TIMEOUT_SECONDS to connect
+    and as long to answer); no answer counts as a single Redis (a warning says so)."""
+    if settings.redis_cluster != "auto":
+        return settings.redis_cluster == "true"
+    probe = sync_redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=CONNECT_TIMEOUT_SECONDS,
+        socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        retry=SyncRetry(NoBackoff(), 0),
+        **redis_ssl(settings),
+    )
+    try:
+        info: Any = probe.info("cluster")
+    except RedisError as error:
+        log.warning(
+            "REDIS_CLUSTER=auto could not ask Redis whether it is a cluster (%s): using a "
+            "single Redis's client; set REDIS_CLUSTER=true or false to decide",
+            type(error).__name__,
+        )
+        return False
+    finally:
+        probe.close()
+    return bool(int(info.get("cluster_enabled", 0)))
+
+
 def connect_redis(
     settings: Settings,
     *,
     socket_timeout: float = SOCKET_TIMEOUT_SECONDS,
     client_name: str | None = None,
 ) -> Redis:
-    """A client for REDIS_URL that never retries a command on its own.
+    """A client for REDIS_URL that never retries a command on its own (a cluster's
+    follows redirections: module docstring).
 
     ``rediss://`` URLs use TLS, the server checked against REDIS_CA_CERTS (or the
     system's roots); an ACL user and password come from the URL. Each command waits
@@ -101,6 +149,18 @@ def connect_redis(
     ``await client.aclose()``.
     """
     warn_once(settings, "Redis")
+    if is_cluster(settings):
+        return cast(
+            Redis,
+            RedisCluster.from_url(
+                settings.redis_url,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                retry=no_retries(),
+                client_name=client_name,
+                **redis_ssl(settings),
+            ),
+        )
     client = Redis.from_url(
         settings.redis_url,
         socket_timeout=socket_timeout,

@@ -97,7 +97,6 @@ class Leases:
         self.ttl_ms = max(int(hold_seconds(ttl_seconds) * 1000), 1)
         self._heartbeat = redis.register_script(_HEARTBEAT)
         self._acquire = redis.register_script(_ACQUIRE)
-        self._renew = redis.register_script(RENEW)
         self._release = redis.register_script(RELEASE)
         self._fence = redis.register_script(_FENCE)
         # monotonic deadline before which each held lease is surely still ours
@@ -130,10 +129,10 @@ class Leases:
             return set()
         started = time.monotonic()
         async with self._redis.pipeline(transaction=False) as pipe:
+            # EVAL, not the registered script's EVALSHA: redis-py refuses EVALSHA in a
+            # cluster pipeline (the script is a few dozen bytes)
             for partition in parts:
-                await self._renew(
-                    keys=[self._keys.lease(partition)], args=[self.me, self.ttl_ms], client=pipe
-                )
+                pipe.eval(RENEW, 1, self._keys.lease(partition), self.me, self.ttl_ms)
             results = await pipe.execute()
         held = {p for p, ok in zip(parts, results, strict=True) if ok}
         for partition in parts:
@@ -176,7 +175,7 @@ class Leases:
         async with self._redis.pipeline(transaction=False) as pipe:
             for partition in partitions:
                 self._valid_until.pop(partition, None)
-                await self._release(keys=[self._keys.lease(partition)], args=[self.me], client=pipe)
+                pipe.eval(RELEASE, 1, self._keys.lease(partition), self.me)
             pipe.zrem(self._keys.members, self.me)
             await pipe.execute()
 

@@ -108,17 +108,22 @@ class _Producer:
         self.session: SubscribeSession | Poller | None = None
 
     async def run(self) -> int:
-        monitor_task = asyncio.create_task(self.monitor.run())
+        monitor_task: asyncio.Task[None] | None = None
         try:
             code = await self._check_layout()
+            # only once the layout is ours: the monitor creates missing streams and groups
+            # (a refused layout 1 view would get layout-2 streams beside its own)
+            if code is None:
+                monitor_task = asyncio.create_task(self.monitor.run())
             while code is None and not self.stop.is_set():
                 if not await self.lease.lead(self.stop):
                     break
                 code = await self._lead()
             return EXIT_OK if code is None else code
         finally:
-            monitor_task.cancel()
-            await asyncio.gather(monitor_task, return_exceptions=True)
+            if monitor_task is not None:
+                monitor_task.cancel()
+                await asyncio.gather(monitor_task, return_exceptions=True)
             with contextlib.suppress(Exception):  # it expires on its own anyway
                 await self.lease.release()
             await self.redis.aclose()

@@ -17,6 +17,16 @@ entries come packed in RESP already (:mod:`producer.batches`), the few other
 commands are packed by ``hiredis.pack_command``. redis-py's asyncio pipeline packs
 arguments in Python, about ten times the CPU per change of the packed form (the
 README's "Measured" table has what the producer reaches).
+
+On Redis Cluster (a ``RedisCluster`` client, common.redis_client) the commands are
+grouped by the node that serves each one's key slot, and the groups are sent one
+after the other in the order of their first command, each one round trip on that
+node's connection. So the order the guarantees above need still holds across
+nodes: the high-water mark's ZADD (the view's slot) is first in the first group,
+answered before any other node gets an entry, and the checkpoint moves in a round
+trip of its own after every progress entry is answered. A MOVED or ASK reply (a
+slot moved) comes back as an error like any other: nothing may be assumed written,
+the caller resumes from the checkpoint, and the client's slot map is reloaded first.
 """
 
 from __future__ import annotations
@@ -28,7 +38,9 @@ from typing import Any, NamedTuple
 
 import hiredis
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import Connection
+from redis.exceptions import AskError, ResponseError
 
 from ..common.entries import (
     DELETE,
@@ -46,29 +58,69 @@ from .lease import FENCED_CHECKPOINT, MONOTONIC_CHECKPOINT, ProducerFenced
 from .metrics import ProducerMetrics
 from .progress import ProgressPacer
 
-__all__ = ["Packed", "StreamWriter", "raise_first_error", "send_commands"]
+__all__ = ["Packed", "StreamWriter", "command_key", "raise_first_error", "send_commands"]
 
 Command = tuple[bytes | str, ...]
 
 
 class Packed(NamedTuple):
-    """One command already in RESP, in pieces sent as they are (no copy to join them)."""
+    """One command already in RESP, in pieces sent as they are (no copy to join them),
+    and its key (to route it on a cluster)."""
 
     pieces: tuple[bytes, ...]
+    key: bytes = b""
 
 
-async def send_commands(redis: Redis, commands: Sequence[Command | Packed]) -> list[Any]:
-    """Send ``commands`` in one write and read every reply (one round trip).
+def command_key(command: Command | Packed) -> bytes | str | None:
+    """Pure: the key ``command`` acts on (the first key of an EVAL), None for a keyless one
+    (MULTI, EXEC): what routes it on a cluster."""
+    if isinstance(command, Packed):
+        return command.key or None
+    name = command[0].upper() if isinstance(command[0], bytes) else command[0].upper().encode()
+    if name in (b"EVAL", b"EVALSHA"):
+        return command[3] if len(command) > 3 and command[2] not in (b"0", "0") else None
+    return command[1] if len(command) > 1 else None
+
+
+def group_by_node(nodes: Sequence[str | None]) -> list[list[int]]:
+    """Pure: the command indexes per node, nodes in the order of their first command; a
+    keyless command (None) goes with the first keyed one's node (one MULTI/EXEC's
+    commands share a slot)."""
+    first = next((node for node in nodes if node is not None), None)
+    groups: dict[str | None, list[int]] = {}
+    for index, node in enumerate(nodes):
+        groups.setdefault(node if node is not None else first, []).append(index)
+    return list(groups.values())
+
+
+async def send_commands(
+    redis: Redis | RedisCluster, commands: Sequence[Command | Packed]
+) -> list[Any]:
+    """Send ``commands`` in one write and read every reply (one round trip; on a
+    cluster one per node serving them, one node after the other: module docstring).
 
     Error replies come back as :class:`redis.exceptions.ResponseError` objects in
     the list, so the caller sees which command failed. Raises
     redis.exceptions.ConnectionError / TimeoutError when the connection fails (the
-    connection is dropped, never returned to the pool half-read).
+    connection is dropped, never returned to the pool half-read); on a cluster,
+    SlotNotCoveredError when no node serves a key's slot. Each read waits at most the
+    client's socket timeout.
     """
     if not commands:
         return []
+    if isinstance(redis, RedisCluster):
+        return await _send_per_node(redis, commands)
     pool = redis.connection_pool
     conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        return await _exchange(conn, commands)
+    finally:
+        await pool.release(conn)
+
+
+async def _exchange(conn: Connection, commands: Sequence[Command | Packed]) -> list[Any]:
+    """One write of ``commands`` on ``conn`` and every reply read (errors as objects);
+    ``conn`` is dropped if anything fails half-way."""
     try:
         chunks: list[bytes] = []
         for command in commands:
@@ -86,8 +138,32 @@ async def send_commands(redis: Redis, commands: Sequence[Command | Packed]) -> l
     except BaseException:
         await conn.disconnect()
         raise
-    finally:
-        await pool.release(conn)
+    return replies
+
+
+async def _send_per_node(cluster: RedisCluster, commands: Sequence[Command | Packed]) -> list[Any]:
+    await cluster.initialize()  # the slot map: loaded once (again after a MOVED, below)
+    nodes: dict[str, ClusterNode] = {}
+    names: list[str | None] = []
+    for command in commands:
+        key = command_key(command)
+        node = None if key is None else cluster.get_node_from_key(key)  # type: ignore[arg-type]
+        if node is not None:
+            nodes[node.name] = node
+        names.append(None if node is None else node.name)
+    replies: list[Any] = [None] * len(commands)
+    for indexes in group_by_node(names):
+        name = next((names[i] for i in indexes if names[i] is not None), None)
+        node = nodes[name] if name is not None else cluster.get_random_node()
+        conn = node.acquire_connection()
+        try:
+            got = await _exchange(conn, [commands[i] for i in indexes])
+        finally:
+            node.release(conn)
+        for index, reply in zip(indexes, got, strict=True):
+            replies[index] = reply
+    if any(isinstance(reply, AskError) for reply in replies):  # MovedError is one too
+        await cluster.nodes_manager.initialize()  # slots moved: the next try routes anew
     return replies
 
 
@@ -111,7 +187,7 @@ class StreamWriter:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         keys: Keys,
         *,
         progress_interval_ms: int,
@@ -181,7 +257,7 @@ class StreamWriter:
                 len(stream),
                 stream,
             )
-            commands.append(Packed((head, entry.body)))
+            commands.append(Packed((head, entry.body), stream))
             written[entry.partition] = written.get(entry.partition, 0) + entry.changes
             ops[entry.op] = ops.get(entry.op, 0) + 1
             upserts += entry.upserts
@@ -214,8 +290,13 @@ class StreamWriter:
             fields = encode_progress(frontier)
             commands.append(self._raise_high_water(frontier))
             commands.extend(self._xadd(stream, fields) for stream in self._streams)
-        commands.append(self._move_checkpoint(frontier))
-        replies = await send_commands(self._redis, commands)
+        checkpoint = self._move_checkpoint(frontier)
+        if isinstance(self._redis, RedisCluster) and commands:
+            # the progress entries may be on other nodes than the checkpoint: answered first
+            raise_first_error(await send_commands(self._redis, commands))
+            replies = await send_commands(self._redis, [checkpoint])
+        else:
+            replies = await send_commands(self._redis, [*commands, checkpoint])
         raise_first_error(replies)
         if replies[-1] == -1:
             raise ProducerFenced(

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from searchsync.cli.main import main as cli_main
 from searchsync.common import status as status_report
@@ -32,6 +33,7 @@ from searchsync.common.keys import Keys
 from searchsync.common.meta import ensure_meta
 from searchsync.common.partition import partition_of
 from searchsync.common.readyourwrites import read_applied
+from searchsync.common.redis_client import connect_redis
 from searchsync.common.streams import ensure_groups
 from searchsync.consumer.acks import Acker
 from searchsync.consumer.attempts import Attempts, new_token, read_attempts
@@ -59,10 +61,16 @@ def cluster() -> Iterator[OneNodeCluster]:
         yield server
 
 
-@pytest.fixture
-async def redis(cluster: OneNodeCluster) -> AsyncIterator[Redis]:
-    client = Redis.from_url(cluster.url)
-    await client.flushall()
+@pytest.fixture(params=["plain", "cluster"])
+async def redis(cluster: OneNodeCluster, request: pytest.FixtureRequest) -> AsyncIterator[Redis]:
+    """A single Redis's client (what fails is the server's CROSSSLOT) and the cluster
+    client common.redis_client picks with REDIS_CLUSTER=auto (it refuses a cross-slot
+    command itself, and routes by slot)."""
+    settings = load_settings({**env(cluster), "REDIS_CLUSTER": "auto"})
+    client = Redis.from_url(cluster.url) if request.param == "plain" else connect_redis(settings)
+    assert isinstance(client, RedisCluster) == (request.param == "cluster")
+    async with Redis.from_url(cluster.url) as admin:
+        await admin.flushall()
     try:
         yield client
     finally:
@@ -156,10 +164,14 @@ async def test_producer_and_consumer_keep_each_command_in_one_slot(
     assert await leases.holders() == [None] * PARTITIONS
 
 
+@pytest.mark.parametrize("mode", ["false", "auto"])
 def test_the_cli_keeps_each_command_in_one_slot(
-    cluster: OneNodeCluster, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    cluster: OneNodeCluster,
+    mode: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    for name, value in env(cluster).items():
+    for name, value in {**env(cluster), "REDIS_CLUSTER": mode}.items():
         monkeypatch.setenv(name, value)
     keys = Keys(VIEW, PARTITIONS)
     client = SyncRedis.from_url(cluster.url)

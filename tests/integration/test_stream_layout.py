@@ -127,8 +127,13 @@ def test_a_layout_1_view_is_refused_until_migrate_layout_moves_it(view: str) -> 
     assert refused.returncode == 2, refused.stderr[-2000:]
     assert f"view {view} has Redis keys of key layout 1" in refused.stderr
     assert "run `searchsync migrate-layout`" in refused.stderr
+    consumer = run("searchsync.consumer.main", view, STREAM_PARTITIONS="2")
+    assert consumer.returncode == 2, consumer.stderr[-2000:]
+    assert "run `searchsync migrate-layout`" in consumer.stderr
     keys = Keys(view, 2)
-    assert not client.exists(keys.meta, keys.stream(0))  # refused before writing anything
+    # refused before writing anything (the producer's buffer monitor, which creates
+    # missing streams and groups, starts only after the check)
+    assert not list(client.scan_iter(match=keys.pattern))
 
     moved = subprocess.run(
         [sys.executable, "-m", "searchsync", "migrate-layout", "--yes", "--json"],

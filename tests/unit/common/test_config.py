@@ -78,6 +78,7 @@ CASES: dict[str, tuple[str, object, str | None]] = {
     "METRICS_HOST": ("::", "::", "0.0.0.0:9400"),
     "LOG_LEVEL": ("debug", "DEBUG", "TRACE"),
     "LOG_FORMAT": ("text", "text", "xml"),
+    "REDIS_CLUSTER": ("true", "true", "yes"),
 }
 
 # the runbook's §5 variables plus those README "Configuration" adds: all must be in Settings

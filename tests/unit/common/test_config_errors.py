@@ -124,6 +124,7 @@ BAD: dict[str, list[tuple[str, dict[str, str], str]]] = {
     ],
     "LOG_LEVEL": [("TRACE", {}, "one of DEBUG, INFO, WARNING, ERROR")],
     "LOG_FORMAT": [("xml", {}, "one of json, text")],
+    "REDIS_CLUSTER": [("yes", {}, "one of auto, true, false")],
 }
 
 
