@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 from tests.support.services import PrivateRedis, free_port, wait_for
 
-__all__ = ["OneNodeCluster", "one_node_cluster"]
+__all__ = ["OneNodeCluster", "one_node_cluster", "three_node_cluster"]
 
 
 class OneNodeCluster(PrivateRedis):
@@ -48,14 +48,15 @@ class OneNodeCluster(PrivateRedis):
             raise AssertionError(f"{error}; exit {code}; log: {log}") from None
         if not self.every_slot:
             return
-        self._ask(b"CLUSTER ADDSLOTSRANGE 0 16383")
+        self.ask(b"CLUSTER ADDSLOTSRANGE 0 16383")
         wait_for(
-            lambda: b"cluster_state:ok" in self._ask(b"CLUSTER INFO"),
+            lambda: b"cluster_state:ok" in self.ask(b"CLUSTER INFO"),
             10,
             "the one-node cluster to serve every slot",
         )
 
-    def _ask(self, inline: bytes) -> bytes:
+    def ask(self, inline: bytes) -> bytes:
+        """One inline command, its raw reply (up to 64 KiB)."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
             sock.sendall(inline + b"\r\n")
             return sock.recv(65536)
@@ -69,3 +70,32 @@ def one_node_cluster() -> Iterator[OneNodeCluster]:
         yield server
     finally:
         server.close()
+
+
+@contextmanager
+def three_node_cluster() -> Iterator[list[OneNodeCluster]]:
+    """Three private masters (no replicas) sharing the 16384 slots in thirds, met and
+    serving (cluster_state:ok on each): a few seconds. For routing and MOVED, not
+    failover (the cluster devstack has replicas)."""
+    servers = [OneNodeCluster(every_slot=False) for _ in range(3)]
+    try:
+        for server in servers:
+            server.start()
+        ranges = ((0, 5460), (5461, 10922), (10923, 16383))
+        for server, (low, high) in zip(servers, ranges, strict=True):
+            server.ask(b"CLUSTER ADDSLOTSRANGE %d %d" % (low, high))
+        for server in servers[1:]:
+            servers[0].ask(b"CLUSTER MEET 127.0.0.1 %d %d" % (server.port, server.bus_port))
+        wait_for(
+            lambda: all(
+                b"cluster_state:ok" in s.ask(b"CLUSTER INFO")
+                and b"cluster_known_nodes:3" in s.ask(b"CLUSTER INFO")
+                for s in servers
+            ),
+            30,
+            "three nodes to meet and serve every slot",
+        )
+        yield servers
+    finally:
+        for server in servers:
+            server.close()
