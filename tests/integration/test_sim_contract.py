@@ -136,6 +136,10 @@ class Backend:
         """What a consumer runs to reconcile after a snapshot (consumer.reconcile)."""
         raise NotImplementedError
 
+    async def hold_reconcile_lock(self, holder: str, ms: int) -> None:
+        """``holder`` takes ``reconcile:lock`` for ``ms`` milliseconds."""
+        raise NotImplementedError
+
 
 class ModelBackend(Backend):
     def __init__(self) -> None:
@@ -198,6 +202,9 @@ class ModelBackend(Backend):
 
     def reconciler(self, me: str) -> SimReconciler:
         return SimReconciler(self.world, SimProcess(self.world, me))
+
+    async def hold_reconcile_lock(self, holder: str, ms: int) -> None:
+        self.redis.set_px(self.keys.reconcile_lock, holder, ms)
 
     async def stream_fields(self, name: str) -> list[dict[bytes, bytes]]:
         return [fields for _, fields in self.redis.xrange(name)]
@@ -295,6 +302,9 @@ class RealBackend(Backend):
 
     def reconciler(self, me: str) -> Reconciler:
         return Reconciler(self.redis, self.stack.search, self.keys, self.stack.alias, me)
+
+    async def hold_reconcile_lock(self, holder: str, ms: int) -> None:
+        await self.redis.set(self.keys.reconcile_lock, holder, px=ms)
 
     async def stream_fields(self, name: str) -> list[dict[bytes, bytes]]:
         rows: Any = await self.redis.xrange(name)
@@ -658,6 +668,10 @@ async def test_a_reconcile_deletes_once_only_documents_older_than_its_snapshot(
     reconciler = backend.reconciler("me")
     assert await reconciler.run_due() == []  # p0 has not applied the snapshot yet
     await backend.store("me").advance(0, 201)
+    await backend.hold_reconcile_lock("other", 300)  # another consumer is at it
+    assert await reconciler.run_due() == []
+    assert await backend.version(b"old") == 100
+    await backend.elapse(0.4)  # it died: its lock expires, the reconcile is still pending
     assert await reconciler.run_due() == [200]
     assert await backend.version(b"old") is None
     assert await backend.version(b"new") == 300
