@@ -202,6 +202,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     redis_ca_certs: PemFile = ""  # rediss:// only; empty: the system's trusted roots
     # Redis Cluster client or a single Redis's; auto: INFO cluster at start (common.redis_client)
     redis_cluster: Literal["auto", "true", "false"] = "auto"
+    # replicas that must hold the producer's entries before the checkpoint passes them
+    # (WAIT after each write round trip; 0: none), and how long each WAIT may take
+    redis_wait_replicas: Annotated[
+        int, Meta(ge=0, le=16, description="a whole number from 0 to 16")
+    ] = 0
+    redis_wait_timeout_ms: Annotated[
+        int, Meta(ge=1, le=5000, description="milliseconds from 1 to 5000")
+    ] = 1000
     stream_partitions: Annotated[
         int, Meta(ge=1, le=1024, description="a whole number from 1 to 1024")
     ] = 8

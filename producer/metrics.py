@@ -93,6 +93,13 @@ class ProducerMetrics:
             labels,
             registry=registry,
         ).labels(view)
+        self.replica_wait_timeouts = Counter(
+            "searchsync_producer_replica_wait_timeouts",
+            "Write round trips not acknowledged by REDIS_WAIT_REPLICAS replicas within "
+            "REDIS_WAIT_TIMEOUT_MS (each one replayed from the checkpoint)",
+            labels,
+            registry=registry,
+        ).labels(view)
         self.reconciles = Counter(
             "searchsync_producer_reconciles",
             "Reconcile markers written after a snapshot",

@@ -88,6 +88,8 @@ class _Producer:
             progress_interval_ms=settings.progress_interval_ms,
             metrics=self.metrics,
             lease=lambda: self.lease.value,
+            wait_replicas=settings.redis_wait_replicas,
+            wait_timeout_ms=settings.redis_wait_timeout_ms,
         )
         self.monitor = BufferMonitor(
             self.redis,

@@ -27,6 +27,15 @@ answered before any other node gets an entry, and the checkpoint moves in a roun
 trip of its own after every progress entry is answered. A MOVED or ASK reply (a
 slot moved) comes back as an error like any other: nothing may be assumed written,
 the caller resumes from the checkpoint, and the client's slot map is reloaded first.
+
+With REDIS_WAIT_REPLICAS > 0 every round trip that adds entries (:meth:`StreamWriter.
+write`, :meth:`StreamWriter.mark_reconcile`) ends with ``WAIT <replicas> <timeout>`` on
+each connection it wrote on, so the checkpoint never passes an entry a failover could
+lose: fewer replicas than asked within REDIS_WAIT_TIMEOUT_MS raise
+:class:`ReplicaWaitTimeout` (transient, counted in
+``searchsync_producer_replica_wait_timeouts``), and the producer writes the changes
+again from the checkpoint. The checkpoint and progress entries are not waited for: a
+checkpoint lost in a failover is an older one, which only replays.
 """
 
 from __future__ import annotations
@@ -52,15 +61,27 @@ from ..common.entries import (
     encode_progress,
     encode_reconcile,
 )
+from ..common.errors import TransientError
 from ..common.keys import HIGH_WATER_MEMBER, RECONCILE_PENDING, Keys
 from .batches import Entry
 from .lease import FENCED_CHECKPOINT, MONOTONIC_CHECKPOINT, ProducerFenced
 from .metrics import ProducerMetrics
 from .progress import ProgressPacer
 
-__all__ = ["Packed", "StreamWriter", "command_key", "raise_first_error", "send_commands"]
+__all__ = [
+    "Packed",
+    "ReplicaWaitTimeout",
+    "StreamWriter",
+    "command_key",
+    "raise_first_error",
+    "send_commands",
+]
 
 Command = tuple[bytes | str, ...]
+
+
+class ReplicaWaitTimeout(TransientError):
+    """Fewer replicas than REDIS_WAIT_REPLICAS acknowledged a write round trip in time."""
 
 
 class Packed(NamedTuple):
@@ -94,7 +115,10 @@ def group_by_node(nodes: Sequence[str | None]) -> list[list[int]]:
 
 
 async def send_commands(
-    redis: Redis | RedisCluster, commands: Sequence[Command | Packed]
+    redis: Redis | RedisCluster,
+    commands: Sequence[Command | Packed],
+    *,
+    wait: tuple[int, int] | None = None,
 ) -> list[Any]:
     """Send ``commands`` in one write and read every reply (one round trip; on a
     cluster one per node serving them, one node after the other: module docstring).
@@ -105,17 +129,46 @@ async def send_commands(
     connection is dropped, never returned to the pool half-read); on a cluster,
     SlotNotCoveredError when no node serves a key's slot. Each read waits at most the
     client's socket timeout.
+
+    ``wait`` (replicas, timeout ms) ends each connection's round trip with a WAIT; when
+    every command succeeded but a WAIT counted fewer replicas, raises
+    :class:`ReplicaWaitTimeout` (after every reply was read).
     """
     if not commands:
         return []
     if isinstance(redis, RedisCluster):
-        return await _send_per_node(redis, commands)
-    pool = redis.connection_pool
-    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-    try:
-        return await _exchange(conn, commands)
-    finally:
-        await pool.release(conn)
+        replies, acked = await _send_per_node(redis, commands, wait)
+    else:
+        pool = redis.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            replies, acked = _split_wait(await _exchange(conn, _with_wait(commands, wait)), wait)
+        finally:
+            await pool.release(conn)
+    failed = any(isinstance(reply, ResponseError) for reply in replies)
+    if wait is not None and acked < wait[0] and not failed:  # an error is raised anyway
+        raise ReplicaWaitTimeout(
+            f"{acked} of {wait[0]} Redis replicas acknowledged the entries within "
+            f"{wait[1]} ms (REDIS_WAIT_REPLICAS, REDIS_WAIT_TIMEOUT_MS)"
+        )
+    return replies
+
+
+def _with_wait(
+    commands: Sequence[Command | Packed], wait: tuple[int, int] | None
+) -> Sequence[Command | Packed]:
+    if wait is None:
+        return commands
+    return [*commands, (b"WAIT", str(wait[0]), str(wait[1]))]
+
+
+def _split_wait(replies: list[Any], wait: tuple[int, int] | None) -> tuple[list[Any], int]:
+    """The commands' replies and the WAIT's count (0 without a WAIT, or for an error reply
+    to it)."""
+    if wait is None:
+        return replies, 0
+    acked = replies[-1]
+    return replies[:-1], acked if isinstance(acked, int) else 0
 
 
 async def _exchange(conn: Connection, commands: Sequence[Command | Packed]) -> list[Any]:
@@ -141,7 +194,9 @@ async def _exchange(conn: Connection, commands: Sequence[Command | Packed]) -> l
     return replies
 
 
-async def _send_per_node(cluster: RedisCluster, commands: Sequence[Command | Packed]) -> list[Any]:
+async def _send_per_node(
+    cluster: RedisCluster, commands: Sequence[Command | Packed], wait: tuple[int, int] | None
+) -> tuple[list[Any], int]:
     await cluster.initialize()  # the slot map: loaded once (again after a MOVED, below)
     nodes: dict[str, ClusterNode] = {}
     names: list[str | None] = []
@@ -152,19 +207,22 @@ async def _send_per_node(cluster: RedisCluster, commands: Sequence[Command | Pac
             nodes[node.name] = node
         names.append(None if node is None else node.name)
     replies: list[Any] = [None] * len(commands)
+    acked = wait[0] if wait is not None else 0
     for indexes in group_by_node(names):
         name = next((names[i] for i in indexes if names[i] is not None), None)
         node = nodes[name] if name is not None else cluster.get_random_node()
         conn = node.acquire_connection()
         try:
-            got = await _exchange(conn, [commands[i] for i in indexes])
+            sent = _with_wait([commands[i] for i in indexes], wait)
+            got, node_acked = _split_wait(await _exchange(conn, sent), wait)
         finally:
             node.release(conn)
+        acked = min(acked, node_acked)
         for index, reply in zip(indexes, got, strict=True):
             replies[index] = reply
     if any(isinstance(reply, AskError) for reply in replies):  # MovedError is one too
         await cluster.nodes_manager.initialize()  # slots moved: the next try routes anew
-    return replies
+    return replies, acked
 
 
 # hiredis' stub types the argument as a 1-tuple; any tuple of bytes/str works.
@@ -194,9 +252,13 @@ class StreamWriter:
         metrics: ProducerMetrics | None = None,
         clock: Callable[[], float] = time.time,
         lease: Callable[[], str] | None = None,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
     ) -> None:
         """``lease`` gives the producer lease value held now (producer.lease); without it
-        the checkpoint is not fenced (only ever raised)."""
+        the checkpoint is not fenced (only ever raised). ``wait_replicas`` > 0: WAIT for
+        that many replicas after each round trip that adds entries (module docstring)."""
+        self._wait = (wait_replicas, wait_timeout_ms) if wait_replicas > 0 else None
         self._redis = redis
         self._keys = keys
         self._streams = [k.encode() for k in keys.streams()]
@@ -224,6 +286,13 @@ class StreamWriter:
     @staticmethod
     def _xadd(stream: bytes, fields: dict[bytes, bytes]) -> Command:
         return (b"XADD", stream, b"*", *chain.from_iterable(fields.items()))
+
+    async def _send_waited(self, commands: Sequence[Command | Packed]) -> list[Any]:
+        try:
+            return await send_commands(self._redis, commands, wait=self._wait)
+        except ReplicaWaitTimeout:
+            self._metrics.replica_wait_timeouts.inc()
+            raise
 
     async def write(
         self,
@@ -270,7 +339,7 @@ class StreamWriter:
         dlq = self._keys.dlq.encode()
         for letter in dead_letters:
             commands.append(self._xadd(dlq, encode_dead_letter(letter)))
-        raise_first_error(await send_commands(self._redis, commands))
+        raise_first_error(await self._send_waited(commands))
         for op, count in ops.items():
             self._metrics.entries(op, count)
         self._metrics.changes(UPSERT, upserts)
@@ -318,7 +387,7 @@ class StreamWriter:
         fields = encode_reconcile(ts)
         commands: list[Command] = [self._raise_high_water(ts)]
         commands.extend(self._xadd(stream, fields) for stream in self._streams)
-        raise_first_error(await send_commands(self._redis, commands))
+        raise_first_error(await self._send_waited(commands))
         reply = await send_commands(
             self._redis, [(b"HSET", self._keys.reconcile.encode(), str(ts), RECONCILE_PENDING)]
         )

@@ -129,17 +129,7 @@ async def test_partitions_spread_and_a_moved_slot_only_replays(
         target = next(n for n in nodes if n is not owner(nodes, keys.stream(1)))
         move_slot(nodes, keys.stream(1), target)
         leases = Leases(redis, keys, "consumer-a", ttl_seconds=10)
-        await leases.heartbeat()
-        acker = Acker(redis, keys, GROUP)
-        read = 0
-        for p in range(PARTITIONS):
-            assert await leases.acquire(p)
-            got = await read_new(redis, keys.stream(p), GROUP, "consumer-a", 1000, block=False)
-            ids = [e.id for e in got]
-            assert await leases.fence(p, "t", ids)
-            await acker.settle(p, ids, changes_of(got), sent=ids)
-            await acker.advance(p, 11)
-            read += changes_of(got)
+        read = await consume_all(redis, keys, leases)
         assert read == 200 + changes_of_written(entries)  # p0's changes twice: a replay
         assert await leases.renew(range(PARTITIONS)) == set(range(PARTITIONS))
         report = status_report.build(
@@ -156,3 +146,19 @@ async def test_partitions_spread_and_a_moved_slot_only_replays(
 
 def changes_of_written(entries: list[Any]) -> int:
     return sum(entry.changes for entry in entries)
+
+
+async def consume_all(redis: Any, keys: Keys, leases: Leases) -> int:
+    """One consumer takes every partition, reads, settles and advances; the changes read."""
+    await leases.heartbeat()
+    acker = Acker(redis, keys, GROUP)
+    read = 0
+    for p in range(PARTITIONS):
+        assert await leases.acquire(p)
+        got = await read_new(redis, keys.stream(p), GROUP, "consumer-a", 1000, block=False)
+        ids = [e.id for e in got]
+        assert await leases.fence(p, "t", ids)
+        await acker.settle(p, ids, changes_of(got), sent=ids)
+        await acker.advance(p, 11)
+        read += changes_of(got)
+    return read

@@ -45,7 +45,7 @@ from searchsync.consumer.retention import trim, trim_dlq
 from searchsync.producer.backpressure import read_buffers
 from searchsync.producer.batches import build_entries
 from searchsync.producer.lease import ProducerLease
-from searchsync.producer.writer import StreamWriter
+from searchsync.producer.writer import ReplicaWaitTimeout, StreamWriter
 from tests.support.cluster_redis import OneNodeCluster, one_node_cluster
 
 pytestmark = pytest.mark.timeout(60)
@@ -206,3 +206,14 @@ def test_the_cli_keeps_each_command_in_one_slot(
     assert cli("dlq", "purge", "--yes")[0] == 0
     code, moved = cli("migrate-layout", "--yes")
     assert code == 0 and moved["migrated"] is False
+
+
+async def test_on_a_cluster_each_nodes_round_trip_waits_for_its_replicas(redis: Redis) -> None:
+    """REDIS_WAIT_REPLICAS through both clients: the one node has no replica, so a write
+    asking for one raises ReplicaWaitTimeout once the WAIT timeout passes."""
+    writer = StreamWriter(
+        redis, Keys(VIEW, PARTITIONS), progress_interval_ms=1000, wait_replicas=1,
+        wait_timeout_ms=50,
+    )  # fmt: skip
+    with pytest.raises(ReplicaWaitTimeout, match="0 of 1"):
+        await writer.write(build_entries(docs(10, 5), PARTITIONS), high_water=10)

@@ -79,6 +79,8 @@ CASES: dict[str, tuple[str, object, str | None]] = {
     "LOG_LEVEL": ("debug", "DEBUG", "TRACE"),
     "LOG_FORMAT": ("text", "text", "xml"),
     "REDIS_CLUSTER": ("true", "true", "yes"),
+    "REDIS_WAIT_REPLICAS": ("1", 1, "17"),
+    "REDIS_WAIT_TIMEOUT_MS": ("250", 250, "0"),
 }
 
 # the runbook's §5 variables plus those README "Configuration" adds: all must be in Settings

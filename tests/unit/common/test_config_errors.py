@@ -125,6 +125,8 @@ BAD: dict[str, list[tuple[str, dict[str, str], str]]] = {
     "LOG_LEVEL": [("TRACE", {}, "one of DEBUG, INFO, WARNING, ERROR")],
     "LOG_FORMAT": [("xml", {}, "one of json, text")],
     "REDIS_CLUSTER": [("yes", {}, "one of auto, true, false")],
+    "REDIS_WAIT_REPLICAS": [("-1", {}, "a whole number from 0 to 16"), ("two", {}, "0 to 16")],
+    "REDIS_WAIT_TIMEOUT_MS": [("0", {}, "milliseconds from 1 to 5000"), ("9000", {}, "1 to 5000")],
 }
 
 
