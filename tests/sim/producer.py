@@ -33,7 +33,9 @@
   session the simulated row source instead of Materialize's.
 
 The invariant checked here: whenever the checkpoint moves to F, every change of
-the history below F is in a stream (:meth:`SimEntrySink.check_checkpoint`).
+the history below F is in a stream, or under a reconcile marker at M at or above
+it whose snapshot state (the key's upsert at M, or the key gone) is in the streams
+(:meth:`SimEntrySink.check_checkpoint`).
 """
 
 from __future__ import annotations
