@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.headroom [--orders 200000] [--rounds 5]
                                        [--conditions shared,pinned,aof_off,pinned_aof_off]
-                                       [--quick] [--save]
+                                       [--against CHECKOUT] [--quick] [--save]
 
 bench.producer's ratio (producer rows/s over ``redis-benchmark -P 32`` XADD/s) moves
 between runs of the same code on this 2-core box. Three suspects share the cores with
@@ -25,6 +25,14 @@ min, max and coefficient of variation (stdev / mean) over the rounds. The figure
 the smallest spread is the one to quote; the conditions show what the spread of the
 others comes from.
 
+``--against CHECKOUT`` (another source tree of searchsync, e.g. ``git worktree add
+/tmp/before <commit>`` with its C extension built) compares two versions of the
+producer on the same box: each round runs CHECKOUT's producer right beside this
+tree's under the same condition (which goes first alternates), and the result adds
+``against`` (CHECKOUT's figures, the same shape) and ``paired_cpu_ratio`` (this
+tree's producer CPU a row over CHECKOUT's, round by round: the pairing keeps a slow
+minute of the box out of the comparison).
+
 The last line printed is one JSON object.
 """
 
@@ -36,6 +44,7 @@ import os
 import secrets
 import statistics
 import sys
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -44,6 +53,7 @@ from psycopg import sql
 
 from bench.producer import (
     PARTITIONS,
+    ROOT,
     devstack_dsn,
     private_emulator,
     private_redis,
@@ -88,6 +98,8 @@ def one_run(
     redis_port: int,
     rows: int,
     pg: psycopg.Connection[Any],
+    *,
+    checkout: Path = ROOT,
 ) -> dict[str, Any]:
     client = redis.Redis(port=redis_port)
     redis_pid = int(client.info("server")["process_id"])
@@ -99,7 +111,13 @@ def one_run(
         client.config_set("appendonly", aof)  # "yes" starts a rewrite: settle waits for it
     client.close()
     run = run_backlog(
-        emulator, redis_port, rows, pg, latencies=False, affinity=PRODUCER_CPU if pinned else None
+        emulator,
+        redis_port,
+        rows,
+        pg,
+        latencies=False,
+        affinity=PRODUCER_CPU if pinned else None,
+        checkout=checkout,
     )
     settle(redis_port)
     baseline = redis_benchmark(redis_port, 200_000, PRODUCER_CPU if pinned else None)
@@ -146,12 +164,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--orders", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=5, help="runs of each condition")
     parser.add_argument("--conditions", type=conditions_list, default=list(CONDITIONS))
+    parser.add_argument(
+        "--against",
+        type=Path,
+        help="another searchsync checkout: its producer runs beside this one each round",
+    )
     common_arguments(parser, "3,000 orders, two rounds of shared and pinned: a smoke run")
     args = parser.parse_args(argv)
     if args.quick:
         args.orders, args.rounds, args.conditions = 3_000, 2, ["shared", "pinned"]
     if (os.cpu_count() or 1) < 2 and any(c.startswith("pinned") for c in args.conditions):
         parser.error("the pinned conditions need two CPUs")
+    if args.against is not None and not (args.against / "producer" / "main.py").is_file():
+        parser.error(f"--against {args.against}: not a searchsync checkout (no producer/main.py)")
     return args
 
 
@@ -162,19 +187,41 @@ def measure(args: argparse.Namespace, dsn: str, schema: str) -> dict[str, Any]:
         row = pg.execute(f"SELECT count(*) FROM {VIEW}").fetchone()
         rows = int(row[0]) if row else 0
         by_condition: dict[str, list[dict[str, Any]]] = {c: [] for c in args.conditions}
+        against: dict[str, list[dict[str, Any]]] = {c: [] for c in args.conditions}
+        trees = [("this", ROOT, by_condition)]
+        if args.against is not None:
+            trees.append(("against", args.against, against))
         with private_redis() as (redis_port, _), private_emulator(dsn, schema) as emulator:
             for round_ in range(1, args.rounds + 1):
                 for condition in args.conditions:
-                    run = one_run(condition, emulator, redis_port, rows, pg)
-                    by_condition[condition].append(run)
-                    say(
-                        f"round {round_} {condition}: {run['events_per_s']:,.0f} rows/s, "
-                        f"{run['producer_cpu_us_per_row']:.2f} µs producer CPU a row, "
-                        f"baseline {run['baseline_xadd_per_s']:,.0f} XADD/s, "
-                        f"ratio {run['ratio']:.2f}"
-                    )
+                    # which tree goes first alternates, so neither always gets the warmer box
+                    for name, checkout, runs in trees if round_ % 2 else trees[::-1]:
+                        run = one_run(condition, emulator, redis_port, rows, pg, checkout=checkout)
+                        runs[condition].append(run)
+                        say(
+                            f"round {round_} {condition} ({name}): "
+                            f"{run['events_per_s']:,.0f} rows/s, "
+                            f"{run['producer_cpu_us_per_row']:.2f} µs producer CPU a row, "
+                            f"baseline {run['baseline_xadd_per_s']:,.0f} XADD/s, "
+                            f"ratio {run['ratio']:.2f}"
+                        )
     summary = {condition: summarise(runs) for condition, runs in by_condition.items()}
-    return {"rows": rows, "conditions": summary}
+    measured: dict[str, Any] = {"rows": rows, "conditions": summary}
+    if args.against is not None:
+        measured["against"] = {
+            "checkout": str(args.against),
+            "conditions": {condition: summarise(runs) for condition, runs in against.items()},
+        }
+        measured["paired_cpu_ratio"] = {
+            condition: spread(
+                [
+                    mine["producer_cpu_us_per_row"] / theirs["producer_cpu_us_per_row"]
+                    for mine, theirs in zip(runs, against[condition], strict=True)
+                ]
+            )
+            for condition, runs in by_condition.items()
+        }
+    return measured
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         "conditions": conditions,
         "cpus": os.cpu_count(),
     }
+    if "against" in measured:
+        result["against"] = measured["against"]
+        result["paired_cpu_ratio"] = measured["paired_cpu_ratio"]
     emit(result, args, "bench.headroom", sys.argv[1:] if argv is None else argv)
     return 0
 

@@ -188,7 +188,12 @@ def settle(port: int) -> None:
 
     wait_for_rewrite()  # BGREWRITEAOF is refused while one runs
     client.flushall()
-    client.bgrewriteaof()
+    try:
+        client.bgrewriteaof()
+    except redis.ResponseError as error:
+        # Redis began one of its own (auto-aof-rewrite) since the wait: that one compacts
+        if "already in progress" not in str(error):
+            raise
     wait_for_rewrite()
     client.close()
 
@@ -327,11 +332,14 @@ def run_backlog(
     *,
     latencies: bool = True,
     affinity: set[int] | None = None,
+    checkout: Path = ROOT,
 ) -> dict[str, Any]:
     """One producer run over the backlog, then (``latencies``) live latencies.
 
     ``affinity``: the CPUs the producer may run on (bench.headroom pins it), set right
-    after the spawn, before it connects. Returns the measures.
+    after the spawn, before it connects. ``checkout``: the source tree whose producer
+    runs (``python -m searchsync.producer.main`` from there, with this tree's
+    interpreter; bench.headroom ``--against`` compares two). Returns the measures.
     """
     settle(redis_port)
     log_path = Path(tempfile.mkstemp(prefix="bench-producer-", suffix=".log")[1])
@@ -341,7 +349,7 @@ def run_backlog(
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [str(PYTHON), "-m", "searchsync.producer.main"],
-            cwd=ROOT,
+            cwd=checkout,  # the cwd comes first on sys.path: that tree's searchsync
             env=producer_env(emulator_port, redis_port),
             stderr=log,
         )

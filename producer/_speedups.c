@@ -27,6 +27,9 @@
  *       above max_doc_bytes are left out and reported in oversize as (key, size)
  *   hold_snapshot_rows(rows, start, raw, key_index, first_value, snap, seen, room)
  *       the loop of producer.consolidate.Consolidator._take_snapshot_rows
+ *   set_libpq, RawResult, RawRow, hold_snapshot_result
+ *       a snapshot's rows read straight from libpq's result, never loaded into Python
+ *       values (section "Raw results"; producer/results.py)
  *   KeySet()
  *       a set of str keys as their 64-bit hashes (producer.keyset): add, discard,
  *       in, len, clear, update, nbytes. 10.7-21.3 bytes a key (16.8 at 1M keys)
@@ -513,13 +516,28 @@ cache_version(DocumentWriter *writer, PyObject *version)
     return done;
 }
 
+static PyTypeObject RawRowType;
+static int write_raw_values(DocumentWriter *writer, Buffer *buf, PyObject *values);
+
 /* Appends the document of values at version to buf: WRITTEN, FALLBACK (buf holds
- * part of a document: the caller truncates it) or -1. */
+ * part of a document: the caller truncates it) or -1. values is a tuple, or a RawRow
+ * (a row still in libpq's result, see "Raw results" below). */
 static int
 write_document(DocumentWriter *writer, Buffer *buf, PyObject *values, PyObject *version)
 {
     Py_ssize_t i, n;
     int done;
+    if (Py_IS_TYPE(values, &RawRowType)) {
+        done = cache_version(writer, version);
+        if (done != WRITTEN) {
+            return done;
+        }
+        done = write_raw_values(writer, buf, values);
+        if (done != WRITTEN) {
+            return done;
+        }
+        goto version;
+    }
     if (!PyTuple_CheckExact(values) || PyTuple_GET_SIZE(values) != writer->columns) {
         return FALLBACK;
     }
@@ -539,6 +557,7 @@ write_document(DocumentWriter *writer, Buffer *buf, PyObject *values, PyObject *
             return done;
         }
     }
+version:
     n = PyBytes_GET_SIZE(writer->version_key);
     if (buffer_reserve(buf, n + writer->version_len + 1) < 0) {
         return -1;
@@ -1546,6 +1565,567 @@ hold_snapshot_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 
 /* ======================================================================== */
+/* Raw results: a snapshot's rows read straight from libpq's PGresult       */
+/*
+ * Why: psycopg's fetchall builds a tuple and a str (or int, bool) per value, ~1 us
+ * a row of the FreshMart view, and the snapshot fast path only slices that tuple,
+ * holds it until the document is written, and frees it all again (~0.6 us more;
+ * py-spy of bench/producer.py, see producer/results.py). Here such a row is held as
+ * a RawRow, the result and a row number, and pack_upserts writes its document from
+ * libpq's text; values are loaded (through psycopg, RawResult's load) only for a row
+ * that leaves the fast path.
+ *
+ * libpq is not linked: producer.native passes the addresses of PQgetvalue,
+ * PQgetlength, PQgetisnull, PQntuples and PQnfields of the libpq psycopg loaded (set_libpq);
+ * until then RawResult refuses to be made.
+ *
+ *   set_libpq(getvalue, getlength, getisnull, ntuples, nfields)
+ *   RawResult(owner, address, first, kinds, load)
+ *       the result at address (owner keeps it alive: psycopg's PGresult); the view's
+ *       columns are its columns from first on, kinds has one raw kind each (RAW_*);
+ *       load(row) -> tuple of that row's view values (psycopg's loaders)
+ *   hold_snapshot_result(result, start, raw, key_index, snap, seen, room)
+ *       hold_snapshot_rows over the rows of result: snap[key] = RawRow
+ *   RawRow: a sequence of the row's view values (loaded once, when first asked for),
+ *       equal to and hashing like that tuple; DocumentWriter and pack_upserts write
+ *       its document from the text.
+ */
+
+/* How a view column's text becomes JSON (producer.documents.raw_kind_of_type). */
+enum {
+    RAW_STRING = 's',  /* text, varchar, ...: a JSON string */
+    RAW_INTEGER = 'i', /* int2, int4, int8: the digits */
+    RAW_BOOL = 'b',    /* t / f: true / false */
+    RAW_NUMBER = 'n',  /* numeric: the text, null for NaN and infinities */
+    RAW_TIMESTAMP = 't',
+    RAW_JSON = 'j',
+};
+
+typedef char *(*pq_getvalue_fn)(const void *, int, int);
+typedef int (*pq_getlength_fn)(const void *, int, int);
+typedef int (*pq_getisnull_fn)(const void *, int, int);
+typedef int (*pq_ntuples_fn)(const void *);
+typedef int (*pq_nfields_fn)(const void *);
+
+static pq_getvalue_fn pq_getvalue;
+static pq_getlength_fn pq_getlength;
+static pq_getisnull_fn pq_getisnull;
+static pq_ntuples_fn pq_ntuples;
+static pq_nfields_fn pq_nfields;
+
+static PyObject *
+set_libpq(PyObject *module, PyObject *args)
+{
+    PyObject *getvalue, *getlength, *getisnull, *ntuples, *nfields;
+    void *addresses[5];
+    int i;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!:set_libpq", &PyLong_Type, &getvalue, &PyLong_Type,
+                          &getlength, &PyLong_Type, &getisnull, &PyLong_Type, &ntuples,
+                          &PyLong_Type, &nfields)) {
+        return NULL;
+    }
+    addresses[0] = PyLong_AsVoidPtr(getvalue);
+    addresses[1] = PyLong_AsVoidPtr(getlength);
+    addresses[2] = PyLong_AsVoidPtr(getisnull);
+    addresses[3] = PyLong_AsVoidPtr(ntuples);
+    addresses[4] = PyLong_AsVoidPtr(nfields);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    for (i = 0; i < 5; i++) {
+        if (addresses[i] == NULL) {
+            PyErr_SetString(PyExc_ValueError, "set_libpq: a NULL address");
+            return NULL;
+        }
+    }
+    pq_getvalue = (pq_getvalue_fn)addresses[0];
+    pq_getlength = (pq_getlength_fn)addresses[1];
+    pq_getisnull = (pq_getisnull_fn)addresses[2];
+    pq_ntuples = (pq_ntuples_fn)addresses[3];
+    pq_nfields = (pq_nfields_fn)addresses[4];
+    Py_RETURN_NONE;
+}
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *owner; /* keeps res alive */
+    const void *res;
+    int ntuples;
+    int first;          /* the result's column of the first view column */
+    Py_ssize_t columns; /* view columns */
+    PyObject *kinds;    /* bytes, one RAW_* a view column */
+    PyObject *load;     /* load(row) -> tuple of the view values */
+} RawResult;
+
+typedef struct {
+    PyObject_HEAD
+    RawResult *result;
+    int row;
+    PyObject *values; /* the loaded tuple, once asked for */
+} RawRow;
+
+static PyTypeObject RawResultType;
+
+static int
+raw_result_init(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    RawResult *result = (RawResult *)self;
+    PyObject *owner, *address, *kinds, *load;
+    int first;
+    Py_ssize_t i;
+    if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "RawResult takes no keyword arguments");
+        return -1;
+    }
+    if (!PyArg_ParseTuple(args, "OO!iO!O:RawResult", &owner, &PyLong_Type, &address, &first,
+                          &PyBytes_Type, &kinds, &load)) {
+        return -1;
+    }
+    if (pq_getvalue == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "RawResult: set_libpq was not called");
+        return -1;
+    }
+    if (result->owner != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "RawResult: already initialized");
+        return -1;
+    }
+    result->res = PyLong_AsVoidPtr(address);
+    if (result->res == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ValueError, "RawResult: a NULL result");
+        }
+        return -1;
+    }
+    if (first < 0 || !PyCallable_Check(load)) {
+        PyErr_SetString(PyExc_ValueError, "RawResult: first must be >= 0, load callable");
+        return -1;
+    }
+    for (i = 0; i < PyBytes_GET_SIZE(kinds); i++) {
+        if (!strchr("sibntj", PyBytes_AS_STRING(kinds)[i]) || PyBytes_AS_STRING(kinds)[i] == 0) {
+            PyErr_Format(PyExc_ValueError, "RawResult: unknown kind %R", kinds);
+            return -1;
+        }
+    }
+    if ((Py_ssize_t)first + PyBytes_GET_SIZE(kinds) != pq_nfields(result->res)) {
+        PyErr_Format(PyExc_ValueError, "RawResult: %d + %zd columns, the result has %d", first,
+                     PyBytes_GET_SIZE(kinds), pq_nfields(result->res));
+        return -1;
+    }
+    result->ntuples = pq_ntuples(result->res);
+    result->first = first;
+    result->columns = PyBytes_GET_SIZE(kinds);
+    Py_INCREF(owner);
+    result->owner = owner;
+    Py_INCREF(kinds);
+    result->kinds = kinds;
+    Py_INCREF(load);
+    result->load = load;
+    return 0;
+}
+
+static int
+raw_result_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    RawResult *result = (RawResult *)self;
+    Py_VISIT(result->owner);
+    Py_VISIT(result->load);
+    return 0;
+}
+
+static int
+raw_result_clear(PyObject *self)
+{
+    RawResult *result = (RawResult *)self;
+    /* res stays: rows of this result are only read while it is alive (owner) */
+    Py_CLEAR(result->load);
+    return 0;
+}
+
+static void
+raw_result_dealloc(PyObject *self)
+{
+    RawResult *result = (RawResult *)self;
+    PyObject_GC_UnTrack(self);
+    Py_CLEAR(result->load);
+    Py_CLEAR(result->kinds);
+    Py_CLEAR(result->owner);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static Py_ssize_t
+raw_result_length(PyObject *self)
+{
+    return ((RawResult *)self)->ntuples;
+}
+
+static PySequenceMethods raw_result_as_sequence = {
+    .sq_length = raw_result_length,
+};
+
+static PyTypeObject RawResultType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "searchsync.producer._speedups.RawResult",
+    .tp_basicsize = sizeof(RawResult),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "RawResult(owner, address, first, kinds, load)\n\n"
+              "A libpq result whose rows hold_snapshot_result holds as RawRows.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = raw_result_init,
+    .tp_traverse = raw_result_traverse,
+    .tp_clear = raw_result_clear,
+    .tp_dealloc = raw_result_dealloc,
+    .tp_as_sequence = &raw_result_as_sequence,
+};
+
+/* The row's loaded values (borrowed), loading them on first use; NULL on error. */
+static PyObject *
+raw_row_values(RawRow *row)
+{
+    PyObject *values;
+    if (row->values != NULL) {
+        return row->values;
+    }
+    if (row->result->load == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "RawRow: its result was cleared");
+        return NULL;
+    }
+    values = PyObject_CallFunction(row->result->load, "i", row->row);
+    if (values == NULL) {
+        return NULL;
+    }
+    if (!PyTuple_CheckExact(values) || PyTuple_GET_SIZE(values) != row->result->columns) {
+        PyErr_Format(PyExc_TypeError, "RawRow: load returned %R, not a tuple of %zd values",
+                     values, row->result->columns);
+        Py_DECREF(values);
+        return NULL;
+    }
+    row->values = values;
+    return values;
+}
+
+static Py_ssize_t
+raw_row_length(PyObject *self)
+{
+    return ((RawRow *)self)->result->columns;
+}
+
+static PyObject *
+raw_row_item(PyObject *self, Py_ssize_t i)
+{
+    PyObject *values;
+    if (i < 0 || i >= ((RawRow *)self)->result->columns) {
+        PyErr_SetString(PyExc_IndexError, "RawRow index out of range");
+        return NULL;
+    }
+    values = raw_row_values((RawRow *)self);
+    if (values == NULL) {
+        return NULL;
+    }
+    return Py_NewRef(PyTuple_GET_ITEM(values, i));
+}
+
+static PyObject *
+raw_row_richcompare(PyObject *self, PyObject *other, int op)
+{
+    PyObject *mine = raw_row_values((RawRow *)self), *theirs = other;
+    if (mine == NULL) {
+        return NULL;
+    }
+    if (Py_IS_TYPE(other, &RawRowType)) {
+        theirs = raw_row_values((RawRow *)other);
+        if (theirs == NULL) {
+            return NULL;
+        }
+    }
+    return PyObject_RichCompare(mine, theirs, op);
+}
+
+static Py_hash_t
+raw_row_hash(PyObject *self)
+{
+    PyObject *values = raw_row_values((RawRow *)self);
+    return values == NULL ? -1 : PyObject_Hash(values);
+}
+
+static PyObject *
+raw_row_repr(PyObject *self)
+{
+    PyObject *values = raw_row_values((RawRow *)self);
+    return values == NULL ? NULL : PyUnicode_FromFormat("RawRow(%R)", values);
+}
+
+static void
+raw_row_dealloc(PyObject *self)
+{
+    RawRow *row = (RawRow *)self;
+    Py_CLEAR(row->values);
+    Py_CLEAR(row->result);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyObject *
+raw_row_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyErr_SetString(PyExc_TypeError, "RawRows are made by hold_snapshot_result");
+    return NULL;
+}
+
+static PySequenceMethods raw_row_as_sequence = {
+    .sq_length = raw_row_length,
+    .sq_item = raw_row_item,
+};
+
+static PyTypeObject RawRowType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "searchsync.producer._speedups.RawRow",
+    .tp_basicsize = sizeof(RawRow),
+    /* no GC: it holds its result (which holds no RawRow) and loaded values */
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A row of a RawResult: a sequence of its view values, loaded when first "
+              "asked for.",
+    .tp_new = raw_row_new,
+    .tp_dealloc = raw_row_dealloc,
+    .tp_repr = raw_row_repr,
+    .tp_hash = raw_row_hash,
+    .tp_richcompare = raw_row_richcompare,
+    .tp_as_sequence = &raw_row_as_sequence,
+};
+
+/* A timestamp(tz) text as put_timestamp writes it (ASCII only: put_timestamp reads
+ * c[-3] by character, which is the byte only there). */
+static int
+put_raw_timestamp(Buffer *buf, const char *text, Py_ssize_t n)
+{
+    const char *space;
+    Py_ssize_t i;
+    if (n < 1) {
+        return FALLBACK;
+    }
+    if (text[0] == 'i' || text[0] == '-') {
+        return put_null(buf);
+    }
+    if (n < 3) {
+        return FALLBACK;
+    }
+    for (i = 0; i < n; i++) {
+        if ((unsigned char)text[i] >= 0x80) {
+            return FALLBACK;
+        }
+    }
+    if (buffer_reserve(buf, n + 6) < 0) {
+        return -1;
+    }
+    PUT_LITERAL(buf, "\"");
+    space = memchr(text, ' ', (size_t)n);
+    if (space != NULL) {
+        if (put_escaped(buf, text, space - text) < 0 || buffer_reserve(buf, 1) < 0) {
+            return -1;
+        }
+        PUT_LITERAL(buf, "T");
+    }
+    else {
+        space = text - 1;
+    }
+    if (put_escaped(buf, space + 1, n - (space + 1 - text)) < 0 || buffer_reserve(buf, 4) < 0) {
+        return -1;
+    }
+    if (text[n - 3] == '+' || text[n - 3] == '-') {
+        PUT_LITERAL(buf, ":00");
+    }
+    PUT_LITERAL(buf, "\"");
+    return WRITTEN;
+}
+
+/* One value's text (libpq's, n bytes) of a column of raw kind: WRITTEN, FALLBACK or -1,
+ * what put_value writes for the value psycopg loads from it. */
+static int
+put_raw_value(Buffer *buf, char kind, const char *text, Py_ssize_t n)
+{
+    switch (kind) {
+    case RAW_BOOL:
+        if (n == 1 && (text[0] == 't' || text[0] == 'f')) {
+            if (buffer_reserve(buf, 5) < 0) {
+                return -1;
+            }
+            if (text[0] == 't') {
+                PUT_LITERAL(buf, "true");
+            }
+            else {
+                PUT_LITERAL(buf, "false");
+            }
+            return WRITTEN;
+        }
+        return FALLBACK;
+    case RAW_NUMBER:
+        if (is_not_json_number(text, n)) {
+            return put_null(buf);
+        }
+        /* fall through */
+    case RAW_INTEGER:
+    case RAW_JSON:
+        if (n == 0) {
+            return FALLBACK; /* no JSON value (not text libpq gives for these types) */
+        }
+        if (buffer_reserve(buf, n) < 0) {
+            return -1;
+        }
+        buffer_put(buf, text, n);
+        return WRITTEN;
+    case RAW_TIMESTAMP:
+        return put_raw_timestamp(buf, text, n);
+    default: /* RAW_STRING */
+        if (buffer_reserve(buf, 1) < 0) {
+            return -1;
+        }
+        PUT_LITERAL(buf, "\"");
+        if (put_escaped(buf, text, n) < 0 || buffer_reserve(buf, 1) < 0) {
+            return -1;
+        }
+        PUT_LITERAL(buf, "\"");
+        return WRITTEN;
+    }
+}
+
+/* The view values of a RawRow as write_document writes a tuple's, without the
+ * version: WRITTEN, FALLBACK or -1. */
+static int
+write_raw_values(DocumentWriter *writer, Buffer *buf, PyObject *values)
+{
+    RawRow *row = (RawRow *)values;
+    RawResult *result = row->result;
+    const char *kinds = PyBytes_AS_STRING(result->kinds);
+    Py_ssize_t i, n;
+    int done, column;
+    if (result->columns != writer->columns || result->load == NULL) {
+        return FALLBACK;
+    }
+    for (i = 0; i < writer->columns; i++) {
+        PyObject *prefix = PyTuple_GET_ITEM(writer->prefixes, i);
+        n = PyBytes_GET_SIZE(prefix);
+        if (buffer_reserve(buf, n) < 0) {
+            return -1;
+        }
+        buffer_put(buf, PyBytes_AS_STRING(prefix), n);
+        column = result->first + (int)i;
+        if (pq_getisnull(result->res, row->row, column)) {
+            done = put_null(buf);
+        }
+        else {
+            done = put_raw_value(buf, kinds[i], pq_getvalue(result->res, row->row, column),
+                                 pq_getlength(result->res, row->row, column));
+        }
+        if (done != WRITTEN) {
+            return done;
+        }
+    }
+    return WRITTEN;
+}
+
+/* Whether column of row holds exactly text (n bytes, not NULL). */
+static inline int
+raw_equals(const RawResult *result, int row, int column, const char *text, Py_ssize_t n)
+{
+    return !pq_getisnull(result->res, row, column) &&
+           pq_getlength(result->res, row, column) == n &&
+           memcmp(pq_getvalue(result->res, row, column), text, (size_t)n) == 0;
+}
+
+/* hold_snapshot_rows over the rows of a RawResult: holds rows start.. in snap (key ->
+ * RawRow) and seen while each is a first +1 row of a key at the snapshot's
+ * timestamp, that is while its texts are
+ *   mz_timestamp == raw (bytes), mz_progressed == "f", mz_diff == "1",
+ *   the key (column key_index) not NULL, valid UTF-8, carriable and not in seen;
+ * returns the index of the first row that is not, or the index after the row that
+ * made len(snap) reach room. */
+static PyObject *
+hold_snapshot_result(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    RawResult *result;
+    PyObject *raw, *snap, *seen;
+    Py_ssize_t start, key_index, room, raw_len;
+    const char *raw_text;
+    int position, compact;
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "hold_snapshot_result takes 7 arguments");
+        return NULL;
+    }
+    if (!Py_IS_TYPE(args[0], &RawResultType) || !PyBytes_CheckExact(args[2]) ||
+        !PyDict_CheckExact(args[4]) ||
+        !(PySet_CheckExact(args[5]) || PyObject_TypeCheck(args[5], &KeySetType))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "hold_snapshot_result takes a RawResult, bytes, a dict, a set or KeySet");
+        return NULL;
+    }
+    result = (RawResult *)args[0];
+    raw = args[2];
+    snap = args[4];
+    seen = args[5];
+    compact = PyObject_TypeCheck(seen, &KeySetType);
+    start = PyLong_AsSsize_t(args[1]);
+    key_index = PyLong_AsSsize_t(args[3]);
+    room = PyLong_AsSsize_t(args[6]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (start < 0 || start > result->ntuples || key_index < 3 ||
+        key_index >= result->first + result->columns || result->first < 3 ||
+        result->load == NULL) {
+        PyErr_SetString(PyExc_ValueError, "hold_snapshot_result: start or key_index out of range");
+        return NULL;
+    }
+    raw_text = PyBytes_AS_STRING(raw);
+    raw_len = PyBytes_GET_SIZE(raw);
+    for (position = (int)start; position < result->ntuples; position++) {
+        const char *key_text;
+        PyObject *key;
+        RawRow *row;
+        int found, failed;
+        if (!raw_equals(result, position, 0, raw_text, raw_len) ||
+            !raw_equals(result, position, 1, "f", 1) || !raw_equals(result, position, 2, "1", 1) ||
+            pq_getisnull(result->res, position, (int)key_index)) {
+            break;
+        }
+        key_text = pq_getvalue(result->res, position, (int)key_index);
+        key = PyUnicode_DecodeUTF8(key_text, pq_getlength(result->res, position, (int)key_index),
+                                   NULL);
+        if (key == NULL) {
+            PyErr_Clear(); /* psycopg's loader raises for it on the general path */
+            break;
+        }
+        if (!carriable_key(key)) {
+            Py_DECREF(key);
+            break;
+        }
+        found = compact ? keyset_contains((KeySetObject *)seen, key) : PySet_Contains(seen, key);
+        if (found != 0) {
+            Py_DECREF(key);
+            if (found < 0) {
+                return NULL;
+            }
+            break;
+        }
+        row = PyObject_New(RawRow, &RawRowType);
+        if (row == NULL) {
+            Py_DECREF(key);
+            return NULL;
+        }
+        Py_INCREF(result);
+        row->result = result;
+        row->row = position;
+        row->values = NULL;
+        failed = (compact ? keyset_add((KeySetObject *)seen, key) : PySet_Add(seen, key)) < 0 ||
+                 PyDict_SetItem(snap, key, (PyObject *)row) < 0;
+        Py_DECREF(row);
+        Py_DECREF(key);
+        if (failed) {
+            return NULL;
+        }
+        if (PyDict_GET_SIZE(snap) >= room) {
+            return PyLong_FromLong(position + 1);
+        }
+    }
+    return PyLong_FromLong(position);
+}
+
+/* ======================================================================== */
 /* The module                                                               */
 
 static PyMethodDef methods[] = {
@@ -1555,6 +2135,12 @@ static PyMethodDef methods[] = {
     {"hold_snapshot_rows", (PyCFunction)(void (*)(void))hold_snapshot_rows, METH_FASTCALL,
      "hold_snapshot_rows(rows, start, raw, key_index, first_value, snap, seen, room) -> int "
      "(seen: a set or a KeySet)"},
+    {"hold_snapshot_result", (PyCFunction)(void (*)(void))hold_snapshot_result, METH_FASTCALL,
+     "hold_snapshot_result(result, start, raw, key_index, snap, seen, room) -> int "
+     "(hold_snapshot_rows over a RawResult's rows)"},
+    {"set_libpq", set_libpq, METH_VARARGS,
+     "set_libpq(getvalue, getlength, getisnull, ntuples, nfields): libpq's functions, by "
+     "address"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1591,7 +2177,9 @@ PyInit__speedups(void)
         Py_DECREF(module);
         return NULL;
     }
-    if (PyModule_AddType(module, &KeySetType) < 0) {
+    if (PyModule_AddType(module, &KeySetType) < 0 ||
+        PyModule_AddType(module, &RawResultType) < 0 ||
+        PyModule_AddType(module, &RawRowType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

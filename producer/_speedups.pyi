@@ -1,5 +1,6 @@
 # Types of producer/_speedups.c (see that file and producer/native.py).
 from collections.abc import Callable, Iterable, Sequence
+from typing import overload
 
 class DocumentWriter:
     def __init__(
@@ -13,7 +14,7 @@ class DocumentWriter:
 
 def pack_upserts(
     writer: DocumentWriter,
-    rows: dict[str, tuple[object, ...]],
+    rows: dict[str, Sequence[object]],
     version: int,
     partitions: int,
     cap: int,
@@ -28,7 +29,42 @@ def hold_snapshot_rows(
     raw: object,
     key_index: int,
     first_value: int,
-    snap: dict[str, tuple[object, ...]],
+    snap: dict[str, Sequence[object]],
+    seen: set[str] | KeySet,
+    room: int,
+    /,
+) -> int: ...
+
+# Rows read straight from libpq's result (producer/results.py)
+def set_libpq(
+    getvalue: int, getlength: int, getisnull: int, ntuples: int, nfields: int, /
+) -> None: ...
+
+class RawResult:
+    def __init__(
+        self,
+        owner: object,
+        address: int,
+        first: int,
+        kinds: bytes,
+        load: Callable[[int], tuple[object, ...]],
+        /,
+    ) -> None: ...
+    def __len__(self) -> int: ...
+
+class RawRow(Sequence[object]):
+    def __len__(self) -> int: ...
+    @overload
+    def __getitem__(self, index: int, /) -> object: ...
+    @overload
+    def __getitem__(self, index: slice, /) -> Sequence[object]: ...
+
+def hold_snapshot_result(
+    result: RawResult,
+    start: int,
+    raw: bytes,
+    key_index: int,
+    snap: dict[str, Sequence[object]],
     seen: set[str] | KeySet,
     room: int,
     /,

@@ -26,7 +26,7 @@ reaches is in the README's "Measured" table (``python -m bench.producer``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final, NamedTuple, TypeVar, cast
 
 from ..common.entries import BATCH, COUNT, DELETE, DOC, KEY, OP, TS, UPSERT
@@ -238,7 +238,7 @@ def snapshot_entries(
         return out
     speedups = native.speedups
     if speedups is not None and isinstance(encode, speedups.DocumentWriter) and type(rows) is dict:
-        snapshot = cast(dict[str, tuple[object, ...]], rows)  # V: what encode takes
+        snapshot = cast(dict[str, Sequence[object]], rows)  # V: what encode takes
         packed = speedups.pack_upserts(
             encode, snapshot, ts, partitions, max_changes, max_bytes, max_doc_bytes, oversize
         )

@@ -52,7 +52,11 @@ exist (it went out as an upsert).
 of a snapshot that insert a key not seen yet — nearly every row of a backlog — go
 straight from the row into the held snapshot, with no event built; every other row
 takes the general path, in stream order. Handed-out snapshot rows come out as a
-mapping (``Consolidated.snapshot``), not one change tuple each.
+mapping (``Consolidated.snapshot``), not one change tuple each. When the rows are a
+:class:`~producer.results.ResultRows` (the C path, producer/subscribe.py) the held
+rows are RawRows, rows still in libpq's result, none loaded into Python values:
+the document writer reads their text; a RawRow reads like the tuple of its values
+(and is turned into that tuple when a second row of its key arrives).
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ from typing import Any, NamedTuple
 
 from . import native
 from .keyset import KeySetLike, new_key_set
+from .results import ResultRows
 from .rows import (
     DELETE_STATE,
     FIRST_VALUE,
@@ -71,6 +76,7 @@ from .rows import (
     Event,
     Layout,
     Rejected,
+    Row,
     key_problem,
     parse_rows,
 )
@@ -120,7 +126,8 @@ class _Violated:
 class Consolidated:
     """What one :meth:`Consolidator.feed` decided, in timestamp order.
 
-    ``snapshot`` holds the snapshot rows handed out (key → values, all upserts at
+    ``snapshot`` holds the snapshot rows handed out (key → values, a tuple or a
+    ``RawRow`` that reads like one, see producer.results; all upserts at
     ``snapshot_ts``, the AS OF); they come first: no change is below the AS OF.
     ``changes`` are ``(ts, key, values)``, values None for a delete. ``frontier``
     is the new frontier when it moved (never before the snapshot is complete),
@@ -128,7 +135,7 @@ class Consolidated:
     (Materialize guarantees it is the AS OF).
     """
 
-    snapshot: dict[str, Values] = field(default_factory=dict)
+    snapshot: dict[str, Row] = field(default_factory=dict)
     snapshot_ts: int | None = None
     changes: list[tuple[int, str, Values | None]] = field(default_factory=list)
     violations: list[Violation] = field(default_factory=list)
@@ -142,7 +149,7 @@ class Consolidated:
         ts = self.snapshot_ts
         if ts is None:
             return list(self.changes)
-        return [(ts, key, values) for key, values in self.snapshot.items()] + self.changes
+        return [(ts, key, tuple(values)) for key, values in self.snapshot.items()] + self.changes
 
 
 class Consolidator:
@@ -197,7 +204,8 @@ class Consolidator:
         # diffs envelope: key -> [[values, multiplicity], ...] (a handful per key)
         self._pending: dict[str, list[list[Any]]] = {}
         # diffs envelope, snapshot rows with multiplicity 1 and a key seen once: key -> row
-        self._snap: dict[str, Values] = {}
+        # (a tuple, or a RawRow of producer.results: a row still in libpq's result)
+        self._snap: dict[str, Row] = {}
         # upsert envelope: key -> (state, values)
         self._states: dict[str, tuple[object, Values | None]] = {}
         # Every key of the snapshot so far, held, pending or handed out early: the fast
@@ -301,6 +309,26 @@ class Consolidator:
         room = self._hold_limit - len(self._pending)  # the loop adds nothing to _pending
         position = start
         speedups = native.speedups
+        if (
+            speedups is not None
+            and type(rows) is ResultRows
+            and type(seen) is speedups.KeySet
+            and type(raw) is str
+        ):
+            # rows still in libpq's result (producer.results): held as RawRows, no tuple
+            # built; where it stops, the general path loads that row with psycopg
+            raw_text = raw.encode()
+            while True:
+                stop = speedups.hold_snapshot_result(
+                    rows.raw, position, raw_text, key_index, snap, seen, room
+                )
+                if stop > position and len(snap) >= room:  # the row before stop filled it
+                    self._hand_out_snapshot(out)
+                    room = self._hold_limit
+                    position = stop
+                    continue
+                out.snapshot_rows += stop - start
+                return stop
         # (a KeySet made while the C path was off is the Python one: the loop below)
         while speedups is not None and type(rows) is list and type(seen) is speedups.KeySet:
             stop = speedups.hold_snapshot_rows(
@@ -390,8 +418,8 @@ class Consolidator:
                     # a row of a key handed out already is settled against its state.
                     seen = self._seen
                     first = snap.pop(key, None)
-                    if first is not None:
-                        pending[key] = [[first, 1]]
+                    if first is not None:  # a tuple from here on (it may be a RawRow)
+                        pending[key] = [[tuple(first), 1]]
                     elif tag == 1 and key not in seen:
                         seen.add(key)
                         snap[key] = values  # type: ignore[assignment]  # diffs: never None

@@ -31,7 +31,10 @@ bytes of this module's Python path (tests/unit/producer/test_speedups.py compare
 them on arbitrary rows), and hands every value it does not handle itself (not a
 str/None/bool/int, a timestamp shorter than 3 characters, lone surrogates) back to
 that path for the row. :attr:`DocumentEncoder.encode` is the C writer when
-:data:`producer.native.speedups` is built, else the Python function.
+:data:`producer.native.speedups` is built, else the Python function. The C writer
+also takes a snapshot row still in libpq's result (a ``RawRow``, producer.results)
+and writes the document from the result's text, the same bytes as from the values
+psycopg would load from it (tests/unit/producer/test_results.py).
 """
 
 from __future__ import annotations

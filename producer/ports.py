@@ -44,7 +44,7 @@ class RowSource(Protocol):
 
     async def declare(self, *, as_of: int | None, snapshot: bool) -> None: ...
 
-    async def fetch(self) -> list[tuple[Any, ...]]:
+    async def fetch(self) -> Sequence[tuple[Any, ...]]:
         """The next rows (at least one); psycopg.errors.QueryCanceled after :meth:`cancel`."""
         ...
 

@@ -9,7 +9,10 @@ Pure, no I/O. Materialize's documented layout with ``WITH (PROGRESS)``:
 A row with ``mz_progressed`` true carries only ``mz_timestamp``: no more rows below
 it will come. Values arrive as psycopg loaded them (text for numeric and
 timestamps, see :mod:`producer.documents`); ``mz_timestamp`` is numeric, so it is
-text here and is turned into an ``int``.
+text here and is turned into an ``int``. (The rows of a snapshot are not parsed
+here at all on the C path: producer.consolidate ``feed_rows`` holds them straight
+from libpq's result, producer.results; only a row that is not a first +1 row of a
+new key at the snapshot's timestamp is loaded and comes here.)
 
 Rows that break the layout (a NULL key, an unknown state, a NULL diff) are
 :class:`Rejected`: the caller logs and dead-letters them and goes on. So is a row

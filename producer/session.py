@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple
 
 import psycopg
@@ -55,8 +55,8 @@ log = logging.getLogger("searchsync.producer.session")
 
 
 def _rows_or_refusal(
-    fetch: asyncio.Task[list[tuple[Any, ...]]], plan: StartPlan, streaming: bool
-) -> list[tuple[Any, ...]]:
+    fetch: asyncio.Task[Sequence[tuple[Any, ...]]], plan: StartPlan, streaming: bool
+) -> Sequence[tuple[Any, ...]]:
     """A finished FETCH's rows; a refused AS OF (before any row) as :class:`AsOfRefused`."""
     try:
         return fetch.result()
@@ -68,7 +68,7 @@ def _rows_or_refusal(
 
 async def _wind_down(
     subscription: RowSource,
-    fetch: asyncio.Task[list[tuple[Any, ...]]] | None,
+    fetch: asyncio.Task[Sequence[tuple[Any, ...]]] | None,
     writing: asyncio.Task[None] | None,
     *,
     failed: bool,
@@ -213,7 +213,7 @@ class SubscribeSession:
         """
         subscription, idle_timeout = await self._open_rows(self._settings)
         self._pause_limit = pause_limit(idle_timeout)
-        fetch: asyncio.Task[list[tuple[Any, ...]]] | None = None
+        fetch: asyncio.Task[Sequence[tuple[Any, ...]]] | None = None
         try:
             log.info("Starting SUBSCRIBE for view: %s", self._view)
             try:
@@ -258,7 +258,7 @@ class SubscribeSession:
         self,
         subscription: RowSource,
         plan: StartPlan,
-        first_fetch: asyncio.Task[list[tuple[Any, ...]]] | None,
+        first_fetch: asyncio.Task[Sequence[tuple[Any, ...]]] | None,
     ) -> None:
         consolidator = Consolidator(
             snapshot=plan.snapshot,
@@ -267,7 +267,7 @@ class SubscribeSession:
         )
         snapshot_rows = 0
         streaming = False
-        fetch: asyncio.Task[list[tuple[Any, ...]]] | None = first_fetch
+        fetch: asyncio.Task[Sequence[tuple[Any, ...]]] | None = first_fetch
         # Batch k is written while batch k+1 is fetched and encoded; writes stay in
         # order because a write starts only after the previous one finished.
         writing: asyncio.Task[None] | None = None

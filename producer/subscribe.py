@@ -42,6 +42,15 @@ FETCH 2000 with the producer's text loaders, 5 alternating runs of each, medians
 2026-12-04, psycopg 3.3.9) measured 1.37 µs of client CPU a row with ready reads and
 1.88 with psycopg's wait (0.73×), 378k against 304k rows/s; under other engineers'
 load the same hour 1.97 against 2.34 µs (0.84×), 110k against 107k rows/s.
+
+What a FETCH returns: psycopg's ``fetchall`` builds a tuple and a ``str`` per value,
+which for a snapshot row the C path only reads to write the document. So a FETCH of
+at least :data:`~producer.results.RAW_MIN_ROWS` rows comes back as
+:class:`~producer.results.ResultRows`: the rows stay in libpq's result, the
+snapshot's fast path holds them as they are and the document is written from the
+result's text (producer/results.py says when; any row that leaves the fast path is
+loaded by psycopg when it is asked for). ``python -m bench.headroom --against``
+compares it with the code before it, producer CPU a row (README "Measured").
 """
 
 from __future__ import annotations
@@ -61,8 +70,10 @@ from psycopg.waiting import Ready, Wait
 
 from ..common import materialize
 from ..common.config import Settings
+from . import native
 from .documents import DocumentEncoder, kind_of_type, register_text_loaders
-from .rows import Layout
+from .results import RAW_MIN_ROWS, ResultRows, raw_kinds
+from .rows import FIRST_VALUE, Layout
 
 __all__ = [
     "CURSOR",
@@ -240,6 +251,8 @@ class Subscription:
         self._fetch = fetch_statement(fetch_rows)
         self.layout: Layout | None = None
         self.encoder: DocumentEncoder | None = None
+        # the view columns' raw kinds when results can be read in C (producer.results)
+        self._raw_kinds: bytes | None = None
 
     async def declare(self, *, as_of: int | None, snapshot: bool, at_least: bool = False) -> None:
         """BEGIN and DECLARE the cursor. Raises psycopg.Error as Materialize reports it."""
@@ -254,18 +267,32 @@ class Subscription:
         await self._conn.execute("BEGIN")
         await self._conn.execute(statement)
 
-    async def fetch(self) -> list[tuple[Any, ...]]:
-        """The next rows (at least one). Raises psycopg.Error (QueryCanceled on cancel)."""
+    async def fetch(self) -> Sequence[tuple[Any, ...]]:
+        """The next rows (at least one). Raises psycopg.Error (QueryCanceled on cancel).
+
+        A large result (snapshot, backlog) comes as :class:`~producer.results.ResultRows`,
+        its rows left in libpq's result for the C path, when the view's columns allow
+        it (producer.results); otherwise, and for a few rows, as a list from ``fetchall``.
+        """
         cursor = await self._conn.execute(self._fetch)
         if self.layout is None:
             self._describe(cursor.description or ())
+        result = cursor.pgresult
+        if self._raw_kinds is not None and result is not None and result.ntuples >= RAW_MIN_ROWS:
+            return ResultRows(cursor, FIRST_VALUE, self._raw_kinds)
         return await cursor.fetchall()
 
     def _describe(self, description: Sequence[psycopg.Column]) -> None:
         names = [column.name for column in description]
         self.layout = Layout.from_columns(names, self._envelope, self._key_column)
-        kinds = [kind_of_type(column.type_code) for column in description[3:]]
+        kinds = [kind_of_type(column.type_code) for column in description[FIRST_VALUE:]]
         self.encoder = DocumentEncoder(self.layout.columns, kinds)
+        if (
+            self._envelope == "diffs"  # the snapshot fast path is the diffs envelope's
+            and self._conn.info.encoding == "utf-8"
+            and native.raw_results()
+        ):
+            self._raw_kinds = raw_kinds(description, FIRST_VALUE, self.layout.key_index)
 
     async def cancel(self) -> None:
         """Ask the server to cancel the running FETCH; errors are logged, not raised."""

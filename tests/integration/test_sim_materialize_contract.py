@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -392,7 +392,7 @@ async def test_an_as_of_below_the_since_is_refused_before_any_row(backend: Backe
     assert since > t0
     source = await backend.open("diffs")
     error: psycopg.Error | None = None
-    rows: list[Any] = []
+    rows: Sequence[Any] = []
     try:
         await source.declare(as_of=t0, snapshot=False)  # Materialize may refuse here …
         rows = await asyncio.wait_for(source.fetch(), FETCH_WAIT_S)  # … the emulator here

@@ -111,7 +111,7 @@ def outcome(call: Callable[..., object], *args: Any) -> object:
 
 
 @given(st.data())
-@settings(max_examples=600)
+@settings(max_examples=600, deadline=None)  # no speed asserted: a loaded box is slow
 def test_documents_are_the_python_paths_bytes(data: st.DataObject) -> None:
     columns, kinds = data.draw(views())
     encoder = DocumentEncoder(columns, kinds)
@@ -125,7 +125,7 @@ def test_documents_are_the_python_paths_bytes(data: st.DataObject) -> None:
 
 
 @given(st.data())
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)  # no speed asserted: a loaded box is slow
 def test_snapshot_entries_are_the_python_paths_entries(data: st.DataObject) -> None:
     columns, kinds = data.draw(views())
     encoder = DocumentEncoder(columns, kinds)
@@ -150,7 +150,7 @@ def test_snapshot_entries_are_the_python_paths_entries(data: st.DataObject) -> N
 
 
 @given(st.data())
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)  # no speed asserted: a loaded box is slow
 def test_byte_caps_and_oversized_documents_pack_the_same(data: st.DataObject) -> None:
     encoder = DocumentEncoder(["t"], ["plain"])
     sizes = st.integers(0, 3000)
@@ -223,7 +223,7 @@ def odd_subscribe_rows(draw: st.DrawFn) -> list[Any]:
     st.sampled_from([1, 2, 3, 1000]),
     st.booleans(),
 )
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)  # no speed asserted: a loaded box is slow
 def test_held_snapshot_rows_are_the_python_loops(
     rows: list[Any], cuts: list[int], hold_limit: int, snapshot: bool
 ) -> None:
