@@ -9,8 +9,9 @@ Modules: ``wire`` (protocol codec), ``statements`` (parser), ``values`` (type
 encodings), ``collection`` (arrangement and history), ``output`` (SUBSCRIBE row
 layout), ``subscription`` (delivery rules), ``capture`` (trigger SQL), ``engine``
 (ticks), ``backend`` (PostgreSQL link), ``server`` (listener), ``config``
-(environment), ``privileges`` (roles, GRANT/REVOKE, the checks on reads of the view),
-and one client connection in layers: ``connection`` (state and output), ``variables``
+(environment), ``memory`` (where the memory goes: opt-in, MZEMU_TRACEMALLOC),
+``privileges`` (roles, GRANT/REVOKE, the checks on reads of the view), and one
+client connection in layers: ``connection`` (state and output), ``variables``
 (SET/SHOW), ``transactions`` (blocks), ``passthrough`` (relaying to PostgreSQL),
 ``cursors`` (DECLARE/FETCH/CLOSE), ``streaming`` (bare SUBSCRIBE, COPY TO STDOUT),
 ``execute`` (one statement), ``extended`` (extended query protocol), ``session``

@@ -13,6 +13,7 @@ import os
 import sys
 
 from devstack.mzemu.config import ConfigError, load_config
+from devstack.mzemu.memory import start_tracing
 from devstack.mzemu.server import serve
 
 
@@ -32,6 +33,8 @@ def main() -> int:
     # collections over them would stall streaming, so collect less often (the
     # engine also freezes each freshly loaded arrangement).
     gc.set_threshold(100_000, 50, 100)
+    if config.tracemalloc_path and config.tracemalloc_frames:
+        start_tracing(config.tracemalloc_frames)
     return asyncio.run(serve(config))
 
 

@@ -22,6 +22,11 @@ MZEMU_TLS_CERT, MZEMU_TLS_KEY                   PEM files: TLS required, as Mate
 MZEMU_SYNTHETIC_RATE                            changes/s made up from the view's own rows,
                                                 besides PostgreSQL's (0: none; for benches)
 MZEMU_SYNTHETIC_COLUMN                          the text column they change (order_status)
+MZEMU_TRACEMALLOC                               a file: trace allocations and write where the
+                                                memory goes there on SIGUSR2 and at exit
+                                                (``memory.py``; empty: off, the default)
+MZEMU_TRACEMALLOC_FRAMES                        frames a traced allocation keeps (6; 0: no
+                                                tracing, the report without its sites)
 ==============================================  ===========================================
 
 Pure module: :func:`load_config` reads the mapping it is given and raises
@@ -63,6 +68,8 @@ class EmulatorConfig:
     tls_key: str = ""
     synthetic_rate: int = 0
     synthetic_column: str = "order_status"
+    tracemalloc_path: str = ""
+    tracemalloc_frames: int = 6
 
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -133,4 +140,6 @@ def load_config(env: Mapping[str, str]) -> EmulatorConfig:
         tls_key=env.get("MZEMU_TLS_KEY", ""),
         synthetic_rate=_int(env, "MZEMU_SYNTHETIC_RATE", 0, 0, 10_000_000),
         synthetic_column=_ident(env, "MZEMU_SYNTHETIC_COLUMN", "order_status"),
+        tracemalloc_path=env.get("MZEMU_TRACEMALLOC", ""),
+        tracemalloc_frames=_int(env, "MZEMU_TRACEMALLOC_FRAMES", 6, 0, 100),
     )

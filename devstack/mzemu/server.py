@@ -20,6 +20,7 @@ from devstack.mzemu.backend import LinkParams, link_params, postgres_failure
 from devstack.mzemu.config import EmulatorConfig
 from devstack.mzemu.engine import Engine
 from devstack.mzemu.errors import MzError
+from devstack.mzemu.memory import report
 from devstack.mzemu.session import Session
 
 __all__ = ["Server", "serve"]
@@ -153,6 +154,12 @@ async def serve(config: EmulatorConfig) -> int:
         log.error("cannot listen on %s:%d: %s", config.host, config.port, exc)
         await engine.close()
         return 1
+    loop = asyncio.get_running_loop()
+    if config.tracemalloc_path:  # before the line below: until then SIGUSR2 would kill
+        path = config.tracemalloc_path
+        loop.add_signal_handler(
+            signal.SIGUSR2, lambda: _memory_report(path, "SIGUSR2", engine, server)
+        )
     # Printed whatever the log level: tests and tools wait for this line (and read the
     # port from it when MZEMU_PORT=0).
     print(
@@ -163,11 +170,21 @@ async def serve(config: EmulatorConfig) -> int:
         flush=True,
     )
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("mzemu shutting down")
+    if config.tracemalloc_path:
+        _memory_report(config.tracemalloc_path, "exit", engine, server)
     await server.close()
     await engine.close()
     return 0
+
+
+def _memory_report(path: str, reason: str, engine: Engine, server: Server) -> None:
+    try:
+        report(path, reason, engine, server.sessions.values())
+    except OSError as exc:
+        log.warning("cannot write the memory report to %s: %s", path, exc)
+    else:
+        log.info("memory report (%s) written to %s", reason, path)
