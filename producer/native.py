@@ -55,7 +55,7 @@ def raw_results() -> bool:
     """Whether FETCH results may be read in C (libpq found and given to ``_speedups``).
 
     Call it after psycopg connected (psycopg loads libpq lazily); the answer is
-    cached, and False for good when the C path is not built.
+    cached, and False for good when the C path is not built. Logs once (INFO) which.
     """
     if speedups is None or not hasattr(speedups, "set_libpq"):  # not built, or built
         return False  # from an older producer/_speedups.c (reinstall: pip install -e .)
@@ -73,4 +73,5 @@ def raw_results() -> bool:
         log.info("libpq at %s unusable (%s): FETCH results are loaded by psycopg", path, error)
         return False
     speedups.set_libpq(*addresses)
+    log.info("libpq at %s: a snapshot's FETCH results are read in C (producer.results)", path)
     return True
