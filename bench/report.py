@@ -46,6 +46,10 @@ SCENARIOS = {
         "--synthetic-rates 20000"
     ),
     "producer_headroom": "python -m bench.headroom --save",
+    "emulator_memory": "python -m bench.emulator_memory --save",
+    "emulator_memory_traced": (
+        "python -m bench.emulator_memory --save --frames 3 --synthetic-rate 0"
+    ),
 }
 
 
@@ -272,6 +276,106 @@ def _headroom(result: dict[str, Any], _out: Path) -> list[str]:
     return [*lines, ""]
 
 
+def _memory_table(run: dict[str, Any]) -> list[str]:
+    """The report's structures, then what the allocators hold, summing to the RSS."""
+    report = run["report"]
+    lines = ["| what | objects | MB | bytes each |", "|---|---|---|---|"]
+    for s in report["structures"]:
+        if s["mb"] or s["count"]:
+            lines.append(
+                f"| {s['name']} | {s['count']:,} | {s['mb']:,.1f} | {s['bytes_each']:,.0f} |"
+            )
+    walked = report["structures_mb"]
+    pymalloc, glibc = report["allocator"]["pymalloc"], report["allocator"]["glibc"]
+    rest = [("**the structures above**", walked)]
+    if "allocated_blocks_mb" in pymalloc:
+        rest += [
+            ("other Python objects (modules, code, the interpreter's own; pymalloc's "
+             "blocks in use less the structures)", pymalloc["allocated_blocks_mb"] - walked),
+            ("free space inside pymalloc's arenas",
+             pymalloc["available_blocks_mb"] + pymalloc.get("free_pools_mb", 0)),
+        ]  # fmt: skip
+    if glibc:
+        rest.append(("glibc's heap in use and mmapped blocks (objects over 512 bytes, libpq)",
+                     glibc["heap_in_use_mb"] + glibc["mmapped_mb"]))  # fmt: skip
+    unaccounted = report["rss_mb"] - sum(mb for _, mb in rest)
+    rest.append(("the rest of the RSS: the interpreter's code and libraries, stacks, free "
+                 "heap pages glibc still holds", unaccounted))  # fmt: skip
+    lines += [f"| {name} | | {mb:,.1f} | |" for name, mb in rest]
+    lines.append(f"| **RSS when the report was written** | | **{report['rss_mb']:,.1f}** | |")
+    return lines
+
+
+def _emulator_memory(result: dict[str, Any], _out: Path) -> list[str]:
+    lines = _header(result, "Where the emulator's memory goes (bench.emulator_memory)")
+    lines += [
+        "The emulator (devstack/mzemu) is the stand-in for Materialize, not the product. "
+        "Its report (`MZEMU_TRACEMALLOC=<file>`, written on SIGUSR2; devstack/mzemu/memory.py)"
+        " at the end of each run: the structures sized by walking them (a column value "
+        "shared by several rows is split between them), then what the allocators hold "
+        "(pymalloc and glibc's own statistics). The harness' emulator keeps 600 s of "
+        "history for AS OF (`MZEMU_RETAIN_MS`; Materialize's default is 1 s, the compose "
+        "view's `RETAIN HISTORY` 1 h).",
+        "",
+    ]
+    drain = result.get("drain")
+    if drain:
+        report = drain["report"]
+        lines += [
+            f"**Backlog drain**: {drain['rows']:,} rows waiting, producer and 2 consumers "
+            f"until `_count` equals the view ({drain['seconds']} s). RSS after loading the "
+            f"view {drain['rss_loaded_mb']} MB, largest while draining {drain['rss_max_mb']} "
+            f"MB, largest ever (VmHWM, the load's peak included) {report['rss_peak_mb']} MB.",
+            "",
+            *_memory_table(drain),
+            "",
+        ]
+    synthetic = result.get("synthetic")
+    if synthetic:
+        report = synthetic["report"]
+        counts = report["counts"]
+        lines += [
+            f"**Made-up changes**: {synthetic['orders']:,} orders synced, then "
+            f"{synthetic['rate']:,} changes/s for {synthetic['seconds']:.0f} s (each a "
+            f"retraction and an insertion). RSS after loading {synthetic['rss_loaded_mb']} "
+            f"MB, synced {synthetic['rss_synced_mb']} MB, largest {synthetic['rss_max_mb']} "
+            f"MB; the history held {counts['history_updates']:,} updates over "
+            f"{counts['history_times']:,} timestamps.",
+            "",
+            *_memory_table(synthetic),
+            "",
+        ]
+    return lines
+
+
+def _emulator_memory_traced(result: dict[str, Any], _out: Path) -> list[str]:
+    lines = _header(result, "The emulator's allocation sites (bench.emulator_memory, traced)")
+    lines += [
+        f"tracemalloc with {result['frames']} frames (it slows the emulator and adds its own "
+        "memory to the RSS, so the RSS of this run is not the emulator's): the live "
+        "allocations at the end of each run by the line that made them.",
+        "",
+    ]
+    for name in ("drain", "synthetic"):
+        run = result.get(name)
+        if not run or not run["report"]["tracemalloc"].get("on"):
+            continue
+        traced = run["report"]["tracemalloc"]
+        lines += [
+            f"**{name}**: traced {traced['traced_mb']} MB now, {traced['traced_peak_mb']} MB "
+            f"at the peak; tracemalloc's own {traced['own_mb']} MB.",
+            "",
+            "| MB | allocations | line |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {t['mb']:,.1f} | {t['count']:,} | `{t['where']}` |"
+            for t in traced["top_lines"][:10]
+        ]
+        lines.append("")
+    return lines
+
+
 E2E = "e2e_sustained_load"
 E2E_TUNED = "e2e_sustained_load_tick100ms_refresh200ms"
 
@@ -282,6 +386,8 @@ SECTIONS = {
     "backlog_drain_to_searchable": _drain,
     "consumers_drain_backlog": _consumers,
     "raw_bulk_ceiling": _ceiling,
+    "emulator_memory": _emulator_memory,
+    "emulator_memory_traced": _emulator_memory_traced,
 }
 
 

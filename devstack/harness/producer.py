@@ -100,16 +100,20 @@ class Stack:
         partitions: int = 4,
         realistic: bool = False,
         emulator_env: Mapping[str, str] | None = None,
+        emulator_timeout: float = 30.0,
     ) -> None:
         """``realistic`` seeds with devstack's generator (couriers, statuses, …) so the
-        load generator has everything to act on; else devstack.harness.mzemu's small seed."""
+        load generator has everything to act on; else devstack.harness.mzemu's small seed.
+        ``emulator_timeout``: seconds the emulator may take to load the view and listen."""
         self.partitions = partitions
         self.keys = Keys(self.VIEW, partitions)
         self.log_dir = Path(tempfile.mkdtemp(prefix="producer-test-"))
         self.schema = seed_schema(orders) if realistic else create_schema(orders=orders)
         self.redis = PrivateRedis()
         self.redis.start()
-        self.emulator = start_emulator(self.schema, tick_ms=25, retain_ms=600_000, env=emulator_env)
+        self.emulator = start_emulator(
+            self.schema, tick_ms=25, retain_ms=600_000, env=emulator_env, timeout=emulator_timeout
+        )
         self.producers: list[ProducerProcess] = []
 
     def env(self, **overrides: str) -> dict[str, str]:

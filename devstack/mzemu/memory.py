@@ -255,7 +255,7 @@ def _traced() -> dict[str, Any]:
     by_trace = tracemalloc.take_snapshot().statistics("traceback")
     lines: dict[tracemalloc.Frame, list[int]] = {}
     for stat in by_trace:
-        tally = lines.setdefault(stat.traceback[0], [0, 0])
+        tally = lines.setdefault(stat.traceback[-1], [0, 0])  # oldest frame first
         tally[0] += stat.size
         tally[1] += stat.count
     by_line = sorted(lines.items(), key=lambda item: -item[1][0])[:_TOP]
@@ -271,7 +271,7 @@ def _traced() -> dict[str, Any]:
         ],
         "top_tracebacks": [
             {
-                "frames": [_where(f) for f in s.traceback],
+                "frames": [_where(f) for f in reversed(s.traceback)],  # innermost first
                 "mb": round(s.size / _MB, 2),
                 "count": s.count,
             }

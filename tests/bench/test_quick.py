@@ -140,6 +140,12 @@ def test_the_report_turns_the_results_into_a_page_with_plots(tmp_path: Path) -> 
         "scenario": "e2e_sustained_load_tick100ms_refresh200ms", "machine": machine(),
     }  # fmt: skip
     (tmp_path / f"{tuned['scenario']}.json").write_text(json.dumps(tuned))
+    # bench.emulator_memory's quick run builds two pipelines (~2 min), too dear for the
+    # suite: its sections are rendered from a result of its shape
+    for scenario, frames in (("emulator_memory", 0), ("emulator_memory_traced", 3)):
+        memory = emulator_memory_result(frames)
+        saved = {**memory, "scenario": scenario, "command": "…", "machine": machine()}
+        (tmp_path / f"{scenario}.json").write_text(json.dumps(saved))
     proc = subprocess.run(
         [sys.executable, "-m", "bench.report", "--results", str(tmp_path)],
         check=False, cwd=ROOT, capture_output=True, text=True, timeout=120,
@@ -149,11 +155,40 @@ def test_the_report_turns_the_results_into_a_page_with_plots(tmp_path: Path) -> 
     assert "Not saved yet" not in page
     for title in ("bench.e2e", "bench.drain", "bench.consumers", "bench.ceiling", "bench.headroom"):
         assert f"({title})" in page
+    assert "Where the emulator's memory goes (bench.emulator_memory)" in page
+    assert "| view rows: column values (bytes) | 200 | 0.2 | 845 |" in page
+    assert "| **RSS when the report was written** | | **60.0** | |" in page
+    assert "| 0.2 | 3,479 | `mzemu/engine.py:365: values = …` |" in page
     assert "emulator tick 100 ms and refresh 200ms" in page
     tuned_plots = [f"e2e_sustained_load_tick100ms_refresh200ms_{k}" for k in ("latency_cdf", "rss")]
     for plot in ("e2e_latency_cdf", "e2e_throughput", "e2e_rss", "consumers_scaling", *tuned_plots):
         png = tmp_path / f"{plot}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"({plot}.png)" in page
+
+
+def emulator_memory_result(frames: int) -> dict[str, Any]:
+    """A result of bench.emulator_memory's shape (one drain run)."""
+    structures = [
+        {"name": "view rows: column values (bytes)", "count": 200, "mb": 0.2, "bytes_each": 845}
+    ]
+    traced = {
+        "on": frames > 0, "frames": frames, "traced_mb": 1.0, "traced_peak_mb": 2.0,
+        "own_mb": 0.5, "top_tracebacks": [],
+        "top_lines": [
+            {"where": "mzemu/engine.py:365: values = …", "mb": 0.2, "count": 3479}
+        ],
+    }  # fmt: skip
+    report = {
+        "rss_mb": 60.0, "rss_peak_mb": 70.0, "structures": structures, "structures_mb": 0.2,
+        "counts": {"history_updates": 0, "history_times": 0}, "tracemalloc": traced,
+        "allocator": {
+            "pymalloc": {} if frames else {"allocated_blocks_mb": 30.0,
+                                           "available_blocks_mb": 1.0, "free_pools_mb": 2.0},
+            "glibc": {"heap_in_use_mb": 3.0, "mmapped_mb": 1.0, "heap_free_mb": 0.5},
+        },
+    }  # fmt: skip
+    drain = {"rows": 200, "seconds": 1.5, "rss_loaded_mb": 55.0, "rss_max_mb": 60.0}
+    return {"frames": frames, "drain": {**drain, "report": report}}
 
 
 def test_the_report_names_what_was_not_saved(tmp_path: Path) -> None:
@@ -163,5 +198,6 @@ def test_the_report_names_what_was_not_saved(tmp_path: Path) -> None:
     assert set(missing) == {
         "e2e_sustained_load", "backlog_drain_to_searchable", "consumers_drain_backlog",
         "raw_bulk_ceiling", "e2e_sustained_load_tick100ms_refresh200ms", "producer_headroom",
+        "emulator_memory", "emulator_memory_traced",
     }  # fmt: skip
     assert "python -m bench.e2e --save" in page
