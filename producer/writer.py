@@ -40,6 +40,7 @@ checkpoint lost in a failover is an older one, which only replays.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from itertools import chain
@@ -49,7 +50,9 @@ import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import Connection
-from redis.exceptions import AskError, ResponseError
+from redis.exceptions import AskError, RedisError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..common.entries import (
     DELETE,
@@ -215,6 +218,12 @@ async def _send_per_node(
         try:
             sent = _with_wait([commands[i] for i in indexes], wait)
             got, node_acked = _split_wait(await _exchange(conn, sent), wait)
+        except (RedisConnectionError, RedisTimeoutError):
+            # the node is down (a failover under way): the next try asks the cluster
+            # for the map again, which names its replica once promoted
+            with contextlib.suppress(RedisError):
+                await cluster.nodes_manager.initialize()
+            raise
         finally:
             node.release(conn)
         acked = min(acked, node_acked)
