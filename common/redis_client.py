@@ -13,8 +13,8 @@ bounded connect timeout.
 REDIS_CLUSTER picks the client: ``true`` redis-py's ``RedisCluster`` (it follows
 MOVED/ASK itself, up to its TTL, and reloads the slot map; every key layout-2 command
 stays in one slot, common.keys), ``false`` a single Redis's, ``auto`` (the default)
-asks the server once at start (``INFO cluster``: ``cluster_enabled:1``); a server that
-does not answer then is taken as a single Redis, with a warning naming the setting.
+asks the server once at start (``HELLO``: ``mode`` ``cluster``); a server that does
+not answer then is taken as a single Redis, with a warning naming the setting.
 The cluster client is returned typed as ``Redis``: the two share every command
 searchsync sends, except what producer.writer routes itself (it checks the type).
 """
@@ -105,8 +105,8 @@ _NAMED: Final[dict[type[AbstractConnection], type[AbstractConnection]]] = {
 
 
 def is_cluster(settings: Settings) -> bool:
-    """Whether REDIS_CLUSTER asks for the cluster client; ``auto``: one ``INFO cluster``
-    on a short-lived synchronous connection (at most CONNECT_TIMEOUT_SECONDS to connect
+    """Whether REDIS_CLUSTER asks for the cluster client; ``auto``: one ``HELLO`` (its
+    ``mode``) on a short-lived synchronous connection (at most CONNECT_TIMEOUT_SECONDS to connect
     and as long to answer); no answer counts as a single Redis (a warning says so)."""
     if settings.redis_cluster != "auto":
         return settings.redis_cluster == "true"
@@ -118,7 +118,8 @@ def is_cluster(settings: Settings) -> bool:
         **redis_ssl(settings),
     )
     try:
-        info: Any = probe.info("cluster")
+        # HELLO, not INFO: README's least-privilege ACL allows it (INFO is refused there)
+        hello: Any = probe.execute_command("HELLO")  # type: ignore[no-untyped-call]
     except RedisError as error:
         log.warning(
             "REDIS_CLUSTER=auto could not ask Redis whether it is a cluster (%s): using a "
@@ -128,7 +129,10 @@ def is_cluster(settings: Settings) -> bool:
         return False
     finally:
         probe.close()
-    return bool(int(info.get("cluster_enabled", 0)))
+    if isinstance(hello, list):  # RESP2 servers' flat list
+        hello = dict(zip(hello[::2], hello[1::2], strict=False))
+    mode = hello.get(b"mode", hello.get("mode", b"")) if isinstance(hello, dict) else b""
+    return (mode.decode() if isinstance(mode, bytes) else str(mode)) == "cluster"
 
 
 def connect_redis(
