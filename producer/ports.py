@@ -42,7 +42,9 @@ class RowSource(Protocol):
     layout: Layout | None
     encoder: DocumentEncoder | None
 
-    async def declare(self, *, as_of: int | None, snapshot: bool) -> None: ...
+    async def declare(self, *, as_of: int | None, snapshot: bool, at_least: bool = False) -> None:
+        """BEGIN; DECLARE the cursor ``AS OF [AT LEAST] as_of`` (None: no AS OF)."""
+        ...
 
     async def fetch(self) -> Sequence[tuple[Any, ...]]:
         """The next rows (at least one); psycopg.errors.QueryCanceled after :meth:`cancel`."""
@@ -76,6 +78,8 @@ class EntrySink(Protocol):
     async def mark_reconcile(self, ts: int) -> None: ...
 
     async def read_checkpoint(self) -> int | None: ...
+
+    async def read_high_water(self) -> int | None: ...
 
 
 class Backpressure(Protocol):

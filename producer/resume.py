@@ -11,7 +11,12 @@ key, or one of two retracted, is judged against the view and not against an
 empty state. If Materialize no longer has that history it refuses the AS OF;
 then the start is a snapshot at a time T it picks, written as upserts and followed
 by a reconcile marker at T (documents older than T that the snapshot did not
-rewrite were deleted while we were away).
+rewrite were deleted while we were away). A written snapshot is declared ``AS OF AT
+LEAST`` the streams' high-water mark: a session that wrote progress entries and
+then failed before its checkpoint moved (fenced, or the connection cut) left a
+progress entry F in the streams, and a snapshot at T < F written after it would be
+below a frontier the consumers already applied (found by tests/sim, seeds 3689 and
+7582: the reconcile ran before the snapshot was indexed).
 
 DISCARD_SNAPSHOT=true (the runbook's mode) reads the snapshot too, for the state
 only: changes only, from whenever Materialize starts us. ENVELOPE UPSERT keeps no
@@ -41,7 +46,8 @@ class StartPlan(NamedTuple):
     ``as_of`` None lets Materialize pick; ``snapshot`` is the declared SNAPSHOT;
     ``write_snapshot`` whether its rows go to the streams (else they only rebuild
     the per-key state); ``reconcile`` says the written snapshot must be followed by
-    a reconcile marker at its timestamp.
+    a reconcile marker at its timestamp; ``at_least`` declares ``AS OF AT LEAST
+    as_of`` (Materialize picks a readable time at or above it, never refuses).
     """
 
     as_of: int | None
@@ -49,28 +55,41 @@ class StartPlan(NamedTuple):
     reconcile: bool
     reason: str
     write_snapshot: bool = True
+    at_least: bool = False
 
 
 def plan_start(
-    checkpoint: int | None, *, discard_snapshot: bool, refused: bool, keeps_state: bool = True
+    checkpoint: int | None,
+    *,
+    discard_snapshot: bool,
+    refused: bool,
+    keeps_state: bool = True,
+    high_water: int | None = None,
 ) -> StartPlan:
     """The plan for a checkpoint (None: none stored) after ``refused`` AS OF attempts.
 
     ``discard_snapshot`` is the runbook's DISCARD_SNAPSHOT=true: changes only, from
     whenever Materialize starts us, whatever the checkpoint says. ``keeps_state``
-    is False for ENVELOPE UPSERT (no per-key state to rebuild).
+    is False for ENVELOPE UPSERT (no per-key state to rebuild). ``high_water`` is
+    the streams' high-water mark (None: none): a written snapshot is declared AS OF
+    AT LEAST it, so it is never below a progress entry already in the streams.
     """
     if discard_snapshot:
         reason = "DISCARD_SNAPSHOT=true: streaming changes only"
         return StartPlan(None, keeps_state, False, reason, write_snapshot=False)
+    if checkpoint is not None and not refused:
+        reason = f"resuming from checkpoint {checkpoint}"
+        if keeps_state:
+            reason += " (its snapshot rebuilds the per-key state, nothing of it is written)"
+        return StartPlan(max(checkpoint - 1, 0), keeps_state, False, reason, write_snapshot=False)
     if checkpoint is None:
-        return StartPlan(None, True, True, "no checkpoint: writing a snapshot")
-    if refused:
-        return StartPlan(None, True, True, f"AS OF {checkpoint - 1} refused: writing a snapshot")
-    reason = f"resuming from checkpoint {checkpoint}"
-    if keeps_state:
-        reason += " (its snapshot rebuilds the per-key state, nothing of it is written)"
-    return StartPlan(max(checkpoint - 1, 0), keeps_state, False, reason, write_snapshot=False)
+        reason = "no checkpoint: writing a snapshot"
+    else:
+        reason = f"AS OF {checkpoint - 1} refused: writing a snapshot"
+    if high_water is None:
+        return StartPlan(None, True, True, reason)
+    reason += f" at or above the high-water mark {high_water}"
+    return StartPlan(high_water, True, True, reason, at_least=True)
 
 
 def as_of_refused(message: str) -> bool:

@@ -202,12 +202,14 @@ class _Producer:
         # while polling was off would otherwise never be deleted).
         await self.redis.delete(self.keys.poll_keys, self.keys.poll_digests)
         checkpoint = await self.writer.read_checkpoint()
+        high_water = await self.writer.read_high_water()
         raise_if_cancelled()  # stopped meanwhile: redis-py may have swallowed it
         plan = plan_start(
             checkpoint,
             discard_snapshot=settings.discard_snapshot,
             refused=self.refused,
             keeps_state=settings.subscribe_envelope == "diffs",
+            high_water=high_water,
         )
         log.info("Producer start plan for %s: %s", settings.view_name, plan.reason)
         session = SubscribeSession(

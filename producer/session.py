@@ -217,7 +217,9 @@ class SubscribeSession:
         try:
             log.info("Starting SUBSCRIBE for view: %s", self._view)
             try:
-                await subscription.declare(as_of=plan.as_of, snapshot=plan.snapshot)
+                await subscription.declare(
+                    as_of=plan.as_of, snapshot=plan.snapshot, at_least=plan.at_least
+                )
             except psycopg.Error as error:
                 if plan.as_of is not None and as_of_refused(str(error)):
                     raise AsOfRefused(str(error).splitlines()[0]) from error

@@ -404,6 +404,12 @@ class StreamWriter:
         self._metrics.entries(RECONCILE, len(self._streams))
         self._metrics.reconciles.inc()
 
+    async def read_high_water(self) -> int | None:
+        """The high-water mark (no entry or progress entry is above it), or None when
+        there is none. Raises RedisError."""
+        score = await self._redis.zscore(self._keys.high_water, HIGH_WATER_MEMBER)
+        return None if score is None else int(score)
+
     async def read_checkpoint(self) -> int | None:
         """The stored frontier, or None when there is none. Raises ValueError if unreadable."""
         raw = await self._redis.get(self._keys.checkpoint)

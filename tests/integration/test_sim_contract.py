@@ -639,6 +639,7 @@ async def test_the_entry_sink_writes_entries_then_moves_a_fenced_checkpoint_only
     assert await backend.checkpoint() == 102
     assert (await backend.stream_fields(stream))[len(entries) :] == [encode_progress(102)]
     assert await backend.high_water() == 102
+    assert await sink.read_high_water() == 102  # what a start plan reads (producer.resume)
     await backend.elapse(0.01)
     await sink.commit(90)  # never back; the frontier did not move: no progress entry
     assert await backend.checkpoint() == 102

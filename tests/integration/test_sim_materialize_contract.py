@@ -409,6 +409,31 @@ async def test_an_as_of_below_the_since_is_refused_before_any_row(backend: Backe
     assert isinstance(first[0], Progress) and first[0].ts == since
 
 
+async def test_as_of_at_least_moves_up_to_the_since_and_waits_for_a_time_not_closed(
+    backend: Backend,
+) -> None:
+    """What a written snapshot is declared with (producer.resume: AT LEAST the streams'
+    high-water mark): never refused; at or above the since; a time not closed yet is
+    waited for."""
+    await backend.add(1)
+    t0 = await backend.tick()
+    await backend.tick()
+    since = await backend.compact()
+    below = Reader(await backend.open("diffs"))
+    await below.source.declare(as_of=t0, snapshot=True, at_least=True)
+    first = await below.fetch()
+    assert isinstance(first[0], Progress) and first[0].ts == since
+    upper = await backend.frontier()
+    ahead = Reader(await backend.open("diffs"))
+    await ahead.source.declare(as_of=upper, snapshot=True, at_least=True)
+    waiting = asyncio.create_task(ahead.fetch())
+    await asyncio.sleep(0.2)
+    assert not waiting.done()  # AS OF the upper: not readable until the next tick
+    ts = await backend.tick()
+    events = await asyncio.wait_for(waiting, FETCH_WAIT_S)
+    assert isinstance(events[0], Progress) and events[0].ts == upper <= ts
+
+
 async def test_a_cancel_ends_a_waiting_fetch_with_query_canceled(backend: Backend) -> None:
     await backend.add(1)
     reader = Reader(await backend.open("diffs"))

@@ -125,6 +125,7 @@ class SimMaterialize:
         # in the order they started (a dict: a set's order follows the objects' addresses,
         # so which producer's FETCH a tick woke first changed from run to run)
         self.subscriptions: dict[SimRowSource, None] = {}
+        self._ticked = asyncio.Event()  # set (and replaced) at every tick
 
     def stage(self, key: str, values: Values | None) -> None:
         self.staged[key] = values
@@ -158,18 +159,27 @@ class SimMaterialize:
         rows = self._rows(ts, before, changes)
         for subscription in list(self.subscriptions):
             subscription.push([*rows, _progress(self.upper)])
+        ticked, self._ticked = self._ticked, asyncio.Event()
+        ticked.set()
         return ts
 
     def compact(self, since: int) -> None:
         """Forget history at times below ``since`` (at most the last closed time)."""
         self.since = max(self.since, min(since, self.upper - 1))
 
-    def start(self, as_of: int | None) -> int:
-        """The time a subscription declared ``AS OF as_of`` reads at (None: the last
-        closed time), resolved at the first FETCH as the emulator does. Raises
-        psycopg.errors.DataException, Materialize's error, below ``since``."""
+    async def next_tick(self) -> None:
+        """Wait for the next tick."""
+        await self._ticked.wait()
+
+    def start(self, as_of: int | None, *, at_least: bool = False) -> int:
+        """The time a subscription declared ``AS OF [AT LEAST] as_of`` reads at (None:
+        the last closed time; AT LEAST: not below ``since``), resolved at the first
+        FETCH as the emulator does. Raises psycopg.errors.DataException,
+        Materialize's error, for a plain AS OF below ``since``."""
         if as_of is None:
             return self.upper - 1
+        if at_least:
+            return max(as_of, self.since)
         if as_of < self.since:
             raise psycopg.errors.DataException(REFUSED_AS_OF)
         return as_of
@@ -270,9 +280,9 @@ class SimRowSource:
         self._changed = asyncio.Event()
         self._cancelled = False
         self._closed = False
-        # the DECLARE's AS OF and SNAPSHOT, resolved at the first FETCH (None: not declared
-        # or already started)
-        self._declared: tuple[int | None, bool] | None = None
+        # the DECLARE's AS OF, SNAPSHOT and AT LEAST, resolved at the first FETCH (None:
+        # not declared or already started)
+        self._declared: tuple[int | None, bool, bool] | None = None
         self.fetch_max = FETCH_MAX  # a FETCH returns 1 to this many rows
         self._lost = False  # the connection is gone: every call fails
 
@@ -285,22 +295,22 @@ class SimRowSource:
         self._queue.extend(rows)
         self._changed.set()
 
-    async def declare(self, *, as_of: int | None, snapshot: bool) -> None:
+    async def declare(self, *, as_of: int | None, snapshot: bool, at_least: bool = False) -> None:
         await self.process.gate()
         if self.world.faults.mz_error and self.world.rng.random() < self.world.faults.mz_error:
             raise psycopg.OperationalError("sim: connection to Materialize lost (DECLARE)")
-        self._declared = (as_of, snapshot)
+        self._declared = (as_of, snapshot, at_least)
 
-    def _start(self, as_of: int | None, snapshot: bool) -> None:
+    def _start(self, as_of: int | None, snapshot: bool, at_least: bool) -> None:
         """The first FETCH starts the subscription (or raises Materialize's refusal)."""
         name = self.process.name
         try:
-            start = self.mz.start(as_of)
+            start = self.mz.start(as_of, at_least=at_least)
         except psycopg.Error:
             self.world.note(f"{name} SUBSCRIBE AS OF {as_of} refused (since {self.mz.since})")
             raise
         self.world.note(f"{name} SUBSCRIBE AS OF {start} snapshot={snapshot}")
-        if snapshot and as_of is None:  # a snapshot the producer writes (at its as_of)
+        if snapshot and (as_of is None or at_least):  # a snapshot the producer writes
             self.world.checker.snapshots.append(start)
         self._queue = self.mz.opening(start, snapshot)
         self.mz.subscriptions[self] = None
@@ -309,8 +319,15 @@ class SimRowSource:
         world, rng = self.world, self.world.rng
         await self.process.gate()
         if self._declared is not None:
-            declared, self._declared = self._declared, None
-            self._start(*declared)
+            as_of, snapshot, at_least = self._declared
+            # AS OF AT LEAST a time not closed yet: the subscription starts once it is
+            while at_least and as_of is not None and as_of >= self.mz.upper:
+                if self._cancelled or self._lost:
+                    break
+                await self.mz.next_tick()
+            else:
+                self._declared = None
+                self._start(as_of, snapshot, at_least)
         while not self._queue and not self._cancelled and not self._lost:
             self._changed.clear()
             await self._changed.wait()
@@ -503,6 +520,14 @@ class SimEntrySink:
         await self.process.leave("GET checkpoint")
         return None if raw is None else int(raw)
 
+    async def read_high_water(self) -> int | None:
+        """ZSCORE high_water. Read right after the checkpoint, and not failed or slowed
+        here (a failure would end the start like one of the GET before it): drawing no
+        randomness for it kept every seed's schedule as it was."""
+        await self.process.gate()
+        score = self.redis.zset(self.keys.high_water).get(HIGH_WATER_MEMBER.decode())
+        return None if score is None else int(score)
+
 
 def _data_changes(fields: dict[bytes, bytes]) -> list[tuple[bytes, int]]:
     try:
@@ -688,11 +713,13 @@ class SimProducer(_Producer):
         """producer.service._Producer._attempt for SUBSCRIBE, with the simulated row source."""
         settings = self.settings
         checkpoint = await self.writer.read_checkpoint()
+        high_water = await self.writer.read_high_water()
         plan = plan_start(
             checkpoint,
             discard_snapshot=settings.discard_snapshot,
             refused=self.refused,
             keeps_state=settings.subscribe_envelope == "diffs",
+            high_water=high_water,
         )
         self.world.note(f"{self.process.name} start plan: {plan.reason}")
         self.world.sessions += 1

@@ -394,6 +394,10 @@ class _Run:
                    if state == RECONCILE_PENDING]  # fmt: skip
         if pending:
             return f"reconcile of {pending[0].decode()} not done"
+        for producer in self._live_producers():
+            session = producer.session
+            if producer.refused and not getattr(session, "snapshot_written", False):
+                return f"{producer.process.name}, refused its AS OF, has not written a snapshot"
         last_progress = world.checker.last_progress
         for partition in range(self.partitions):
             if last_progress.get(partition, 0) <= last:

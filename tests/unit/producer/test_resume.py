@@ -25,6 +25,24 @@ def test_refused_as_of_takes_a_snapshot_and_reconciles() -> None:
     assert (plan.as_of, plan.snapshot, plan.reconcile) == (None, True, True)
 
 
+def test_a_written_snapshot_is_declared_at_least_at_the_high_water_mark() -> None:
+    """A progress entry F may be in the streams above the checkpoint (its session was
+    fenced or cut before the checkpoint moved): the snapshot is taken at or above it."""
+    for checkpoint, refused in ((None, False), (1_700_000_000_000, True)):
+        plan = plan_start(
+            checkpoint, discard_snapshot=False, refused=refused, high_water=1_700_000_004_501
+        )
+        assert (plan.as_of, plan.at_least, plan.snapshot, plan.reconcile) == (
+            1_700_000_004_501, True, True, True
+        )  # fmt: skip
+        assert plan.write_snapshot and "high-water mark 1700000004501" in plan.reason
+    # an exact resume and DISCARD_SNAPSHOT ignore it
+    plan = plan_start(1_700_000_000_000, discard_snapshot=False, refused=False, high_water=9)
+    assert (plan.as_of, plan.at_least) == (1_699_999_999_999, False)
+    plan = plan_start(None, discard_snapshot=True, refused=False, high_water=9)
+    assert (plan.as_of, plan.at_least) == (None, False)
+
+
 def test_discard_snapshot_streams_changes_only() -> None:
     for checkpoint in (None, 5):
         plan = plan_start(checkpoint, discard_snapshot=True, refused=False)
