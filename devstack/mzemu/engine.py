@@ -345,6 +345,14 @@ class Engine:
         if keys is not None:
             batches = [keys[i : i + _KEY_BATCH] for i in range(0, len(keys), _KEY_BATCH)]
         key_name = rel.columns[rel.key_index].name if rel.key_index is not None else ""
+        # Equal values of this read's rows share one bytes object: most columns repeat
+        # (a status, a store, a customer), and each object costs 33 bytes beside its
+        # text (column values: 161 MB of 344 for 200,000 rows, before)
+        seen: dict[bytes, bytes] = {}
+
+        def same(value: bytes) -> bytes:
+            return seen.setdefault(value, value)
+
         for batch in batches:
             if batch is None:
                 await cur.execute(rel.select_sql)
@@ -363,7 +371,7 @@ class Engine:
             # load's peak (bench.emulator_memory).
             while chunk := await cur.fetchmany(_FETCH_CHUNK):
                 for rec in chunk:
-                    values = tuple([None if v is None else str(v).encode() for v in rec])
+                    values = tuple([None if v is None else same(str(v).encode()) for v in rec])
                     rows.append(Row(values, encode_cells(values)))
         return rows
 
