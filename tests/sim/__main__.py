@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         help="the index's gc_deletes in seconds (default: what searchsync creates)",
     )
+    parser.add_argument(
+        "--redis-nodes", type=int, default=1, help="the producer writes to a cluster of N masters"
+    )
     parser.add_argument("--stop", action="store_true", help="stop at the first failure")
     parser.add_argument("--shrink", action="store_true", help="with --seed: fewest chaos events")
     parser.add_argument("--drop", default="", help="with --seed: chaos events to leave out")
@@ -60,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     poller = POLLER_PLANTS.get(args.plant or "", Poller)
     options = {
         "held": args.held_bulks, "session": session, "gc_deletes": args.gc_deletes,
-        "polling": args.polling, "poller": poller,
+        "polling": args.polling, "poller": poller, "redis_nodes": args.redis_nodes,
     }  # fmt: skip
     seeds = [args.seed] if args.seed is not None else range(args.first, args.first + args.seeds)
     started = time.perf_counter()

@@ -44,9 +44,11 @@ import asyncio
 import contextlib
 import contextvars
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, Final
 
 import psycopg
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from searchsync.common.backoff import Backoff
@@ -73,6 +75,7 @@ from searchsync.producer.resume import plan_start
 from searchsync.producer.rows import Layout
 from searchsync.producer.service import _Producer
 from searchsync.producer.session import SubscribeSession
+from searchsync.producer.writer import group_by_node
 
 from .services import SimProcess
 from .world import PROCESS, World
@@ -358,6 +361,10 @@ class SimRowSource:
         self.mz.subscriptions.pop(self, None)
 
 
+# a command of the producer's round trip and the key that routes it on a cluster
+Routed = tuple[str, Callable[[], object]]
+
+
 class SimEntrySink:
     """producer.ports.EntrySink as producer.writer.StreamWriter writes to Redis."""
 
@@ -411,6 +418,19 @@ class SimEntrySink:
         self._xadd(partition, encode_progress(frontier))
         self.world.checker.last_progress[partition] = frontier
 
+    def _routed(self, commands: list[Routed]) -> list[Callable[[], object]]:
+        """``(key, command)`` in the order producer.writer sends them: as built on one
+        Redis; on a cluster of world.redis_nodes masters (slots in equal ranges) grouped by
+        node, nodes in the order of their first command, one after the other (a cut
+        anywhere in that order is a node's round trip failing)."""
+        nodes = self.world.redis_nodes
+        if nodes <= 1:
+            return [command for _, command in commands]
+        names: list[str | None] = [
+            str(key_slot(key.encode()) * nodes // 16384) for key, _ in commands
+        ]
+        return [commands[i][1] for group in group_by_node(names) for i in group]
+
     async def write(
         self,
         entries: Sequence[Entry],
@@ -420,23 +440,22 @@ class SimEntrySink:
     ) -> None:
         if not entries and not dead_letters:
             return
-        commands: list[Callable[[], object]] = []
+        keys = self.keys
+        commands: list[Routed] = []
         if entries:
             if high_water is None:
                 raise ValueError("entries need their highest ts as high_water")
-            commands.append(lambda: self._raise_high_water(high_water))
+            commands.append((keys.high_water, lambda: self._raise_high_water(high_water)))
         written: dict[int, int] = {}
         for entry in entries:
-            commands.append(lambda e=entry: self._note_xadd(e))  # type: ignore[misc]
+            commands.append((keys.stream(entry.partition), partial(self._note_xadd, entry)))
             written[entry.partition] = written.get(entry.partition, 0) + entry.changes
         for partition, count in written.items():
-            key, field = self.keys.counts(partition), self.keys.written_field(partition)
-            commands.append(
-                lambda k=key, f=field, c=count: self.redis.hincrby(k, f, c)  # type: ignore[misc]
-            )
+            key, field = keys.counts(partition), keys.written_field(partition)
+            commands.append((key, partial(self.redis.hincrby, key, field, count)))
         for letter in dead_letters:
-            commands.append(lambda x=letter: self._letter(x))  # type: ignore[misc]
-        await self._pipeline("write", commands)
+            commands.append((keys.dlq, partial(self._letter, letter)))
+        await self._pipeline("write", self._routed(commands))
 
     def _note_xadd(self, entry: Entry) -> None:
         fields = entry.fields
@@ -488,11 +507,18 @@ class SimEntrySink:
         now = self.world.clock.time() * 1000
         progress = self._pacer.due(now, frontier)
         lease = self._lease() if self._lease is not None else ""
-        commands: list[Callable[[], object]] = []
+        routed: list[Routed] = []
         if progress:
-            commands.append(lambda: self._raise_high_water(frontier))
+            routed.append((self.keys.high_water, lambda: self._raise_high_water(frontier)))
             for partition in range(self.world.partitions):
-                commands.append(lambda p=partition: self._progress_to(p, frontier))  # type: ignore[misc]
+                routed.append(
+                    (self.keys.stream(partition), partial(self._progress_to, partition, frontier))
+                )
+        commands = self._routed(routed)
+        if self.world.redis_nodes > 1 and commands:
+            # on a cluster the checkpoint moves in a round trip of its own, after these
+            await self._pipeline("commit progress", commands)
+            commands = []
         commands.append(lambda: self._checkpoint_script(lease, frontier))
         replies = await self._pipeline("commit", commands)
         if replies[-1] == -1:
@@ -504,10 +530,10 @@ class SimEntrySink:
 
     async def mark_reconcile(self, ts: int) -> None:
         fields = encode_reconcile(ts)
-        commands: list[Callable[[], object]] = [lambda: self._raise_high_water(ts)]
+        routed: list[Routed] = [(self.keys.high_water, lambda: self._raise_high_water(ts))]
         for partition in range(self.world.partitions):
-            commands.append(lambda p=partition: self._xadd(p, fields))  # type: ignore[misc]
-        await self._pipeline("reconcile entries", commands)
+            routed.append((self.keys.stream(partition), partial(self._xadd, partition, fields)))
+        await self._pipeline("reconcile entries", self._routed(routed))
         table = self.redis.hash(self.keys.reconcile)
         await self._pipeline(
             "reconcile", [lambda: table.__setitem__(str(ts).encode(), RECONCILE_PENDING)]

@@ -493,13 +493,15 @@ def run_schedule(
     gc_deletes: float | None = None,
     polling: bool = False,
     poller: type[Poller] = Poller,
+    redis_nodes: int = 1,
 ) -> Outcome:
     """Run schedule ``seed`` to the end (or its first broken invariant); ``held`` adds a
     bulk held up on the way past OpenSearch's default gc_deletes (see :func:`_chaos`);
     ``drop`` leaves those chaos events out (numbers as the report shows them);
     ``session`` is the producer's session class (a planted bug); ``gc_deletes`` the
     index's, when not the one searchsync creates indexes with; ``polling``: producers
-    poll or SUBSCRIBE (tests.sim.polling), ``poller`` the Poller class (a planted bug)."""
+    poll or SUBSCRIBE (tests.sim.polling), ``poller`` the Poller class (a planted bug);
+    ``redis_nodes`` > 1: the producer writes as on a cluster of that many masters."""
     _HANDLER.found = []
     random.seed(seed)  # the backoff jitter (common.backoff) draws from the global generator
     loop = VirtualLoop()
@@ -530,6 +532,7 @@ def run_schedule(
     )
     world = World(seed, loop, settings, plan.partitions)
     world.owners = owners
+    world.redis_nodes = redis_nodes
     if gc_deletes is not None:
         world.index.gc_deletes = gc_deletes
     elif held and HOLD_S[1] >= gc_deletes_of(settings):
@@ -556,6 +559,7 @@ def run_schedule(
     replay += " --held-bulks" if held else ""
     replay += f" --gc-deletes {gc_deletes:g}" if gc_deletes is not None else ""
     replay += f" --drop {','.join(map(str, sorted(drop)))}" if drop else ""
+    replay += f" --redis-nodes {redis_nodes}" if redis_nodes != 1 else ""
     return Outcome(
         seed=seed,
         about_key=about,

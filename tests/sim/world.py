@@ -79,6 +79,9 @@ class World:
         # this long, then applied; ``ghosts`` counts those still on the way
         self.hold_next_bulk = 0.0
         self.ghosts = 0
+        # masters of a Redis Cluster the producer's round trips are routed over (its
+        # commands grouped per node, producer.writer.group_by_node); 1: a single Redis
+        self.redis_nodes = 1
         # task -> the simulated process it belongs to (filled by run_schedule's task factory)
         self.owners: dict[asyncio.Task[Any], object] = {}
         # woken when an entry is added to a stream (a blocking XREADGROUP returns)
