@@ -86,7 +86,10 @@ def _shared_size(obj: object) -> float:
 
 def _row_parts(tally: Tally, prefix: str, row: Row) -> None:
     size = sys.getsizeof
-    tally.add(f"{prefix}: Row objects and column tuples", size(row) + size(row.values))
+    tally.add(
+        f"{prefix}: Row objects and column tuples",
+        size(row) + size(row.values) + size(row._hash),  # a hash past the small ints
+    )
     tally.add(
         f"{prefix}: column values (bytes)",
         sum(_shared_size(v) for v in row.values if v is not None),
@@ -294,13 +297,19 @@ def report(path: str, reason: str, engine: Engine, sessions: Iterable[Session]) 
     # Read-only peeks at other modules' private state, so that a diagnostic adds no
     # API to them.
     unsent = 0
+    relation = engine._view
+    subscriptions = {id(sub): sub for sub in relation.subscribers} if relation else {}
     for session in sessions:
         transport = session.writer.transport
         unsent += session._out_size + (transport.get_write_buffer_size() if transport else 0)
-    relation = engine._view
+        # a subscription that ended (fell behind, UP TO) keeps its queue until the
+        # client has read it, no longer among the view's subscribers
+        held = [c.sub for c in session.cursors.values()]
+        held += [p.sub for p in session.portals.values()]
+        subscriptions.update((id(sub), sub) for sub in held if sub is not None)
     view = relation.collection if relation is not None else None
     if relation is not None and view is not None:
-        queues = [sub._queue for sub in relation.subscribers]
+        queues = [sub._queue for sub in subscriptions.values()]
         tally, counts = tally_view(view, queues, unsent)
     else:
         tally, counts = Tally(), {}
