@@ -410,13 +410,19 @@ class SimEntrySink:
         stream = self.keys.stream(partition)
         entry_id = self.redis.xadd(stream, fields)
         self.world.wake(stream)
+        checker = self.world.checker
+        top = checker.progress_top.get(partition, 0)
         for key, ts in _data_changes(fields):
-            self.world.checker.in_streams.add((key, ts))
+            checker.in_streams.add((key, ts))
+            if ts < top:  # written after a progress entry that claims ts complete
+                checker.late.add((stream, entry_id))
         return entry_id
 
     def _progress_to(self, partition: int, frontier: int) -> None:
         self._xadd(partition, encode_progress(frontier))
-        self.world.checker.last_progress[partition] = frontier
+        checker = self.world.checker
+        checker.last_progress[partition] = frontier
+        checker.progress_top[partition] = max(checker.progress_top.get(partition, 0), frontier)
 
     def _routed(self, commands: list[Routed]) -> list[Callable[[], object]]:
         """``(key, command)`` in the order producer.writer sends them: as built on one

@@ -394,7 +394,10 @@ class _Run:
                    if state == RECONCILE_PENDING]  # fmt: skip
         if pending:
             return f"reconcile of {pending[0].decode()} not done"
+        holder = world.redis.get(world.keys.producer_lease)
         for producer in self._live_producers():
+            if producer.lease.value != holder:
+                continue  # a standby's flag is of its last lead
             session = producer.session
             if producer.refused and not getattr(session, "snapshot_written", False):
                 return f"{producer.process.name}, refused its AS OF, has not written a snapshot"
