@@ -22,9 +22,11 @@ On Redis Cluster (a ``RedisCluster`` client, common.redis_client) the commands a
 grouped by the node that serves each one's key slot, and the groups are sent one
 after the other in the order of their first command, each one round trip on that
 node's connection. So the order the guarantees above need still holds across
-nodes: the high-water mark's ZADD (the view's slot) is first in the first group,
-answered before any other node gets an entry, and the checkpoint moves in a round
-trip of its own after every progress entry is answered. A MOVED or ASK reply (a
+nodes: the high-water mark's ZADD (the view's slot) goes in a round trip of its own and
+must succeed before any entry is sent (a refused ZADD, e.g. MOVED while its slot is
+resharded, would otherwise leave the other nodes' entries above the mark, which
+consumers dead-letter), and the checkpoint moves in a round trip of its own after every
+progress entry is answered. A MOVED or ASK reply (a
 slot moved) comes back as an error like any other: nothing may be assumed written,
 the caller resumes from the checkpoint, and the client's slot map is reloaded first.
 
@@ -35,7 +37,9 @@ lose: fewer replicas than asked within REDIS_WAIT_TIMEOUT_MS raise
 :class:`ReplicaWaitTimeout` (transient, counted in
 ``searchsync_producer_replica_wait_timeouts``), and the producer writes the changes
 again from the checkpoint. The checkpoint and progress entries are not waited for: a
-checkpoint lost in a failover is an older one, which only replays.
+checkpoint lost in a failover is an older one, which only replays. On a cluster the
+high-water mark's own round trip is waited for too, progress or not: a failover of its
+node must not lose a mark that entries on other nodes already rely on.
 """
 
 from __future__ import annotations
@@ -296,12 +300,28 @@ class StreamWriter:
     def _xadd(stream: bytes, fields: dict[bytes, bytes]) -> Command:
         return (b"XADD", stream, b"*", *chain.from_iterable(fields.items()))
 
-    async def _send_waited(self, commands: Sequence[Command | Packed]) -> list[Any]:
+    async def _send_waited(
+        self, commands: Sequence[Command | Packed], *, wait: bool = True
+    ) -> list[Any]:
         try:
-            return await send_commands(self._redis, commands, wait=self._wait)
+            return await send_commands(self._redis, commands, wait=self._wait if wait else None)
         except ReplicaWaitTimeout:
             self._metrics.replica_wait_timeouts.inc()
             raise
+
+    async def _send_marked(
+        self, commands: Sequence[Command | Packed], *, wait: bool = True
+    ) -> list[Any]:
+        """Send ``commands``, the first of them the high-water mark's ZADD; every reply,
+        as :func:`send_commands`. On a cluster the ZADD goes first, alone (WAITed when
+        configured), and nothing else is sent unless it succeeded (module docstring).
+        Raises as :func:`send_commands` does, and on a cluster the ZADD's error reply
+        (ResponseError, e.g. MovedError)."""
+        if not isinstance(self._redis, RedisCluster):
+            return await self._send_waited(commands, wait=wait)
+        mark = await self._send_waited(commands[:1])
+        raise_first_error(mark)
+        return [*mark, *await self._send_waited(commands[1:], wait=wait)]
 
     async def write(
         self,
@@ -348,7 +368,10 @@ class StreamWriter:
         dlq = self._keys.dlq.encode()
         for letter in dead_letters:
             commands.append(self._xadd(dlq, encode_dead_letter(letter)))
-        raise_first_error(await self._send_waited(commands))
+        if entries:
+            raise_first_error(await self._send_marked(commands))
+        else:
+            raise_first_error(await self._send_waited(commands))
         for op, count in ops.items():
             self._metrics.entries(op, count)
         self._metrics.changes(UPSERT, upserts)
@@ -371,7 +394,7 @@ class StreamWriter:
         checkpoint = self._move_checkpoint(frontier)
         if isinstance(self._redis, RedisCluster) and commands:
             # the progress entries may be on other nodes than the checkpoint: answered first
-            raise_first_error(await send_commands(self._redis, commands))
+            raise_first_error(await self._send_marked(commands, wait=False))
             replies = await send_commands(self._redis, [checkpoint])
         else:
             replies = await send_commands(self._redis, [*commands, checkpoint])
@@ -396,7 +419,7 @@ class StreamWriter:
         fields = encode_reconcile(ts)
         commands: list[Command] = [self._raise_high_water(ts)]
         commands.extend(self._xadd(stream, fields) for stream in self._streams)
-        raise_first_error(await self._send_waited(commands))
+        raise_first_error(await self._send_marked(commands))
         reply = await send_commands(
             self._redis, [(b"HSET", self._keys.reconcile.encode(), str(ts), RECONCILE_PENDING)]
         )
