@@ -59,8 +59,13 @@ class Acker:
         check_below: bytes | None = None,
         check_count: int = 1,
     ) -> list[bytes]:
-        """One pipeline: letters, XACK ``entry_ids``, acked counter, attempts, then the
-        pending check.
+        """Letters first, in a round trip of their own, then one pipeline: XACK
+        ``entry_ids``, acked counter, attempts, the pending check.
+
+        The letters go first and alone because a pipeline runs every command even after
+        one failed: memory full refuses their XADD (deny-oom) but not the XACK, and on a
+        Redis Cluster redis-py sends each node's commands at the same time. An entry is
+        acknowledged only once its letters are in the DLQ (else it is delivered again).
 
         ``sent`` are the entries of the bulk just answered, ``charged`` those of them
         a change of which FAILED (consumer.attempts.queue_answered).
@@ -75,8 +80,11 @@ class Acker:
             return []
         keys = self._keys
         stream = keys.stream(partition)
+        if letters:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                queue_letters(pipe, keys, letters)
+                await pipe.execute()  # raises the first refused XADD: nothing acked
         async with self._redis.pipeline(transaction=False) as pipe:
-            queue_letters(pipe, keys, letters)
             if entry_ids:
                 pipe.xack(stream, self._group, *entry_ids)
             if changes:

@@ -1,0 +1,67 @@
+"""A consumer acknowledges an entry only once its dead letters are in the DLQ.
+
+consumer.acks.Acker.settle used to queue the letters' XADDs and the entries' XACK on
+one non-transactional pipeline. Redis runs every command of such a pipeline even
+after one fails: with memory full (maxmemory, noeviction) it refuses the XADD (deny-oom)
+and still runs the XACK (not deny-oom), so the rejected change was acknowledged,
+never indexed and in no DLQ. On Redis Cluster the same pipeline is worse: redis-py
+sends each node's commands concurrently, so the XACK (the partition's slot) does not
+even wait for the letters (the view's slot) on a node that is failing over.
+
+A private redis-server (memory made full with CONFIG SET maxmemory), well under a second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from searchsync.common.entries import DeadLetter
+from searchsync.common.keys import Keys
+from searchsync.common.streams import ensure_groups
+from searchsync.consumer.acks import Acker
+from tests.support.services import PrivateRedis
+
+pytestmark = pytest.mark.timeout(30)
+
+GROUP = "searchsync"
+
+
+@pytest.fixture
+async def redis(tmp_path: Path) -> AsyncIterator[Redis]:
+    private = PrivateRedis(tmp_path)
+    private.start()
+    client = Redis(port=private.port)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        private.kill()
+
+
+async def test_an_entry_whose_dead_letter_is_refused_stays_pending(redis: Redis) -> None:
+    keys = Keys("letters_before_ack_mv", 1)
+    await ensure_groups(redis, keys, GROUP)
+    stream = keys.stream(0)
+    entry_id = await redis.xadd(stream, {b"ts": b"10"})
+    assert isinstance(entry_id, bytes)
+    await redis.xreadgroup(GROUP, "c1", {stream: ">"})
+    letter = DeadLetter(ts=10, op=b"u", key=b"o1", reason="mapper_parsing_exception",
+                        source=f"p0/{entry_id.decode()}")  # fmt: skip
+    acker = Acker(redis, keys, GROUP)
+
+    await redis.config_set("maxmemory", 1)  # full: deny-oom writes (XADD) are refused
+    with pytest.raises(ResponseError, match="maxmemory"):
+        await acker.settle(0, [entry_id], 1, [letter])
+    pending = await redis.xpending(stream, GROUP)
+    assert pending["pending"] == 1, "acknowledged although its dead letter was refused"
+    assert await redis.xlen(keys.dlq) == 0
+
+    await redis.config_set("maxmemory", 0)  # the consumer's retry, once Redis has room
+    await acker.settle(0, [entry_id], 1, [letter])
+    assert (await redis.xpending(stream, GROUP))["pending"] == 0
+    assert await redis.xlen(keys.dlq) == 1
