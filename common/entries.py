@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 # Every document carries its version (the ts it was written at) in this field, so
-# one _delete_by_query can find documents older than a reconcile snapshot.
+# a search can find documents older than a reconcile snapshot (consumer.reconcile).
 VERSION_FIELD: Final = "sync_version"
 
 # Field names of an entry (and of a dead letter: TS, OP, KEY, DOC).

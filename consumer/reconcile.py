@@ -5,11 +5,27 @@ needed) it wrote a fresh snapshot at ts T as upserts, an ``r`` entry at T into
 every partition, and ``reconcile[T] = "pending"``. Documents deleted in the lost
 history are still in the index with versions below T. Once every partition's
 applied frontier is above T (all snapshot rows are in), one consumer, holding
-``reconcile:lock``, runs ``_delete_by_query`` for ``sync_version < T`` (in a
+``reconcile:lock``, deletes every document with ``sync_version < T`` (in a
 resync's new index too, while consumers dual-write: consumer.dualwrite) and marks
-``reconcile[T] = "done"``. Re-running it is harmless (``conflicts=proceed``, and a
-document rewritten meanwhile has a version ≥ T), so a lock that expires under a
-dead consumer only costs a repeat.
+``reconcile[T] = "done"``.
+
+The deletes leave their tombstones at T: the documents below T are searched a page
+at a time (after a refresh, :data:`PAGE_SIZE` of them; a plain search and ``_bulk``,
+the grants the README's role has already) and each page is one ``_bulk`` of deletes
+with ``version=T, version_type=external``. A write that arrives late with a version
+below T (a producer paused past its lease, a bulk held on the way by a consumer that
+lost its lease) is then refused for ``index.gc_deletes`` (the stream retention,
+common.index), as the snapshot at T supersedes it. ``_delete_by_query`` would not
+do: it deletes with the document's own version, so its tombstone (at that version
++ 1) lets any write between it and T bring the document back, for good. Not
+covered: a key with no live document below T at the reconcile (never indexed, or
+deleted before it: its tombstone keeps its own version), which a late write below T
+still creates (README, Contracts, "Resume").
+
+Re-running it is harmless: a document rewritten at T or later meanwhile answers a
+version conflict and is skipped (what ``conflicts=proceed`` did), one deleted already
+answers not found and its tombstone is raised to T, so a lock that expires under a
+dead consumer, or a crash half way, only costs a repeat.
 """
 
 from __future__ import annotations
@@ -17,10 +33,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from opensearchpy import AsyncOpenSearch
+import msgspec
+from opensearchpy import AsyncOpenSearch, TransportError
 from redis.asyncio import Redis
 
 from ..common.cancellation import raise_if_cancelled
@@ -28,15 +45,21 @@ from ..common.entries import VERSION_FIELD
 from ..common.keys import RECONCILE_DONE, RECONCILE_PENDING, Keys
 from ..common.owned_keys import RELEASE, RENEW
 from ..common.partition_state import read_applied
+from .bulk import BULK_PARAMS, ItemResult, decode_response
 from .dualwrite import DualWrite
 
-__all__ = ["Reconciler", "due_snapshots"]
+__all__ = ["Reconciler", "delete_body", "due_snapshots", "tally"]
 
 log = logging.getLogger(__name__)
 
 LOCK_TTL_MS: Final = 30_000
 LOCK_RENEW_SECONDS: Final = 10.0
-DELETE_TIMEOUT_SECONDS: Final = 600.0
+# each request (a refresh, a page's search, a page's _bulk of deletes) waits at most this
+REQUEST_TIMEOUT_SECONDS: Final = 120.0
+PAGE_SIZE: Final = 1000
+_DELETED: Final = 200
+_NOT_FOUND: Final = 404  # deleted meanwhile: the delete still leaves its tombstone at T
+_CONFLICT: Final = 409  # rewritten at T or later meanwhile: keep it
 
 
 def due_snapshots(
@@ -57,6 +80,27 @@ def due_snapshots(
         int(ts) for ts, state in reconcile.items() if state == RECONCILE_PENDING and low > int(ts)
     ]
     return sorted(due)
+
+
+def delete_body(ids: Sequence[str], ts: int) -> bytes:
+    """The ``_bulk`` body deleting ``ids`` with ``version=ts, version_type=external``. Pure.
+
+    ``external`` (not ``external_gte``): a snapshot row written at ``ts`` itself is kept.
+    """
+    tail = b',"version":%d,"version_type":"external"}}\n' % ts
+    return b"".join(b'{"delete":{"_id":' + msgspec.json.encode(i) + tail for i in ids)
+
+
+def tally(results: Sequence[ItemResult]) -> tuple[int, ItemResult | None]:
+    """How many documents a page of deletes removed, and the first item that failed
+    (neither deleted, nor not found, nor a version conflict), or None. Pure."""
+    deleted = 0
+    for result in results:
+        if result.status == _DELETED:
+            deleted += 1
+        elif result.status not in (_NOT_FOUND, _CONFLICT):
+            return deleted, result
+    return deleted, None
 
 
 class Reconciler:
@@ -139,16 +183,46 @@ class Reconciler:
         return deleted
 
     async def _delete_in(self, index: str, ts: int) -> int:
-        # _delete_by_query only sees what a refresh has made searchable: without this,
-        # documents indexed in the last refresh_interval would survive the reconcile
-        await self._client.indices.refresh(index=index)
-        response: Any = await self._client.delete_by_query(
-            index=index,
-            body={"query": {"range": {VERSION_FIELD: {"lt": ts}}}},
-            params={
-                "conflicts": "proceed",
-                "refresh": "true",
-                "request_timeout": DELETE_TIMEOUT_SECONDS,
-            },
-        )
-        return int(response.get("deleted", 0))
+        """Delete what is below ``ts`` in ``index``, leaving tombstones at ``ts``.
+
+        A page at a time: refresh, search the first :data:`PAGE_SIZE` documents below
+        ``ts``, one ``_bulk`` deleting them, until a search finds none. Each request
+        waits at most :data:`REQUEST_TIMEOUT_SECONDS`. Raises opensearchpy.TransportError
+        (also for a delete OpenSearch failed: the reconcile stays pending and a repeat
+        finishes it).
+        """
+        deleted = 0
+        # documents whose version is already ≥ ts while their sync_version is below (not
+        # written by searchsync): no delete at ts can remove them, so the search skips them
+        kept: set[str] = set()
+        while True:
+            # a search only sees what a refresh made searchable: without it, documents
+            # indexed in the last refresh_interval would survive the reconcile, and a
+            # page's deletes would come back in the next page
+            await self._client.indices.refresh(
+                index=index, params={"request_timeout": REQUEST_TIMEOUT_SECONDS}
+            )
+            query: dict[str, Any] = {"range": {VERSION_FIELD: {"lt": ts}}}
+            if kept:
+                query = {"bool": {"filter": query, "must_not": {"ids": {"values": sorted(kept)}}}}
+            page: Any = await self._client.search(
+                index=index,
+                body={"query": query, "size": PAGE_SIZE, "_source": False, "version": True},
+                params={"request_timeout": REQUEST_TIMEOUT_SECONDS},
+            )
+            hits = page["hits"]["hits"]
+            if not hits:
+                return deleted
+            ids = [hit["_id"] for hit in hits if int(hit["_version"]) < ts]
+            kept.update(hit["_id"] for hit in hits if int(hit["_version"]) >= ts)
+            if not ids:
+                continue
+            response: Any = await self._client.bulk(
+                body=delete_body(ids, ts),
+                index=index,
+                params={**BULK_PARAMS, "request_timeout": REQUEST_TIMEOUT_SECONDS},
+            )
+            done, failed = tally(decode_response(response, len(ids)))
+            deleted += done
+            if failed is not None:
+                raise TransportError(failed.status, failed.error_type, failed.reason)

@@ -6,8 +6,9 @@ an equal one is accepted), deletes leave a tombstone carrying their version
 (a delete of a missing document answers 404 with no error type and still
 records it), tombstones forgotten after ``gc_deletes`` seconds (OpenSearch's
 ``index.gc_deletes``, 60 s by default: after that an older write is accepted
-again), a delete by query (the reconcile's: tombstones at the deleted version
-+ 1), and a document OpenSearch cannot map (:data:`POISON_DOC`: text that is no
+again), the reconcile's deletes (consumer.reconcile: every live document below
+the snapshot's T deleted at version T, external, so its tombstone refuses any write
+below T until gc_deletes), and a document OpenSearch cannot map (:data:`POISON_DOC`: text that is no
 number in ``order_total_amount``, a float in the mapping) refused with 400
 ``mapper_parsing_exception``. The index's ``gc_deletes`` is what searchsync creates
 its indexes with (common.index.index_body: STREAM_RETENTION_SECONDS), not
@@ -94,14 +95,14 @@ class IndexModel:
         return ItemResult(201 if stored is None or stored.source is None else 200)
 
     def delete_older_than(self, ts: int) -> list[tuple[bytes, int]]:
-        """``_delete_by_query`` for ``sync_version < ts`` (consumer.reconcile): every live
-        document below ``ts`` is deleted; its tombstone gets version + 1, as OpenSearch's
-        internal versioning gives a delete by query (an older write after it is a 409,
-        one at version + 1 is accepted). The (key, version) deleted."""
+        """The reconcile's deletes (consumer.reconcile): every live document below ``ts``
+        is deleted at version ``ts`` (``version_type=external``), so its tombstone refuses
+        every write below ``ts`` until gc_deletes; a tombstone already there is not
+        searched, so it keeps its version. The (key, version) deleted."""
         deleted = []
         for key, doc in list(self.docs.items()):
             if doc.source is not None and doc.version < ts:
-                self.docs[key] = Doc(doc.version + 1, None, self.now())
+                self.docs[key] = Doc(ts, None, self.now())
                 deleted.append((key, doc.version))
         return deleted
 

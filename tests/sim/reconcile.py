@@ -4,9 +4,9 @@ The real Reconciler talks to redis.asyncio and AsyncOpenSearch directly (no port
 so this restates its steps command by command on the models, with the same pure
 part (consumer.reconcile.due_snapshots) and the same keys: HGETALL reconcile; if a
 snapshot is pending, every partition's applied frontier; for each due snapshot T:
-SET reconcile:lock NX PX, HGET reconcile T (still pending?), ``_delete_by_query
-sync_version < T``
-(tests.sim.index.IndexModel.delete_older_than), HSET reconcile T done, then the
+SET reconcile:lock NX PX, HGET reconcile T (still pending?), the deletes of every
+document below T at version T (tests.sim.index.IndexModel.delete_older_than; the
+scroll's pages and bulks as one step), HSET reconcile T done, then the
 lock's release script. Redis calls fail and lose replies as every simulated call
 does (tests.sim.services.SimProcess); OpenSearch down fails the delete (the
 reconcile stays pending and is retried at the next tick, as the worker's chore

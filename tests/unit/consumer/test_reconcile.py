@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from searchsync.consumer.reconcile import due_snapshots
+from searchsync.consumer.bulk import ItemResult
+from searchsync.consumer.reconcile import delete_body, due_snapshots, tally
 
 
 def test_due_when_every_partition_is_beyond() -> None:
@@ -35,3 +36,18 @@ def test_due_is_pending_and_below_every_frontier(
     due = due_snapshots(reconcile, applied, len(frontiers))
     assert due == sorted(due)
     assert set(due) == {ts for ts, s in states.items() if s == b"pending" and min(frontiers) > ts}
+
+
+def test_the_deletes_carry_the_snapshot_ts_as_external_version() -> None:
+    body = delete_body(["a", 'q"b'], 2000)
+    assert body == (
+        b'{"delete":{"_id":"a","version":2000,"version_type":"external"}}\n'
+        b'{"delete":{"_id":"q\\"b","version":2000,"version_type":"external"}}\n'
+    )
+
+
+def test_tally_skips_conflicts_and_not_found_and_stops_at_a_failure() -> None:
+    ok, gone, newer = ItemResult(200), ItemResult(404), ItemResult(409, "version_conflict")
+    assert tally([ok, gone, newer, ok]) == (2, None)
+    busy = ItemResult(429, "es_rejected_execution_exception")
+    assert tally([ok, busy, ok]) == (1, busy)
