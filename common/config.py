@@ -200,7 +200,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     # Redis Streams
     redis_url: NonEmpty = "redis://127.0.0.1:6379/0"
     redis_ca_certs: PemFile = ""  # rediss:// only; empty: the system's trusted roots
-    # Redis Cluster client or a single Redis's; auto: INFO cluster at start (common.redis_client)
+    # Redis Cluster client or a single Redis's; auto: HELLO's mode at start (common.redis_client)
     redis_cluster: Literal["auto", "true", "false"] = "auto"
     # replicas that must hold the producer's entries before the checkpoint passes them
     # (WAIT after each write round trip; 0: none), and how long each WAIT may take
