@@ -1,8 +1,9 @@
 """The producer's high-water mark: the highest ts any entry of the view may carry.
 
 The producer raises ``searchsync:{<view>}:high_water`` (a sorted set with one member,
-raised with ``ZADD GT``, so it never goes down) in the same pipeline as, and
-before, the XADDs of every batch, progress and reconcile entry (producer.writer).
+raised with ``ZADD GT``, so it never goes down) before the XADDs of every batch,
+progress and reconcile entry: in the same pipeline on one Redis, in a round trip of
+its own that must succeed first on a cluster (producer.writer).
 By the time a consumer reads an entry, the mark already covers it; an entry above
 it was not written by the producer (consumer.batch dead-letters it). Streams
 written before the producer kept a mark have none: then an entry may be at most
