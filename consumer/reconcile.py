@@ -82,25 +82,39 @@ def due_snapshots(
     return sorted(due)
 
 
-def delete_body(ids: Sequence[str], ts: int) -> bytes:
-    """The ``_bulk`` body deleting ``ids`` with ``version=ts, version_type=external``. Pure.
+def delete_body(documents: Sequence[tuple[str, str]], ts: int) -> bytes:
+    """The ``_bulk`` body deleting each (index, id) with ``version=ts,
+    version_type=external``. Pure.
 
-    ``external`` (not ``external_gte``): a snapshot row written at ``ts`` itself is kept.
+    Each delete names the concrete index the search found the document in: an alias
+    over several indexes routes a delete to its write index only. ``external`` (not
+    ``external_gte``): a snapshot row written at ``ts`` itself is kept.
     """
     tail = b',"version":%d,"version_type":"external"}}\n' % ts
-    return b"".join(b'{"delete":{"_id":' + msgspec.json.encode(i) + tail for i in ids)
+    return b"".join(
+        b'{"delete":{"_index":'
+        + msgspec.json.encode(index)
+        + b',"_id":'
+        + msgspec.json.encode(key)
+        + tail
+        for index, key in documents
+    )
 
 
-def tally(results: Sequence[ItemResult]) -> tuple[int, ItemResult | None]:
-    """How many documents a page of deletes removed, and the first item that failed
-    (neither deleted, nor not found, nor a version conflict), or None. Pure."""
-    deleted = 0
-    for result in results:
+def tally(results: Sequence[ItemResult]) -> tuple[int, list[int], ItemResult | None]:
+    """A page of deletes: how many removed a document, the positions of those that did
+    not (not found: deleted meanwhile; version conflict: rewritten at T or later, or a
+    version ≥ T not written by searchsync), and the first item that failed otherwise,
+    or None. Pure."""
+    deleted, skipped = 0, []
+    for position, result in enumerate(results):
         if result.status == _DELETED:
             deleted += 1
-        elif result.status not in (_NOT_FOUND, _CONFLICT):
-            return deleted, result
-    return deleted, None
+        elif result.status in (_NOT_FOUND, _CONFLICT):
+            skipped.append(position)
+        else:
+            return deleted, skipped, result
+    return deleted, skipped, None
 
 
 class Reconciler:
@@ -192,8 +206,8 @@ class Reconciler:
         finishes it).
         """
         deleted = 0
-        # documents whose version is already ≥ ts while their sync_version is below (not
-        # written by searchsync): no delete at ts can remove them, so the search skips them
+        # ids a delete at ts cannot remove (a version ≥ ts not written by searchsync, or
+        # answered not found / conflict): the next searches skip them, so the loop ends
         kept: set[str] = set()
         while True:
             # a search only sees what a refresh made searchable: without it, documents
@@ -213,16 +227,20 @@ class Reconciler:
             hits = page["hits"]["hits"]
             if not hits:
                 return deleted
-            ids = [hit["_id"] for hit in hits if int(hit["_version"]) < ts]
+            found = [(hit["_index"], hit["_id"]) for hit in hits if int(hit["_version"]) < ts]
             kept.update(hit["_id"] for hit in hits if int(hit["_version"]) >= ts)
-            if not ids:
+            if not found:
                 continue
+            # to /_bulk, not the alias's: each action names its concrete index
             response: Any = await self._client.bulk(
-                body=delete_body(ids, ts),
-                index=index,
-                params={**BULK_PARAMS, "request_timeout": REQUEST_TIMEOUT_SECONDS},
+                body=delete_body(found, ts),
+                params={
+                    "filter_path": BULK_PARAMS["filter_path"],
+                    "request_timeout": REQUEST_TIMEOUT_SECONDS,
+                },
             )
-            done, failed = tally(decode_response(response, len(ids)))
+            done, skipped, failed = tally(decode_response(response, len(found)))
             deleted += done
+            kept.update(found[position][1] for position in skipped)
             if failed is not None:
                 raise TransportError(failed.status, failed.error_type, failed.reason)

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from searchsync.common.entries import Change
-from searchsync.common.index import ensure_index
+from searchsync.common.index import ensure_index, index_body
 from searchsync.common.keys import RECONCILE_DONE, RECONCILE_PENDING
 from searchsync.consumer import reconcile
 from searchsync.consumer.outcomes import Outcome, classify
@@ -85,3 +85,26 @@ async def test_a_stale_write_after_the_reconcile_is_refused_below_its_snapshot(
     assert await live(stack, b"snapshot") == T
     assert await live(stack, b"newer") == 2500
     assert (await sink.send([Change(1500, gone[1], doc(1500))]))[0].status == 409
+
+
+async def test_the_reconcile_deletes_below_its_snapshot_in_every_index_behind_the_alias(
+    stack: Stack,
+) -> None:
+    # a second index behind the alias, not the write index (a bulk to the alias would
+    # route a delete to the write index only, and the search would find it again)
+    other = f"{stack.alias}_v2"
+    body = index_body(retention_seconds=3600) | {
+        "aliases": {stack.alias: {"is_write_index": False}}
+    }
+    await stack.search.indices.create(index=other, body=body)
+    await stack.search.index(
+        index=other,
+        id="elsewhere",
+        body=doc(1000),
+        params={"version": 1000, "version_type": "external"},
+    )
+    await BulkSender(stack.search, stack.alias, 10.0).send([Change(1000, b"here", doc(1000))])
+    await reconcile_at(stack, T)
+    await stack.search.indices.refresh(index=stack.alias)
+    found = await stack.search.search(index=stack.alias, body={"query": {"match_all": {}}})
+    assert found["hits"]["hits"] == []

@@ -39,15 +39,16 @@ def test_due_is_pending_and_below_every_frontier(
 
 
 def test_the_deletes_carry_the_snapshot_ts_as_external_version() -> None:
-    body = delete_body(["a", 'q"b'], 2000)
+    body = delete_body([("orders_v1", "a"), ("orders_v2", 'q"b')], 2000)
     assert body == (
-        b'{"delete":{"_id":"a","version":2000,"version_type":"external"}}\n'
-        b'{"delete":{"_id":"q\\"b","version":2000,"version_type":"external"}}\n'
+        b'{"delete":{"_index":"orders_v1","_id":"a","version":2000,"version_type":"external"}}\n'
+        b'{"delete":{"_index":"orders_v2","_id":"q\\"b","version":2000,'
+        b'"version_type":"external"}}\n'
     )
 
 
 def test_tally_skips_conflicts_and_not_found_and_stops_at_a_failure() -> None:
     ok, gone, newer = ItemResult(200), ItemResult(404), ItemResult(409, "version_conflict")
-    assert tally([ok, gone, newer, ok]) == (2, None)
+    assert tally([ok, gone, newer, ok]) == (2, [1, 2], None)
     busy = ItemResult(429, "es_rejected_execution_exception")
-    assert tally([ok, busy, ok]) == (1, busy)
+    assert tally([ok, busy, ok]) == (1, [], busy)
