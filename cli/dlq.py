@@ -38,7 +38,7 @@ from ..common.redis_client import connect_redis
 from ..producer import lookup
 from ..producer.batches import build_entries
 from ..producer.rows import key_problem
-from ..producer.writer import StreamWriter
+from ..producer.writer import ReplicaWaitTimeout, StreamWriter
 from .terminal import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, Progress, confirm, print_json
 
 __all__ = ["register"]
@@ -197,7 +197,15 @@ async def _retry_keys(
     Raises what producer.lookup.read_current and StreamWriter.write raise; letters
     are deleted only after their chunk's entries were written.
     """
-    writer = StreamWriter(redis, keys, progress_interval_ms=settings.progress_interval_ms)
+    # REDIS_WAIT_REPLICAS as the producer's: on a cluster the entry and the letter are on
+    # different nodes, so only a waited entry may lose its letter (XDEL) safely
+    writer = StreamWriter(
+        redis,
+        keys,
+        progress_interval_ms=settings.progress_interval_ms,
+        wait_replicas=settings.redis_wait_replicas,
+        wait_timeout_ms=settings.redis_wait_timeout_ms,
+    )
     progress = Progress("searchsync dlq retry")
     names = list(by_key)
     conn = await lookup.connect(settings)
@@ -307,6 +315,13 @@ async def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
         print(
             f"searchsync dlq retry: Redis refused a write ({error}); letters whose entries "
             "were not written stay in the dlq: run the retry again once that is fixed",
+            file=sys.stderr,
+        )
+        return EXIT_PROBLEM
+    except ReplicaWaitTimeout as error:  # the chunk's entries may be written, not its XDEL
+        print(
+            f"searchsync dlq retry: {error}; letters whose entries were not on enough "
+            "replicas stay in the dlq: run the retry again once the replicas are back",
             file=sys.stderr,
         )
         return EXIT_PROBLEM
