@@ -140,8 +140,7 @@ def test_the_report_turns_the_results_into_a_page_with_plots(tmp_path: Path) -> 
         "scenario": "e2e_sustained_load_tick100ms_refresh200ms", "machine": machine(),
     }  # fmt: skip
     (tmp_path / f"{tuned['scenario']}.json").write_text(json.dumps(tuned))
-    # bench.emulator_memory's quick run builds two pipelines (~2 min), too dear for the
-    # suite: its sections are rendered from a result of its shape
+    # bench.emulator_memory's sections, untraced and traced, from results of its shape
     for scenario, frames in (("emulator_memory", 0), ("emulator_memory_traced", 3)):
         memory = emulator_memory_result(frames)
         saved = {**memory, "scenario": scenario, "command": "…", "machine": machine()}
@@ -164,6 +163,21 @@ def test_the_report_turns_the_results_into_a_page_with_plots(tmp_path: Path) -> 
     for plot in ("e2e_latency_cdf", "e2e_throughput", "e2e_rss", "consumers_scaling", *tuned_plots):
         png = tmp_path / f"{plot}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"({plot}.png)" in page
+
+
+def test_the_emulator_memory_bench_breaks_down_both_runs() -> None:
+    result = run_quick("bench.emulator_memory")
+    assert result["scenario"] == "emulator_memory" and result["frames"] == 0
+    for name, rows in (("drain", 2_000), ("synthetic", 1_000)):
+        report = result[name]["report"]
+        assert report["counts"]["rows"] == rows and report["reason"] == "SIGUSR2"
+        walked = {s["name"]: s for s in report["structures"]}
+        assert walked["view rows: column values (bytes)"]["count"] == rows
+        assert 0 < report["structures_mb"] < report["rss_mb"] <= report["rss_peak_mb"]
+        assert report["allocator"]["pymalloc"]["allocated_blocks_mb"] > 0
+        assert not report["tracemalloc"]["on"]
+    # the made-up changes replaced rows: the history holds the rows they replaced
+    assert result["synthetic"]["report"]["counts"]["history_updates"] > 0
 
 
 def emulator_memory_result(frames: int) -> dict[str, Any]:
