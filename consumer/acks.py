@@ -1,7 +1,9 @@
 """Acknowledging settled entries of one partition, and moving its applied frontier.
 
-:meth:`Acker.settle` is one pipelined round trip, in order: dead letters (XADD
-dlq), XACK of the entries, HINCRBY of ``counts`` ``acked:p<N>`` by the changes
+:meth:`Acker.settle` writes a batch's dead letters (XADD dlq) in a round trip of their
+own, ended by WAIT when REDIS_WAIT_REPLICAS asks for replicas, and only once they are
+written one pipelined round trip, in order: XACK of the entries, HINCRBY of
+``counts`` ``acked:p<N>`` by the changes
 they held (the producer's backpressure reads it, see common.buffer), the
 attempts bookkeeping of the bulk just answered (consumer.attempts), and, for a
 batch that ends with a progress entry, XPENDING of what is still pending below
@@ -16,16 +18,24 @@ progress entries (after a takeover) must not pull it back.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from ..common.entries import DeadLetter
+from ..common.errors import TransientError
 from ..common.keys import Keys
 from .attempts import queue_answered
 from .deadletters import queue_letters
 from .reader import below
 
-__all__ = ["Acker"]
+__all__ = ["Acker", "LetterWaitTimeout"]
+
+
+class LetterWaitTimeout(TransientError):
+    """Fewer replicas than REDIS_WAIT_REPLICAS acknowledged a batch's dead letters in time."""
+
 
 # KEYS[1] the partition's applied frontier; ARGV[1] frontier. Raise only.
 _ADVANCE = """
@@ -41,10 +51,15 @@ return 0
 class Acker:
     """Settles entries of any partition for ``group`` of one view."""
 
-    def __init__(self, redis: Redis, keys: Keys, group: str) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keys, group: str, *, wait: tuple[int, int] | None = None
+    ) -> None:
+        """``wait`` (replicas, timeout ms: REDIS_WAIT_REPLICAS, REDIS_WAIT_TIMEOUT_MS): the
+        letters' round trip ends with WAIT on the connection that wrote them."""
         self._redis = redis
         self._keys = keys
         self._group = group
+        self._wait = wait
         self._advance = redis.register_script(_ADVANCE)
 
     async def settle(
@@ -81,9 +96,7 @@ class Acker:
         keys = self._keys
         stream = keys.stream(partition)
         if letters:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                queue_letters(pipe, keys, letters)
-                await pipe.execute()  # raises the first refused XADD: nothing acked
+            await self._write_letters(letters)
         async with self._redis.pipeline(transaction=False) as pipe:
             if entry_ids:
                 pipe.xack(stream, self._group, *entry_ids)
@@ -98,6 +111,29 @@ class Acker:
         if check_below is None:
             return []
         return [row["message_id"] for row in results[-1]]
+
+    async def _write_letters(self, letters: Sequence[DeadLetter]) -> None:
+        """The letters' XADDs, then WAIT when asked: on a cluster the letters and the XACK
+        are on different nodes, so only letters on the replicas survive a failover of
+        theirs that the XACK survives. Raises the first refused XADD (ResponseError) or
+        :class:`LetterWaitTimeout`; each read bounded by the client's socket timeout."""
+        keys = self._keys
+        async with self._redis.pipeline(transaction=False) as pipe:
+            queue_letters(pipe, keys, letters)
+            if self._wait is not None:
+                # the node holding the letters: a cluster pipeline sends a node's commands
+                # on one connection, in order, and WAIT counts that connection's writes
+                where: dict[str, Any] = {}
+                if isinstance(self._redis, RedisCluster):
+                    where["target_nodes"] = self._redis.get_node_from_key(keys.dlq)
+                pipe.execute_command("WAIT", *self._wait, **where)
+            replies = await pipe.execute()  # raises the first refused XADD: nothing acked
+        if self._wait is not None and int(replies[-1]) < self._wait[0]:
+            raise LetterWaitTimeout(
+                f"{replies[-1]} of {self._wait[0]} Redis replicas acknowledged the dead "
+                f"letters within {self._wait[1]} ms (REDIS_WAIT_REPLICAS, "
+                "REDIS_WAIT_TIMEOUT_MS): the entries stay pending"
+            )
 
     async def advance(self, partition: int, applied_ts: int) -> None:
         """Raise ``partition``'s applied frontier to ``applied_ts`` (never lowers it).

@@ -45,15 +45,27 @@ class SystemClock:
 class RedisStreamStore:
     """consumer.ports.StreamStore over Redis: consumer.reader, consumer.acks,
     consumer.leases' fence, consumer.attempts and consumer.highwater, for one
-    consumer (``me``) of ``group``. Raises redis.exceptions.RedisError."""
+    consumer (``me``) of ``group``. Raises redis.exceptions.RedisError (and settle
+    consumer.acks.LetterWaitTimeout, transient)."""
 
-    def __init__(self, redis: Redis, keys: Keys, group: str, me: str, leases: Leases) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        group: str,
+        me: str,
+        leases: Leases,
+        *,
+        wait: tuple[int, int] | None = None,
+    ) -> None:
+        """``wait``: REDIS_WAIT_REPLICAS and REDIS_WAIT_TIMEOUT_MS for the dead letters
+        (consumer.acks), None for none."""
         self._redis = redis
         self._keys = keys
         self._group = group
         self._me = me
         self._leases = leases
-        self._acker = Acker(redis, keys, group)
+        self._acker = Acker(redis, keys, group, wait=wait)
         self._attempts = Attempts(redis)
         self._high_water = HighWater(redis, keys.high_water)
 
@@ -157,7 +169,16 @@ def runner_deps(
     me = leases.me
     return RunnerDeps(
         settings=settings,
-        store=RedisStreamStore(redis, keys, settings.consumer_group, me, leases),
+        store=RedisStreamStore(
+            redis,
+            keys,
+            settings.consumer_group,
+            me,
+            leases,
+            wait=(settings.redis_wait_replicas, settings.redis_wait_timeout_ms)
+            if settings.redis_wait_replicas > 0
+            else None,
+        ),
         sink=BulkSender(client, settings.os_index_name, settings.os_timeout_seconds, dual=dual),
         clock=SystemClock(),
         me=me,

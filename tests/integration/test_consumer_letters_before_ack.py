@@ -13,17 +13,20 @@ A private redis-server (memory made full with CONFIG SET maxmemory), well under 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from searchsync.common.entries import DeadLetter
+from searchsync.common.errors import TransientError
 from searchsync.common.keys import Keys
 from searchsync.common.streams import ensure_groups
 from searchsync.consumer.acks import Acker
+from tests.support.cluster_redis import OneNodeCluster, one_node_cluster
 from tests.support.services import PrivateRedis
 
 pytestmark = pytest.mark.timeout(30)
@@ -65,3 +68,39 @@ async def test_an_entry_whose_dead_letter_is_refused_stays_pending(redis: Redis)
     await acker.settle(0, [entry_id], 1, [letter])
     assert (await redis.xpending(stream, GROUP))["pending"] == 0
     assert await redis.xlen(keys.dlq) == 1
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[OneNodeCluster]:
+    with one_node_cluster() as server:
+        yield server
+
+
+@pytest.mark.parametrize("client", ["plain", "cluster"])
+async def test_with_replicas_asked_an_entry_is_acked_once_its_letters_are_on_them(
+    cluster: OneNodeCluster, client: str
+) -> None:
+    """REDIS_WAIT_REPLICAS for the consumer's letters: on a cluster the letters (the view's
+    slot) and the XACK (the partition's) are on different nodes, so a failover of the
+    letters' node after the XACK would lose the change; the WAIT goes on the connection
+    that wrote them. Here no replica exists: the settle fails and the entry stays pending."""
+    redis: Redis = (
+        Redis.from_url(cluster.url) if client == "plain" else RedisCluster.from_url(cluster.url)  # type: ignore[assignment]
+    )
+    try:
+        keys = Keys(f"letters_waited_{client}_mv", 1)
+        await ensure_groups(redis, keys, GROUP)
+        stream = keys.stream(0)
+        entry_id = await redis.xadd(stream, {b"ts": b"10"})
+        assert isinstance(entry_id, bytes)
+        await redis.xreadgroup(GROUP, "c1", {stream: ">"})
+        letter = DeadLetter(ts=10, op=b"u", key=b"o1", reason="mapper_parsing_exception",
+                            source=f"p0/{entry_id.decode()}")  # fmt: skip
+        acker = Acker(redis, keys, GROUP, wait=(1, 50))
+        with pytest.raises(TransientError, match="0 of 1"):
+            await acker.settle(0, [entry_id], 1, [letter])
+        assert (await redis.xpending(stream, GROUP))["pending"] == 1
+        await Acker(redis, keys, GROUP).settle(0, [entry_id], 1)  # no wait asked: acked
+        assert (await redis.xpending(stream, GROUP))["pending"] == 0
+    finally:
+        await redis.aclose()
