@@ -40,6 +40,7 @@ async def cmd_index_create(settings: Settings, args: argparse.Namespace) -> int:
             client,
             settings.os_index_name,
             retention_seconds=settings.stream_retention_seconds,
+            replicas=settings.os_index_replicas,
             refresh_interval=settings.os_refresh_interval,
             properties=view_properties(settings),
         )

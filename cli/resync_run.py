@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 from ..common import materialize
 from ..common.config import Settings
 from ..common.errors import SearchsyncError
-from ..common.index import index_body, inspect_layout, write_index
+from ..common.index import index_body, inspect_layout, resolve_replicas, write_index
 from ..common.keys import Keys
 from ..common.resync import (
     Facts,
@@ -207,11 +207,13 @@ async def _start(ctx: Context, record: Record, report: Report) -> Record:
 
 async def _create_target(ctx: Context, record: Record, report: Report) -> Record:
     retention = ctx.settings.stream_retention_seconds
-    # as many replicas as the live index has (the project's mapping and settings otherwise)
+    # OS_INDEX_REPLICAS; under auto at least as many as the live index has (an operator's
+    # raise is kept). The project's mapping and settings otherwise.
     found: Any = await ctx.client.indices.get_settings(
         index=record.old, name="index.number_of_replicas", flat_settings=True
     )
-    replicas = int(found[record.old]["settings"].get("index.number_of_replicas", 0))
+    live = int(found[record.old]["settings"].get("index.number_of_replicas", 0))
+    replicas = await resolve_replicas(ctx.client, ctx.settings.os_index_replicas, live)
     body = index_body(
         retention_seconds=max(retention, LOAD_GC_DELETES_SECONDS),
         replicas=replicas,

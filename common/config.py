@@ -163,6 +163,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     os_aws_service: Literal["es", "aoss"] = "es"
     os_timeout_seconds: PositiveFloat = 30.0
     os_refresh_interval: RefreshInterval = "1s"
+    # number_of_replicas of an index searchsync creates (ensure_index, resync's target):
+    # auto = min(1, data nodes - 1), so one node's loss on a cluster loses no shard and a
+    # single node stays green; or a whole number (common.index.replicas_for)
+    os_index_replicas: Annotated[
+        str,
+        Meta(
+            pattern=r"^(auto|[0-9]{1,2})$",
+            description="auto (1 on a cluster of several data nodes, 0 on one) or a whole "
+            "number of replicas from 0 to 99",
+        ),
+    ] = "auto"
     # What is synced
     view_name: Identifier = "orders_search_source_mv"
     key_column: Identifier = "order_id"

@@ -68,6 +68,8 @@ __all__ = [
     "mapping_diff",
     "next_generation",
     "render_mapping_diff",
+    "replicas_for",
+    "resolve_replicas",
     "seconds_of_time_value",
     "versioned_name",
     "write_index",
@@ -160,6 +162,38 @@ def index_body(
         },
         "mappings": {"dynamic": "false", "properties": fields},
     }
+
+
+def replicas_for(setting: str | int, data_nodes: int, live: int | None = None) -> int:
+    """``number_of_replicas`` for a new index under OS_INDEX_REPLICAS ``setting``.
+
+    A whole number (``"2"`` or ``2``) is taken as given, even above ``data_nodes - 1``
+    (the index stays yellow until enough nodes join: the operator's call). ``"auto"``
+    is ``min(1, data_nodes - 1)``: one copy more on a cluster, so losing one data node
+    loses no shard, and none on a single node, where a replica could never be assigned
+    and the index would stay yellow. ``live``: the replicas of the index a resync
+    replaces; under auto an operator's higher count there is kept. Raises ValueError
+    for a setting that is neither (load_settings has already refused those).
+    """
+    if isinstance(setting, int) or setting != "auto":
+        count = int(setting)
+        if count < 0:
+            raise ValueError(f"number_of_replicas below 0: {setting!r}")
+        return count
+    derived = max(0, min(1, data_nodes - 1))
+    return derived if live is None else max(derived, live)
+
+
+async def resolve_replicas(
+    client: AsyncOpenSearch, setting: str | int, live: int | None = None
+) -> int:
+    """:func:`replicas_for` with the cluster's data nodes, asked of ``_cluster/health``
+    only under ``"auto"`` (one request, the client's timeout; raises
+    opensearchpy.TransportError subclasses)."""
+    if setting != "auto":
+        return replicas_for(setting, 1, live)
+    health: Any = await client.cluster.health()
+    return replicas_for(setting, int(health["number_of_data_nodes"]), live)
 
 
 # --- the write target: pure --------------------------------------------------------
@@ -375,12 +409,14 @@ async def ensure_index(
     alias: str,
     *,
     retention_seconds: int,
-    replicas: int = 0,
+    replicas: str | int = 0,
     refresh_interval: str = "1s",
     properties: Mapping[str, Any] | None = None,
 ) -> str:
     """Make sure ``alias`` can be written through; create ``<alias>_v1`` behind it if
-    nothing has that name (with ``properties`` as :func:`index_body` takes them).
+    nothing has that name (with ``properties`` as :func:`index_body` takes them, and
+    ``replicas`` as OS_INDEX_REPLICAS: :func:`resolve_replicas`, one more request
+    under ``"auto"``).
 
     Returns the index writes land in (:func:`write_index`). A new index is created
     with the alias in the same request, marked ``is_write_index: true``; the write
@@ -389,12 +425,13 @@ async def ensure_index(
     :class:`IndexLayoutError` when a concrete index has the alias's name or the alias
     has no write index (the message names the fix), and opensearchpy.TransportError
     subclasses when OpenSearch refuses or cannot be reached (each request waits at most
-    the client's timeout; at most 14 requests).
+    the client's timeout; at most 15 requests).
     """
     layout = await inspect_layout(client, alias)
     if layout.missing:
+        count = await resolve_replicas(client, replicas)
         await _create(client, alias, index_body(
-            retention_seconds=retention_seconds, replicas=replicas,
+            retention_seconds=retention_seconds, replicas=count,
             refresh_interval=refresh_interval, properties=properties,
         ))  # fmt: skip
         layout = await inspect_layout(client, alias)

@@ -159,6 +159,7 @@ class Worker:
                 self.client,
                 settings.os_index_name,
                 retention_seconds=settings.stream_retention_seconds,
+                replicas=settings.os_index_replicas,
                 refresh_interval=settings.os_refresh_interval,
                 properties=view_properties(settings),  # INDEX_MAPPING, checked at start
             )

@@ -36,6 +36,7 @@ CASES: dict[str, tuple[str, object, str | None]] = {
     "OS_USE_SSL": ("yes", True, "maybe"),
     "OS_TIMEOUT_SECONDS": ("2.5", 2.5, "0"),
     "OS_REFRESH_INTERVAL": ("200ms", "200ms", "0.2"),
+    "OS_INDEX_REPLICAS": ("2", "2", "one"),
     "MZ_SSLMODE": ("require", "require", "on"),
     "MZ_SSLROOTCERT": (A_FILE, A_FILE, "/no/such/ca.pem"),
     "OS_VERIFY_CERTS": ("false", False, "maybe"),

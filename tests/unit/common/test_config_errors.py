@@ -56,6 +56,11 @@ BAD: dict[str, list[tuple[str, dict[str, str], str]]] = {
         ("1", {}, "an OpenSearch time value such as 200ms, 1s or 30s"),
         ("-1", {}, "an OpenSearch time value"),  # never refreshing: nothing searchable
     ],
+    "OS_INDEX_REPLICAS": [
+        ("one", {}, "auto (1 on a cluster of several data nodes, 0 on one) or a whole number"),
+        ("-1", {}, "a whole number of replicas from 0 to 99"),
+        ("100", {}, "a whole number of replicas from 0 to 99"),
+    ],
     "MZ_SSLMODE": [("on", {}, "one of disable, allow, prefer, require, verify-ca, verify-full")],
     "MZ_SSLROOTCERT": [
         ("/no/such/ca.pem", {}, NO_FILE),

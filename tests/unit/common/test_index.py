@@ -21,6 +21,7 @@ from searchsync.common.index import (
     mapping_diff,
     next_generation,
     render_mapping_diff,
+    replicas_for,
     versioned_name,
     write_index,
 )
@@ -221,3 +222,31 @@ def test_render_equal_mapping() -> None:
     assert render_mapping_diff(mapping_diff(project, project), "orders", "orders_v1") == [
         "index orders_v1 (alias orders) has the project's mapping"
     ]
+
+
+# --- OS_INDEX_REPLICAS: replicas_for ----------------------------------------------
+
+
+@pytest.mark.parametrize(("data_nodes", "expected"), [(0, 0), (1, 0), (2, 1), (3, 1), (9, 1)])
+def test_auto_replicas_are_one_on_a_cluster_and_none_on_a_single_node(
+    data_nodes: int, expected: int
+) -> None:
+    assert replicas_for("auto", data_nodes) == expected
+
+
+def test_a_whole_number_of_replicas_is_taken_as_given_whatever_the_cluster() -> None:
+    assert replicas_for("0", 3) == 0
+    assert replicas_for("2", 1) == 2  # yellow until a second node joins: the operator's call
+    assert replicas_for(3, 5, live=1) == 3  # and it wins over the live index's count
+
+
+def test_auto_keeps_a_live_indexs_higher_count_but_not_a_lower_one() -> None:
+    assert replicas_for("auto", 3, live=2) == 2
+    assert replicas_for("auto", 3, live=0) == 1
+    assert replicas_for("auto", 1, live=0) == 0
+
+
+@pytest.mark.parametrize("setting", ["one", "-1", ""])
+def test_a_replicas_setting_neither_auto_nor_a_count_is_refused(setting: str) -> None:
+    with pytest.raises(ValueError):
+        replicas_for(setting, 3)
