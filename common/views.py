@@ -23,7 +23,7 @@ Materialize addresses and credentials, logging, metrics) stay in the environment
 Each view's :class:`~.config.Settings` is the environment with the view's keys laid
 over it, checked by :func:`~.config.load_settings` like the environment itself, so a
 view's bad value fails with the same words, prefixed by the file, the view and the key.
-A view's Redis keys are already its own (``searchsync:<view>:…``, common.keys), so
+A view's Redis keys are already its own (``searchsync:{<view>}:…``, common.keys), so
 leases, checkpoints and consumer membership are per view.
 
 :func:`parse_views` is pure (a parsed TOML document in, a :class:`Deployment` out);
