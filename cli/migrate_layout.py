@@ -1,8 +1,8 @@
 """``searchsync migrate-layout [--yes] [--json]``: move the view's Redis keys from key
-layout 1 to layout 2 (hash tags, for Redis Cluster) in one atomic script
-(common.migrate). Run it with the view's producer and consumers stopped: it refuses
-while any of their leases is held. Exit 0 moved (or nothing to move), 1 refused or
-not confirmed."""
+layout 1 to layout 2 (hash tags, for Redis Cluster) in one Lua script (common.migrate:
+every check before the first write; Redis does not roll a script back). Run it with
+the view's producer and consumers stopped: it refuses while any of their leases is
+held. Exit 0 moved (or nothing to move), 1 refused or not confirmed."""
 
 from __future__ import annotations
 

@@ -4,10 +4,13 @@ Layout 1 named every key ``searchsync:<view>:…`` and kept all partitions' appl
 frontiers in one hash (``applied``: field ``p<N>``) and all their counters in another
 (``counts``: ``written:p<N>`` / ``acked:p<N>``). Layout 2 (common.keys) puts hash
 tags in the names and splits those two hashes per partition. The move is one Lua
-script, so it happens whole or not at all: every key is RENAMEd (a stream keeps its
-entries, consumer group, pending list and last-delivered id; a key keeps its TTL),
-the two hashes are split, and the meta hash is written with layout 2 last (from the
-settings, which must agree with the layout-1 meta if there is one).
+script: no other client runs between its steps and all its checks come before its
+first write, so a refusal moves nothing; Redis does not roll a script back, so a
+write refused part-way (memory full) would leave the move half done. Every key is
+RENAMEd (a stream keeps its entries, consumer group, pending list and last-delivered
+id; a key keeps its TTL), the two hashes are split, and the meta hash is written
+with layout 2 last (from the settings, which must agree with the layout-1 meta if
+there is one).
 
 Safe only while nothing of the view runs: the script refuses while the producer
 lease, a partition lease, the reconcile lock or the resync lock is held (each
