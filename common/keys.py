@@ -22,7 +22,13 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["HIGH_WATER_MEMBER", "RECONCILE_DONE", "RECONCILE_PENDING", "Keys"]
+__all__ = [
+    "HIGH_WATER_MEMBER",
+    "RECONCILE_DONE",
+    "RECONCILE_PENDING",
+    "SNAPSHOT_FLOOR_MEMBER",
+    "Keys",
+]
 
 # The values of the ``reconcile`` hash (field: a snapshot's ts): written "pending" by
 # the producer with the reconcile marker, set "done" by the consumer that deleted the
@@ -32,6 +38,9 @@ RECONCILE_DONE: Final = b"done"
 # The one member of the ``high_water`` sorted set; its score is the mark
 # (raised by producer.writer, read by consumer.highwater).
 HIGH_WATER_MEMBER: Final = b"ts"
+# The one member of a partition's ``floor`` sorted set; its score is the floor
+# (raised by consumer.acks with the reconcile marker's XACK, read by consumer.runner).
+SNAPSHOT_FLOOR_MEMBER: Final = b"ts"
 
 
 class Keys:
@@ -118,6 +127,13 @@ class Keys:
         """String: the frontier applied to OpenSearch for ``partition`` (every change of it
         below is indexed): ``searchsync:{<view>:p<N>}:applied`` (consumer.acks)."""
         return self.stream(partition) + ":applied"
+
+    def snapshot_floor(self, partition: int) -> str:
+        """Sorted set, one member (:data:`SNAPSHOT_FLOOR_MEMBER`) scored with the highest
+        reconcile marker ts ``partition`` has acknowledged (raised with ``ZADD GT``): every
+        change of it below is superseded by that snapshot and settled without being sent
+        (consumer.batch): ``searchsync:{<view>:p<N>}:floor``."""
+        return self.stream(partition) + ":floor"
 
     def counts(self, partition: int) -> str:
         """Hash ``written:p<N>`` / ``acked:p<N>`` -> changes (not entries) of ``partition``

@@ -13,6 +13,12 @@ paused past its lease may have read entries this runner never saw. So
 :meth:`Acker.advance` is a separate step the runner takes once that list is
 empty (consumer.runner). The frontier only moves forward: re-delivered old
 progress entries (after a takeover) must not pull it back.
+
+A settle that acknowledges a reconcile marker raises the partition's snapshot floor
+(``searchsync:{<view>:p<N>}:floor``, ``ZADD GT``: a retry or an old marker read again
+cannot lower it) in the same pipeline, before the XACK, so the marker is never
+acknowledged without it; the next owner of the partition reads it at its takeover
+(consumer.batch: changes below it are superseded by the snapshot).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from ..common.entries import DeadLetter
 from ..common.errors import TransientError
-from ..common.keys import Keys
+from ..common.keys import SNAPSHOT_FLOOR_MEMBER, Keys
 from .attempts import queue_answered
 from .deadletters import queue_letters
 from .reader import below
@@ -73,8 +79,10 @@ class Acker:
         charged: Sequence[bytes] = (),
         check_below: bytes | None = None,
         check_count: int = 1,
+        floor: int | None = None,
     ) -> list[bytes]:
-        """Letters first, in a round trip of their own, then one pipeline: XACK
+        """Letters first, in a round trip of their own, then one pipeline: the snapshot
+        ``floor`` raised (when ``entry_ids`` hold a reconcile marker), XACK
         ``entry_ids``, acked counter, attempts, the pending check.
 
         The letters go first and alone because a pipeline runs every command even after
@@ -98,6 +106,9 @@ class Acker:
         if letters:
             await self._write_letters(letters)
         async with self._redis.pipeline(transaction=False) as pipe:
+            if floor is not None:
+                # before the XACK, in the partition's slot: one node, one connection, in order
+                pipe.zadd(keys.snapshot_floor(partition), {SNAPSHOT_FLOOR_MEMBER: floor}, gt=True)
             if entry_ids:
                 pipe.xack(stream, self._group, *entry_ids)
             if changes:
@@ -134,6 +145,14 @@ class Acker:
                 f"letters within {self._wait[1]} ms (REDIS_WAIT_REPLICAS, "
                 "REDIS_WAIT_TIMEOUT_MS): the entries stay pending"
             )
+
+    async def snapshot_floor(self, partition: int) -> int | None:
+        """The partition's snapshot floor (None: no reconcile marker acknowledged yet). One
+        round trip; raises redis.exceptions.RedisError on connection trouble."""
+        raw: Any = await self._redis.zscore(
+            self._keys.snapshot_floor(partition), SNAPSHOT_FLOOR_MEMBER
+        )
+        return int(raw) if raw is not None else None
 
     async def advance(self, partition: int, applied_ts: int) -> None:
         """Raise ``partition``'s applied frontier to ``applied_ts`` (never lowers it).

@@ -114,6 +114,7 @@ class RedisStreamStore:
         charged: Sequence[bytes] = (),
         check_below: bytes | None = None,
         check_count: int = 1,
+        floor: int | None = None,
     ) -> list[bytes]:
         return await self._acker.settle(
             partition,
@@ -124,7 +125,11 @@ class RedisStreamStore:
             charged=charged,
             check_below=check_below,
             check_count=check_count,
+            floor=floor,
         )
+
+    async def snapshot_floor(self, partition: int) -> int | None:
+        return await self._acker.snapshot_floor(partition)
 
     async def advance(self, partition: int, applied_ts: int) -> None:
         await self._acker.advance(partition, applied_ts)

@@ -17,10 +17,30 @@ producer — someone XADDed it by hand — and a progress entry like that would 
 the applied frontier past changes that are not indexed, for good: it goes to
 the dlq, never into the frontier. A ``b`` entry with some unreadable fields
 dead-letters those fields alone and sends the rest.
+
+**The snapshot floor.** After a snapshot at T that replaced lost history, the
+producer writes a reconcile marker ``r``@T to every partition, once every change
+of the snapshot is in the streams; the reconcile then deletes every document below
+T. A change below T is superseded by that snapshot: the snapshot holds every row
+live at T (at version T, which wins over it anyway), and a key not live at T is
+the reconcile's to delete. Sending it can only do harm: a producer paused past its
+lease (a zombie) writing its batch after the marker and after the reconcile ran
+would index a key deleted in the lost history, and no tombstone refuses it when
+the key was never indexed (``python -m tests.sim --seed 334 --polling``). So a
+change with ts below ``floor`` (the highest reconcile marker the partition has
+settled, raised by each marker for the entries after it) is settled as superseded:
+acknowledged, not sent, never dead-lettered; progress entries are untouched. The
+same holds for old changes read again: ``searchsync replay`` re-delivers the
+snapshot rows at T after any retained change below T (a partition's entries are
+in ts order), so what it skips the snapshot rows restore. ``searchsync dlq retry``
+is not affected: it writes the key as the view has it at a fresh Materialize
+timestamp (common.dlq), above every marker written before. The applied frontier is
+unchanged: a skipped change is settled like a sent one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -50,6 +70,7 @@ __all__ = [
     "RawEntry",
     "chunked",
     "entries_to_read",
+    "floor_of",
     "loose_ts",
     "should_flush",
 ]
@@ -71,6 +92,7 @@ class EntryState:
     changes: int  # counted into acked:p<N> when the entry is acknowledged
     open: int = 0  # items still waiting for a final outcome
     acked: bool = False
+    reconcile: bool = False  # a reconcile marker: its ts raises the partition's floor
 
 
 @dataclass(slots=True)
@@ -158,6 +180,10 @@ class Batch:
     # the highest ts an entry may carry (the producer's high-water mark, see the module
     # docstring); None: no check
     ts_bound: int | None = None
+    # changes below it are superseded by a snapshot (the module docstring): the highest
+    # reconcile marker settled before the batch, raised by each marker added; None: no
+    # marker yet (every ts is sent, even one a hand-written entry made negative)
+    floor: int | None = None
     entries: list[EntryState] = field(default_factory=list)
     # newest change per key, in the order keys first appeared
     pending: dict[bytes, Item] = field(default_factory=dict)
@@ -170,6 +196,8 @@ class Batch:
     # settled without being sent (a newer change of the key came in the same batch)
     superseded_upserts: int = 0
     superseded_deletes: int = 0
+    # of those, changes below the floor (superseded by a snapshot, not by a newer change)
+    below_floor: int = 0
 
     def age(self, now: float) -> float:
         return now - self.started
@@ -194,12 +222,16 @@ class Batch:
             self._add_malformed(index, raw, reason)
             return
         if isinstance(decoded, Marker):
-            self.entries.append(EntryState(raw.id, decoded.ts, 0))
-            if decoded.op == PROGRESS:
+            reconcile = decoded.op != PROGRESS
+            self.entries.append(EntryState(raw.id, decoded.ts, 0, reconcile=reconcile))
+            if reconcile:
+                self.reconcile_ts.append(decoded.ts)
+                # every change of the snapshot is before the marker: what follows it and
+                # is below its ts is superseded (the module docstring)
+                self.floor = max(self.floor or decoded.ts, decoded.ts)
+            else:
                 self.progress_ts = max(self.progress_ts or 0, decoded.ts)
                 self.progress_id = raw.id  # entries come in stream order: the highest id
-            else:
-                self.reconcile_ts.append(decoded.ts)
             return
         state = EntryState(raw.id, ts, _declared_changes(raw.fields, len(decoded) + len(bad)))
         self.entries.append(state)
@@ -227,6 +259,11 @@ class Batch:
         )
 
     def _add_change(self, index: int, change: Change, raw: RawEntry) -> None:
+        if self.floor is not None and change.ts < self.floor:
+            # superseded by the snapshot at the floor: nothing to send, nothing to letter
+            self.below_floor += 1
+            self._count_superseded(change)
+            return
         if raw.attempts >= self.max_deliveries:
             reason = (
                 f"attempted {raw.attempts} times without an outcome "
@@ -308,6 +345,12 @@ class Batch:
 
     def done(self) -> bool:
         return not self.pending and all(state.open == 0 for state in self.entries)
+
+
+def floor_of(entries: Sequence[EntryState]) -> int | None:
+    """The highest reconcile marker among ``entries`` (being acknowledged), or None: the
+    partition's floor must be at least that before their XACK (consumer.acks)."""
+    return max((state.ts for state in entries if state.reconcile), default=None)
 
 
 def loose_ts(fields: dict[bytes, bytes]) -> int:

@@ -73,9 +73,15 @@ class StreamStore(Protocol):
         charged: Sequence[bytes] = (),
         check_below: bytes | None = None,
         check_count: int = 1,
+        floor: int | None = None,
     ) -> list[bytes]:
-        """Dead letters, XACK, acked counter, attempts of the bulk just answered, and the
-        ids still pending below ``check_below`` (consumer.acks.Acker.settle)."""
+        """Dead letters, the partition's snapshot ``floor`` raised (if given), XACK, acked
+        counter, attempts of the bulk just answered, and the ids still pending below
+        ``check_below`` (consumer.acks.Acker.settle)."""
+        ...
+
+    async def snapshot_floor(self, partition: int) -> int | None:
+        """The highest reconcile marker ts the partition has acknowledged; None for none."""
         ...
 
     async def advance(self, partition: int, applied_ts: int) -> None:

@@ -39,6 +39,13 @@ Strays are older than what the runner applied since; external versions turn
 their late changes into harmless version conflicts wherever a newer change of
 the key is already in, so per-key order still holds.
 
+A change below the partition's snapshot floor (the highest reconcile marker it has
+acknowledged, consumer.batch) is settled without being sent. The runner reads the
+floor at each takeover (:meth:`PartitionRunner._claim_all`), keeps it in memory, and
+raises it with every reconcile marker it reads; the settle that acknowledges a
+marker raises the stored floor before the XACK (consumer.acks), so the next owner
+starts from it.
+
 A runner ends when asked to stop (after settling the batch in hand), when its
 lease is gone (without acknowledging anything more: the next owner re-delivers),
 or when a stop arrives while it is waiting to retry (the batch stays pending).
@@ -68,6 +75,7 @@ from .batch import (
     RawEntry,
     chunked,
     entries_to_read,
+    floor_of,
     loose_ts,
     should_flush,
 )
@@ -145,6 +153,8 @@ class PartitionRunner:
         # marks this runner's bulks in flight (consumer.attempts); a new one after an
         # unexpected error, so that the bulks in flight then count as attempts
         self._token = deps.token
+        # the snapshot floor (consumer.batch): read at each takeover, raised by markers read
+        self._floor: int | None = None
 
     async def run(self) -> None:
         """Work the partition until stopped, fenced off, or abandoned.
@@ -204,6 +214,8 @@ class PartitionRunner:
         """Take over every pending entry of the partition (XAUTOCLAIM), oldest first,
         and settle them. Raises redis.exceptions.RedisError."""
         await self._recover_attempts()
+        # a marker this runner read but never acknowledged is delivered again below
+        self._floor = await self.store.snapshot_floor(self.partition)
         cursor = b"0-0"
         while not self.stopping.is_set():
             cursor, entries = await self.store.claim_pending(
@@ -257,7 +269,9 @@ class PartitionRunner:
 
     def _new_batch(self) -> Batch:
         settings = self.deps.settings
-        return Batch(self.partition, settings.max_deliveries, self.clock.monotonic())
+        return Batch(
+            self.partition, settings.max_deliveries, self.clock.monotonic(), floor=self._floor
+        )
 
     async def _add_entries(self, batch: Batch, entries: Sequence[RawEntry]) -> None:
         """Add ``entries`` to ``batch``, checked against the producer's high-water mark."""
@@ -266,6 +280,7 @@ class PartitionRunner:
             batch.ts_bound = await self.store.ts_bound(highest)
         for entry in entries:
             batch.add(entry)
+        self._floor = batch.floor  # entries read later come after its markers
         if batch.entries:
             self._changes_per_entry = max(1.0, batch.changes / len(batch.entries))
 
@@ -553,6 +568,7 @@ class PartitionRunner:
             charged=charged,
             check_below=progress,
             check_count=self.deps.settings.max_batch_size,
+            floor=floor_of(entries),
         )
         self.in_hand = max(self.in_hand - changes, 0)
         metrics = self.deps.metrics
@@ -572,6 +588,14 @@ class PartitionRunner:
         if final:
             metrics.events.labels("upsert").inc(batch.superseded_upserts)
             metrics.events.labels("delete").inc(batch.superseded_deletes)
+            if batch.below_floor:
+                # counted above with the superseded changes, as the events metric says
+                log.debug(
+                    "Settled %d changes of p%d below the snapshot at ts=%s without sending them",
+                    batch.below_floor,
+                    self.partition,
+                    batch.floor,
+                )
             for ts in batch.reconcile_ts:
                 log.info("Reconcile marker for the snapshot at ts=%d on p%d", ts, self.partition)
         if progress is not None and batch.progress_ts is not None:

@@ -478,6 +478,19 @@ async def test_settle_writes_letters_and_acknowledges(backend: Backend) -> None:
     assert await backend.owners() == {ids[1]: "me"}
 
 
+async def test_the_snapshot_floor_is_raised_with_the_xack_and_only_rises(backend: Backend) -> None:
+    ids = await add(backend, 3)
+    store, next_owner = backend.store("me"), backend.store("next")
+    await store.read_new(0, 3, block=False)
+    assert await store.snapshot_floor(0) is None  # no marker acknowledged yet
+    await store.settle(0, [ids[0]], 0, floor=3000)
+    await store.settle(0, [ids[1]], 0, floor=2000)  # an old marker read again
+    assert await next_owner.snapshot_floor(0) == 3000
+    await store.settle(0, [ids[2]], 1)  # no marker: the floor stays
+    assert await next_owner.snapshot_floor(0) == 3000
+    assert await backend.owners() == {}
+
+
 async def test_the_fence_marks_bulks_in_flight_and_a_takeover_counts_other_tokens(
     backend: Backend,
 ) -> None:

@@ -2,7 +2,9 @@
 
 * nothing is acknowledged before OpenSearch accepted it: at every XACK, each
   change of the entry is in the index at its version or newer, or the entry has
-  a dead letter;
+  a dead letter, or the change is below a reconcile marker acknowledged before it
+  in its partition (superseded by that snapshot, consumer.batch; the marker as the
+  checker saw it acknowledged, not the consumer's stored floor);
 * per key, the indexed version never goes backwards: at every index write;
 * the applied frontier never passes an unacknowledged change: at every advance,
   every change of the partition with a ts below the frontier is in an acknowledged
@@ -35,7 +37,13 @@ import asyncio
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from searchsync.common.entries import DeadLetter, EntryError, Marker, decode_entry_parts
+from searchsync.common.entries import (
+    RECONCILE,
+    DeadLetter,
+    EntryError,
+    Marker,
+    decode_entry_parts,
+)
 from searchsync.consumer.retention import parse_id
 
 if TYPE_CHECKING:
@@ -59,6 +67,8 @@ class Checker:
         self.lettered_changes: set[tuple[bytes, int]] = set()  # (key, ts) of dead letters
         self.acked_changes: set[tuple[bytes, int]] = set()  # in an acknowledged entry
         self.acked_latest: dict[bytes, int] = {}  # the newest acknowledged ts of each key
+        # per partition: the highest reconcile marker acknowledged so far
+        self.acked_marker: dict[int, int] = {}
         # entries (stream, id) added after a progress entry above one of their changes,
         # and the highest progress entry written to each partition
         self.late: set[tuple[str, bytes]] = set()
@@ -125,6 +135,10 @@ class Checker:
             fields = entries.get(parse_id(entry_id))
             if fields is None:
                 continue
+            reconcile = _reconcile_ts(fields)
+            if reconcile is not None:
+                floor = max(self.acked_marker.get(partition, 0), reconcile)
+                self.acked_marker[partition] = floor
             changes = _changes(fields)
             self.acked_changes.update(changes)  # a dead-lettered entry's too: it is settled
             for key, ts in changes:
@@ -135,6 +149,8 @@ class Checker:
             for key, ts in changes:
                 if (key, ts) in self.lettered_changes:
                     continue  # a copy of it (written again by the producer) was dead-lettered
+                if ts < self.acked_marker.get(partition, 0):
+                    continue  # superseded by the snapshot of a marker acknowledged before it
                 if self.accepted.get(key, 0) < ts and not self._superseded(stream, key, ts):
                     self.key = key
                     self.fail(
@@ -220,6 +236,17 @@ class Checker:
         for letter in self.letters:
             if letter.source not in self.poison_sources and letter.key not in self.poison_keys:
                 self.fail(f"dead-lettered {letter.key!r} from {letter.source}: {letter.reason}")
+
+
+def _reconcile_ts(fields: Mapping[bytes, bytes]) -> int | None:
+    """The ts of a reconcile marker; None for any other entry."""
+    try:
+        decoded, _ = decode_entry_parts(fields)
+    except EntryError:
+        return None
+    if isinstance(decoded, Marker) and decoded.op == RECONCILE:
+        return decoded.ts
+    return None
 
 
 def _changes(fields: Mapping[bytes, bytes]) -> list[tuple[bytes, int]]:

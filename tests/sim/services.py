@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from searchsync.common.entries import Change, DeadLetter, encode_dead_letter
+from searchsync.common.keys import SNAPSHOT_FLOOR_MEMBER
 from searchsync.consumer.attempts import MARKER_SUFFIX, marker
 from searchsync.consumer.batch import RawEntry
 from searchsync.consumer.bulk import ItemResult
@@ -172,6 +173,7 @@ class SimStreamStore:
         charged: Sequence[bytes] = (),
         check_below: bytes | None = None,
         check_count: int = 1,
+        floor: int | None = None,
     ) -> list[bytes]:
         if not entry_ids and not letters and not sent and check_below is None:
             return []
@@ -182,6 +184,8 @@ class SimStreamStore:
         commands: list[Callable[[], object]] = []
         for letter in letters:
             commands.append(functools.partial(self._letter, letter))
+        if floor is not None:
+            commands.append(functools.partial(self._raise_floor, partition, floor))
         if entry_ids:
             commands.append(lambda: self._ack(partition, entry_ids))
         if changes:
@@ -221,6 +225,26 @@ class SimStreamStore:
         self.redis.xadd(self.keys.dlq, encode_dead_letter(letter))
         self.world.checker.on_letter(letter)
         self.world.note(f"{self.me} dead letter {letter.source} {letter.key!r}: {letter.reason}")
+
+    def _raise_floor(self, partition: int, floor: int) -> None:
+        # ZADD GT: never lowered
+        members = self.redis.zset(self.keys.snapshot_floor(partition))
+        member = SNAPSHOT_FLOOR_MEMBER.decode()
+        if member not in members or floor > members[member]:
+            members[member] = float(floor)
+            self.world.note(f"{self.me} floor p{partition} = {floor}")
+
+    async def snapshot_floor(self, partition: int) -> int | None:
+        # paused like any call, but no faults and no latency: they would draw from the
+        # world's generator, and every seed found before the floor existed (334 among
+        # them) would run another schedule; a failed read is the takeover's
+        # recover_attempts failing, which the schedules cover
+        await self.process.gate()
+        score = self.redis.zset(self.keys.snapshot_floor(partition)).get(
+            SNAPSHOT_FLOOR_MEMBER.decode()
+        )
+        await self.process.gate()
+        return int(score) if score is not None else None
 
     def _ack(self, partition: int, ids: Sequence[bytes]) -> None:
         self.redis.xack(self.keys.stream(partition), ids)
