@@ -13,7 +13,9 @@
   an entry written late, after a progress entry above its ts (a producer paused
   past its lease writes its batch after its successor's snapshot and progress,
   seed 5642), is covered by an acknowledged newer change of its key, which refuses
-  it;
+  it; a change below a reconcile marker acknowledged in its partition is owed
+  nothing (the snapshot supersedes it and consumers settle it unsent: seed 25039,
+  a late delete of a key the snapshot no longer has);
 * the checkpoint never passes a change that is in no stream (checked by
   tests.sim.producer.SimEntrySink at every checkpoint move), unless a reconcile
   marker at M >= the change's ts stands for it: Materialize compacted that history
@@ -203,6 +205,7 @@ class Checker:
                 if (
                     ts < frontier
                     and (key, ts) not in self.acked_changes
+                    and ts >= self.acked_marker.get(partition, 0)
                     and not (
                         (stream, entry_id) in self.late and self.acked_latest.get(key, -1) > ts
                     )
