@@ -41,6 +41,7 @@ SCENARIOS = {
         "python -m bench.consumers --save --counts 1,2,3,4,5,6 --partitions 8,4,16"
     ),
     "raw_bulk_ceiling": "python -m bench.ceiling --save",
+    "scale_topologies": "python -m bench.scale --save --events 40000",
     "e2e_sustained_load_tick100ms_refresh200ms": (
         "python -m bench.e2e --save --tick-ms 100 --refresh-interval 200ms --rates 1000 "
         "--synthetic-rates 20000"
@@ -243,6 +244,45 @@ def _consumers(result: dict[str, Any], out: Path) -> list[str]:
     return lines
 
 
+def _scale(result: dict[str, Any], _out: Path) -> list[str]:
+    lines = _header(result, "Drain rate against Redis masters and OpenSearch nodes (bench.scale)")
+    start, end = result["load_average"]["start"], result["load_average"]["end"]
+    lines += [
+        f"**{result['note']}.** Box load average (1/5/15 min) {start} at the start, {end} at "
+        f"the end; all cores {result['box_cpu_busy_pct']} % busy over the whole run "
+        f"({result['wall_s']} s). Private nodes started by the bench, "
+        f"{result['partitions']} partitions, bulk {result['bulk_size']}, "
+        f"{result['events']:,} entries of {result['mean_document_bytes']} bytes, OpenSearch "
+        f"heap {result['heap']} a node; one node: 1 shard, 0 replicas; three: 3 shards, "
+        "1 replica. Ceiling: the raw `_bulk` rate of the same OpenSearch topology measured "
+        "right before the drain (best of 1–4 connections in brackets). Busy: all cores "
+        "over the drain (100 % = both). CPU s: the consumers, the Redis nodes, the "
+        "OpenSearch JVMs over the drain."
+        + "".join(
+            f" Redis memory an entry, {t['redis_masters']} master(s): "
+            f"{t['redis_bytes_per_entry']} bytes."
+            for t in result["topologies"]
+            if "redis_bytes_per_entry" in t and t["opensearch_nodes"] == 1
+        ),
+        "",
+        "| Redis masters | OpenSearch nodes | consumers | docs/s | ceiling (sweep best) | ratio "
+        "| busy % | CPU s consumers / Redis / OpenSearch | CPU µs/doc consumers / Redis / "
+        "OpenSearch |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        cpu, per = row["cpu_s"], row["cpu_us_per_doc"]
+        lines.append(
+            f"| {row['redis_masters']} | {row['opensearch_nodes']} | {row['consumers']} "
+            f"| {row['events_per_s']:,.0f} | {row['ceiling_events_per_s']:,.0f} "
+            f"({row['ceiling_best_of_sweep']:,.0f}) | {row['ratio']} "
+            f"| {row['box_cpu_busy_pct']} "
+            f"| {cpu['consumers']} / {cpu['redis']} / {cpu['opensearch']} "
+            f"| {per['consumers']} / {per['redis']} / {per['opensearch']} |"
+        )
+    return [*lines, ""]
+
+
 def _ceiling(result: dict[str, Any], _out: Path) -> list[str]:
     lines = _header(result, "The raw `_bulk` ceiling (bench.ceiling)")
     lines += ["| connections | docs/s |", "|---|---|"]
@@ -386,6 +426,7 @@ SECTIONS = {
     "backlog_drain_to_searchable": _drain,
     "consumers_drain_backlog": _consumers,
     "raw_bulk_ceiling": _ceiling,
+    "scale_topologies": _scale,
     "emulator_memory": _emulator_memory,
     "emulator_memory_traced": _emulator_memory_traced,
 }

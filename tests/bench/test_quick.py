@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -145,6 +146,9 @@ def test_the_report_turns_the_results_into_a_page_with_plots(tmp_path: Path) -> 
         memory = emulator_memory_result(frames)
         saved = {**memory, "scenario": scenario, "command": "…", "machine": machine()}
         (tmp_path / f"{scenario}.json").write_text(json.dumps(saved))
+    # bench.scale's section from a result of its shape (its --quick run is gated: a JVM)
+    scale = {**scale_result(), "command": "…", "machine": machine()}
+    (tmp_path / "scale_topologies.json").write_text(json.dumps(scale))
     proc = subprocess.run(
         [sys.executable, "-m", "bench.report", "--results", str(tmp_path)],
         check=False, cwd=ROOT, capture_output=True, text=True, timeout=120,
@@ -159,6 +163,8 @@ def test_the_report_turns_the_results_into_a_page_with_plots(tmp_path: Path) -> 
     assert "| **RSS when the report was written** | | **60.0** | |" in page
     assert "| 0.2 | 3,479 | `mzemu/engine.py:365: values = …` |" in page
     assert "emulator tick 100 ms and refresh 200ms" in page
+    assert "| 3 | 1 | 2 | 9,000 | 10,000 (11,000) | 0.9 | 99.5 | 1.5 / 0.3 / 2.0 |" in page
+    assert "Redis memory an entry, 3 master(s): 830 bytes." in page
     tuned_plots = [f"e2e_sustained_load_tick100ms_refresh200ms_{k}" for k in ("latency_cdf", "rss")]
     for plot in ("e2e_latency_cdf", "e2e_throughput", "e2e_rss", "consumers_scaling", *tuned_plots):
         png = tmp_path / f"{plot}.png"
@@ -215,3 +221,65 @@ def test_the_report_names_what_was_not_saved(tmp_path: Path) -> None:
         "emulator_memory", "emulator_memory_traced",
     }  # fmt: skip
     assert "python -m bench.e2e --save" in page
+
+
+@pytest.mark.skipif(
+    os.environ.get("SEARCHSYNC_CLUSTER_TESTS") != "1",
+    reason="starts a private OpenSearch JVM and 4 redis-servers (~1 min of both cores): "
+    "SEARCHSYNC_CLUSTER_TESTS=1 only",
+)
+def test_the_scale_bench_drains_every_topology_with_its_ceiling_and_cpu(tmp_path: Path) -> None:
+    result = run_quick("bench.scale")
+    assert result["scenario"] == "scale_topologies" and "2-core box" in result["note"]
+    assert [(t["redis_masters"], t["opensearch_nodes"]) for t in result["topologies"]] == [
+        (1, 1),
+        (3, 1),
+    ]
+    for topology in result["topologies"]:
+        assert [run["connections"] for run in topology["ceiling"]["runs"]] == [1, 2]
+        assert topology["redis_bytes_per_entry"] > topology["mean_document_bytes"] > 0
+        for run in topology["runs"]:
+            assert run["indexed"] == 5_000 and set(run["exit_codes"]) == {0}
+    assert [(r["redis_masters"], r["consumers"]) for r in result["rows"]] == [
+        (1, 1), (1, 2), (3, 1), (3, 2),
+    ]  # fmt: skip
+    for row in result["rows"]:
+        assert row["events_per_s"] > 0 and row["ceiling_events_per_s"] > 0
+        assert row["ratio"] == pytest.approx(
+            row["events_per_s"] / row["ceiling_events_per_s"], 0.01
+        )
+        assert 0 < row["box_cpu_busy_pct"] <= 100
+        assert row["cpu_s"]["consumers"] > 0 and row["cpu_s"]["opensearch"] > 0
+        assert row["cpu_s"]["redis"] >= 0 and len(row["load_average"]["start"]) == 3
+    from bench.report import render
+
+    (tmp_path / "scale_topologies.json").write_text(json.dumps({**result, "command": "…"}))
+    page, _ = render(tmp_path)
+    assert "(bench.scale)" in page and page.count("\n| 3 | 1 | ") == 2
+
+
+def test_the_box_is_busy_by_the_share_of_its_jiffies_not_idle() -> None:
+    from bench.scale import box_busy, box_ticks
+
+    before = box_ticks("cpu  100 0 100 700 100 0 0 0 0 0\ncpu0 …")
+    after = box_ticks("cpu  250 0 150 800 100 0 0 0 0 0\ncpu0 …")
+    assert before == (200, 1000) and after == (400, 1300)
+    assert box_busy(before, after) == pytest.approx(66.7)
+    assert box_busy(after, after) == 0.0
+
+
+def scale_result() -> dict[str, Any]:
+    """A result of bench.scale's shape: one OpenSearch node, 1 and 3 Redis masters."""
+    row = {
+        "redis_masters": 3, "opensearch_nodes": 1, "consumers": 2, "events_per_s": 9000.0,
+        "ceiling_events_per_s": 10000.0, "ceiling_best_of_sweep": 11000.0, "ratio": 0.9,
+        "box_cpu_busy_pct": 99.5, "cpu_s": {"consumers": 1.5, "redis": 0.3, "opensearch": 2.0},
+        "cpu_us_per_doc": {"consumers": 37.5, "redis": 7.5, "opensearch": 50.0},
+    }  # fmt: skip
+    topology = {"redis_masters": 3, "opensearch_nodes": 1, "redis_bytes_per_entry": 830}
+    return {
+        "scenario": "scale_topologies", "note": "2-core box: …", "partitions": 8,
+        "bulk_size": 1000, "events": 40000, "mean_document_bytes": 697, "heap": "512m",
+        "load_average": {"start": [1.0, 1.0, 1.0], "end": [2.0, 2.0, 2.0]},
+        "box_cpu_busy_pct": 99.0, "wall_s": 300.0, "rows": [row], "topologies": [topology],
+    }  # fmt: skip
