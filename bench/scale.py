@@ -7,7 +7,7 @@ that every figure cost.
 Every service here is private and started by this bench on free loopback ports (the
 devstack's Redis and OpenSearch are not touched; its jars, Java and redis-server are
 used): Redis as one plain ``redis-server`` or a Redis Cluster of three masters
-(tests.support.cluster_redis, no replicas: a replica only adds a copy, no write
+(devstack.harness.cluster_redis, no replicas: a replica only adds a copy, no write
 capacity), OpenSearch as one node or a cluster of three (each a JVM with
 ``--heap``). Under one OpenSearch topology every Redis topology is up at once and drains
 its own copy of the backlog exactly as bench.consumers does (its Bench: prefill, fresh
@@ -63,12 +63,12 @@ from redis.asyncio.cluster import RedisCluster
 from bench import ceiling
 from bench.consumers import PYTHON, Backlog, Bench, cpu_seconds, prefill
 from bench.saved import common_arguments, emit, int_list
+from devstack.harness.cluster_redis import three_node_cluster
+from devstack.harness.opensearch_node import OpenSearchNode
 from devstack.harness.services import PrivateRedis
 from searchsync.common.entries import Change
 from searchsync.common.index import index_body
 from searchsync.common.keys import Keys
-from tests.support.cluster_redis import three_node_cluster
-from tests.support.opensearch_node import OpenSearchNode
 
 __all__ = ["box_busy", "main"]
 
