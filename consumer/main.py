@@ -56,9 +56,14 @@ async def run(deployment: Deployment, stop: asyncio.Event) -> None:
         metrics[view.view_name] = found = ConsumerMetrics(own, me)
         limits = limits_for(view, role="consumer")
         verdicts[view.view_name] = functools.partial(found.health.verdict, limits)
-    if deployment.source is not None:
+    health: Callable[[], Verdict]
+    if deployment.source is None:
+        # one view from the environment: /healthz says why as before (runbook), unnamed
+        health = verdicts[process.view_name]
+    else:
         registry.register(ViewsCollector({n: m.registry for n, m in metrics.items()}))
-    server = serve_or_exit(process, registry, functools.partial(worst, verdicts))
+        health = functools.partial(worst, verdicts)
+    server = serve_or_exit(process, registry, health)
     redis = connect_redis(process, client_name=me)
     partitions = sum(view.stream_partitions for view in deployment.views)
     client = make_client(process, maxsize=partitions + 2)

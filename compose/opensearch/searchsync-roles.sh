@@ -49,7 +49,9 @@ put() {
 
 put "roles/searchsync_sync" <<JSON
 {
-  "cluster_permissions": ["cluster:monitor/main", "indices:data/write/bulk"],
+  "cluster_permissions": [
+    "cluster:monitor/main", "cluster:monitor/health", "indices:data/write/bulk"
+  ],
   "index_permissions": [{
     "index_patterns": [$every],
     "allowed_actions": [

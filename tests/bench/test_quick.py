@@ -218,7 +218,7 @@ def test_the_report_names_what_was_not_saved(tmp_path: Path) -> None:
     assert set(missing) == {
         "e2e_sustained_load", "backlog_drain_to_searchable", "consumers_drain_backlog",
         "raw_bulk_ceiling", "e2e_sustained_load_tick100ms_refresh200ms", "producer_headroom",
-        "emulator_memory", "emulator_memory_traced",
+        "emulator_memory", "emulator_memory_traced", "scale_topologies",
     }  # fmt: skip
     assert "python -m bench.e2e --save" in page
 
