@@ -61,6 +61,15 @@ LATE_WRITE_SEEDS = (5642, 1685)
 # nothing newer of k0 exists (the snapshot no longer has it), so only the snapshot
 # floor covers it: the frontier may pass it, consumers settle it unsent
 LATE_BELOW_SNAPSHOT_SEED = 25039
+# found by the 100,000-schedule run at ab6a5e1, not fixed: the new lease holder reads
+# the high-water mark (H) and declares its snapshot AS OF AT LEAST H, then the paused
+# producer it replaced writes a progress entry above H in the same instant (its
+# checkpoint is fenced, its entries are not); the snapshot's rows land after that
+# progress entry, so the applied frontier passes them before they are indexed and the
+# snapshot's reconcile may run early (documents live at the snapshot but older than it
+# deleted until its rows land: a window, by reasoning — the rows are written at T and
+# external_gte takes them over the reconcile's tombstones at T)
+ZOMBIE_PROGRESS_ABOVE_SNAPSHOT_SEEDS = (74465, 77751)
 # found by the simulator (--polling): a SUBSCRIBE producer paused past its lease writes
 # its batch (k2 upserted at 1000) after its polling successor's snapshot at T = 3000 and
 # the reconcile; k2 was deleted in the lost history and was never in the index, so no
@@ -190,6 +199,13 @@ def test_a_late_delete_below_the_snapshot_floor_is_owed_nothing() -> None:
     outcome = run_schedule(LATE_BELOW_SNAPSHOT_SEED)
     assert outcome.ok, outcome.report()
     assert any("d:k0" in t and "1700000002000" in t for t in outcome.trace)
+
+
+@pytest.mark.xfail(strict=True, reason="race found, not fixed: see the seeds' comment")
+@pytest.mark.parametrize("seed", ZOMBIE_PROGRESS_ABOVE_SNAPSHOT_SEEDS)
+def test_a_paused_producers_progress_above_the_new_snapshot(seed: int) -> None:
+    outcome = run_schedule(seed)
+    assert outcome.ok, outcome.report()
 
 
 def test_a_late_write_of_a_key_gone_at_the_snapshot_does_not_bring_it_back() -> None:
