@@ -20,7 +20,7 @@ from searchsync.producer.documents import register_text_loaders
 from searchsync.producer.results import ResultRows
 from searchsync.producer.rows import FIRST_VALUE, Rejected
 from searchsync.producer.subscribe import Subscription, connection_class
-from tests.support.mzemu import Emulator, create_schema, drop_schema, start_emulator
+from tests.support.mzemu import Emulator, seeded_emulator
 
 ORDERS = 150
 VIEW = "orders_search_source_mv"
@@ -30,15 +30,8 @@ pytestmark = pytest.mark.skipif(native.speedups is None, reason="the C path is n
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
-    schema = create_schema(orders=ORDERS)
-    try:
-        emu = start_emulator(schema, tick_ms=100)
-        try:
-            yield emu
-        finally:
-            emu.close()
-    finally:
-        drop_schema(schema)
+    with seeded_emulator(ORDERS, tick_ms=100) as emu:
+        yield emu
 
 
 async def subscription(emu: Emulator) -> Subscription:

@@ -21,7 +21,7 @@ from searchsync.producer.subscribe import (
     connection_class,
     ready_reads_supported,
 )
-from tests.support.mzemu import Emulator, create_schema, drop_schema, start_emulator
+from tests.support.mzemu import Emulator, seeded_emulator
 
 ORDERS = 150
 VIEW = "orders_search_source_mv"
@@ -29,15 +29,8 @@ VIEW = "orders_search_source_mv"
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
-    schema = create_schema(orders=ORDERS)
-    try:
-        emu = start_emulator(schema, tick_ms=100)
-        try:
-            yield emu
-        finally:
-            emu.close()
-    finally:
-        drop_schema(schema)
+    with seeded_emulator(ORDERS, tick_ms=100) as emu:
+        yield emu
 
 
 async def snapshot_rows(

@@ -20,6 +20,7 @@ live in devstack.harness.mzemu, shared with bench/, and are re-exported here).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -40,8 +41,24 @@ __all__ = [
     "mzemu",
     "pg_dsn",
     "seed_orders",
+    "seeded_emulator",
     "start_emulator",
 ]
+
+
+@contextmanager
+def seeded_emulator(orders: int, *, tick_ms: int = 25) -> Iterator[Emulator]:
+    """A private emulator over a fresh schema of ``orders`` FreshMart orders; both are
+    gone afterwards (for a module fixture)."""
+    schema = create_schema(orders=orders)
+    try:
+        emulator = start_emulator(schema, tick_ms=tick_ms)
+        try:
+            yield emulator
+        finally:
+            emulator.close()
+    finally:
+        drop_schema(schema)
 
 
 @pytest.fixture
