@@ -92,20 +92,6 @@ def _no_crash(what: str, commands: int) -> int | None:
     return None
 
 
-def view_at(mz: SimMaterialize, ts: int) -> dict[str, Values]:
-    """The view as of ``ts``, from the closed history."""
-    state: dict[str, Values] = {}
-    for at, changes in mz.log:
-        if at > ts:
-            break
-        for key, values in changes.items():
-            if values is None:
-                state.pop(key, None)
-            else:
-                state[key] = values
-    return state
-
-
 class _SimPollRead:
     """producer.ports.PollRead: one read transaction at T (module docstring)."""
 
@@ -128,7 +114,7 @@ class _SimPollRead:
     async def timestamp(self) -> int:
         await self._call("SELECT mz_now()")
         ts = self.mz.upper - 1
-        self._view = view_at(self.mz, ts)
+        self._view = self.mz.state_at(ts)
         self.world.note(f"{self.process.name} poll reads at {ts}: {sorted(self._view)}")
         return ts
 
@@ -309,7 +295,7 @@ class PollLedger:
         the history below ``frontier`` counts as in the streams, for the SUBSCRIBE
         check (tests.sim.producer.SimEntrySink.check_checkpoint) of later commits."""
         version = frontier - 1
-        view = {key.encode(): values for key, values in view_at(self.mz, version).items()}
+        view = {key.encode(): values for key, values in self.mz.state_at(version).items()}
         checker = self.world.checker
         markers = [int(ts) for ts in self.world.redis.hashes.get(self.world.keys.reconcile, {})]
         for key in sorted(view.keys() | self.writes.keys()):

@@ -230,7 +230,7 @@ class SimMaterialize:
                         state[key] = values
         rows: list[Row] = [_progress(as_of)]
         if snapshot:
-            snap = self._snapshot_state(as_of)
+            snap = self.state_at(as_of)
             text = str(as_of)
             for key in sorted(snap):
                 if self.envelope == "upsert":
@@ -242,7 +242,8 @@ class SimMaterialize:
             rows.append(_progress(self.upper))
         return rows
 
-    def _snapshot_state(self, as_of: int) -> dict[str, Values]:
+    def state_at(self, as_of: int) -> dict[str, Values]:
+        """The view as of ``as_of``, from the closed history."""
         state: dict[str, Values] = {}
         for ts, changes in self.log:
             if ts > as_of:
@@ -504,7 +505,7 @@ class SimEntrySink:
         for marker in sorted(self.world.checker.markers):
             if marker < ts:
                 continue
-            live = key in self._mz._snapshot_state(marker)
+            live = key in self._mz.state_at(marker)
             if not live or (key.encode(), marker) in self.world.checker.in_streams:
                 return True
         return False
