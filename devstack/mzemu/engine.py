@@ -33,7 +33,7 @@ from devstack.mzemu.capture import LOG_TABLE, capture_install_sql
 from devstack.mzemu.collection import Collection, Row, Update
 from devstack.mzemu.config import EmulatorConfig
 from devstack.mzemu.errors import MzError, Notice
-from devstack.mzemu.memory import release_free_heap
+from devstack.mzemu.heap import release_free_heap
 from devstack.mzemu.output import OutputLayout
 from devstack.mzemu.privileges import Privileges
 from devstack.mzemu.statements import Subscribe

@@ -41,6 +41,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devstack.mzemu.collection import Collection, Row
+from devstack.mzemu.heap import libc as _libc
+from devstack.mzemu.heap import release_free_heap
 
 if TYPE_CHECKING:
     from devstack.mzemu.engine import Engine
@@ -191,20 +193,6 @@ def _glibc() -> dict[str, float]:
         "heap_free_mb": round(info.fordblks / _MB, 1),
         "mmapped_mb": round(info.hblkhd / _MB, 1),
     }
-
-
-def _libc() -> ctypes.CDLL | None:
-    path = ctypes.util.find_library("c")
-    return ctypes.CDLL(path) if path is not None else None
-
-
-def release_free_heap() -> None:
-    """Return the free pages of glibc's heap to the system (``malloc_trim(0)``): what a
-    large transient freed stays resident otherwise while anything lies above it. A no-op
-    without glibc; milliseconds for hundreds of MB."""
-    libc = _libc()
-    if libc is not None and hasattr(libc, "malloc_trim"):
-        libc.malloc_trim(0)
 
 
 _PYMALLOC = {
