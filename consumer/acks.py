@@ -16,9 +16,10 @@ progress entries (after a takeover) must not pull it back.
 
 A settle that acknowledges a reconcile marker raises the partition's snapshot floor
 (``searchsync:{<view>:p<N>}:floor``, ``ZADD GT``: a retry or an old marker read again
-cannot lower it) in the same pipeline, before the XACK, so the marker is never
-acknowledged without it; the next owner of the partition reads it at its takeover
-(consumer.batch: changes below it are superseded by the snapshot).
+cannot lower it) in the letters' round trip, before the XACK's, so the marker is never
+acknowledged without it (memory full refuses the ZADD, not the XACK); the next owner
+of the partition reads it at its takeover (consumer.batch: changes below it are
+superseded by the snapshot).
 """
 
 from __future__ import annotations
@@ -81,8 +82,8 @@ class Acker:
         check_count: int = 1,
         floor: int | None = None,
     ) -> list[bytes]:
-        """Letters first, in a round trip of their own, then one pipeline: the snapshot
-        ``floor`` raised (when ``entry_ids`` hold a reconcile marker), XACK
+        """Letters and the snapshot ``floor`` (when ``entry_ids`` hold a reconcile
+        marker) first, in a round trip of their own, then one pipeline: XACK
         ``entry_ids``, acked counter, attempts, the pending check.
 
         The letters go first and alone because a pipeline runs every command even after
@@ -103,12 +104,9 @@ class Acker:
             return []
         keys = self._keys
         stream = keys.stream(partition)
-        if letters:
-            await self._write_letters(letters)
+        if letters or floor is not None:
+            await self._write_before_ack(partition, letters, floor)
         async with self._redis.pipeline(transaction=False) as pipe:
-            if floor is not None:
-                # before the XACK, in the partition's slot: one node, one connection, in order
-                pipe.zadd(keys.snapshot_floor(partition), {SNAPSHOT_FLOOR_MEMBER: floor}, gt=True)
             if entry_ids:
                 pipe.xack(stream, self._group, *entry_ids)
             if changes:
@@ -123,23 +121,30 @@ class Acker:
             return []
         return [row["message_id"] for row in results[-1]]
 
-    async def _write_letters(self, letters: Sequence[DeadLetter]) -> None:
-        """The letters' XADDs, then WAIT when asked: on a cluster the letters and the XACK
-        are on different nodes, so only letters on the replicas survive a failover of
-        theirs that the XACK survives. Raises the first refused XADD (ResponseError) or
-        :class:`LetterWaitTimeout`; each read bounded by the client's socket timeout."""
+    async def _write_before_ack(
+        self, partition: int, letters: Sequence[DeadLetter], floor: int | None
+    ) -> None:
+        """What must be written before the XACK, in a round trip of its own: the snapshot
+        ``floor`` (ZADD GT) and the letters' XADDs, then WAIT when asked for letters: on a
+        cluster the letters and the XACK are on different nodes, so only letters on the
+        replicas survive a failover of theirs that the XACK survives (the floor shares
+        the XACK's node, and a replica applies that node's writes in order). Raises the
+        first refused write (ResponseError: memory full refuses ZADD and XADD, not XACK)
+        or :class:`LetterWaitTimeout`; each read bounded by the client's socket timeout."""
         keys = self._keys
         async with self._redis.pipeline(transaction=False) as pipe:
+            if floor is not None:
+                pipe.zadd(keys.snapshot_floor(partition), {SNAPSHOT_FLOOR_MEMBER: floor}, gt=True)
             queue_letters(pipe, keys, letters)
-            if self._wait is not None:
+            if letters and self._wait is not None:
                 # the node holding the letters: a cluster pipeline sends a node's commands
                 # on one connection, in order, and WAIT counts that connection's writes
                 where: dict[str, Any] = {}
                 if isinstance(self._redis, RedisCluster):
                     where["target_nodes"] = self._redis.get_node_from_key(keys.dlq)
                 pipe.execute_command("WAIT", *self._wait, **where)
-            replies = await pipe.execute()  # raises the first refused XADD: nothing acked
-        if self._wait is not None and int(replies[-1]) < self._wait[0]:
+            replies = await pipe.execute()  # raises the first refused write: nothing acked
+        if letters and self._wait is not None and int(replies[-1]) < self._wait[0]:
             raise LetterWaitTimeout(
                 f"{replies[-1]} of {self._wait[0]} Redis replicas acknowledged the dead "
                 f"letters within {self._wait[1]} ms (REDIS_WAIT_REPLICAS, "

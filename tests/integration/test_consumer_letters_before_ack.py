@@ -70,6 +70,29 @@ async def test_an_entry_whose_dead_letter_is_refused_stays_pending(redis: Redis)
     assert await redis.xlen(keys.dlq) == 1
 
 
+async def test_a_marker_whose_snapshot_floor_is_refused_stays_pending(redis: Redis) -> None:
+    # the floor is what keeps a late change below the snapshot out of the index once
+    # the marker is acknowledged (consumer.batch): never the XACK without it
+    keys = Keys("floor_before_ack_mv", 1)
+    await ensure_groups(redis, keys, GROUP)
+    stream = keys.stream(0)
+    marker = await redis.xadd(stream, {b"ts": b"2000", b"op": b"r"})
+    assert isinstance(marker, bytes)
+    await redis.xreadgroup(GROUP, "c1", {stream: ">"})
+    acker = Acker(redis, keys, GROUP)
+
+    await redis.config_set("maxmemory", 1)  # full: ZADD (deny-oom) refused, XACK not
+    with pytest.raises(ResponseError, match="maxmemory"):
+        await acker.settle(0, [marker], 0, floor=2000)
+    assert (await redis.xpending(stream, GROUP))["pending"] == 1, "acked without its floor"
+    assert await acker.snapshot_floor(0) is None
+
+    await redis.config_set("maxmemory", 0)
+    await acker.settle(0, [marker], 0, floor=2000)
+    assert (await redis.xpending(stream, GROUP))["pending"] == 0
+    assert await acker.snapshot_floor(0) == 2000
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[OneNodeCluster]:
     with one_node_cluster() as server:
