@@ -24,6 +24,8 @@ import redis
 __all__ = [
     "CLUSTER_DIR",
     "CLUSTER_ENV",
+    "OS_PORTS",
+    "REDIS_PORTS",
     "ROOT",
     "RedisNode",
     "cluster_env",
@@ -39,6 +41,9 @@ __all__ = [
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_DIR = ROOT / ".devstack" / "cluster"
 CLUSTER_ENV = CLUSTER_DIR / "env"
+# devstack/lib/cluster.sh: three masters then their replicas; the three OpenSearch nodes
+REDIS_PORTS = tuple(range(7001, 7007))
+OS_PORTS = (9201, 9202, 9203)
 
 T = TypeVar("T")
 

@@ -23,6 +23,8 @@ import redis.cluster
 
 from tests.cluster.stack import (
     CLUSTER_DIR,
+    OS_PORTS,
+    REDIS_PORTS,
     RedisNode,
     cluster_env,
     cluster_info,
@@ -35,8 +37,6 @@ from tests.cluster.stack import (
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1200)]
 
-REDIS_PORTS = tuple(range(7001, 7007))
-OS_PORTS = (9201, 9202, 9203)
 INDEX = "searchsync-cluster-devstack-check"
 MEASURED: dict[str, Any] = {}
 

@@ -36,6 +36,8 @@ from devstack.harness.services import free_port
 from searchsync.common.keys import Keys
 from tests.cluster.stack import (
     CLUSTER_DIR,
+    OS_PORTS,
+    REDIS_PORTS,
     cluster_info,
     cluster_nodes,
     devstack,
@@ -48,8 +50,6 @@ from tests.support.producer import start_load
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
-REDIS_PORTS = tuple(range(7001, 7007))
-OS_PORTS = (9201, 9202, 9203)
 MEASURED: dict[str, Any] = {}
 
 

@@ -45,6 +45,7 @@ def partition_keys(keys: Keys, n: int) -> list[str]:
         keys.counts(n),
         keys.attempts(n),
         keys.blocked(n),
+        keys.snapshot_floor(n),
     ]
 
 
