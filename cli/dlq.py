@@ -34,6 +34,7 @@ from ..common.config import Settings
 from ..common.entries import DeadLetter
 from ..common.keys import Keys
 from ..common.meta import StreamLayoutError, ensure_meta, mismatch
+from ..common.pipelines import execute_pipeline
 from ..common.redis_client import connect_redis
 from ..producer import lookup
 from ..producer.batches import build_entries
@@ -77,7 +78,7 @@ async def _letters_by_id(redis: Redis, name: str, ids: Sequence[str]) -> dict[st
     async with redis.pipeline(transaction=False) as pipe:
         for entry_id in ids:
             pipe.xrange(name, min=entry_id, max=entry_id, count=1)
-        replies: list[Any] = await pipe.execute()
+        replies: list[Any] = await execute_pipeline(pipe)
     pairs = zip(ids, replies, strict=True)
     return {entry_id: dlq.read_letter(reply[0][1]) for entry_id, reply in pairs if reply}
 

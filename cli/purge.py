@@ -44,6 +44,7 @@ from ..common.entries import BATCH, COUNT, DELETE, DOC, KEY, OP, OP_NAMES, TS, U
 from ..common.keys import Keys
 from ..common.meta import mismatch
 from ..common.partition import partition_of
+from ..common.pipelines import execute_pipeline
 from ..common.redis_client import connect_redis
 from ..common.streams import LUA_LAST_DELIVERED
 from .terminal import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, Progress, confirm, print_json
@@ -464,7 +465,7 @@ async def _delete_letters(redis: Redis, dlq: str, ids: Sequence[str]) -> tuple[s
         async with redis.pipeline(transaction=False) as pipe:
             for letter in chunk:
                 pipe.xdel(dlq, letter)
-            replies: list[Any] = await pipe.execute()
+            replies: list[Any] = await execute_pipeline(pipe)
         for letter, removed in zip(chunk, replies, strict=True):
             (deleted if int(removed) else gone).add(letter)
     return deleted, gone

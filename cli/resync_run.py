@@ -28,6 +28,7 @@ from ..common.config import Settings
 from ..common.errors import SearchsyncError
 from ..common.index import index_body, inspect_layout, resolve_replicas, write_index
 from ..common.keys import Keys
+from ..common.pipelines import execute_pipeline
 from ..common.resync import (
     Facts,
     Phase,
@@ -265,7 +266,7 @@ async def _live_unconfirmed(ctx: Context, record: Record) -> list[str]:
         pipe.zrange(ctx.keys.members, 0, -1, withscores=True)
         pipe.hgetall(ctx.keys.resync_confirmed)
         pipe.time()
-        beats, confirmed, (seconds, micros) = await pipe.execute()
+        beats, confirmed, (seconds, micros) = await execute_pipeline(pipe)
     now_ms = int(seconds) * 1000 + int(micros) // 1000
     heartbeats = {name.decode(): score for name, score in beats}
     live = live_members(heartbeats, now_ms, int(ctx.settings.lease_ttl_seconds * 1000))
@@ -423,7 +424,7 @@ async def _finish(ctx: Context, record: Record, report: Report) -> Record:
             pipe.zadd(ctx.keys.retired, {record.old: until})
             report.retired_until_ms = until
         pipe.delete(ctx.keys.resync, ctx.keys.resync_confirmed)
-        await pipe.execute()
+        await execute_pipeline(pipe)
     return record
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from .keys import Keys
+from .pipelines import execute_pipeline
 
 __all__ = ["merge_applied", "merge_counts", "queue_applied", "queue_counts", "read_applied"]
 
@@ -58,5 +59,5 @@ async def read_applied(redis: Redis, keys: Keys) -> dict[bytes, bytes]:
     per node on a cluster). Raises redis.exceptions.RedisError on connection trouble."""
     async with redis.pipeline(transaction=False) as pipe:
         queue_applied(pipe, keys)
-        replies = await pipe.execute()
+        replies = await execute_pipeline(pipe)
     return merge_applied(replies, keys)

@@ -18,6 +18,7 @@ from redis.exceptions import ResponseError
 from .buffer import group_info, outstanding_changes
 from .keys import Keys
 from .partition_state import merge_applied, merge_counts, queue_applied, queue_counts
+from .pipelines import execute_pipeline
 
 __all__ = ["PartitionStatus", "Raw", "Status", "build", "gather", "render"]
 
@@ -131,7 +132,7 @@ async def gather(redis: Redis, keys: Keys, group: str) -> Raw:
             pipe.xlen(keys.stream(n))
             pipe.get(keys.lease(n))
             pipe.get(keys.blocked(n))
-        head = await pipe.execute()
+        head = await execute_pipeline(pipe)
     async with redis.pipeline(transaction=False) as pipe:
         for stream in keys.streams():
             pipe.xinfo_groups(stream)

@@ -33,6 +33,7 @@ from redis.asyncio.cluster import RedisCluster
 from ..common.entries import DeadLetter
 from ..common.errors import TransientError
 from ..common.keys import SNAPSHOT_FLOOR_MEMBER, Keys
+from ..common.pipelines import execute_pipeline
 from .attempts import queue_answered
 from .deadletters import queue_letters
 from .reader import below
@@ -116,7 +117,7 @@ class Acker:
             )
             if check_below is not None:
                 pipe.xpending_range(stream, self._group, "-", below(check_below), check_count)
-            results = await pipe.execute()
+            results = await execute_pipeline(pipe)
         if check_below is None:
             return []
         return [row["message_id"] for row in results[-1]]
@@ -143,7 +144,7 @@ class Acker:
                 if isinstance(self._redis, RedisCluster):
                     where["target_nodes"] = self._redis.get_node_from_key(keys.dlq)
                 pipe.execute_command("WAIT", *self._wait, **where)
-            replies = await pipe.execute()  # raises the first refused write: nothing acked
+            replies = await execute_pipeline(pipe)  # raises the first refused write: nothing acked
         if letters and self._wait is not None and int(replies[-1]) < self._wait[0]:
             raise LetterWaitTimeout(
                 f"{replies[-1]} of {self._wait[0]} Redis replicas acknowledged the dead "

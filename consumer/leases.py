@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 
 from ..common.keys import Keys
 from ..common.owned_keys import RELEASE, RENEW
+from ..common.pipelines import execute_pipeline
 
 __all__ = ["Leases", "hold_seconds", "tick_seconds"]
 
@@ -133,7 +134,7 @@ class Leases:
             # cluster pipeline (the script is a few dozen bytes)
             for partition in parts:
                 pipe.eval(RENEW, 1, self._keys.lease(partition), self.me, self.ttl_ms)
-            results = await pipe.execute()
+            results = await execute_pipeline(pipe)
         held = {p for p, ok in zip(parts, results, strict=True) if ok}
         for partition in parts:
             if partition in held:
@@ -177,7 +178,7 @@ class Leases:
                 self._valid_until.pop(partition, None)
                 pipe.eval(RELEASE, 1, self._keys.lease(partition), self.me)
             pipe.zrem(self._keys.members, self.me)
-            await pipe.execute()
+            await execute_pipeline(pipe)
 
     async def holders(self) -> list[str | None]:
         """Current holder of every partition's lease (None = free).
@@ -187,5 +188,5 @@ class Leases:
         async with self._redis.pipeline(transaction=False) as pipe:
             for partition in range(self._keys.partitions):
                 pipe.get(self._keys.lease(partition))
-            values = await pipe.execute()
+            values = await execute_pipeline(pipe)
         return [v.decode() if isinstance(v, bytes) else v for v in values]

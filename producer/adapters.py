@@ -22,12 +22,13 @@ from redis.asyncio import Redis
 
 from ..common.config import Settings
 from ..common.keys import Keys
+from ..common.pipelines import raise_first_error
 from .documents import kind_of_type
 from .polling import DIGEST_BYTES
 from .ports import Columns
 from .session import idle_timeout_seconds
 from .subscribe import Subscription, connect
-from .writer import raise_first_error, send_commands
+from .writer import send_commands
 
 __all__ = [
     "MaterializePollSource",

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from itertools import chain
 from typing import Any, NamedTuple
 
@@ -70,6 +70,7 @@ from ..common.entries import (
 )
 from ..common.errors import TransientError
 from ..common.keys import HIGH_WATER_MEMBER, RECONCILE_PENDING, Keys
+from ..common.pipelines import raise_first_error
 from .batches import Entry
 from .lease import FENCED_CHECKPOINT, MONOTONIC_CHECKPOINT, ProducerFenced
 from .metrics import ProducerMetrics
@@ -80,7 +81,6 @@ __all__ = [
     "ReplicaWaitTimeout",
     "StreamWriter",
     "command_key",
-    "raise_first_error",
     "send_commands",
 ]
 
@@ -240,13 +240,6 @@ async def _send_per_node(
 
 # hiredis' stub types the argument as a 1-tuple; any tuple of bytes/str works.
 _pack: Callable[[Command], bytes] = hiredis.pack_command  # type: ignore[assignment]
-
-
-def raise_first_error(replies: Iterable[Any]) -> None:
-    """Raise the first error reply of :func:`send_commands` (a ResponseError), if any."""
-    for reply in replies:
-        if isinstance(reply, ResponseError):
-            raise reply
 
 
 class StreamWriter:

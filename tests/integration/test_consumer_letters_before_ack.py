@@ -22,7 +22,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from searchsync.common.entries import DeadLetter
-from searchsync.common.errors import TransientError
+from searchsync.common.errors import Failure, TransientError, classify
 from searchsync.common.keys import Keys
 from searchsync.common.streams import ensure_groups
 from searchsync.consumer.acks import Acker
@@ -91,6 +91,29 @@ async def test_a_marker_whose_snapshot_floor_is_refused_stays_pending(redis: Red
     await acker.settle(0, [marker], 0, floor=2000)
     assert (await redis.xpending(stream, GROUP))["pending"] == 0
     assert await acker.snapshot_floor(0) == 2000
+
+
+async def test_a_refusal_in_the_round_trip_is_raised_as_redis_said_it(redis: Redis) -> None:
+    # redis-py rewrites the first error of a pipeline as "Command # 1 (…) of pipeline
+    # caused error: …" (before 8.1 without even the reply's text): common.errors reads
+    # the reply's code from the message's first word, so a NOREPLICAS (min-replicas-to-
+    # write, a replica lagging) was classified fatal and the consumer exited instead of
+    # backing off. Failing first: the message began "Command", classify said FATAL.
+    keys = Keys("refused_in_round_trip_mv", 1)
+    await ensure_groups(redis, keys, GROUP)
+    stream = keys.stream(0)
+    entry_id = await redis.xadd(stream, {b"ts": b"10"})
+    assert isinstance(entry_id, bytes)
+    await redis.xreadgroup(GROUP, "c1", {stream: ">"})
+    letter = DeadLetter(ts=10, op=b"u", key=b"o1", reason="mapper_parsing_exception",
+                        source=f"p0/{entry_id.decode()}")  # fmt: skip
+    await redis.config_set("min-replicas-to-write", 1)  # no replica: writes refused
+    with pytest.raises(ResponseError) as refused:
+        await Acker(redis, keys, GROUP).settle(0, [entry_id], 1, [letter])
+    await redis.config_set("min-replicas-to-write", 0)
+    assert str(refused.value).startswith("NOREPLICAS"), str(refused.value)
+    assert classify(refused.value) is Failure.TRANSIENT
+    assert (await redis.xpending(stream, GROUP))["pending"] == 1
 
 
 @pytest.fixture(scope="module")
