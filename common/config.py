@@ -18,6 +18,7 @@ import argparse
 import importlib.util
 import ipaddress
 import os
+import re
 import socket
 import sys
 import textwrap
@@ -38,6 +39,7 @@ __all__ = [
     "Settings",
     "load_settings",
     "parse_command_line",
+    "parse_os_hosts",
     "settings_or_exit",
 ]
 
@@ -67,6 +69,13 @@ Host = Annotated[
         description="a host name or IP address (no scheme, no port, no path)",
     ),
 ]
+# OS_HOSTS: every node of an OpenSearch cluster the client may send a request to.
+OS_HOSTS_EXPECTED: Final = (
+    "host:port pairs separated by commas, e.g. os-1:9200,os-2:9200 (an IPv6 address in "
+    "brackets: [fd00::1]:9200; no scheme: OS_USE_SSL says HTTPS)"
+)
+OpenSearchHosts = Annotated[str, Meta(description=OS_HOSTS_EXPECTED)]
+_HOST_NAME: Final = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.\-]*[A-Za-z0-9])?$")
 # Where METRICS_PORT listens: an IPv4/IPv6 address or a host name, nothing else.
 BindHost = Annotated[
     str,
@@ -141,6 +150,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     # OpenSearch connection
     os_host: Host = "opensearch"
     os_port: Port = 9200
+    # several nodes (comma-separated host:port) instead of OS_HOST/OS_PORT, which it
+    # overrides: the client round-robins over them and skips one that stopped answering
+    os_hosts: OpenSearchHosts = ""
     os_index_name: Annotated[
         str,
         Meta(
@@ -248,6 +260,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
         """PRODUCER_NAME, or a name unique to this process when it is empty."""
         return self.producer_name or f"{socket.gethostname()}-{os.getpid()}"
 
+    def opensearch_nodes(self) -> tuple[tuple[str, int], ...]:
+        """The OpenSearch nodes as (host, port): OS_HOSTS' in order, else OS_HOST:OS_PORT.
+        Raises ValueError for an OS_HOSTS that load_settings would have refused."""
+        if self.os_hosts:
+            return parse_os_hosts(self.os_hosts)
+        return ((self.os_host, self.os_port),)
+
     def redacted(self) -> dict[str, object]:
         """The settings as a dict for logging, secrets replaced by ``***``."""
         out: dict[str, object] = msgspec.to_builtins(self)
@@ -327,6 +346,54 @@ def _check_redis_url(url: str) -> None:
     database = parts.path.strip("/")
     if database and not database.isdigit():
         raise ConfigError("REDIS_URL", url, _REDIS_URL_EXPECTED)
+
+
+def parse_os_hosts(raw: str) -> tuple[tuple[str, int], ...]:
+    """OS_HOSTS' nodes as (host, port) in the order given, an IPv6 address without its
+    brackets. Pure. Raises ValueError saying which item is wrong and why: an empty item,
+    a scheme or path, no port or one outside 1-65535, a host that is not a host name or
+    IP address (an IPv6 one outside brackets), a node named twice."""
+    nodes: list[tuple[str, int]] = []
+    for part in raw.split(","):
+        item = part.strip()
+        if not item:
+            raise ValueError("an empty item between commas")
+        if "@" in item:  # never echoed: it may hold a password
+            raise ValueError(
+                "an item holds credentials (user@): they go in OS_USER and OS_PASSWORD"
+            )
+        if "/" in item:
+            raise ValueError(f"{item!r} is a URL, not host:port")
+        host, colon, port_text = item.rpartition(":")
+        if not colon or not host or item.endswith("]"):
+            raise ValueError(f"{item!r} has no :port")
+        if not (port_text.isascii() and port_text.isdigit() and 1 <= int(port_text) <= 65535):
+            raise ValueError(f"the port of {item!r} is not a number from 1 to 65535")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+            try:
+                ipaddress.IPv6Address(host)
+            except ValueError:
+                raise ValueError(f"{item!r}: not an IPv6 address in the brackets") from None
+        elif ":" in host:
+            raise ValueError(f"{item!r}: an IPv6 address goes in brackets, [addr]:port")
+        elif not _HOST_NAME.match(host):
+            raise ValueError(f"{item!r}: {host!r} is not a host name or IP address")
+        node = (host, int(port_text))
+        if node in nodes:
+            raise ValueError(f"{item!r} is named twice")
+        nodes.append(node)
+    return tuple(nodes)
+
+
+def _check_os_hosts(raw: str) -> None:
+    """Raises ConfigError (the value shown as *** when it holds credentials)."""
+    if raw:
+        try:
+            parse_os_hosts(raw)
+        except ValueError as error:
+            shown = "***" if "@" in raw else raw
+            raise ConfigError("OS_HOSTS", shown, f"{OS_HOSTS_EXPECTED}: {error}") from None
 
 
 def _check_bind_host(host: str) -> None:
@@ -426,7 +493,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     Unset or empty variables take their defaults. Raises :class:`ConfigError`
     for the first variable whose value is invalid, or whose combination with
     another is (BACKPRESSURE_RESUME must stay below BACKPRESSURE_THRESHOLD,
-    RETRY_INITIAL_BACKOFF at most RETRY_MAX_BACKOFF, OS_PASSWORD only with OS_USER, TLS
+    RETRY_INITIAL_BACKOFF at most RETRY_MAX_BACKOFF, OS_HOSTS host:port pairs (see
+    :func:`parse_os_hosts`), OS_PASSWORD only with OS_USER, TLS
     files only with TLS, OS_AUTH=sigv4 with a region, HTTPS and botocore). Checks that
     each PEM file named (PEM_VARIABLES) is readable: no other I/O.
     """
@@ -434,6 +502,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     values = {name: _convert(name, env[name]) for name in _FIELDS if env.get(name, "") != ""}
     settings = msgspec.convert(values, Settings)
     _check_redis_url(settings.redis_url)
+    _check_os_hosts(settings.os_hosts)
     _check_bind_host(settings.metrics_host)
     _check_pairs(settings)
     _check_files(settings)

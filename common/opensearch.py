@@ -19,7 +19,7 @@ from .config import Settings
 from .errors import FatalError
 from .tls import warn_once
 
-__all__ = ["explain", "make_client", "status_of"]
+__all__ = ["explain", "make_client", "nodes_of", "status_of"]
 
 
 def _auth(settings: Settings) -> Any:
@@ -63,8 +63,24 @@ def _auth(settings: Settings) -> Any:
     return None
 
 
+def nodes_of(settings: Settings) -> str:
+    """The OpenSearch nodes for an operator: ``host:port``, or with several nodes in
+    OS_HOSTS ``one of host:port, host:port, …`` (an IPv6 address in brackets)."""
+    named = [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in settings.opensearch_nodes()]
+    return named[0] if len(named) == 1 else "one of " + ", ".join(named)
+
+
 def make_client(settings: Settings, *, maxsize: int = 16) -> AsyncOpenSearch:
-    """An AsyncOpenSearch for OS_HOST:OS_PORT with OS_TIMEOUT_SECONDS per request.
+    """An AsyncOpenSearch for OS_HOSTS' nodes (else OS_HOST:OS_PORT) with
+    OS_TIMEOUT_SECONDS per request.
+
+    With several nodes opensearch-py's transport sends each request to the next one
+    (round robin, from a shuffled start); a node that refuses or drops the connection,
+    or answers 502/503/504, is skipped for 60 s (doubled at each failure in a row, up to
+    32 min; all skipped: one is tried anyway) and the request fails as it would with one
+    node: the caller's retry sends the next attempt to a live node. A timeout does not
+    mark the node (a slow bulk is not a dead node), so a node that hangs costs
+    OS_TIMEOUT_SECONDS per request sent to it.
 
     With OS_USE_SSL: HTTPS, the server's certificate checked against OS_CA_CERTS (or
     SSL_CERT_FILE, else certifi's roots) unless OS_VERIFY_CERTS=false (a WARNING once per process),
@@ -94,7 +110,7 @@ def make_client(settings: Settings, *, maxsize: int = 16) -> AsyncOpenSearch:
         # AsyncHttpConnection calls it per request with the method, URL and body
         tls["connection_class"] = AsyncHttpConnection
     return AsyncOpenSearch(
-        hosts=[{"host": settings.os_host, "port": settings.os_port}],
+        hosts=[{"host": host, "port": port} for host, port in settings.opensearch_nodes()],
         http_auth=_auth(settings),
         use_ssl=settings.os_use_ssl,
         timeout=settings.os_timeout_seconds,
@@ -112,11 +128,12 @@ def status_of(error: TransportError) -> int | None:
 
 
 def explain(settings: Settings, error: TransportError) -> str:
-    """One line for an operator: OpenSearch's address and what went wrong, with the
-    setting to look at for a refused login (or, with OS_AUTH=sigv4, a refused
-    signature), a failed TLS handshake or plain HTTP sent to an HTTPS port. Never a
+    """One line for an operator: OpenSearch's address (:func:`nodes_of`) and what went
+    wrong, with the setting to look at for a refused login (or, with OS_AUTH=sigv4, a
+    refused signature), a failed TLS handshake or plain HTTP sent to an HTTPS port. Never a
     password or a secret key (opensearch-py's errors hold none)."""
-    where = f"OpenSearch at {settings.os_host}:{settings.os_port}"
+    # with several nodes a refused connection's info names the one that failed
+    where = f"OpenSearch at {nodes_of(settings)}"
     status = status_of(error)
     if settings.os_auth == "sigv4" and status in (401, 403):
         # Amazon's answer to a bad signature, an unknown key or a wrong scope is 403

@@ -104,7 +104,7 @@ BLOCKED_LOG_SECONDS: Final = 60.0
 
 _FIXES: Final = {
     Blocked.AUTH: "check OS_USER / OS_PASSWORD and that the role may index into the alias",
-    Blocked.ENDPOINT: "check OS_HOST / OS_PORT and any proxy in front of OpenSearch",
+    Blocked.ENDPOINT: "check OS_HOSTS (or OS_HOST / OS_PORT) and any proxy in front of OpenSearch",
     Blocked.TLS: "check OS_USE_SSL and the certificates OpenSearch presents",
 }
 

@@ -30,6 +30,7 @@ CASES: dict[str, tuple[str, object, str | None]] = {
     "MZ_CLUSTER": ("compute", "compute", "bad cluster"),
     "OS_HOST": ("os.internal", "os.internal", None),
     "OS_PORT": ("9201", 9201, "port"),
+    "OS_HOSTS": ("os-1:9200,os-2:9200", "os-1:9200,os-2:9200", "http://os-1:9200"),
     "OS_INDEX_NAME": ("orders_x", "orders_x", "Orders"),
     "OS_USER": ("admin", "admin", None),
     "OS_PASSWORD": ("pw", "pw", "pw"),  # bad alone: OS_USER is empty

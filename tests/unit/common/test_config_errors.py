@@ -48,6 +48,7 @@ BAD: dict[str, list[tuple[str, dict[str, str], str]]] = {
     "MZ_CLUSTER": [("bad cluster", {}, IDENTIFIER), ("1st", {}, IDENTIFIER)],
     "OS_HOST": [("http://opensearch:9200", {}, HOST)],
     "OS_PORT": [("port", {}, PORT), ("-1", {}, PORT)],
+    "OS_HOSTS": [("os-1", {}, "host:port pairs separated by commas"), ("os:1,os:1", {}, "twice")],
     "OS_INDEX_NAME": [("Orders", {}, "a lowercase index name"), ("_x", {}, "lowercase")],
     "OS_PASSWORD": [("pw-secret", {}, "to be set together with OS_USER")],
     "OS_USE_SSL": [("maybe", {}, BOOLEAN)],

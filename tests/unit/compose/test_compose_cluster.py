@@ -144,6 +144,8 @@ def test_searchsync_waits_for_the_cluster_and_writes_to_it_waiting_for_a_replica
     assert settings.redis_wait_replicas == 1
     assert settings.os_index_replicas == "1"
     assert settings.redis_url.endswith("@redis:6379/0")
+    # every OpenSearch node, not node 1 alone: a lost node must not stop searchsync
+    assert settings.opensearch_nodes() == tuple((host, 9200) for host in OPENSEARCH_NODES)
 
 
 def test_three_opensearch_nodes_form_one_cluster() -> None:

@@ -1,0 +1,148 @@
+"""OS_HOSTS on the cluster devstack (issue 11): the consumers and the CLI are given every
+OpenSearch node as `devstack/up --cluster` records them in .devstack/cluster/env
+(OS_HOSTS=127.0.0.1:9201,127.0.0.1:9202,127.0.0.1:9203, beside OS_HOST/OS_PORT naming
+the first), and the node FIRST in OS_HOSTS is killed with SIGKILL under load. The
+pipeline must resume through the other two nodes and `searchsync verify` end at zero
+drift. With one address (OS_HOST/OS_PORT only, the client before OS_HOSTS) the consumers
+would wait for the dead node forever.
+
+PostgreSQL, the emulator and Redis are the Stack's private ones (devstack.harness); only
+OpenSearch is the cluster devstack's. The killed node is started again by
+`devstack/up --cluster` at the end. Timings are measured and written to
+.devstack/cluster/measurements.json (key "opensearch_hosts"), never asserted. Gated with
+the rest of tests/cluster (scripts/test-cluster, SEARCHSYNC_CLUSTER_TESTS=1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opensearchpy import OpenSearch
+
+from tests.cluster.stack import (
+    CLUSTER_DIR,
+    OS_PORTS,
+    cluster_env,
+    devstack,
+    opensearch,
+    pid_of,
+    poll,
+)
+from tests.support.pipeline import Pipeline, pipeline_of
+from tests.support.producer import start_load
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
+
+MEASURED: dict[str, Any] = {}
+# a consumer's line naming a node it could not reach (a bulk's connection error:
+# "OpenSearch bulk operation failed: connection error: Cannot connect to host …:9201 …")
+UNREACHABLE = re.compile(r"Cannot connect to host 127\.0\.0\.1:(\d+)")
+
+
+@pytest.fixture(scope="module")
+def os_hosts() -> Iterator[dict[str, str]]:
+    """The cluster devstack up and green; its OpenSearch variables as recorded."""
+    up = devstack("up", timeout=900)
+    assert up.returncode == 0, up.stdout + up.stderr
+    poll(lambda: opensearch(OS_PORTS[0], "/_cluster/health")["status"] == "green", timeout=180)
+    recorded = cluster_env()
+    yield {name: recorded[name] for name in ("OS_HOSTS", "OS_HOST", "OS_PORT")}
+    down = devstack("down")
+    assert down.returncode == 0, down.stdout + down.stderr
+    path = CLUSTER_DIR / "measurements.json"
+    measured = json.loads(path.read_text()) if path.exists() else {}
+    measured["opensearch_hosts"] = MEASURED
+    path.write_text(json.dumps(measured, indent=2) + "\n")
+    print("\nOS_HOSTS, first node killed:", json.dumps(MEASURED, indent=2))
+
+
+def ports_of(os_hosts: str) -> list[int]:
+    return [int(item.rsplit(":", 1)[1]) for item in os_hosts.split(",")]
+
+
+def status_or_none(pipe: Pipeline) -> dict[str, Any] | None:
+    """`searchsync status --json`, or None while it cannot answer."""
+    result = pipe.cli("status", "--json")
+    if result.returncode != 0:
+        return None
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
+
+
+def applied_past(pipe: Pipeline, checkpoint: int) -> bool:
+    """The producer's checkpoint and every partition's applied frontier past ``checkpoint``
+    (taken after the kill): every change written before it, the kill's aftermath
+    included, is in OpenSearch."""
+    status = status_or_none(pipe)
+    if status is None or status["checkpoint"] is None:
+        return False
+    applied = [p["applied_ts"] or 0 for p in status["partitions"]]
+    return bool(min(status["checkpoint"], *applied) > checkpoint)
+
+
+def test_the_node_first_in_os_hosts_killed_under_load_loses_nothing(
+    os_hosts: dict[str, str],
+) -> None:
+    ports = ports_of(os_hosts["OS_HOSTS"])
+    assert ports == list(OS_PORTS), os_hosts  # the devstack's order: node 1 first
+    first = ports[0]
+    survivor = ports[1]
+    with pipeline_of(orders=300, realistic=True, partitions=4) as pipe:
+        pipe.os_env = dict(os_hosts)
+        pipe.search.close()
+        pipe.search = OpenSearch(hosts=[{"host": "127.0.0.1", "port": port} for port in ports])
+        created = pipe.cli("index", "create", "--json")
+        assert created.returncode == 0, created.stderr
+        index = json.loads(created.stdout)["index"]
+        poll(lambda: opensearch(survivor, f"/_cluster/health/{index}")["status"] == "green", 120)
+        shards = opensearch(survivor, f"/_cat/shards/{index}?format=json")
+        pipe.stack.producer(**pipe.env())
+        pipe.consumer("c1")
+        pipe.consumer("c2")
+        pipe.wait_synced(timeout=180)
+        load = start_load(pipe.stack, rate=50, seconds=25, seed=11)
+        try:
+            time.sleep(4)
+            killed = time.monotonic()
+            os.kill(pid_of(CLUSTER_DIR / "opensearch-1" / "opensearch.pid"), signal.SIGKILL)
+            # the checkpoint once the kill is done: the load (50 changes/s) has written
+            # changes below it that only a live node can index
+            after = poll(lambda: status_or_none(pipe), timeout=60)
+            assert after["checkpoint"] is not None
+            poll(lambda: applied_past(pipe, after["checkpoint"]), timeout=150, interval=0.2)
+            resumed = round(time.monotonic() - killed, 2)
+        finally:
+            _, err = load.communicate(timeout=120)
+            for consumer in pipe.consumers.values():  # kept for reading after the run
+                (CLUSTER_DIR / f"opensearch-hosts-{consumer.name}.log").write_text(consumer.log())
+        assert load.returncode == 0, err
+        pipe.wait_synced(timeout=240)
+        report = pipe.verify(settle=20)
+        assert report["ok"], (report, pipe.logs())
+        assert report["view_count"] == report["index_count"] >= 300
+        assert pipe.status()["dlq_length"] == 0
+        unreachable: dict[str, int] = {}
+        for consumer in pipe.consumers.values():
+            for port in UNREACHABLE.findall(consumer.log()):
+                unreachable[port] = unreachable.get(port, 0) + 1
+        MEASURED.update(
+            {
+                "os_hosts": os_hosts["OS_HOSTS"],
+                "killed_port": first,
+                "index_shards": [{k: s[k] for k in ("shard", "prirep", "node")} for s in shards],
+                "kill_to_pipeline_resumed_s": resumed,
+                # how often the two consumers' requests met a dead node, by port: each
+                # failure marks that node dead in the client, so the next go elsewhere
+                "consumer_retries_on_unreachable_node": unreachable,
+                "verify": {k: report[k] for k in ("ok", "view_count", "index_count")},
+            }
+        )
+        up = devstack("up", timeout=900)  # the killed node back, the cluster green again
+        assert up.returncode == 0, up.stdout + up.stderr
