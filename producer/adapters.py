@@ -24,6 +24,7 @@ from ..common.config import Settings
 from ..common.keys import Keys
 from ..common.pipelines import raise_first_error
 from .documents import kind_of_type
+from .lease import ProducerFenced
 from .polling import DIGEST_BYTES
 from .ports import Columns
 from .session import idle_timeout_seconds
@@ -153,16 +154,51 @@ class MaterializePollSource:
         await self._conn.close()
 
 
+# KEYS[1] the producer lease, KEYS[2] poll:digests; ARGV[1] the lease value the session
+# started under, ARGV[2] n, then n field/value pairs to HSET, then the fields to HDEL.
+# -1: fenced (nothing written). Sliced by 1000 arguments: Lua's unpack has a stack limit.
+_FENCED_DIGESTS: Final = b"""
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return -1
+end
+local last = 2 + 2 * tonumber(ARGV[2])
+local i = 3
+while i <= last do
+  local j = math.min(i + 999, last)
+  redis.call('HSET', KEYS[2], unpack(ARGV, i, j))
+  i = j + 1
+end
+while i <= #ARGV do
+  local j = math.min(i + 999, #ARGV)
+  redis.call('HDEL', KEYS[2], unpack(ARGV, i, j))
+  i = j + 1
+end
+return 1
+"""
+
+
 class RedisDigestStore:
     """producer.ports.DigestStore on the hash ``poll:digests`` (field = key, value = the
     8 digest bytes, big-endian; empty while being written). Every call raises redis
     errors (a refused command as ResponseError), each round trip bounded by the
-    client's socket timeout."""
+    client's socket timeout.
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    With ``lease`` (the producer lease value the session started under) the digests are
+    stored only while that value holds the lease (a script checks it,
+    :data:`_FENCED_DIGESTS`); otherwise :class:`~producer.lease.ProducerFenced` is raised
+    and nothing is stored. A producer paused past its lease would otherwise store the
+    digests of its own poll over what its successors wrote meanwhile, and the next poll
+    would miss a delete (``python -m tests.sim --seed 350 --polling``). Marking keys as
+    being written is fenced too: on a hash a successor dropped it would make a digest
+    set of them, and the next poll would delete nothing else. Dropping every digest is
+    not: it only makes the next poll read everything.
+    """
+
+    def __init__(self, redis: Redis, keys: Keys, lease: str | None = None) -> None:
         self._redis = redis
         self._keys = keys
         self._name = keys.poll_digests.encode()
+        self._lease = lease
 
     async def load(self) -> dict[str, int] | None:
         # The key set of the previous polling design: nothing keeps it any more.
@@ -186,16 +222,61 @@ class RedisDigestStore:
                 return digests
 
     async def invalidate(self, keys: Sequence[str]) -> None:
+        if self._lease is not None:
+            marks = dict.fromkeys(keys, _WRITING)
+            await self._send_fenced(self._fenced(self._lease, marks, (), _HASH_FIELDS))
+            return
         await self._send(
             (b"HSET", self._name, *(part for key in chunk for part in (key.encode(), _WRITING)))
             for chunk in _chunks(keys, _HASH_FIELDS)
         )
 
     async def remember(self, digests: Mapping[str, int], forget: Sequence[str]) -> None:
+        if self._lease is not None:
+            await self._send_fenced(self._fenced(self._lease, digests, forget, _HASH_FIELDS))
+            return
         await self._send(self._remembering(digests, forget))
 
     async def remember_at_once(self, digests: Mapping[str, int], forget: Sequence[str]) -> None:
+        if self._lease is not None:
+            await self._send_fenced(self._fenced(self._lease, digests, forget, None))
+            return
         await self._send(self._remembering(digests, forget), at_once=True)
+
+    def _fenced(
+        self,
+        lease: str,
+        digests: Mapping[str, int | bytes],
+        forget: Sequence[str],
+        size: int | None,
+    ) -> list[Command]:
+        """One script per ``size`` fields (None: one script for all, applied at once); a
+        digest given as bytes is stored as is (:data:`_WRITING`)."""
+        items = [*digests.items(), *((k, None) for k in forget)]
+        scripts: list[Command] = []
+        for chunk in _chunks(items, size or max(len(items), 1)):
+            pairs = [
+                part
+                for key, d in chunk
+                if d is not None
+                for part in (_field(key, d) if isinstance(d, int) else (key.encode(), d))
+            ]
+            dropped = [key.encode() for key, d in chunk if d is None]
+            head = (self._keys.producer_lease.encode(), self._name, lease.encode())
+            scripts.append(
+                (b"EVAL", _FENCED_DIGESTS, b"2", *head, b"%d" % (len(pairs) // 2), *pairs, *dropped)
+            )
+        return scripts
+
+    async def _send_fenced(self, scripts: list[Command]) -> None:
+        for batch in _chunks(scripts, _HASH_COMMANDS):
+            replies = await send_commands(self._redis, batch)
+            raise_first_error(replies)
+            if -1 in replies:
+                raise ProducerFenced(
+                    f"the producer lease of {self._keys.prefix} is no longer {self._lease}: "
+                    "poll digests not stored"
+                )
 
     async def forget_all(self) -> None:
         await self._send([(b"UNLINK", self._name)])

@@ -36,6 +36,7 @@ from ..common.owned_keys import RELEASE, RENEW
 
 __all__ = [
     "FENCED_CHECKPOINT",
+    "FENCED_RECONCILE",
     "MONOTONIC_CHECKPOINT",
     "ProducerFenced",
     "ProducerLease",
@@ -62,8 +63,12 @@ return value
 """
 
 
-# Moves the checkpoint only up: KEYS[2] checkpoint; ARGV[2] the frontier.
+# Moves the checkpoint only up: KEYS[2] checkpoint; ARGV[2] the frontier. With ARGV[3]
+# (a ts, "" for none) it first raises the high-water mark KEYS[3] (member ARGV[4]) to it.
 _RAISE_CHECKPOINT = """
+if ARGV[3] ~= '' then
+  redis.call('ZADD', KEYS[3], 'GT', ARGV[3], ARGV[4])
+end
 local current = redis.call('GET', KEYS[2])
 if (not current) or tonumber(current) < tonumber(ARGV[2]) then
   redis.call('SET', KEYS[2], ARGV[2])
@@ -72,8 +77,12 @@ end
 return 0
 """
 
-#: KEYS[1] lease, KEYS[2] checkpoint; ARGV[1] the lease value, ARGV[2] the frontier.
-#: -1: fenced (the lease is not ours); 1: moved; 0: not moved (not above the stored one).
+#: KEYS[1] lease, KEYS[2] checkpoint, KEYS[3] high-water mark; ARGV[1] the lease value,
+#: ARGV[2] the frontier, ARGV[3] the mark to raise ("" none), ARGV[4] its member.
+#: -1: fenced (the lease is not ours: nothing written); 1: moved; 0: not moved (not above
+#: the stored one). The mark is raised under the fence, before progress entries at the
+#: frontier are written (producer.writer): a new lease holder reads the mark after
+#: taking the lease, so no progress entry of a producer that lost it is ever above it.
 FENCED_CHECKPOINT: Final = (
     """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
@@ -85,6 +94,19 @@ end
 
 #: The same, without a producer lease (tests, tools): only up, never fenced.
 MONOTONIC_CHECKPOINT: Final = _RAISE_CHECKPOINT
+
+#: KEYS[1] lease, KEYS[2] the reconcile hash; ARGV[1] the lease value ("" for no lease:
+#: tests, tools), ARGV[2] the snapshot's ts, ARGV[3] the state. -1: fenced, nothing
+#: written. A producer paused past its lease must not start a reconcile of a snapshot
+#: written behind its successor's back: its rows may land after the successor's progress
+#: entries, and the reconcile would delete live documents until they do.
+FENCED_RECONCILE: Final = """
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return -1
+end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return 1
+"""
 
 
 class ProducerFenced(TransientError):

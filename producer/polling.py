@@ -56,7 +56,7 @@ Order of writes (:func:`poll_steps`), after the read transaction:
    resumes exactly after the poll; then the in-memory digests become this poll's.
 
 A full poll is ``forget`` (UNLINK the hash), ``write``, ``reconcile`` (the marker),
-``remember_at_once`` (step 3 in one MULTI/EXEC), ``commit``.
+``remember_at_once`` (step 3 in one script, all or nothing), ``commit``.
 
 A crash between or inside any steps only replays, never skips. What makes it so:
 a digest in the hash is always that of what was last written for its key (the
@@ -76,7 +76,11 @@ again, and a document that vanished before the full poll is deleted by the marke
 marker, that no later poll deletes). A crash before ``commit`` leaves entries above
 the checkpoint, as a SUBSCRIBE crash between ``write`` and ``commit`` does; the
 next poll writes at a version ≥ this V (T and the checkpoint only grow), and
-``external_gte`` makes a second copy harmless. tests/unit/producer/test_polling.py
+``external_gte`` makes a second copy harmless. Steps 1 and 3 are fenced by the
+producer lease the session started under (producer.adapters.RedisDigestStore): a
+producer paused past its lease would otherwise store digests over what its successors
+wrote, or rebuild a hash a successor dropped, and hide a delete from the next poll.
+tests/unit/producer/test_polling.py
 kills a modelled producer at every write of every step; the simulator
 (``python -m tests.sim --polling``, tests/sim/polling.py) runs this Poller on
 modelled services, killed and cut inside its round trips and switched to
@@ -236,7 +240,7 @@ def poll_steps(*, full: bool) -> tuple[Step, ...]:
     ``forget``: UNLINK the digest hash; ``invalidate``: mark every key the poll
     touches as being written; ``write``: the entries and dead letters;
     ``reconcile``: the reconcile marker; ``remember``: HSET the new digests, HDEL
-    deleted keys (``remember_at_once``: in one MULTI/EXEC); ``commit``: the
+    deleted keys (``remember_at_once``: all in one script); ``commit``: the
     checkpoint V + 1.
     """
     if full:

@@ -136,7 +136,9 @@ class DigestStore(Protocol):
     bytes, or empty while the key is being written). Every call is bounded by the
     Redis client's socket timeout and raises RedisError; a call that fails may have
     run in part (commands are applied one by one), except :meth:`remember_at_once`
-    (all or nothing)."""
+    (all or nothing). :meth:`invalidate`, :meth:`remember` and :meth:`remember_at_once`
+    write only while the producer lease the session started under is held, and raise
+    producer.lease.ProducerFenced otherwise (nothing written)."""
 
     async def load(self) -> dict[str, int] | None:
         """Every stored digest (a field being written: -1); None when none are kept."""
@@ -151,7 +153,7 @@ class DigestStore(Protocol):
         ...
 
     async def remember_at_once(self, digests: Mapping[str, int], forget: Sequence[str]) -> None:
-        """:meth:`remember` in one MULTI/EXEC: all applied, or none."""
+        """:meth:`remember` in one round trip: all applied, or none."""
         ...
 
     async def forget_all(self) -> None:

@@ -192,7 +192,8 @@ class _Producer:
         if not settings.use_subscribe:
             self.session = Poller(
                 settings, self.writer, self.monitor, halt, open_source=open_poll_source,
-                digests=RedisDigestStore(self.redis, self.keys), metrics=self.metrics,
+                digests=RedisDigestStore(self.redis, self.keys, self.lease.value),
+                metrics=self.metrics,
                 on_streaming=self.backoff.reset,
             )  # fmt: skip
             await self.session.run()

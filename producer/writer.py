@@ -2,15 +2,17 @@
 
 Order is the delivery guarantee: a batch's data entries, their ``written:p<N>``
 counts and any dead letters go in one round trip; only when every reply of it is
-a success does a second round trip write the progress entries (if due) and move
-the checkpoint. So the checkpoint never passes a change that is not in a stream,
-and a crash between the two only replays.
+a success does a second round trip move the checkpoint, and a third write the
+progress entries (when due). So the checkpoint never passes a change that is not in a
+stream, and a crash between them only replays (or delays the applied frontier).
 
 Each round trip that adds entries first raises the high-water mark
 (``ZADD … GT``, consumer.highwater) to the highest ts among them, so a consumer
 never meets an entry of ours above it. The checkpoint moves through
 producer.lease.FENCED_CHECKPOINT: only while this producer holds the view's
-producer lease, and only up.
+producer lease, and only up; the same script raises the mark for the progress
+entries that follow it, so those of a producer that lost its lease are never above
+the mark its successor read (:meth:`StreamWriter.commit`).
 
 The round trip is a pipeline sent on one of redis-py's pooled connections: the
 entries come packed in RESP already (:mod:`producer.batches`), the few other
@@ -25,8 +27,8 @@ node's connection. So the order the guarantees above need still holds across
 nodes: the high-water mark's ZADD (the view's slot) goes in a round trip of its own and
 must succeed before any entry is sent (a refused ZADD, e.g. MOVED while its slot is
 resharded, would otherwise leave the other nodes' entries above the mark, which
-consumers dead-letter), and the checkpoint moves in a round trip of its own after every
-progress entry is answered. A MOVED or ASK reply (a
+consumers dead-letter), and the progress entries go only once the checkpoint's
+script (the view's slot) has answered. A MOVED or ASK reply (a
 slot moved) comes back as an error like any other: nothing may be assumed written,
 the caller resumes from the checkpoint, and the client's slot map is reloaded first.
 
@@ -37,7 +39,8 @@ lose: fewer replicas than asked within REDIS_WAIT_TIMEOUT_MS raise
 :class:`ReplicaWaitTimeout` (transient, counted in
 ``searchsync_producer_replica_wait_timeouts``), and the producer writes the changes
 again from the checkpoint. The checkpoint and progress entries are not waited for: a
-checkpoint lost in a failover is an older one, which only replays. On a cluster the
+checkpoint lost in a failover is an older one, which only replays; the checkpoint's
+round trip is when it raises the mark for progress entries. On a cluster the
 high-water mark's own round trip is waited for too, progress or not: a failover of its
 node must not lose a mark that entries on other nodes already rely on.
 """
@@ -72,7 +75,7 @@ from ..common.errors import TransientError
 from ..common.keys import HIGH_WATER_MEMBER, RECONCILE_PENDING, Keys
 from ..common.pipelines import raise_first_error
 from .batches import Entry
-from .lease import FENCED_CHECKPOINT, MONOTONIC_CHECKPOINT, ProducerFenced
+from .lease import FENCED_CHECKPOINT, FENCED_RECONCILE, MONOTONIC_CHECKPOINT, ProducerFenced
 from .metrics import ProducerMetrics
 from .progress import ProgressPacer
 
@@ -277,16 +280,21 @@ class StreamWriter:
     def _raise_high_water(self, ts: int) -> Command:
         return (b"ZADD", self._keys.high_water.encode(), b"GT", str(ts), HIGH_WATER_MEMBER)
 
-    def _move_checkpoint(self, frontier: int) -> Command:
+    def _move_checkpoint(self, frontier: int, *, mark: bool) -> Command:
+        """The checkpoint's script; with ``mark`` it raises the high-water mark to the
+        frontier first, under the same lease check (producer.lease.FENCED_CHECKPOINT)."""
         lease = self._lease() if self._lease is not None else ""
         return (
             b"EVAL",
             self._checkpoint_script,
-            b"2",
+            b"3",
             self._keys.producer_lease.encode(),
             self._keys.checkpoint.encode(),
+            self._keys.high_water.encode(),
             lease,
             str(frontier),
+            str(frontier) if mark else "",
+            HIGH_WATER_MEMBER,
         )
 
     @staticmethod
@@ -372,25 +380,26 @@ class StreamWriter:
         self._metrics.dead_letters.inc(len(dead_letters))
 
     async def commit(self, frontier: int) -> None:
-        """Progress entries to every partition (if due), then SET checkpoint = ``frontier``.
+        """SET checkpoint = ``frontier``, then progress entries to every partition (if due).
 
         Call only after :meth:`write` returned for every change below ``frontier``.
-        Raises as :meth:`write` does.
+        The checkpoint's script raises the high-water mark to ``frontier`` first when
+        progress entries are due, under the lease check, and only then are they
+        written: a producer that lost its lease (paused past it) is refused there and
+        never writes a progress entry above the mark its successor read on taking the
+        lease. Otherwise that entry could land before the successor's snapshot rows
+        (declared at or above the mark) and move consumers' applied frontier past rows
+        not yet indexed (``python -m tests.sim --seed 74465``). A checkpoint moved and
+        its progress entries lost (a crash between the two round trips) only delays
+        the applied frontier until the next ones. Raises as :meth:`write` does, and
+        :class:`~producer.lease.ProducerFenced` when the lease is not ours (nothing
+        written).
         """
         now = self._clock() * 1000
-        commands: list[Command] = []
         progress = self._pacer.due(now, frontier)
-        if progress:
-            fields = encode_progress(frontier)
-            commands.append(self._raise_high_water(frontier))
-            commands.extend(self._xadd(stream, fields) for stream in self._streams)
-        checkpoint = self._move_checkpoint(frontier)
-        if isinstance(self._redis, RedisCluster) and commands:
-            # the progress entries may be on other nodes than the checkpoint: answered first
-            raise_first_error(await self._send_marked(commands, wait=False))
-            replies = await send_commands(self._redis, [checkpoint])
-        else:
-            replies = await send_commands(self._redis, [*commands, checkpoint])
+        # WAITed with progress: entries on other nodes will rely on the mark it raises
+        replies = await self._send_waited([self._move_checkpoint(frontier, mark=progress)],
+                                          wait=progress)  # fmt: skip
         raise_first_error(replies)
         if replies[-1] == -1:
             raise ProducerFenced(
@@ -398,25 +407,43 @@ class StreamWriter:
                 f"checkpoint {frontier} not written"
             )
         if progress:
+            fields = encode_progress(frontier)
+            commands = [self._xadd(stream, fields) for stream in self._streams]
+            raise_first_error(await self._send_waited(commands, wait=False))
             self._pacer.sent(now, frontier)
             self._metrics.entries(PROGRESS, len(self._streams))
         self._metrics.set_frontier(frontier)
 
     async def mark_reconcile(self, ts: int) -> None:
-        """A reconcile entry (``op`` ``r``) to every partition, then reconcile[ts] = pending.
+        """reconcile[ts] = pending, then a reconcile entry (``op`` ``r``) to every partition.
 
         Call after every change of the snapshot taken at ``ts`` was written and
         before the checkpoint passes ``ts``: consumers then delete documents whose
-        version is below ``ts`` once every partition has applied through it.
+        version is below ``ts`` once every partition has applied through it. The
+        pending reconcile goes first: a marker raises its partition's snapshot floor,
+        below which consumers settle changes unsent (consumer.batch), so a marker
+        without its reconcile (the producer killed between the two) would leave a
+        document deleted below ``ts`` in the index for good
+        (``python -m tests.sim --seed 196 --polling``). A reconcile without markers
+        only runs once the frontiers pass ``ts``, after the snapshot's rows. Only the
+        lease holder marks one (producer.lease.FENCED_RECONCILE): raises
+        :class:`~producer.lease.ProducerFenced` otherwise, nothing written.
         """
+        lease = self._lease() if self._lease is not None else ""
+        keys = (self._keys.producer_lease.encode(), self._keys.reconcile.encode())
+        pending: Command = (b"EVAL", FENCED_RECONCILE, b"2", *keys, lease, str(ts),
+                            RECONCILE_PENDING)  # fmt: skip
+        reply = await send_commands(self._redis, [pending])
+        raise_first_error(reply)
+        if reply[0] == -1:
+            raise ProducerFenced(
+                f"the producer lease of {self._keys.prefix} is no longer ours: "
+                f"reconcile at {ts} not marked"
+            )
         fields = encode_reconcile(ts)
         commands: list[Command] = [self._raise_high_water(ts)]
         commands.extend(self._xadd(stream, fields) for stream in self._streams)
         raise_first_error(await self._send_marked(commands))
-        reply = await send_commands(
-            self._redis, [(b"HSET", self._keys.reconcile.encode(), str(ts), RECONCILE_PENDING)]
-        )
-        raise_first_error(reply)
         self._metrics.entries(RECONCILE, len(self._streams))
         self._metrics.reconciles.inc()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from redis.asyncio import Redis
@@ -96,6 +96,46 @@ async def test_reconcile_marker_and_pending_hash(redis_client: tuple[Redis, Keys
     assert await client.hgetall(keys.reconcile) == {b"20": b"pending"}
 
 
+async def test_no_reconcile_marker_is_written_without_its_pending_reconcile(
+    redis_client: tuple[Redis, Keys],
+) -> None:
+    """A marker raises its partition's snapshot floor, below which consumers settle
+    changes unsent: without reconcile[ts] = pending (the producer killed between the two
+    writes; here Redis refuses the HSET) a document deleted below ts stays indexed
+    (``python -m tests.sim --seed 196 --polling``). Failing first: the markers went in
+    before the HSET."""
+    client, keys = redis_client
+    writer = StreamWriter(client, keys, progress_interval_ms=1000)
+    await writer.write(build_entries(docs(20, 3), PARTITIONS), high_water=20)
+    await client.set(keys.reconcile, "not a hash")  # HSET refused: WRONGTYPE
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await writer.mark_reconcile(20)
+    _, markers = await all_changes(client, keys)
+    assert markers == [], "a marker was written without its pending reconcile"
+
+
+async def test_a_producer_that_lost_its_lease_marks_no_reconcile(
+    redis_client: tuple[Redis, Keys],
+) -> None:
+    """A producer paused past its lease that wrote a snapshot behind its successor's back
+    must not start that snapshot's reconcile: its rows may land after the successor's
+    progress entries, and the reconcile would delete live documents until they do
+    (``python -m tests.sim --seed 2517`` once the commit was fenced). Failing first: the
+    HSET and the markers went in."""
+    client, keys = redis_client
+    ours = ProducerLease(client, keys, "a", ttl_seconds=5)
+    assert await ours.try_acquire()
+    writer = StreamWriter(client, keys, progress_interval_ms=1000, lease=lambda: ours.value)
+    await writer.write(build_entries(docs(20, 3), PARTITIONS), high_water=20)
+    await client.delete(keys.producer_lease)
+    assert await ProducerLease(client, keys, "b", ttl_seconds=5).try_acquire()
+    with pytest.raises(ProducerFenced):
+        await writer.mark_reconcile(20)
+    _, markers = await all_changes(client, keys)
+    assert markers == []
+    assert await client.hgetall(keys.reconcile) == {}
+
+
 async def test_dead_letters_go_to_the_dlq(redis_client: tuple[Redis, Keys]) -> None:
     client, keys = redis_client
     writer = StreamWriter(client, keys, progress_interval_ms=1000)
@@ -126,6 +166,38 @@ async def test_the_checkpoint_only_moves_up_and_only_for_the_lease_holder(
         await writer.commit(200)
     assert await writer.read_checkpoint() == 100
     assert not await ours.try_acquire()  # held: the old holder waits as a standby
+
+
+async def test_a_producer_that_lost_its_lease_writes_no_progress_above_the_mark(
+    redis_client: tuple[Redis, Keys],
+) -> None:
+    """The successor reads the high-water mark H on taking the lease and declares its
+    snapshot at or above it; a progress entry of the old holder above H landing before
+    the snapshot's rows would move consumers' applied frontier past rows not yet
+    indexed (``python -m tests.sim --seed 74465`` at ab6a5e1). Failing first: the old
+    commit XADDed the progress entries (and raised the mark) before its fenced
+    checkpoint script refused it."""
+    client, keys = redis_client
+    ours = ProducerLease(client, keys, "a", ttl_seconds=5)
+    assert await ours.try_acquire()
+    writer = StreamWriter(client, keys, progress_interval_ms=1, lease=lambda: ours.value)
+    await writer.commit(100)
+    streams: dict[Any, Any] = {keys.stream(p): "0-0" for p in range(PARTITIONS)}
+    before = cast(list[tuple[bytes, Entries]], await client.xread(streams))
+    assert sum(len(entries) for _, entries in before) == PARTITIONS  # progress at 100
+    await client.delete(keys.producer_lease)  # ours expired while we were paused
+    theirs = ProducerLease(client, keys, "b", ttl_seconds=5)
+    assert await theirs.try_acquire()
+    successor = StreamWriter(client, keys, progress_interval_ms=1, lease=lambda: theirs.value)
+    assert await successor.read_high_water() == 100  # the successor's snapshot: >= 100
+
+    with pytest.raises(ProducerFenced):
+        await writer.commit(200)  # the paused producer wakes up with progress due
+    after = cast(list[tuple[bytes, Entries]], await client.xread(streams))
+    assert after == before, "a fenced producer wrote progress entries"
+    assert await client.zscore(keys.high_water, "ts") == 100
+    await successor.commit(150)  # the holder's commit raises the mark with its progress
+    assert await client.zscore(keys.high_water, "ts") == 150
 
 
 async def ack_partition(client: Redis, keys: Keys, partition: int) -> None:

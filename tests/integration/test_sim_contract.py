@@ -648,7 +648,7 @@ async def test_the_entry_sink_writes_entries_then_moves_a_fenced_checkpoint_only
     assert await backend.high_water() == 101
     assert await backend.counts() == {b"written:p0": b"3"}
     assert [f[b"source"] for f in await backend.stream_fields(backend.keys.dlq)] == [b"producer"]
-    await sink.commit(102)  # progress entries (due: 1 ms pacing), then the checkpoint
+    await sink.commit(102)  # the checkpoint and the mark, then progress (1 ms pacing)
     assert await backend.checkpoint() == 102
     assert (await backend.stream_fields(stream))[len(entries) :] == [encode_progress(102)]
     assert await backend.high_water() == 102
@@ -662,8 +662,10 @@ async def test_the_entry_sink_writes_entries_then_moves_a_fenced_checkpoint_only
     with pytest.raises(ProducerFenced):
         await sink.commit(110)
     assert await backend.checkpoint() == 102
-    # its progress entries went in before the fenced script (harmless: its changes are in)
-    assert (await backend.stream_fields(stream))[-1] == encode_progress(110)
+    # refused before its progress entries and the mark: none is above what a successor
+    # read on taking the lease
+    assert (await backend.stream_fields(stream))[-1] == encode_progress(102)
+    assert await backend.high_water() == 102
     with pytest.raises(ValueError):
         await sink.write(entries)  # entries without their high-water mark
 

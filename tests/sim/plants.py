@@ -22,10 +22,14 @@ __all__ = [
     "AckBeforeBulk",
     "CheckpointBeforeWrite",
     "FrontierWithoutStrayCheck",
+    "MarkersBeforePending",
+    "PollMarkersBeforePending",
+    "ProgressBeforeFence",
     "ReconcileAtFrontier",
     "RememberBeforeWrite",
     "ResumeAtCheckpoint",
     "SkipReconcileMarker",
+    "UnfencedDigests",
     "WriteWithoutInvalidate",
 ]
 
@@ -92,7 +96,29 @@ class ReconcileAtFrontier(SubscribeSession):
         await super()._apply(batch, frontier, snapshot, plan)
 
 
+class ProgressBeforeFence(SubscribeSession):
+    """Commits as producer.writer did before seed 74465's fix: the progress entries (and
+    the high-water mark for them) before the fenced checkpoint script, so a producer
+    paused past its lease writes progress above the mark its successor read."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        setattr(self._writer, "progress_first", True)  # noqa: B010 (tests.sim's sink only)
+
+
+class MarkersBeforePending(SubscribeSession):
+    """Writes a snapshot's reconcile markers before reconcile[ts] = pending, as
+    producer.writer did before seed 196's fix: killed in between, the markers raise the
+    snapshot floor (consumers settle changes below it unsent) and no reconcile runs."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        setattr(self._writer, "markers_first", True)  # noqa: B010 (tests.sim's sink only)
+
+
 PRODUCER_PLANTS: dict[str, type[SubscribeSession]] = {
+    "markers-before-pending": MarkersBeforePending,
+    "progress-before-fence": ProgressBeforeFence,
     "checkpoint-before-write": CheckpointBeforeWrite,
     "resume-at-checkpoint": ResumeAtCheckpoint,
     "skip-reconcile-marker": SkipReconcileMarker,
@@ -119,7 +145,26 @@ class WriteWithoutInvalidate(Poller):
             await super()._run(step, plan, scan)
 
 
+class UnfencedDigests(Poller):
+    """Stores its digests whether or not it still holds the producer lease, as
+    producer.adapters.RedisDigestStore did before seed 350's fix."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        setattr(self._store, "_lease", None)  # noqa: B010 (tests.sim's digest store only)
+
+
+class PollMarkersBeforePending(Poller):
+    """:class:`MarkersBeforePending` in a polling producer (a full poll's marker)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        setattr(self._writer, "markers_first", True)  # noqa: B010 (tests.sim's sink only)
+
+
 POLLER_PLANTS: dict[str, type[Poller]] = {
+    "poll-markers-before-pending": PollMarkersBeforePending,
+    "unfenced-digests": UnfencedDigests,
     "remember-before-write": RememberBeforeWrite,
     "write-without-invalidate": WriteWithoutInvalidate,
 }

@@ -53,6 +53,7 @@ from searchsync.common.config import Settings
 from searchsync.common.entries import EntryError, Marker, decode_entry_parts
 from searchsync.common.keys import RECONCILE_PENDING
 from searchsync.producer.documents import DocumentEncoder
+from searchsync.producer.lease import ProducerFenced
 from searchsync.producer.polling import DIGEST_BYTES, Poller
 from searchsync.producer.ports import Columns
 from searchsync.producer.session import SubscribeSession
@@ -161,12 +162,25 @@ class SimPollSource:
 class SimDigestStore:
     """producer.ports.DigestStore on the model's ``poll:digests`` (module docstring)."""
 
-    def __init__(self, world: World, process: SimProcess, crash: CrashPoint = _no_crash) -> None:
+    def __init__(
+        self,
+        world: World,
+        process: SimProcess,
+        crash: CrashPoint = _no_crash,
+        lease: str | None = None,
+    ) -> None:
         self.world = world
         self.redis = world.redis
         self.name = world.keys.poll_digests
         self.process = process
         self._crash = crash
+        self._lease = lease  # fenced like producer.adapters.RedisDigestStore's script
+
+    def _fenced(self) -> bool:
+        return (
+            self._lease is not None
+            and self.redis.get(self.world.keys.producer_lease) != self._lease
+        )
 
     def _set(self, key: str, value: bytes | None) -> None:
         table = self.redis.hashes.setdefault(self.name, {})
@@ -218,7 +232,12 @@ class SimDigestStore:
             lambda k=key: self._set(k, b"")  # type: ignore[misc]
             for key in keys
         ]
-        await self._commands(f"HSET being written {sorted(keys)}", commands)
+        what = f"HSET being written {sorted(keys)}"
+        fenced: list[bool] = []
+        await self._commands(what, [lambda: self._fenced_run(commands, fenced)])
+        if fenced:
+            self.world.note(f"{self.process.name} {what} fenced")
+            raise ProducerFenced("sim: the producer lease is not ours: keys not marked")
 
     def _remembering(
         self, digests: Mapping[str, int], forget: Sequence[str]
@@ -232,7 +251,21 @@ class SimDigestStore:
 
     async def remember(self, digests: Mapping[str, int], forget: Sequence[str]) -> None:
         what = f"HSET digests {sorted(digests)} HDEL {sorted(forget)}"
-        await self._commands(what, self._remembering(digests, forget))
+        fenced: list[bool] = []
+        # one script: the lease checked, then every HSET and HDEL (a cut loses it whole
+        # or its reply)
+        commands = self._remembering(digests, forget)
+        await self._commands(what, [lambda: self._fenced_run(commands, fenced)])
+        if fenced:
+            self.world.note(f"{self.process.name} {what} fenced")
+            raise ProducerFenced("sim: the producer lease is not ours: digests not stored")
+
+    def _fenced_run(self, commands: Sequence[Callable[[], None]], fenced: list[bool]) -> None:
+        if self._fenced():
+            fenced.append(True)
+            return
+        for command in commands:
+            command()
 
     async def remember_at_once(self, digests: Mapping[str, int], forget: Sequence[str]) -> None:
         what = f"MULTI HSET digests {sorted(digests)} HDEL {sorted(forget)} EXEC"
@@ -243,6 +276,9 @@ class SimDigestStore:
                 command()
             await self.process.gate()  # killed: never returns
         await self.process.enter(what)  # may fail before it ran: none applied
+        if self._fenced():
+            self.world.note(f"{self.process.name} {what} fenced")
+            raise ProducerFenced("sim: the producer lease is not ours: digests not stored")
         for command in commands:
             command()
         self.world.note(f"{self.process.name} {what}")
@@ -407,7 +443,7 @@ class SimModalProducer(SimProducer):
     async def _attempt(self, halt: asyncio.Event) -> None:
         """producer.service._Producer._attempt with the simulated ports."""
         crash = self.crash_point if self.polling else _no_crash
-        digests = SimDigestStore(self.world, self.process, crash)
+        digests = SimDigestStore(self.world, self.process, crash, self.lease.value)
         if not self.polling:
             # as producer.service does: SUBSCRIBE keeps no digests and drops them
             await digests.forget_all()

@@ -21,8 +21,9 @@
 * :class:`SimEntrySink` is producer.ports.EntrySink as producer.writer.StreamWriter
   does it on Redis, command by command on tests.sim.streams.RedisModel: ``write``
   is one pipeline (ZADD high_water GT, the XADDs, HINCRBY written, the dead
-  letters), ``commit`` another (progress entries when the pacer says so, then the
-  fenced checkpoint script: -1 when the lease value differs, raise only up);
+  letters), ``commit`` another (the fenced checkpoint script: -1 when the lease value
+  differs, raise only up, and the high-water mark raised under the fence when progress
+  entries are due), then a third with those progress entries;
   a connection failure cuts a pipeline between any two commands or loses its
   replies. tests/integration/test_sim_contract.py runs the real StreamWriter and
   this model through the same steps.
@@ -385,6 +386,11 @@ class SimEntrySink:
         self._pacer = ProgressPacer(progress_interval_ms)
         self._lease = lease
         self._mz = mz
+        # the writer before the fix of seed 74465 (plant progress-before-fence): progress
+        # entries and their mark in the round trip before the fenced checkpoint script
+        self.progress_first = False
+        # and before seed 196's (plant markers-before-pending): the markers, then the HSET
+        self.markers_first = False
 
     async def _pipeline(self, what: str, commands: list[Callable[[], object]]) -> list[object]:
         """Run ``commands`` as one round trip: a connection failure before it is sent,
@@ -474,10 +480,13 @@ class SimEntrySink:
         self.world.checker.on_letter(letter)
         self.world.note(f"{self.process.name} dead letter {letter.key!r}: {letter.reason}")
 
-    def _checkpoint_script(self, lease: str, frontier: int) -> int:
-        """producer.lease.FENCED_CHECKPOINT (MONOTONIC_CHECKPOINT without a lease)."""
+    def _checkpoint_script(self, lease: str, frontier: int, mark: bool) -> int:
+        """producer.lease.FENCED_CHECKPOINT (MONOTONIC_CHECKPOINT without a lease); with
+        ``mark`` it raises the high-water mark to the frontier first, under the fence."""
         if self._lease is not None and self.redis.get(self.keys.producer_lease) != lease:
             return -1
+        if mark:
+            self._raise_high_water(frontier)
         current = self.redis.get(self.keys.checkpoint)
         if current is None or int(current) < frontier:
             self.check_checkpoint(frontier)
@@ -514,6 +523,32 @@ class SimEntrySink:
         now = self.world.clock.time() * 1000
         progress = self._pacer.due(now, frontier)
         lease = self._lease() if self._lease is not None else ""
+        if self.progress_first:
+            await self._commit_progress_first(now, frontier, lease, progress)
+            return
+        replies = await self._pipeline(
+            "commit", [lambda: self._checkpoint_script(lease, frontier, progress)]
+        )
+        if replies[-1] == -1:
+            self._fenced(frontier, progress)
+        if progress:
+            routed: list[Routed] = [
+                (self.keys.stream(partition), partial(self._progress_to, partition, frontier))
+                for partition in range(self.world.partitions)
+            ]
+            await self._pipeline("commit progress", self._routed(routed))
+            self._pacer.sent(now, frontier)
+            self.world.note(f"{self.process.name} progress {frontier}")
+
+    def _fenced(self, frontier: int, progress: bool) -> None:
+        self.world.note(f"{self.process.name} checkpoint {frontier} fenced")
+        if progress:
+            self.world.checker.fenced_progress += 1
+        raise ProducerFenced(f"sim: the producer lease is not ours: checkpoint {frontier}")
+
+    async def _commit_progress_first(
+        self, now: float, frontier: int, lease: str, progress: bool
+    ) -> None:
         routed: list[Routed] = []
         if progress:
             routed.append((self.keys.high_water, lambda: self._raise_high_water(frontier)))
@@ -523,19 +558,42 @@ class SimEntrySink:
                 )
         commands = self._routed(routed)
         if self.world.redis_nodes > 1 and commands:
-            # on a cluster the checkpoint moves in a round trip of its own, after these
             await self._pipeline("commit progress", commands)
             commands = []
-        commands.append(lambda: self._checkpoint_script(lease, frontier))
+        commands.append(lambda: self._checkpoint_script(lease, frontier, False))
         replies = await self._pipeline("commit", commands)
         if replies[-1] == -1:
-            self.world.note(f"{self.process.name} checkpoint {frontier} fenced")
-            raise ProducerFenced(f"sim: the producer lease is not ours: checkpoint {frontier}")
+            self._fenced(frontier, progress)
         if progress:
             self._pacer.sent(now, frontier)
             self.world.note(f"{self.process.name} progress {frontier}")
 
     async def mark_reconcile(self, ts: int) -> None:
+        if self.markers_first:
+            await self._mark_markers_first(ts)
+            return
+        # reconcile[ts] = pending before the markers, fenced (producer.writer.mark_reconcile)
+        table = self.redis.hash(self.keys.reconcile)
+        lease = self._lease() if self._lease is not None else None
+
+        def pending() -> int:
+            if lease is not None and self.redis.get(self.keys.producer_lease) != lease:
+                return -1
+            table[str(ts).encode()] = RECONCILE_PENDING
+            return 1
+
+        if (await self._pipeline("reconcile", [pending]))[0] == -1:
+            self.world.note(f"{self.process.name} reconcile {ts} fenced")
+            self.world.checker.fenced_reconciles += 1
+            raise ProducerFenced(f"sim: the producer lease is not ours: reconcile {ts}")
+        fields = encode_reconcile(ts)
+        routed: list[Routed] = [(self.keys.high_water, lambda: self._raise_high_water(ts))]
+        for partition in range(self.world.partitions):
+            routed.append((self.keys.stream(partition), partial(self._xadd, partition, fields)))
+        await self._pipeline("reconcile entries", self._routed(routed))
+        self.world.checker.markers.add(ts)
+
+    async def _mark_markers_first(self, ts: int) -> None:
         fields = encode_reconcile(ts)
         routed: list[Routed] = [(self.keys.high_water, lambda: self._raise_high_water(ts))]
         for partition in range(self.world.partitions):

@@ -86,6 +86,12 @@ class Outcome:
     # reconciles run after a refused AS OF, and the documents they deleted
     reconciles: int = 0
     reconcile_deletes: int = 0
+    # tests.sim.invariants.Checker's tallies of the races its seeds stand for
+    covered_late: int = 0
+    covered_by_marker: int = 0
+    settled_below_marker: int = 0
+    fenced_progress: int = 0
+    fenced_reconciles: int = 0
     replay: str = ""  # the command that replays this outcome
 
     @property
@@ -417,7 +423,7 @@ class _Run:
         return ""
 
     async def main(self, world: World) -> None:
-        mz = self.mz = SimMaterialize(world, self.envelope, self.retain_ms)
+        mz = self.mz = world.mz = SimMaterialize(world, self.envelope, self.retain_ms)
         # a producer ran before: the history starts after its checkpoint (a snapshot and
         # reconcile come only from a resume Materialize refuses)
         world.redis.strings[world.keys.checkpoint] = (str(mz.upper), None)
@@ -570,6 +576,11 @@ def run_schedule(
         sessions=world.sessions,
         reconciles=len(world.checker.reconciled),
         reconcile_deletes=world.checker.reconcile_deletes,
+        covered_late=world.checker.covered_late,
+        covered_by_marker=world.checker.covered_by_marker,
+        settled_below_marker=world.checker.settled_below_marker,
+        fenced_progress=world.checker.fenced_progress,
+        fenced_reconciles=world.checker.fenced_reconciles,
         replay=replay,
         violation=world.checker.violation,
         trace=list(world.trace),

@@ -8,7 +8,7 @@ import hashlib
 import random
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from searchsync.common.config import Settings
 from searchsync.common.keys import Keys
@@ -17,6 +17,9 @@ from .index import IndexModel, gc_deletes_of
 from .invariants import Checker
 from .loop import VirtualLoop
 from .streams import RedisModel
+
+if TYPE_CHECKING:
+    from .producer import SimMaterialize
 
 __all__ = ["EPOCH_MS", "PROCESS", "Faults", "SimClock", "World"]
 
@@ -68,6 +71,8 @@ class World:
         self.index = IndexModel(lambda: loop.now, gc_deletes_of(settings))
         self.faults = Faults()
         self.checker = Checker(self)
+        # Materialize's model (tests.sim.producer.SimMaterialize), once the schedule made it
+        self.mz: SimMaterialize | None = None
         self.trace: deque[str] = deque(maxlen=40)
         self.steps_log: list[str] = []  # every step, for the lines about a failure's key
         self._digest = hashlib.blake2b(digest_size=8)
