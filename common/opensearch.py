@@ -12,14 +12,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from opensearchpy import AsyncHttpConnection, AsyncOpenSearch, SSLError, TransportError
+import aiohttp
+from opensearchpy import (
+    AsyncHttpConnection,
+    AsyncOpenSearch,
+    AsyncTransport,
+    SSLError,
+    TransportError,
+)
 from opensearchpy import ConnectionError as OpenSearchConnectionError
 
 from .config import Settings
 from .errors import FatalError
 from .tls import warn_once
 
-__all__ = ["explain", "make_client", "nodes_of", "status_of"]
+__all__ = ["NodesTransport", "explain", "make_client", "never_sent", "nodes_of", "status_of"]
 
 
 def _auth(settings: Settings) -> Any:
@@ -63,6 +70,38 @@ def _auth(settings: Settings) -> Any:
     return None
 
 
+def never_sent(error: OpenSearchConnectionError) -> bool:
+    """The connection to the node could not be opened (refused, no route, a name that does
+    not resolve): the request never left, so another node may take it. Not a TLS
+    handshake failure (every node would fail it alike) nor a connection lost after the
+    request went out (the node may have applied it)."""
+    info = error.info
+    return isinstance(info, aiohttp.ClientConnectorError) and not isinstance(
+        info, aiohttp.ClientConnectorCertificateError | aiohttp.ClientConnectorSSLError
+    )
+
+
+class NodesTransport(AsyncTransport):
+    """opensearch-py's transport, which with max_retries=0 raises the first failure even
+    when other nodes are live; this one sends a request to the next node (up to every
+    node once) when the connection to one could not be opened (:func:`never_sent`),
+    which the base class has then marked dead. Every other failure is raised as before,
+    for the caller's retry policy (RETRY_*, consumer.outcomes) to judge. Without it a
+    CLI command fails whenever its shuffled pool reaches a dead node, and a consumer
+    backs off for a bulk another node would have taken at once."""
+
+    async def perform_request(self, *args: Any, **kwargs: Any) -> Any:
+        """The base class's request (same arguments); raises its errors (the last
+        node's, if none could be reached), each node's own OS_TIMEOUT_SECONDS applying."""
+        for _ in range(len(self.hosts) - 1):
+            try:
+                return await super().perform_request(*args, **kwargs)
+            except OpenSearchConnectionError as error:
+                if not never_sent(error):
+                    raise
+        return await super().perform_request(*args, **kwargs)
+
+
 def nodes_of(settings: Settings) -> str:
     """The OpenSearch nodes for an operator: ``host:port``, or with several nodes in
     OS_HOSTS ``one of host:port, host:port, …`` (an IPv6 address in brackets)."""
@@ -77,10 +116,11 @@ def make_client(settings: Settings, *, maxsize: int = 16) -> AsyncOpenSearch:
     With several nodes opensearch-py's transport sends each request to the next one
     (round robin, from a shuffled start); a node that refuses or drops the connection,
     or answers 502/503/504, is skipped for 60 s (doubled at each failure in a row, up to
-    32 min; all skipped: one is tried anyway) and the request fails as it would with one
-    node: the caller's retry sends the next attempt to a live node. A timeout does not
-    mark the node (a slow bulk is not a dead node), so a node that hangs costs
-    OS_TIMEOUT_SECONDS per request sent to it.
+    32 min; all skipped: one is tried anyway). A request whose connection could not be
+    opened goes to the next node (:class:`NodesTransport`); any other failure is raised
+    as with one node, and the caller's retry sends the next attempt to a live node. A
+    timeout does not mark the node (a slow bulk is not a dead node), so a node that
+    hangs costs OS_TIMEOUT_SECONDS per request sent to it.
 
     With OS_USE_SSL: HTTPS, the server's certificate checked against OS_CA_CERTS (or
     SSL_CERT_FILE, else certifi's roots) unless OS_VERIFY_CERTS=false (a WARNING once per process),
@@ -111,6 +151,7 @@ def make_client(settings: Settings, *, maxsize: int = 16) -> AsyncOpenSearch:
         tls["connection_class"] = AsyncHttpConnection
     return AsyncOpenSearch(
         hosts=[{"host": host, "port": port} for host, port in settings.opensearch_nodes()],
+        transport_class=NodesTransport,
         http_auth=_auth(settings),
         use_ssl=settings.os_use_ssl,
         timeout=settings.os_timeout_seconds,

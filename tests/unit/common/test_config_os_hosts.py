@@ -16,7 +16,7 @@ from searchsync.common.config import (
     parse_os_hosts,
     settings_or_exit,
 )
-from searchsync.common.opensearch import explain, make_client, nodes_of
+from searchsync.common.opensearch import NodesTransport, explain, make_client, nodes_of
 
 THREE = "os-1:9200,os-2:9201,10.0.0.3:9202"
 
@@ -127,6 +127,7 @@ def test_the_client_gets_every_node_and_keeps_its_own_retries_off() -> None:
         ("os-3", 9202),
     ]
     assert transport.max_retries == 0 and transport.retry_on_timeout is False
+    assert isinstance(transport, NodesTransport)  # a refused connection: the next node
     # the connections are made at the first request; as the transport will make them:
     urls = [transport.connection_class(**h, **transport.kwargs).host for h in transport.hosts]
     assert urls == ["http://os-1:9200", "http://[fd00::2]:9201", "http://os-3:9202"]
