@@ -46,8 +46,8 @@ async def redis(tmp_path: Path) -> AsyncIterator[Redis]:
         private.kill()
 
 
-async def test_an_entry_whose_dead_letter_is_refused_stays_pending(redis: Redis) -> None:
-    keys = Keys("letters_before_ack_mv", 1)
+async def read_with_letter(redis: Redis, keys: Keys) -> tuple[str, bytes, DeadLetter]:
+    """An entry of p0 read by consumer c1 (pending), and the dead letter for it."""
     await ensure_groups(redis, keys, GROUP)
     stream = keys.stream(0)
     entry_id = await redis.xadd(stream, {b"ts": b"10"})
@@ -55,6 +55,12 @@ async def test_an_entry_whose_dead_letter_is_refused_stays_pending(redis: Redis)
     await redis.xreadgroup(GROUP, "c1", {stream: ">"})
     letter = DeadLetter(ts=10, op=b"u", key=b"o1", reason="mapper_parsing_exception",
                         source=f"p0/{entry_id.decode()}")  # fmt: skip
+    return stream, entry_id, letter
+
+
+async def test_an_entry_whose_dead_letter_is_refused_stays_pending(redis: Redis) -> None:
+    keys = Keys("letters_before_ack_mv", 1)
+    stream, entry_id, letter = await read_with_letter(redis, keys)
     acker = Acker(redis, keys, GROUP)
 
     await redis.config_set("maxmemory", 1)  # full: deny-oom writes (XADD) are refused
@@ -100,13 +106,7 @@ async def test_a_refusal_in_the_round_trip_is_raised_as_redis_said_it(redis: Red
     # write, a replica lagging) was classified fatal and the consumer exited instead of
     # backing off. Failing first: the message began "Command", classify said FATAL.
     keys = Keys("refused_in_round_trip_mv", 1)
-    await ensure_groups(redis, keys, GROUP)
-    stream = keys.stream(0)
-    entry_id = await redis.xadd(stream, {b"ts": b"10"})
-    assert isinstance(entry_id, bytes)
-    await redis.xreadgroup(GROUP, "c1", {stream: ">"})
-    letter = DeadLetter(ts=10, op=b"u", key=b"o1", reason="mapper_parsing_exception",
-                        source=f"p0/{entry_id.decode()}")  # fmt: skip
+    stream, entry_id, letter = await read_with_letter(redis, keys)
     await redis.config_set("min-replicas-to-write", 1)  # no replica: writes refused
     with pytest.raises(ResponseError) as refused:
         await Acker(redis, keys, GROUP).settle(0, [entry_id], 1, [letter])
