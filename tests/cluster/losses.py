@@ -2,7 +2,7 @@
 wrote again (tests/cluster/test_devstack_failover_under_load.py). Pure, over entries as
 XRANGE returns them, so tests/unit/cluster checks the arithmetic without a cluster.
 
-The test reads the master's streams in one MULTI just before it kills the master, and
+The test reads the master's streams (one XRANGE each) just before it kills the master, and
 the promoted replica's once the pipeline has resumed. An entry of the master's (its id
 at or below the last id read there) that the promoted node lacks was lost. The producer
 WAITs for a replica after every round trip that adds entries and moves the checkpoint

@@ -9,6 +9,7 @@ Nothing here asserts: the tests do.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 import time
@@ -21,21 +22,28 @@ from typing import Any, TypeVar
 
 import redis
 
+from devstack.harness.pipeline import Pipeline
+
 __all__ = [
     "CLUSTER_DIR",
     "CLUSTER_ENV",
+    "CONNECTION_FAILED",
     "OS_PORTS",
     "REDIS_PORTS",
     "ROOT",
     "RedisNode",
+    "applied_past",
     "cluster_env",
     "cluster_info",
     "cluster_nodes",
+    "connection_failures",
     "devstack",
     "opensearch",
     "parse_cluster_nodes",
     "pid_of",
     "poll",
+    "status_or_none",
+    "wait_applied_past",
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,6 +52,13 @@ CLUSTER_ENV = CLUSTER_DIR / "env"
 # devstack/lib/cluster.sh: three masters then their replicas; the three OpenSearch nodes
 REDIS_PORTS = tuple(range(7001, 7007))
 OS_PORTS = (9201, 9202, 9203)
+# a consumer's bulk that failed on a connection: "OpenSearch bulk operation failed:
+# connection error: Cannot connect to host 127.0.0.1:9201 …" (refused: since
+# NodesTransport the next node takes it, so none) or "…: [Errno 104] Connection reset
+# by peer (…)" (lost in flight: retried by the consumer)
+CONNECTION_FAILED = re.compile(
+    r"bulk operation failed: connection error: (.+?)(?: ssl:\S+ \[.*\])? \((?:retrying|splitting)"
+)
 
 T = TypeVar("T")
 
@@ -166,3 +181,42 @@ def poll(check: Callable[[], T | None], timeout: float, interval: float = 0.05) 
                 return value
         time.sleep(interval)
     raise TimeoutError(f"not within {timeout}s (last error: {last_error!r})")
+
+
+def status_or_none(pipe: Pipeline) -> dict[str, Any] | None:
+    """`searchsync status --json`, or None while it cannot answer (e.g. a Redis master's
+    slots not served yet). Waits at most the CLI's 120 s."""
+    result = pipe.cli("status", "--json")
+    if result.returncode != 0:
+        return None
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
+
+
+def applied_past(pipe: Pipeline, reference: int) -> bool:
+    """The producer's checkpoint and every partition's applied frontier past ``reference``
+    (a ts taken after a kill: the checkpoint read then, or the kill's own wall-clock ms):
+    every change written before it, the kill's aftermath included, is in OpenSearch, and
+    the producer has moved on."""
+    status = status_or_none(pipe)
+    if status is None or status["checkpoint"] is None:
+        return False
+    applied = [p["applied_ts"] or 0 for p in status["partitions"]]
+    return bool(min(status["checkpoint"], *applied) > reference)
+
+
+def wait_applied_past(pipe: Pipeline, reference: int, since: float, timeout: float = 240) -> float:
+    """Seconds from ``since`` (a time.monotonic()) until :func:`applied_past` holds.
+    Raises TimeoutError after ``timeout`` s."""
+    poll(lambda: applied_past(pipe, reference), timeout=timeout, interval=0.2)
+    return round(time.monotonic() - since, 2)
+
+
+def connection_failures(pipe: Pipeline) -> dict[str, int]:
+    """The consumers' bulks that failed on a connection (:data:`CONNECTION_FAILED` in
+    their logs so far), counted by reason."""
+    failed: dict[str, int] = {}
+    for consumer in pipe.consumers.values():
+        for reason in CONNECTION_FAILED.findall(consumer.log()):
+            failed[reason.strip()] = failed.get(reason.strip(), 0) + 1
+    return failed

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import time
 from collections.abc import Iterator
@@ -30,26 +29,22 @@ from opensearchpy import OpenSearch
 from tests.cluster.stack import (
     CLUSTER_DIR,
     OS_PORTS,
+    applied_past,
     cluster_env,
+    connection_failures,
     devstack,
     opensearch,
     pid_of,
     poll,
+    status_or_none,
 )
-from tests.support.pipeline import Pipeline, pipeline_of
+from tests.support.pipeline import pipeline_of
 from tests.support.producer import start_load
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
 MEASURED: dict[str, Any] = {}
 FIRST_NODE = "searchsync-cluster-1"  # devstack/lib/cluster.sh's name of 127.0.0.1:9201
-# a consumer's bulk that failed on a connection: "OpenSearch bulk operation failed:
-# connection error: Cannot connect to host 127.0.0.1:9201 …" (refused: since
-# NodesTransport the next node takes it, so none) or "…: [Errno 104] Connection reset
-# by peer (…)" (lost in flight: retried by the consumer)
-CONNECTION_FAILED = re.compile(
-    r"bulk operation failed: connection error: (.+?)(?: ssl:\S+ \[.*\])? \((?:retrying|splitting)"
-)
 
 
 @pytest.fixture(scope="module")
@@ -71,26 +66,6 @@ def os_hosts() -> Iterator[dict[str, str]]:
 
 def ports_of(os_hosts: str) -> list[int]:
     return [int(item.rsplit(":", 1)[1]) for item in os_hosts.split(",")]
-
-
-def status_or_none(pipe: Pipeline) -> dict[str, Any] | None:
-    """`searchsync status --json`, or None while it cannot answer."""
-    result = pipe.cli("status", "--json")
-    if result.returncode != 0:
-        return None
-    report: dict[str, Any] = json.loads(result.stdout)
-    return report
-
-
-def applied_past(pipe: Pipeline, checkpoint: int) -> bool:
-    """The producer's checkpoint and every partition's applied frontier past ``checkpoint``
-    (taken after the kill): every change written before it, the kill's aftermath
-    included, is in OpenSearch."""
-    status = status_or_none(pipe)
-    if status is None or status["checkpoint"] is None:
-        return False
-    applied = [p["applied_ts"] or 0 for p in status["partitions"]]
-    return bool(min(status["checkpoint"], *applied) > checkpoint)
 
 
 def primary_on_first_node(index: str, port: int) -> str:
@@ -159,10 +134,6 @@ def test_the_node_first_in_os_hosts_killed_under_load_loses_nothing(
         assert report["ok"], (report, pipe.logs())
         assert report["view_count"] == report["index_count"] >= 300
         assert pipe.status()["dlq_length"] == 0
-        failed: dict[str, int] = {}
-        for consumer in pipe.consumers.values():
-            for reason in CONNECTION_FAILED.findall(consumer.log()):
-                failed[reason.strip()] = failed.get(reason.strip(), 0) + 1
         MEASURED.update(
             {
                 "os_hosts": os_hosts["OS_HOSTS"],
@@ -170,7 +141,7 @@ def test_the_node_first_in_os_hosts_killed_under_load_loses_nothing(
                 "killed_node_held": held,
                 "kill_to_pipeline_resumed_s": resumed,
                 # the two consumers' bulks that failed on a connection, by reason
-                "consumer_bulks_failed_on_a_connection": failed,
+                "consumer_bulks_failed_on_a_connection": connection_failures(pipe),
                 "verify": {k: report[k] for k in ("ok", "view_count", "index_count")},
             }
         )
