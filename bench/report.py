@@ -41,7 +41,7 @@ SCENARIOS = {
         "python -m bench.consumers --save --counts 1,2,3,4,5,6 --partitions 8,4,16"
     ),
     "raw_bulk_ceiling": "python -m bench.ceiling --save",
-    "scale_topologies": "python -m bench.scale --save --events 40000",
+    "scale_topologies": "python -m bench.scale --save --events 150000",
     "e2e_sustained_load_tick100ms_refresh200ms": (
         "python -m bench.e2e --save --tick-ms 100 --refresh-interval 200ms --rates 1000 "
         "--synthetic-rates 20000"
