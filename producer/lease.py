@@ -95,13 +95,15 @@ end
 #: The same, without a producer lease (tests, tools): only up, never fenced.
 MONOTONIC_CHECKPOINT: Final = _RAISE_CHECKPOINT
 
-#: KEYS[1] lease, KEYS[2] the reconcile hash; ARGV[1] the lease value ("" for no lease:
-#: tests, tools), ARGV[2] the snapshot's ts, ARGV[3] the state. -1: fenced, nothing
-#: written. A producer paused past its lease must not start a reconcile of a snapshot
+#: KEYS[1] lease, KEYS[2] the reconcile hash; ARGV[1] the lease value (``""`` once the
+#: holder noticed it lost the lease: fenced like any other), ARGV[2] the snapshot's ts,
+#: ARGV[3] the state. -1: fenced, nothing written. Without a lease (tests, tools) the
+#: writer sends a plain HSET, as it moves the checkpoint with MONOTONIC_CHECKPOINT.
+#: A producer paused past its lease must not start a reconcile of a snapshot
 #: written behind its successor's back: its rows may land after the successor's progress
 #: entries, and the reconcile would delete live documents until they do.
 FENCED_RECONCILE: Final = """
-if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return -1
 end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])

@@ -429,10 +429,12 @@ class StreamWriter:
         lease holder marks one (producer.lease.FENCED_RECONCILE): raises
         :class:`~producer.lease.ProducerFenced` otherwise, nothing written.
         """
-        lease = self._lease() if self._lease is not None else ""
-        keys = (self._keys.producer_lease.encode(), self._keys.reconcile.encode())
-        pending: Command = (b"EVAL", FENCED_RECONCILE, b"2", *keys, lease, str(ts),
-                            RECONCILE_PENDING)  # fmt: skip
+        reconcile = self._keys.reconcile.encode()
+        pending: Command = (b"HSET", reconcile, str(ts), RECONCILE_PENDING)
+        if self._lease is not None:  # the value may be "" (loss noticed): fenced too
+            lease = self._keys.producer_lease.encode()
+            checked = (self._lease(), str(ts), RECONCILE_PENDING)
+            pending = (b"EVAL", FENCED_RECONCILE, b"2", lease, reconcile, *checked)
         reply = await send_commands(self._redis, [pending])
         raise_first_error(reply)
         if reply[0] == -1:

@@ -131,6 +131,9 @@ async def test_a_producer_that_lost_its_lease_marks_no_reconcile(
     assert await ProducerLease(client, keys, "b", ttl_seconds=5).try_acquire()
     with pytest.raises(ProducerFenced):
         await writer.mark_reconcile(20)
+    ours.value = ""  # what ProducerLease.keep sets once it noticed the loss
+    with pytest.raises(ProducerFenced):
+        await writer.mark_reconcile(20)
     _, markers = await all_changes(client, keys)
     assert markers == []
     assert await client.hgetall(keys.reconcile) == {}
