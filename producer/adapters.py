@@ -12,7 +12,7 @@ producer.backpressure.BufferMonitor; producer.service builds those and these.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final, TypeVar
 
@@ -47,7 +47,8 @@ Command = tuple[bytes, ...]
 # enough that no single command holds Redis or Materialize for long.
 _KEYS_PER_QUERY: Final = 5000
 _HASH_FIELDS: Final = 5000
-# HSET/HDEL commands per round trip: ~40 bytes a field, ~8 MB a round trip.
+# digest scripts (each up to _HASH_FIELDS fields) per round trip: ~40 bytes a field,
+# ~8 MB a round trip.
 _HASH_COMMANDS: Final = 40
 # Rows per chunk read from the server (psycopg chunked mode): rows are folded as
 # they arrive, so a poll never holds the view, only digests and changed documents.
@@ -156,11 +157,8 @@ class MaterializePollSource:
 
 # KEYS[1] the producer lease, KEYS[2] poll:digests; ARGV[1] the lease value the session
 # started under, ARGV[2] n, then n field/value pairs to HSET, then the fields to HDEL.
-# -1: fenced (nothing written). Sliced by 1000 arguments: Lua's unpack has a stack limit.
-_FENCED_DIGESTS: Final = b"""
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return -1
-end
+# Sliced by 1000 arguments: Lua's unpack has a stack limit.
+_DIGESTS: Final = b"""
 local last = 2 + 2 * tonumber(ARGV[2])
 local i = 3
 while i <= last do
@@ -175,6 +173,16 @@ while i <= #ARGV do
 end
 return 1
 """
+
+# The same once the lease check passed; -1: fenced (nothing written).
+_FENCED_DIGESTS: Final = (
+    b"""
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return -1
+end
+"""
+    + _DIGESTS
+)
 
 
 class RedisDigestStore:
@@ -222,36 +230,25 @@ class RedisDigestStore:
                 return digests
 
     async def invalidate(self, keys: Sequence[str]) -> None:
-        if self._lease is not None:
-            marks = dict.fromkeys(keys, _WRITING)
-            await self._send_fenced(self._fenced(self._lease, marks, (), _HASH_FIELDS))
-            return
-        await self._send(
-            (b"HSET", self._name, *(part for key in chunk for part in (key.encode(), _WRITING)))
-            for chunk in _chunks(keys, _HASH_FIELDS)
-        )
+        await self._write(self._scripts(dict.fromkeys(keys, _WRITING), (), _HASH_FIELDS))
 
     async def remember(self, digests: Mapping[str, int], forget: Sequence[str]) -> None:
-        if self._lease is not None:
-            await self._send_fenced(self._fenced(self._lease, digests, forget, _HASH_FIELDS))
-            return
-        await self._send(self._remembering(digests, forget))
+        await self._write(self._scripts(digests, forget, _HASH_FIELDS))
 
     async def remember_at_once(self, digests: Mapping[str, int], forget: Sequence[str]) -> None:
-        if self._lease is not None:
-            await self._send_fenced(self._fenced(self._lease, digests, forget, None))
-            return
-        await self._send(self._remembering(digests, forget), at_once=True)
+        await self._write(self._scripts(digests, forget, None))
 
-    def _fenced(
-        self,
-        lease: str,
-        digests: Mapping[str, int | bytes],
-        forget: Sequence[str],
-        size: int | None,
+    async def forget_all(self) -> None:
+        raise_first_error(await send_commands(self._redis, [(b"UNLINK", self._name)]))
+
+    def _scripts(
+        self, digests: Mapping[str, int | bytes], forget: Sequence[str], size: int | None
     ) -> list[Command]:
-        """One script per ``size`` fields (None: one script for all, applied at once); a
-        digest given as bytes is stored as is (:data:`_WRITING`)."""
+        """One script per ``size`` fields (None: one script for all, applied at once: a
+        script runs whole or not at all); a digest given as bytes is stored as is
+        (:data:`_WRITING`). Fenced by the lease when there is one."""
+        script = _DIGESTS if self._lease is None else _FENCED_DIGESTS
+        head = (self._keys.producer_lease.encode(), self._name, (self._lease or "").encode())
         items = [*digests.items(), *((k, None) for k in forget)]
         scripts: list[Command] = []
         for chunk in _chunks(items, size or max(len(items), 1)):
@@ -262,13 +259,15 @@ class RedisDigestStore:
                 for part in (_field(key, d) if isinstance(d, int) else (key.encode(), d))
             ]
             dropped = [key.encode() for key, d in chunk if d is None]
-            head = (self._keys.producer_lease.encode(), self._name, lease.encode())
             scripts.append(
-                (b"EVAL", _FENCED_DIGESTS, b"2", *head, b"%d" % (len(pairs) // 2), *pairs, *dropped)
+                (b"EVAL", script, b"2", *head, b"%d" % (len(pairs) // 2), *pairs, *dropped)
             )
         return scripts
 
-    async def _send_fenced(self, scripts: list[Command]) -> None:
+    async def _write(self, scripts: list[Command]) -> None:
+        """``scripts`` in round trips of :data:`_HASH_COMMANDS`; raises the first refused
+        one, or :class:`~producer.lease.ProducerFenced` (nothing of that round trip
+        written)."""
         for batch in _chunks(scripts, _HASH_COMMANDS):
             replies = await send_commands(self._redis, batch)
             raise_first_error(replies)
@@ -277,32 +276,6 @@ class RedisDigestStore:
                     f"the producer lease of {self._keys.prefix} is no longer {self._lease}: "
                     "poll digests not stored"
                 )
-
-    async def forget_all(self) -> None:
-        await self._send([(b"UNLINK", self._name)])
-
-    def _remembering(self, digests: Mapping[str, int], forget: Sequence[str]) -> list[Command]:
-        name = self._name
-        stored: list[Command] = [
-            (b"HSET", name, *(part for key in chunk for part in _field(key, digests[key])))
-            for chunk in _chunks(list(digests), _HASH_FIELDS)
-        ]
-        stored += [
-            (b"HDEL", name, *(key.encode() for key in chunk))
-            for chunk in _chunks(forget, _HASH_FIELDS)
-        ]
-        return stored
-
-    async def _send(self, commands: Iterable[Command], *, at_once: bool = False) -> None:
-        """``commands`` in round trips of :data:`_HASH_COMMANDS`; with ``at_once``, in
-        one MULTI/EXEC (Redis applies all or, if the producer dies first, none)."""
-        if at_once:
-            replies = await send_commands(self._redis, [(b"MULTI",), *commands, (b"EXEC",)])
-            raise_first_error(replies)  # MULTI, QUEUED…, then EXEC's own reply
-            raise_first_error(replies[-1] or ())  # each command's, inside EXEC's
-            return
-        for batch in _chunks(list(commands), _HASH_COMMANDS):
-            raise_first_error(await send_commands(self._redis, batch))
 
 
 def _field(key: str, digest: int) -> tuple[bytes, bytes]:
