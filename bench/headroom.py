@@ -169,10 +169,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         help="another searchsync checkout: its producer runs beside this one each round",
     )
-    common_arguments(parser, "3,000 orders, two rounds of shared and pinned: a smoke run")
+    common_arguments(parser, "15,000 orders, two rounds of shared and pinned: a smoke run")
     args = parser.parse_args(argv)
     if args.quick:
-        args.orders, args.rounds, args.conditions = 3_000, 2, ["shared", "pinned"]
+        args.orders, args.rounds, args.conditions = 15_000, 2, ["shared", "pinned"]
     if (os.cpu_count() or 1) < 2 and any(c.startswith("pinned") for c in args.conditions):
         parser.error("the pinned conditions need two CPUs")
     if args.against is not None and not (args.against / "producer" / "main.py").is_file():
