@@ -36,6 +36,7 @@ __all__ = [
     "DELETE",
     "DOC",
     "KEY",
+    "MAX_CHANGES_PER_ENTRY",
     "OP",
     "OP_NAMES",
     "PROGRESS",
@@ -68,6 +69,11 @@ OP: Final = b"op"
 KEY: Final = b"key"
 DOC: Final = b"doc"
 COUNT: Final = b"n"  # changes in a b entry
+
+# The most changes the producer puts in one ``b`` entry (its entries are also capped
+# at MAX_ENTRY_BYTES). A consumer sizes its first read by it: XREADGROUP counts
+# entries, MAX_BATCH_SIZE changes (consumer.batch.entries_to_read).
+MAX_CHANGES_PER_ENTRY: Final = 256
 
 UPSERT: Final = b"u"
 DELETE: Final = b"d"

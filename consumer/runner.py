@@ -65,6 +65,7 @@ from typing import Final
 from redis.exceptions import RedisError
 
 from ..common.config import Settings
+from ..common.entries import MAX_CHANGES_PER_ENTRY
 from ..common.errors import Failure, FatalError, classify
 from ..common.index import IndexLayoutError, layout_problem
 from ..common.logs import LogGate
@@ -137,6 +138,12 @@ class RunnerDeps:
 
 
 class PartitionRunner:
+    # the changes an entry is taken to hold until a read says otherwise: the most the
+    # producer writes, so a first read never takes more than MAX_BATCH_SIZE changes
+    # plus one entry (a runner that guessed one change an entry took a whole replayed
+    # backlog of full entries into memory: MAX_BATCH_SIZE entries of up to 256 changes)
+    first_read_changes_per_entry: float = float(MAX_CHANGES_PER_ENTRY)
+
     def __init__(self, deps: RunnerDeps, partition: int) -> None:
         self.deps = deps
         self.partition = partition
@@ -147,7 +154,7 @@ class PartitionRunner:
         # monotonic time of the last check that nothing pending escaped this runner
         self._checked_at = self.clock.monotonic()
         # changes per entry in the last read: sizes the next read (batch.entries_to_read)
-        self._changes_per_entry = 1.0
+        self._changes_per_entry = self.first_read_changes_per_entry
         # blocked:p<N> was written by this runner and not cleared since
         self._blocked_since: int | None = None
         # marks this runner's bulks in flight (consumer.attempts); a new one after an
@@ -216,6 +223,8 @@ class PartitionRunner:
         await self._recover_attempts()
         # a marker this runner read but never acknowledged is delivered again below
         self._floor = await self.store.snapshot_floor(self.partition)
+        # what is pending may be anything (a replay, a dead owner's full entries)
+        self._changes_per_entry = self.first_read_changes_per_entry
         cursor = b"0-0"
         while not self.stopping.is_set():
             cursor, entries = await self.store.claim_pending(

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final, NamedTuple, TypeVar, cast
 
-from ..common.entries import BATCH, COUNT, DELETE, DOC, KEY, OP, TS, UPSERT
+from ..common.entries import BATCH, COUNT, DELETE, DOC, KEY, MAX_CHANGES_PER_ENTRY, OP, TS, UPSERT
 from ..common.partition import partition_of
 from . import native
 
@@ -37,7 +37,7 @@ __all__ = ["DEFAULT_MAX_CHANGES", "Entry", "build_entries", "snapshot_entries"]
 
 # ~600-byte documents: a full entry is ~150 KB, one consumer read of a few entries
 # stays in the low MB, and per-XADD costs are spread over hundreds of changes.
-DEFAULT_MAX_CHANGES: Final = 256
+DEFAULT_MAX_CHANGES: Final = MAX_CHANGES_PER_ENTRY
 
 Fields = dict[bytes, bytes]
 V = TypeVar("V")

@@ -353,3 +353,36 @@ async def test_a_bad_field_costs_only_its_change_not_its_entry(stack: Stack) -> 
     assert letter.key == b"" and letter.doc == b'{"order_id": ""}' and letter.ts == t
     assert letter.reason.startswith("malformed change")
     assert await stack.counts() == (6, 6)
+
+
+async def test_a_backlog_of_full_entries_is_read_a_batch_at_a_time(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # XREADGROUP counts entries, MAX_BATCH_SIZE changes: a runner's first read sized as
+    # if each entry held one change took a whole replayed backlog into memory at once
+    # (the consumers bench's drain of 200,000 changes in entries of ~125: 255 MB a
+    # consumer). The spy records what each batch held when the real runner sent it.
+    from searchsync.common.partition import partition_of
+    from searchsync.consumer.batch import Batch
+    from searchsync.consumer.runner import PartitionRunner
+
+    held: list[int] = []
+    real_process = PartitionRunner._process
+
+    async def recording_process(self: PartitionRunner, batch: Batch) -> None:
+        held.append(batch.changes)
+        await real_process(self, batch)
+
+    monkeypatch.setattr(PartitionRunner, "_process", recording_process)
+    keys = [f"order:FM-{n}" for n in range(300)]
+    largest_entry = max(
+        sum(1 for key in keys if partition_of(key.encode(), 4) == p) for p in range(4)
+    )
+    t = now_ms()
+    for round_ in range(20):  # 20 entries a partition, ~75 changes each
+        await stack.write(t + round_, [(key, order(n)) for n, key in enumerate(keys)])
+    await stack.progress(t + 20)
+    async with running_worker(stack.settings(MAX_BATCH_SIZE=100)):
+        await wait_for(lambda: settled(stack), 60, "all entries acknowledged")
+    assert held and max(held) <= 100 + largest_entry, held
+    assert len(await stack.documents()) == 300

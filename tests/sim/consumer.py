@@ -36,6 +36,7 @@ class SimWorker(Worker):
     def __init__(self, world: World, process: SimProcess, runner: type[PartitionRunner]) -> None:
         # not Worker.__init__: that one wires Redis and OpenSearch clients
         settings = world.settings
+        self.world = world
         self.settings = settings
         self.me = process.name
         self.keys = world.keys
@@ -62,6 +63,9 @@ class SimWorker(Worker):
     def _start(self, partition: int) -> None:
         # Worker._start with the runner class of the schedule (a planted bug, or the real one)
         runner = self._runner_class(self.deps, partition)
+        if self.world.first_read_guess is not None:
+            runner.first_read_changes_per_entry = self.world.first_read_guess
+            runner._changes_per_entry = self.world.first_read_guess
         self.runners[partition] = runner
         self.tasks[partition] = asyncio.create_task(runner.run(), name=f"{self.me}-p{partition}")
         self.metrics.owns(partition, True)

@@ -503,6 +503,7 @@ def run_schedule(
     polling: bool = False,
     poller: type[Poller] = Poller,
     redis_nodes: int = 1,
+    product_first_read: bool = False,
 ) -> Outcome:
     """Run schedule ``seed`` to the end (or its first broken invariant); ``held`` adds a
     bulk held up on the way past OpenSearch's default gc_deletes (see :func:`_chaos`);
@@ -510,7 +511,9 @@ def run_schedule(
     ``session`` is the producer's session class (a planted bug); ``gc_deletes`` the
     index's, when not the one searchsync creates indexes with; ``polling``: producers
     poll or SUBSCRIBE (tests.sim.polling), ``poller`` the Poller class (a planted bug);
-    ``redis_nodes`` > 1: the producer writes as on a cluster of that many masters."""
+    ``redis_nodes`` > 1: the producer writes as on a cluster of that many masters;
+    ``product_first_read``: runners size their first read as the product does, not as
+    when the regression seeds were found (World.first_read_guess)."""
     _HANDLER.found = []
     random.seed(seed)  # the backoff jitter (common.backoff) draws from the global generator
     loop = VirtualLoop()
@@ -542,6 +545,8 @@ def run_schedule(
     world = World(seed, loop, settings, plan.partitions)
     world.owners = owners
     world.redis_nodes = redis_nodes
+    if product_first_read:
+        world.first_read_guess = None
     if gc_deletes is not None:
         world.index.gc_deletes = gc_deletes
     elif held and HOLD_S[1] >= gc_deletes_of(settings):
@@ -630,6 +635,8 @@ def shrink(
     gc_deletes: float | None = None,
     polling: bool = False,
     poller: type[Poller] = Poller,
+    redis_nodes: int = 1,
+    product_first_read: bool = False,
 ) -> Outcome:
     """The failing schedule ``seed`` with as few chaos events as still break the same
     invariant: each event is left out in turn and stays out if the failure remains
@@ -637,7 +644,8 @@ def shrink(
     result is a schedule that fails, not a proof that each event left is needed."""
     options = {
         "held": held, "session": session, "gc_deletes": gc_deletes,
-        "polling": polling, "poller": poller,
+        "polling": polling, "poller": poller, "redis_nodes": redis_nodes,
+        "product_first_read": product_first_read,
     }  # fmt: skip
     best = run_schedule(seed, runner, **options)  # type: ignore[arg-type]
     if best.ok:
