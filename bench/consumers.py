@@ -4,9 +4,10 @@
                                         [--quick]  (20,000 entries, 1 and 2 consumers)
 
 Uses the devstack's Redis and OpenSearch (``source .devstack/env``, or it reads
-``.devstack/env``). It pre-fills ``--events`` entries (one realistic order each:
-18 view columns + ``sync_version``, ~600 bytes of JSON) into the partition streams
-of a bench-only view, then for every consumer count (and bulk size) starts that
+``.devstack/env``). It pre-fills ``--events`` changes (one realistic order each:
+18 view columns + ``sync_version``, ~600 bytes of JSON; ``--changes-per-ts`` of them
+share a timestamp and are grouped into entries as the producer groups them) into the
+partition streams of a bench-only view, then for every consumer count (and bulk size) starts that
 many ``python -m searchsync.consumer.main`` processes with a fresh consumer group and a
 fresh index, and times the drain. The baseline, measured in the same run, is the raw
 ``_bulk`` ceiling (bench.ceiling): the same documents, ids and external versions as
@@ -39,6 +40,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,7 @@ from searchsync.common.entries import Change, encode_changes
 from searchsync.common.index import ensure_index
 from searchsync.common.keys import Keys
 from searchsync.common.partition import partition_of
+from searchsync.producer.batches import build_entries
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -77,24 +80,32 @@ class Backlog:
     entry_ms: list[list[int]] = field(default_factory=list)
 
 
-async def prefill(redis: Redis, keys: Keys, events: int) -> Backlog:
+async def prefill(redis: Redis, keys: Keys, events: int, changes_per_ts: int = 1) -> Backlog:
+    """``events`` orders written as the producer lays them out: ``changes_per_ts``
+    of them share a timestamp and are grouped per partition into entries of up to
+    256 changes (``producer.batches.build_entries``); 1 gives one entry a change,
+    the consumers' worst case."""
     rnd = random.Random(7)
     base = int(time.time() * 1000)
+    per_ts = max(changes_per_ts, 1)
     backlog = Backlog(keys, entry_ms=[[] for _ in range(keys.partitions)])
     for n in range(events):
-        ts = base + n
+        ts = base + n // per_ts
         key, doc = order_document(n, ts, rnd)
         backlog.docs.append((key, doc, ts))
-    chunk = 5000
+    # whole timestamps per chunk, so no timestamp's changes split across two calls
+    chunk = max(5000 // per_ts, 1) * per_ts
     for start in range(0, events, chunk):
         part = backlog.docs[start : start + chunk]
-        partitions = [partition_of(key, keys.partitions) for key, _, _ in part]
+        entries = build_entries(((ts, key, doc) for key, doc, ts in part), keys.partitions)
         async with redis.pipeline(transaction=False) as pipe:
-            for (key, doc, ts), partition in zip(part, partitions, strict=True):
-                pipe.xadd(keys.stream(partition), encode_changes(ts, [(key, doc)]))  # type: ignore[arg-type]
+            for entry in entries:
+                pipe.xadd(keys.stream(entry.partition), entry.fields)  # type: ignore[arg-type]
             ids = await pipe.execute()
-        for entry_id, partition in zip(ids, partitions, strict=True):
-            backlog.entry_ms[partition].append(int(entry_id.split(b"-")[0]))
+        for entry_id, entry in zip(ids, entries, strict=True):
+            # the acked:p<N> counters count changes: one XADD time per change
+            xadd_ms = int(entry_id.split(b"-")[0])
+            backlog.entry_ms[entry.partition].extend([xadd_ms] * entry.changes)
     async with redis.pipeline(transaction=False) as pipe:
         for partition, times in enumerate(backlog.entry_ms):
             pipe.hincrby(keys.counts(partition), keys.written_field(partition), len(times))
@@ -452,7 +463,10 @@ class Bench:
         args = self.args
         self.say(f"prefilling {args.events} entries into {self.keys.stream(0)}…")
         t0 = time.monotonic()
-        backlog = await prefill(self.redis, self.keys, args.events)
+        backlog = await prefill(self.redis, self.keys, args.events, args.changes_per_ts)
+        entries = sum(
+            [await self.redis.xlen(self.keys.stream(p)) for p in range(self.keys.partitions)]
+        )
         mean_doc = statistics.mean(len(doc) for _, doc, _ in backlog.docs[:2000])
         self.say(f"prefilled in {time.monotonic() - t0:.1f}s, mean document {mean_doc:.0f} bytes")
         await self.warm_up(backlog)
@@ -502,6 +516,8 @@ class Bench:
             "best_bulk_size": best["bulk_size"],
             "mean_document_bytes": round(mean_doc),
             "partitions": args.partitions,
+            "changes_per_ts": args.changes_per_ts,
+            "entries": entries,
             "latency_note": "entry age at acknowledgement; backlog ages count from consumer start",
             "repeat": args.repeat,
             "configs": configs,
@@ -520,6 +536,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="stream partitions; several (4,8,16) repeat everything for each",
     )  # fmt: skip
     parser.add_argument("--counts", type=int_list, default=[1, 2, 4])
+    parser.add_argument(
+        "--changes-per-ts", type=int, default=1000,
+        help="changes sharing a timestamp, grouped into entries as the producer does "
+        "(1000: 1,000 changes/s at Materialize's 1 s tick; 1: one entry a change)",
+    )  # fmt: skip
     # the first size is used for every count; the others at the fastest count
     parser.add_argument("--bulk-sizes", type=int_list, default=[1000, 500, 2000])
     parser.add_argument("--repeat", type=int, default=1, help="rounds of each configuration")
@@ -532,6 +553,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="after the runs, one consumer once more under cProfile: its top functions",
     )  # fmt: skip
     parser.add_argument("--ceiling-connections", type=int_list, default=[1, 2, 3, 4])
+    parser.add_argument(
+        "--opensearch-cpus", type=int_list, default=[],
+        help="pin OpenSearch to these CPUs and everything else (consumers, Redis, the "
+        "ceiling's client) to the others, as if OpenSearch had nodes of its own; saved "
+        "as its own scenario",
+    )  # fmt: skip
     common_arguments(parser, "a smoke run of a few seconds")
     args = parser.parse_args(argv)
     if args.quick:
@@ -540,16 +567,62 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _threads(pid: int) -> list[int]:
+    return [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+
+
+@contextlib.contextmanager
+def placed(opensearch_cpus: set[int], redis_pid: int) -> Iterator[dict[str, list[int]]]:
+    """The OpenSearch JVM (every thread) on ``opensearch_cpus``, Redis, this process and
+    so every consumer it starts on the other CPUs; all of them on every CPU again after.
+
+    OpenSearch in production runs on nodes of its own: this asks whether the consumers
+    keep an OpenSearch they do not share CPUs with as busy as the raw ceiling does
+    (the ceiling's client runs in this process, on the same side as the consumers).
+    """
+    every = set(range(os.cpu_count() or 1))
+    rest = every - opensearch_cpus
+    jvm = pid_file(ROOT / ".devstack" / "opensearch" / "opensearch.pid")
+    if jvm is None or not opensearch_cpus or not rest or not opensearch_cpus <= every:
+        raise SystemExit(f"bench: cannot place OpenSearch on {sorted(opensearch_cpus)} of "
+                         f"{sorted(every)} (its pid file: {jvm})")  # fmt: skip
+
+    def pin(pid: int, cpus: set[int]) -> None:
+        for tid in _threads(pid):
+            with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+                os.sched_setaffinity(tid, cpus)
+
+    pin(jvm, opensearch_cpus)
+    pin(redis_pid, rest)
+    os.sched_setaffinity(0, rest)
+    try:
+        yield {"opensearch": sorted(opensearch_cpus), "consumers_redis_and_client": sorted(rest)}
+    finally:
+        pin(jvm, every)
+        pin(redis_pid, every)
+        os.sched_setaffinity(0, every)
+
+
 async def amain(args: argparse.Namespace) -> dict[str, Any]:
     """One run per partition count; the result of the first, with every count's best."""
     results = []
-    for partitions in args.partitions:
-        bench = Bench(argparse.Namespace(**{**vars(args), "partitions": partitions}))
-        try:
-            results.append(await bench.main())
-        finally:
-            await bench.cleanup()
+    placement: dict[str, list[int]] | None = None
+    with contextlib.ExitStack() as stack:
+        if args.opensearch_cpus:
+            redis = Redis.from_url(service_env()["REDIS_URL"])
+            redis_pid = int((await redis.info("server"))["process_id"])
+            await redis.aclose()
+            placement = stack.enter_context(placed(set(args.opensearch_cpus), redis_pid))
+        for partitions in args.partitions:
+            bench = Bench(argparse.Namespace(**{**vars(args), "partitions": partitions}))
+            try:
+                results.append(await bench.main())
+            finally:
+                await bench.cleanup()
     first = results[0]
+    if placement is not None:
+        first["scenario"] = "consumers_drain_backlog_opensearch_own_cpu"
+        first["placement"] = placement
     if len(results) > 1:
         first["by_partitions"] = [
             {key: r[key] for key in ("partitions", "best_consumers", "events_per_s", "ratio")}

@@ -13,6 +13,10 @@ the production defaults of every setting. For each offered rate the load runs
 - achieved rate: changes committed in the window / its length;
 - COMMIT → searchable (``_search``) and → retrievable by id (``mget``), p50/p95/p99
   (devstack.searchable; at high rates a sample of the changes, stated as ``tracked``);
+  the searchable latency split at each change's Materialize timestamp (the
+  ``sync_version`` its search hit shows): COMMIT → ts (the wait for the tick and the
+  emulator's capture) and ts → searchable (pipeline, refresh, poll), leaving out a
+  change whose order changed again before it was seen (the hit may show that ts);
 - the buffer (changes written, not acknowledged), the entries not yet delivered
   (lag) and the oldest partition's freshness, once a second;
 - CPU seconds and max RSS of every process: producer, each consumer, emulator,
@@ -326,6 +330,12 @@ class Run:
             "seconds": round(seconds, 1),
             "changes": committed,
             "searchable": latency(tracker.searchable),
+            # split at the change's Materialize timestamp: the tick's wait and the
+            # emulator's capture, then the pipeline, the refresh and the poll
+            "searchable_split": {
+                "commit_to_ts": latency(tracker.commit_to_ts),
+                "ts_to_searchable": latency(tracker.ts_to_searchable),
+            },
             "retrievable_by_id": latency(tracker.retrievable),
             "never_searchable_within_30s": len(tracker.pending),
             "tracked_every": sample,
@@ -333,8 +343,11 @@ class Run:
             "limit": limit,
             **window.report(seconds),
         }
+        split = result["searchable_split"]
         say(f"{label}: offered {offered:,.0f}/s, achieved {achieved:,.1f}/s, searchable "
-            f"p95 {result['searchable']['p95_ms']} ms, buffer max {result['buffer_max']}, "
+            f"p95 {result['searchable']['p95_ms']} ms (COMMIT → ts "
+            f"{split['commit_to_ts']['p95_ms']}, ts → searchable "
+            f"{split['ts_to_searchable']['p95_ms']}), buffer max {result['buffer_max']}, "
             f"limit {limit}")  # fmt: skip
         return result
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -84,19 +85,27 @@ def _e2e(result: dict[str, Any], out: Path) -> list[str]:
         f"Latencies in ms. *searchable*: PostgreSQL COMMIT → `_search` finds it; *by id*: "
         f"→ `mget` returns it; *added*: the pipeline-added latency, the change's "
         f"timestamp's first row reaching the producer → its bulk acknowledged; *ts → "
-        f"ack*: its Materialize timestamp → acknowledged (adds the emulator's hand-out).",
+        f"ack*: its Materialize timestamp → acknowledged (adds the emulator's hand-out); "
+        f"*split*: the searchable latency at the change's timestamp, COMMIT → ts (the "
+        f"tick's wait, the emulator's capture) and ts → searchable (pipeline, refresh, "
+        f"the bench's poll), p50 / p95 each.",
         "",
-        "| source | offered/s | achieved/s | searchable p50 / p95 / p99 | by id p50 / p95 "
-        "| added p50 / p95 / p99 | ts → ack p50 / p95 / p99 | buffer max | limit |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| source | offered/s | achieved/s | searchable p50 / p95 / p99 | split: COMMIT → ts "
+        "· ts → searchable | by id p50 / p95 | added p50 / p95 / p99 "
+        "| ts → ack p50 / p95 / p99 | buffer max | limit |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for rate in [*result["rates"], *result.get("synthetic", [])]:
         s, b, a = rate.get("searchable", {}), rate.get("retrievable_by_id", {}), rate[
             "ts_to_acknowledged"]  # fmt: skip
         d = rate.get("pipeline_added", {})  # absent in results saved before bench.arrivals
+        split = rate.get("searchable_split", {})  # absent before it was measured
+        c, t = split.get("commit_to_ts", {}), split.get("ts_to_searchable", {})
         lines.append(
             f"| {rate['source']} | {rate['offered_per_s']:,.0f} | {rate['achieved_per_s']:,.1f} "
             f"| {_ms(s.get('p50_ms'))} / {_ms(s.get('p95_ms'))} / {_ms(s.get('p99_ms'))} "
+            f"| {_ms(c.get('p50_ms'))} / {_ms(c.get('p95_ms'))} · "
+            f"{_ms(t.get('p50_ms'))} / {_ms(t.get('p95_ms'))} "
             f"| {_ms(b.get('p50_ms'))} / {_ms(b.get('p95_ms'))} "
             f"| {_ms(d.get('p50_ms'))} / {_ms(d.get('p95_ms'))} / {_ms(d.get('p99_ms'))} "
             f"| {_ms(a.get('p50_ms'))} / {_ms(a.get('p95_ms'))} / {_ms(a.get('p99_ms'))} "
@@ -198,7 +207,15 @@ def _drain(result: dict[str, Any], _out: Path) -> list[str]:
 
 def _consumers(result: dict[str, Any], out: Path) -> list[str]:
     lines = _header(result, "Consumers draining entries from Redis (bench.consumers)")
+    per_ts = result.get("changes_per_ts", 1)  # results saved before it wrote one a change
+    layout = (
+        f"{per_ts:,} changes a timestamp, grouped into entries as the producer groups them"
+        f" ({result['entries']:,} entries)"
+        if per_ts > 1
+        else "one entry a change"
+    )
     lines += [
+        f"The backlog: {result['events']:,} changes, {layout}. "
         "CPU µs a document: the consumers (their start-up included), OpenSearch and Redis "
         "during the drain; OpenSearch's during the ceiling run right before it.",
         "",
@@ -229,10 +246,14 @@ def _consumers(result: dict[str, Any], out: Path) -> list[str]:
         lines += [f"| {t['own_pct']} | {t['own_s']} | `{t['function']}` |" for t in profile["top"]]
     lines += ["", "![scaling](consumers_scaling.png)", ""]
     runs = [r for r in result["runs"] if r["bulk_size"] == result["runs"][0]["bulk_size"]]
+    counts = sorted({r["consumers"] for r in runs})  # the median of each count's rounds
+
+    def median_of(field: str) -> list[float]:
+        return [statistics.median(r[field] for r in runs if r["consumers"] == n) for n in counts]
+
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([r["consumers"] for r in runs], [r["events_per_s"] for r in runs], "o-",
-            label="consumers")  # fmt: skip
-    ax.plot([r["consumers"] for r in runs], [r["baseline_events_per_s"] for r in runs], "--",
+    ax.plot(counts, median_of("events_per_s"), "o-", label="consumers")
+    ax.plot(counts, median_of("baseline_events_per_s"), "--",
             color="grey", label="raw _bulk ceiling, measured right before")  # fmt: skip
     ax.set(xlabel="consumer processes", ylabel="docs/s", title="Drain rate against consumers")
     ax.set_ylim(bottom=0)
@@ -425,6 +446,7 @@ SECTIONS = {
     "producer_headroom": _headroom,
     "backlog_drain_to_searchable": _drain,
     "consumers_drain_backlog": _consumers,
+    "consumers_drain_backlog_opensearch_own_cpu": _consumers,
     "raw_bulk_ceiling": _ceiling,
     "scale_topologies": _scale,
     "emulator_memory": _emulator_memory,

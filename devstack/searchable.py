@@ -47,6 +47,9 @@ class Tracked:
     commit_ts: float
     deleted: bool
     retrievable_s: float | None = None
+    # a later change of one of its orders was committed before it was seen: the
+    # sync_version a search shows may be that change's timestamp, not this one's
+    superseded: bool = False
 
 
 @dataclass
@@ -63,6 +66,11 @@ class Tracker:
     searchable: list[float] = field(default_factory=list)
     retrievable: list[float] = field(default_factory=list)
     committed: list[float] = field(default_factory=list)  # commit_ts of every change
+    # the searchable latency split at the change's Materialize timestamp (its
+    # sync_version), for changes no later change of their orders could hide
+    commit_to_ts: list[float] = field(default_factory=list)
+    ts_to_searchable: list[float] = field(default_factory=list)
+    _watch: dict[str, list[int]] = field(default_factory=dict)  # order id → pending seqs
     _offset: int = 0
     _seq: int = 0
 
@@ -81,10 +89,13 @@ class Tracker:
 
     def _take(self, change: dict[str, Any]) -> None:
         self.committed.append(change["commit_ts"])
+        for oid in change["order_ids"]:
+            for seq in self._watch.get(oid, ()):
+                self.pending[seq].superseded = True
         if change["deleted"]:  # the earlier changes of a deleted order can never be seen
             gone = set(change["order_ids"])
             for seq in [s for s, t in self.pending.items() if gone & set(t.order_ids)]:
-                del self.pending[seq]
+                self._unwatch(seq, self.pending.pop(seq))
         self._seq += 1
         if self._seq % self.sample or change["sent_ts"] < self.measure_from:
             return
@@ -92,6 +103,8 @@ class Tracker:
             change["kind"], change["order_ids"], change["sent_ts"], change["commit_ts"],
             change["deleted"],
         )  # fmt: skip
+        for oid in change["order_ids"]:
+            self._watch.setdefault(oid, []).append(self._seq)
 
     def unseen(self) -> list[str]:
         """The changes still pending, in words."""
@@ -107,7 +120,10 @@ class Tracker:
             return
         ids = sorted({oid for tracked in self.pending.values() for oid in tracked.order_ids})
         by_id, searched = await self._versions(ids)
-        seen = time.time()
+        self.settle(by_id, searched, time.time())
+
+    def settle(self, by_id: dict[str, int], searched: dict[str, int], seen: float) -> None:
+        """What one poll saw at ``seen`` (id → sync_version by ``mget`` and ``_search``)."""
         for seq, tracked in list(self.pending.items()):
             hit = reached(searched, tracked.order_ids, tracked.sent_ts, tracked.deleted)
             if tracked.retrievable_s is None and (
@@ -118,6 +134,19 @@ class Tracker:
             if hit:
                 self.searchable.append(seen - tracked.commit_ts)
                 del self.pending[seq]
+                self._unwatch(seq, tracked)
+                if not (tracked.deleted or tracked.superseded):
+                    ts = searched[tracked.order_ids[0]] / 1000
+                    self.commit_to_ts.append(ts - tracked.commit_ts)
+                    self.ts_to_searchable.append(seen - ts)
+
+    def _unwatch(self, seq: int, tracked: Tracked) -> None:
+        for oid in tracked.order_ids:
+            seqs = self._watch.get(oid)
+            if seqs is not None and seq in seqs:
+                seqs.remove(seq)
+                if not seqs:
+                    del self._watch[oid]
 
     async def _versions(self, ids: list[str]) -> tuple[dict[str, int], dict[str, int]]:
         docs = (

@@ -57,6 +57,9 @@ def test_the_consumers_bench_is_compared_with_the_ceiling_of_the_same_run() -> N
     for run in result["runs"]:
         assert run["indexed"] == 20_000 and set(run["exit_codes"]) == {0}
     assert result["live"]["events"] > 0
+    # the backlog laid out as the producer writes it: 1,000 changes a timestamp,
+    # grouped per partition into entries of up to 256 (20 timestamps × 8 partitions)
+    assert result["changes_per_ts"] == 1000 and 160 <= result["entries"] < 20_000
 
 
 def test_the_e2e_bench_measures_every_rate_and_every_process() -> None:
@@ -74,6 +77,11 @@ def test_the_e2e_bench_measures_every_rate_and_every_process() -> None:
         assert 0 < searchable["p50_ms"] <= searchable["p95_ms"] <= searchable["p99_ms"]
         # a search sees a document only after a refresh, GET by id at once
         assert by_id["p50_ms"] <= searchable["p50_ms"]
+        # the split at the change's timestamp: both parts of the changes it could split
+        split = rate["searchable_split"]
+        assert 0 < split["commit_to_ts"]["tracked"] == split["ts_to_searchable"]["tracked"]
+        assert split["commit_to_ts"]["tracked"] <= searchable["tracked"]
+        assert 0 < split["ts_to_searchable"]["p50_ms"] <= searchable["p50_ms"]
         names = set(rate["processes"])
         assert {"producer", "emulator", "redis", "postgresql", "opensearch"} <= names
         assert {"consumer c1", "consumer c2", "load generator"} <= names
@@ -219,6 +227,7 @@ def test_the_report_names_what_was_not_saved(tmp_path: Path) -> None:
         "e2e_sustained_load", "backlog_drain_to_searchable", "consumers_drain_backlog",
         "raw_bulk_ceiling", "e2e_sustained_load_tick100ms_refresh200ms", "producer_headroom",
         "emulator_memory", "emulator_memory_traced", "scale_topologies",
+        "consumers_drain_backlog_opensearch_own_cpu",
     }  # fmt: skip
     assert "python -m bench.e2e --save" in page
 

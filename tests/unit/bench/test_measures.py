@@ -3,12 +3,16 @@ percentiles, /proc parsing, when a change counts as searchable. No services."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bench.acktimer import acknowledged_below, id_key, weighted_percentiles_ms
 from bench.processes import cpu_ticks
-from devstack.searchable import reached
+from devstack.searchable import Tracker, reached
 
 
 def test_with_nothing_pending_everything_delivered_is_acknowledged() -> None:
@@ -56,3 +60,38 @@ def test_a_change_is_searchable_when_every_order_shows_its_version() -> None:
 def test_a_delete_is_searchable_when_no_order_is_found() -> None:
     assert reached({}, ["o1"], 2.0, deleted=True)
     assert not reached({"o1": 1}, ["o1"], 2.0, deleted=True)
+
+
+def _tracker(tmp_path: Path, *changes: tuple[list[str], float, bool]) -> Tracker:
+    record = tmp_path / "record.jsonl"
+    with record.open("w") as out:
+        for order_ids, commit_ts, deleted in changes:
+            line = {"kind": "k", "order_ids": order_ids, "sent_ts": commit_ts - 0.01,
+                    "commit_ts": commit_ts, "deleted": deleted}  # fmt: skip
+            out.write(json.dumps(line) + "\n")
+    tracker = Tracker(search=None, index="orders", record=record)  # type: ignore[arg-type]
+    tracker.read_new()
+    return tracker
+
+
+def test_the_searchable_latency_splits_at_the_changes_timestamp(tmp_path: Path) -> None:
+    tracker = _tracker(tmp_path, (["o1"], 10.0, False), (["o2"], 10.2, False))
+    tracker.settle({}, {"o1": 10_500}, seen=11.7)
+
+    assert tracker.searchable == [pytest.approx(1.7)]
+    assert tracker.commit_to_ts == [pytest.approx(0.5)]
+    assert tracker.ts_to_searchable == [pytest.approx(1.2)]
+    assert list(tracker.pending) == [2]
+
+
+def test_a_change_a_later_change_of_its_order_may_hide_is_left_out_of_the_split(
+    tmp_path: Path,
+) -> None:
+    # the version a search shows for o1 may be the second change's timestamp
+    tracker = _tracker(tmp_path, (["o1"], 10.0, False), (["o1", "o3"], 10.3, False))
+    tracker.settle({}, {"o1": 11_000, "o3": 11_000}, seen=12.0)
+
+    assert tracker.searchable == [pytest.approx(2.0), pytest.approx(1.7)]
+    assert tracker.commit_to_ts == [pytest.approx(0.7)]  # the second change alone
+    assert tracker.ts_to_searchable == [pytest.approx(1.0)]
+    assert not tracker.pending and not tracker._watch
