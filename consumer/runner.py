@@ -139,9 +139,10 @@ class RunnerDeps:
 
 class PartitionRunner:
     # the changes an entry is taken to hold until a read says otherwise: the most the
-    # producer writes, so a first read never takes more than MAX_BATCH_SIZE changes
-    # plus one entry (a runner that guessed one change an entry took a whole replayed
-    # backlog of full entries into memory: MAX_BATCH_SIZE entries of up to 256 changes)
+    # producer writes, so the first read of a batch never takes more than
+    # MAX_BATCH_SIZE changes plus one entry (a runner that guessed one change an entry
+    # took a whole replayed backlog of full entries into memory: MAX_BATCH_SIZE entries
+    # of up to 256 changes). Later reads of the batch go by the changes per entry seen.
     first_read_changes_per_entry: float = float(MAX_CHANGES_PER_ENTRY)
 
     def __init__(self, deps: RunnerDeps, partition: int) -> None:
@@ -305,6 +306,9 @@ class PartitionRunner:
         """New entries up to the flush policy; None when a blocking read found nothing."""
         settings = self.deps.settings
         batch: Batch | None = None
+        # each batch starts from full entries again: after a run of small ones (quiet
+        # live traffic) a replay moves the group back onto a snapshot's full entries
+        self._changes_per_entry = max(self._changes_per_entry, self.first_read_changes_per_entry)
         while True:
             want = self._entries_wanted(settings.max_batch_size - (batch.changes if batch else 0))
             entries = await self.store.read_new(self.partition, want, block=batch is None)

@@ -355,14 +355,8 @@ async def test_a_bad_field_costs_only_its_change_not_its_entry(stack: Stack) -> 
     assert await stack.counts() == (6, 6)
 
 
-async def test_a_backlog_of_full_entries_is_read_a_batch_at_a_time(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # XREADGROUP counts entries, MAX_BATCH_SIZE changes: a runner's first read sized as
-    # if each entry held one change took a whole replayed backlog into memory at once
-    # (the consumers bench's drain of 200,000 changes in entries of ~125: 255 MB a
-    # consumer). The spy records what each batch held when the real runner sent it.
-    from searchsync.common.partition import partition_of
+def record_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """What each batch held when the real runner sent it (its changes)."""
     from searchsync.consumer.batch import Batch
     from searchsync.consumer.runner import PartitionRunner
 
@@ -374,15 +368,61 @@ async def test_a_backlog_of_full_entries_is_read_a_batch_at_a_time(
         await real_process(self, batch)
 
     monkeypatch.setattr(PartitionRunner, "_process", recording_process)
-    keys = [f"order:FM-{n}" for n in range(300)]
-    largest_entry = max(
-        sum(1 for key in keys if partition_of(key.encode(), 4) == p) for p in range(4)
+    return held
+
+
+ORDERS = [f"order:FM-{n}" for n in range(300)]
+
+
+def largest_entry(partitions: int) -> int:
+    from searchsync.common.partition import partition_of
+
+    return max(
+        sum(1 for key in ORDERS if partition_of(key.encode(), partitions) == p)
+        for p in range(partitions)
     )
+
+
+async def test_a_backlog_of_full_entries_is_read_a_batch_at_a_time(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # XREADGROUP counts entries, MAX_BATCH_SIZE changes: a runner's first read sized as
+    # if each entry held one change took a whole backlog into memory at once (the
+    # consumers bench's drain of 200,000 changes in entries of ~125: 255 MB a consumer)
+    held = record_batches(monkeypatch)
     t = now_ms()
     for round_ in range(20):  # 20 entries a partition, ~75 changes each
-        await stack.write(t + round_, [(key, order(n)) for n, key in enumerate(keys)])
+        await stack.write(t + round_, [(key, order(n)) for n, key in enumerate(ORDERS)])
     await stack.progress(t + 20)
     async with running_worker(stack.settings(MAX_BATCH_SIZE=100)):
         await wait_for(lambda: settled(stack), 60, "all entries acknowledged")
-    assert held and max(held) <= 100 + largest_entry, held
+    assert held and max(held) <= 100 + largest_entry(4), held
     assert len(await stack.documents()) == 300
+
+
+async def test_a_replay_onto_full_entries_after_small_ones_is_read_a_batch_at_a_time(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a running consumer that last read one-change entries (quiet traffic) sized its
+    # next read by them; `searchsync replay` then moved the group back onto full ones
+    from searchsync.consumer.replay import apply_plan, parse_since, plan_partition
+    from tests.support.consumer import GROUP
+
+    held = record_batches(monkeypatch)
+    t = now_ms()
+    for round_ in range(20):
+        await stack.write(t + round_, [(key, order(n)) for n, key in enumerate(ORDERS)])
+    async with running_worker(stack.settings(MAX_BATCH_SIZE=100)):
+        await wait_for(lambda: settled(stack), 60, "the full entries acknowledged")
+        for n in range(40):  # one change an entry, read as they come
+            await stack.write(t + 100 + n, [(ORDERS[n], order(n, order_status="SHIPPED"))])
+        await wait_for(lambda: settled(stack), 60, "the small entries acknowledged")
+        held.clear()
+        for partition in range(4):
+            plan = await plan_partition(
+                stack.redis, stack.keys, GROUP, partition, parse_since(str(t))
+            )
+            await apply_plan(stack.redis, stack.keys, GROUP, plan)
+        await wait_for(lambda: settled(stack), 60, "the replay acknowledged")
+    assert sum(held) >= 20 * 300, held  # the replay was read
+    assert max(held) <= 100 + largest_entry(4), held
