@@ -205,8 +205,19 @@ def _drain(result: dict[str, Any], _out: Path) -> list[str]:
     return lines
 
 
+def _cpus(cpus: list[int]) -> str:
+    return ",".join(str(cpu) for cpu in cpus)
+
+
 def _consumers(result: dict[str, Any], out: Path) -> list[str]:
-    lines = _header(result, "Consumers draining entries from Redis (bench.consumers)")
+    title = "Consumers draining entries from Redis (bench.consumers)"
+    if "placement" in result:
+        place = result["placement"]
+        title = (
+            f"The same with OpenSearch on CPU {_cpus(place['opensearch'])}, the rest on CPU "
+            f"{_cpus(place['consumers_redis_and_client'])} (bench.consumers --opensearch-cpus)"
+        )
+    lines = _header(result, title)
     per_ts = result.get("changes_per_ts", 1)  # results saved before it wrote one a change
     layout = (
         f"{per_ts:,} changes a timestamp, grouped into entries as the producer groups them"
@@ -244,7 +255,8 @@ def _consumers(result: dict[str, Any], out: Path) -> list[str]:
                   "with the profiler on), own time:", "",
                   "| own % | own s | function |", "|---|---|---|"]  # fmt: skip
         lines += [f"| {t['own_pct']} | {t['own_s']} | `{t['function']}` |" for t in profile["top"]]
-    lines += ["", "![scaling](consumers_scaling.png)", ""]
+    plot = "consumers_scaling" + ("_opensearch_own_cpu" if "placement" in result else "") + ".png"
+    lines += ["", f"![scaling]({plot})", ""]
     runs = [r for r in result["runs"] if r["bulk_size"] == result["runs"][0]["bulk_size"]]
     counts = sorted({r["consumers"] for r in runs})  # the median of each count's rounds
 
@@ -260,7 +272,7 @@ def _consumers(result: dict[str, Any], out: Path) -> list[str]:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "consumers_scaling.png", dpi=100)
+    fig.savefig(out / plot, dpi=100)
     plt.close(fig)
     return lines
 

@@ -87,10 +87,11 @@ class World:
         # masters of a Redis Cluster the producer's round trips are routed over (its
         # commands grouped per node, producer.writer.group_by_node); 1: a single Redis
         self.redis_nodes = 1
-        # the changes per entry a runner assumes before its first read; 1.0, what the
-        # runner assumed when the regression seeds were found (their schedules depend
-        # on the sizes of reads), None: the product's (PartitionRunner's, the most an
-        # entry holds; tests/integration/test_consumer_sync.py covers its sizing)
+        # the changes per entry a runner assumes before a batch's first read; 1.0 (a
+        # batch then starts from its last read's figure): what the runner did when the
+        # regression seeds were found (their schedules depend on the sizes of reads);
+        # None: the product's (PartitionRunner's, the most an entry holds;
+        # tests/integration/test_consumer_sync.py covers its sizing)
         self.first_read_guess: float | None = 1.0
         # task -> the simulated process it belongs to (filled by run_schedule's task factory)
         self.owners: dict[asyncio.Task[Any], object] = {}
