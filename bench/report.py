@@ -39,7 +39,11 @@ SCENARIOS = {
     "e2e_sustained_load": "python -m bench.e2e --save --synthetic-rates 5000,20000,50000",
     "backlog_drain_to_searchable": "python -m bench.drain --save",
     "consumers_drain_backlog": (
-        "python -m bench.consumers --save --counts 1,2,3,4,5,6 --partitions 8,4,16"
+        "python -m bench.consumers --save --counts 1,2,3,4,5,6 --partitions 8,4,16 --repeat 2"
+    ),
+    "consumers_drain_backlog_opensearch_own_cpu": (
+        "python -m bench.consumers --save --opensearch-cpus 0 --counts 1,2,3 --partitions 8 "
+        "--repeat 2 --live-seconds 0"
     ),
     "raw_bulk_ceiling": "python -m bench.ceiling --save",
     "scale_topologies": "python -m bench.scale --save --events 150000",

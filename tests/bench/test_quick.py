@@ -149,6 +149,12 @@ def test_the_report_turns_the_results_into_a_page_with_plots(tmp_path: Path) -> 
         "scenario": "e2e_sustained_load_tick100ms_refresh200ms", "machine": machine(),
     }  # fmt: skip
     (tmp_path / f"{tuned['scenario']}.json").write_text(json.dumps(tuned))
+    # the consumers' result as if run with OpenSearch pinned: its own section and plot
+    pinned = {
+        **run_quick("bench.consumers"), "scenario": "consumers_drain_backlog_opensearch_own_cpu",
+        "placement": {"opensearch": [0], "consumers_redis_and_client": [1]}, "machine": machine(),
+    }  # fmt: skip
+    (tmp_path / f"{pinned['scenario']}.json").write_text(json.dumps(pinned))
     # bench.emulator_memory's sections, untraced and traced, from results of its shape
     for scenario, frames in (("emulator_memory", 0), ("emulator_memory_traced", 3)):
         memory = emulator_memory_result(frames)
@@ -171,10 +177,13 @@ def test_the_report_turns_the_results_into_a_page_with_plots(tmp_path: Path) -> 
     assert "| **RSS when the report was written** | | **60.0** | |" in page
     assert "| 0.2 | 3,479 | `mzemu/engine.py:365: values = …` |" in page
     assert "emulator tick 100 ms and refresh 200ms" in page
+    assert "OpenSearch on CPU 0, the rest on CPU 1 (bench.consumers --opensearch-cpus)" in page
     assert "| 3 | 1 | 2 | 9,000 | 10,000 (11,000) | 0.9 | 99.5 | 1.5 / 0.3 / 2.0 |" in page
     assert "Redis memory an entry, 3 master(s): 830 bytes." in page
     tuned_plots = [f"e2e_sustained_load_tick100ms_refresh200ms_{k}" for k in ("latency_cdf", "rss")]
-    for plot in ("e2e_latency_cdf", "e2e_throughput", "e2e_rss", "consumers_scaling", *tuned_plots):
+    plots = ("e2e_latency_cdf", "e2e_throughput", "e2e_rss", "consumers_scaling",
+             "consumers_scaling_opensearch_own_cpu", *tuned_plots)  # fmt: skip
+    for plot in plots:
         png = tmp_path / f"{plot}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"({plot}.png)" in page
 
