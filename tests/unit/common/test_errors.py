@@ -88,3 +88,18 @@ def test_what_it_cannot_place_is_unknown() -> None:
     assert classify(ValueError("a bug")) is Failure.UNKNOWN
     assert classify(KeyError("b")) is Failure.UNKNOWN
     assert not is_transient(ValueError("a bug"))
+
+
+def test_the_producer_classifies_errors_without_loading_opensearch_py() -> None:
+    # opensearch-py pulls in aiohttp and requests (~20 MB of the producer's RSS, 0.3 s of
+    # its start); the producer never talks to OpenSearch, and common.errors used to
+    # import it for the taxonomy's two OpenSearch classes
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, searchsync.producer.main; "
+        "print(sorted(m for m in ('opensearchpy', 'aiohttp', 'requests') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True)
+    assert done.stdout.strip() == "[]"
