@@ -131,8 +131,9 @@ def is_transient(error: BaseException) -> bool:
 
 
 def _opensearch(error: BaseException) -> Failure | None:
-    # opensearch-py (with aiohttp and requests: ~36 MB of RSS, 0.3 s) is imported only
-    # by the processes that talk to OpenSearch; the producer never has its errors
+    # opensearch-py (with aiohttp and requests: ~20 MB of the producer's RSS, 0.3 s)
+    # is imported only by the processes that talk to OpenSearch; the producer never
+    # has its errors
     errors = sys.modules.get("opensearchpy.exceptions")
     if errors is None or not isinstance(error, errors.TransportError):
         return None
