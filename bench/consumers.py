@@ -50,7 +50,7 @@ from redis.asyncio import Redis
 
 from bench import ceiling
 from bench.documents import order_document
-from bench.processes import cpu_ticks, pid_file
+from bench.processes import cpu_ticks, pid_file, set_affinity
 from bench.profiles import top_functions
 from bench.saved import common_arguments, emit, int_list
 from devstack.env import require
@@ -567,10 +567,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _threads(pid: int) -> list[int]:
-    return [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
-
-
 @contextlib.contextmanager
 def placed(opensearch_cpus: set[int], redis_pid: int) -> Iterator[dict[str, list[int]]]:
     """The OpenSearch JVM (every thread) on ``opensearch_cpus``, Redis, this process and
@@ -587,19 +583,13 @@ def placed(opensearch_cpus: set[int], redis_pid: int) -> Iterator[dict[str, list
         raise SystemExit(f"bench: cannot place OpenSearch on {sorted(opensearch_cpus)} of "
                          f"{sorted(every)} (its pid file: {jvm})")  # fmt: skip
 
-    def pin(pid: int, cpus: set[int]) -> None:
-        for tid in _threads(pid):
-            with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
-                os.sched_setaffinity(tid, cpus)
-
-    pin(jvm, opensearch_cpus)
-    pin(redis_pid, rest)
+    set_affinity([jvm], opensearch_cpus)
+    set_affinity([redis_pid], rest)
     os.sched_setaffinity(0, rest)
     try:
         yield {"opensearch": sorted(opensearch_cpus), "consumers_redis_and_client": sorted(rest)}
     finally:
-        pin(jvm, every)
-        pin(redis_pid, every)
+        set_affinity([jvm, redis_pid], every)
         os.sched_setaffinity(0, every)
 
 

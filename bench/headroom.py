@@ -51,6 +51,7 @@ import psycopg
 import redis
 from psycopg import sql
 
+from bench.processes import set_affinity
 from bench.producer import (
     PARTITIONS,
     ROOT,
@@ -85,13 +86,6 @@ def spread(values: list[float]) -> dict[str, float]:
     }
 
 
-def _set_affinity(pids: list[int], cpus: set[int]) -> None:
-    """Every thread of each process (Redis and the JVM-less emulator have a few)."""
-    for pid in pids:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            os.sched_setaffinity(int(task), cpus)
-
-
 def one_run(
     condition: str,
     emulator: tuple[int, Any],
@@ -105,7 +99,7 @@ def one_run(
     redis_pid = int(client.info("server")["process_id"])
     pinned = condition.startswith("pinned")
     all_cpus = set(range(os.cpu_count() or 1))
-    _set_affinity([emulator[1].pid, redis_pid], OTHERS_CPU if pinned else all_cpus)
+    set_affinity([emulator[1].pid, redis_pid], OTHERS_CPU if pinned else all_cpus)
     aof = "no" if condition.endswith("aof_off") else "yes"
     if client.config_get("appendonly")["appendonly"] != aof:
         client.config_set("appendonly", aof)  # "yes" starts a rewrite: settle waits for it

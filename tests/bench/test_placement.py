@@ -11,8 +11,8 @@ import sys
 import pytest
 from redis import Redis
 
-from bench.consumers import ROOT, _threads, placed
-from bench.processes import pid_file
+from bench.consumers import ROOT, placed
+from bench.processes import pid_file, threads_of
 from devstack.env import require
 
 pytestmark = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two CPUs")
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two CPU
 
 def _affinities(pid: int) -> set[frozenset[int]]:
     found = set()
-    for tid in _threads(pid):
+    for tid in threads_of(pid):
         try:
             found.add(frozenset(os.sched_getaffinity(tid)))
         except ProcessLookupError:
