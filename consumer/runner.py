@@ -224,8 +224,7 @@ class PartitionRunner:
         await self._recover_attempts()
         # a marker this runner read but never acknowledged is delivered again below
         self._floor = await self.store.snapshot_floor(self.partition)
-        # what is pending may be anything (a replay, a dead owner's full entries)
-        self._changes_per_entry = self.first_read_changes_per_entry
+        self._expect_full_entries()  # what is pending may be a dead owner's full entries
         cursor = b"0-0"
         while not self.stopping.is_set():
             cursor, entries = await self.store.claim_pending(
@@ -299,6 +298,12 @@ class PartitionRunner:
         await self._add_entries(batch, entries)
         return batch
 
+    def _expect_full_entries(self) -> None:
+        """Before a batch's or a takeover's first read: after a run of small entries
+        (quiet live traffic) a replay may have moved the group back onto a snapshot's
+        full ones, and the last read's figure would take MAX_BATCH_SIZE of them."""
+        self._changes_per_entry = max(self._changes_per_entry, self.first_read_changes_per_entry)
+
     def _entries_wanted(self, room: int) -> int:
         return entries_to_read(room, self._changes_per_entry)
 
@@ -306,9 +311,7 @@ class PartitionRunner:
         """New entries up to the flush policy; None when a blocking read found nothing."""
         settings = self.deps.settings
         batch: Batch | None = None
-        # each batch starts from full entries again: after a run of small ones (quiet
-        # live traffic) a replay moves the group back onto a snapshot's full entries
-        self._changes_per_entry = max(self._changes_per_entry, self.first_read_changes_per_entry)
+        self._expect_full_entries()
         while True:
             want = self._entries_wanted(settings.max_batch_size - (batch.changes if batch else 0))
             entries = await self.store.read_new(self.partition, want, block=batch is None)

@@ -88,9 +88,8 @@ class World:
         # commands grouped per node, producer.writer.group_by_node); 1: a single Redis
         self.redis_nodes = 1
         # the changes per entry a runner assumes before a batch's or a takeover's first
-        # read; 1.0 (a batch then starts from its last read's figure): close to what the
-        # runner did when the regression seeds were found (their schedules depend on
-        # the sizes of reads; a takeover then kept the last read's figure);
+        # read; 1.0 (it then starts from its last read's figure): what the runner did
+        # when the regression seeds were found (their schedules depend on read sizes);
         # None: the product's (PartitionRunner's, the most an entry holds;
         # tests/integration/test_consumer_sync.py covers its sizing)
         self.first_read_guess: float | None = 1.0
