@@ -36,7 +36,6 @@ class SimWorker(Worker):
     def __init__(self, world: World, process: SimProcess, runner: type[PartitionRunner]) -> None:
         # not Worker.__init__: that one wires Redis and OpenSearch clients
         settings = world.settings
-        self.world = world
         self.settings = settings
         self.me = process.name
         self.keys = world.keys
@@ -58,14 +57,16 @@ class SimWorker(Worker):
         self.retiring = set()
         self._chores = {}
         self._fatal = None
-        self._runner_class = runner
+        guess = world.first_read_guess  # the simulator's first-read guess (World)
+        self._runner_class = (
+            runner
+            if guess is None
+            else type(runner.__name__, (runner,), {"first_read_changes_per_entry": guess})
+        )
 
     def _start(self, partition: int) -> None:
         # Worker._start with the runner class of the schedule (a planted bug, or the real one)
         runner = self._runner_class(self.deps, partition)
-        if self.world.first_read_guess is not None:
-            runner.first_read_changes_per_entry = self.world.first_read_guess
-            runner._changes_per_entry = self.world.first_read_guess
         self.runners[partition] = runner
         self.tasks[partition] = asyncio.create_task(runner.run(), name=f"{self.me}-p{partition}")
         self.metrics.owns(partition, True)
