@@ -11,7 +11,10 @@ not the buffer. The producer adds each entry's change count to ``written:p<N>``
 ``acked:p<N>`` (in the XACK pipeline), both in the ``counts`` hash. Counters can
 drift (a crash between XADD and HINCRBY, an operator's replay); XINFO corrects
 them: a partition with nothing outstanding has an empty buffer, whatever the
-counters say, and one with pending entries holds at least that many changes.
+counters say, and one with pending entries counts at least one change each. A
+progress entry carries none, so while a consumer holds one (read, not yet
+acknowledged: milliseconds, every 100 ms a partition) an idle partition reads 1;
+the price of never letting drifted counters hide a pending change.
 
 XINFO GROUPS' ``lag`` only says whether anything is undelivered, never how much:
 after Redis restarts from a rewritten AOF, 7.0 reports a lag of every entry
