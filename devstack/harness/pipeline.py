@@ -109,6 +109,19 @@ class Pipeline:
 
         wait_for(drained, timeout, "the consumers to acknowledge everything", interval=0.3)
 
+    def wait_nothing_pending(self, timeout: float = 10) -> dict[str, Any]:
+        """The status once no partition has a pending entry. While the producer runs it
+        writes a progress entry every 100 ms a partition, pending for the moment a
+        consumer holds it, so one reading may catch one; an entry nobody acknowledges
+        stays pending and times this out."""
+
+        def idle() -> dict[str, Any] | None:
+            status = self.status()
+            return status if all(p["pending"] == 0 for p in status["partitions"]) else None
+
+        found: dict[str, Any] = wait_for(idle, timeout, "no pending entry", interval=0.2)
+        return found
+
     def logs(self) -> str:
         parts = [f"--- {p.log_path.name}\n{p.log()[-3000:]}" for p in self.stack.producers]
         parts += [f"--- {c.name}\n{c.log()[-3000:]}" for c in self.consumers.values()]

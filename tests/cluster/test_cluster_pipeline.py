@@ -51,9 +51,8 @@ def test_the_pipeline_on_a_redis_cluster_survives_kills_and_agrees() -> None:
         report = pipe.verify(settle=20)
         assert report["ok"], (report, pipe.logs())
         assert report["view_count"] == report["index_count"]
-        status = pipe.status()
+        status = pipe.wait_nothing_pending()  # nothing left stuck in a consumer's hands
         assert status["dlq_length"] == 0
-        assert all(p["pending"] == 0 for p in status["partitions"])
         assert {p["owner"] for p in status["partitions"]} <= {"c2", "c3"}
         # the keys are spread: at least two of the three nodes hold some
         assert sum(node.ask(b"DBSIZE") != b":0\r\n" for node in nodes) >= 2
