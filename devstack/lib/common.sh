@@ -89,3 +89,29 @@ apt_install() {
 now() { date +%s.%N; }
 # since T0: seconds elapsed since T0 (from `now`), one decimal
 since() { awk -v s="$1" -v e="$(now)" 'BEGIN{printf "%.1f", e-s}'; }
+
+# The test scripts' services (scripts/test, scripts/chaos, scripts/test-lowest): start
+# the devstack services that are not running, source their environment, and stop on
+# exit only those this run started (a developer's running devstack is left alone).
+DEVSTACK_SERVICES=(postgres redis opensearch mzemu)
+_RUN_STARTED=()
+_stop_what_this_run_started() {
+  local rc=$?
+  if [ ${#_RUN_STARTED[@]} -gt 0 ]; then
+    log "stopping what this run started: ${_RUN_STARTED[*]}"
+    "$ROOT/devstack/down" "${_RUN_STARTED[@]}" || true
+  fi
+  exit $rc
+}
+up_for_this_run() {
+  local svc t0
+  for svc in "${DEVSTACK_SERVICES[@]}"; do
+    "$ROOT/devstack/status" "$svc" >/dev/null 2>&1 || _RUN_STARTED+=("$svc")
+  done
+  trap _stop_what_this_run_started EXIT
+  t0=$(now)
+  "$ROOT/devstack/up"
+  log "devstack up in $(since "$t0")s"
+  # shellcheck disable=SC1090
+  source "$ENV_FILE"
+}

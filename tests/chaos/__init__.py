@@ -8,5 +8,5 @@ producers and consumers are killed, Redis restarts, OpenSearch goes away or answ
 Modules: ``schedule`` (the seeded faults, pure), ``stack`` (what runs), ``faults``
 (doing them), ``observe`` (recovery, catch-up, verify), ``poison`` (planted dead
 letters), ``report`` (the JSON line and the summary, pure), ``run`` (the phases).
-Not a pytest module: scripts/test runs it as a command.
+Not a pytest module: scripts/chaos runs it as a command (.ci/run, after scripts/test).
 """
