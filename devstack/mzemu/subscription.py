@@ -6,7 +6,11 @@ followed by a progress message when ``PROGRESS`` is on. Messages wait in a queue
 until a FETCH (or the COPY writer) drains them; the message being drained is
 tolerated whatever its size, and if what is queued behind it exceeds the budget
 (payload plus 1 KiB per message, ``subscribe_max_buffered_bytes``) the
-subscription is retired with "SUBSCRIBE fell behind". Errors are queued behind the
+subscription is retired with "SUBSCRIBE fell behind". The snapshot counts as the
+message being drained although the AS OF progress row is queued before it: Materialize
+sends that row when the subscribe starts and the snapshot once compute has it, and the
+FETCH that started the subscribe takes the row in between (a client that keeps up
+stays at a zero backlog, whatever the snapshot's size). Errors are queued behind the
 rows already produced, so a client sees those rows first.
 
 No I/O here; ``changed`` is an asyncio.Event the engine sets whenever the queue
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -75,8 +80,10 @@ class Subscription:
         if spec.up_to is not None and spec.up_to <= spec.as_of:
             self._finish()
             return
+        opening = 0
         if spec.progress:
             self._push([(PROGRESS, spec.as_of)])
+            opening = 1
         batch: list[Event] = []
         if spec.snapshot:
             items = collection.snapshot_items(spec.as_of)
@@ -90,7 +97,10 @@ class Subscription:
             if spec.up_to is not None and ts >= spec.up_to:
                 break
             batch.extend(events_for(ts, updates, self.layout.upsert_key))
-        self._after_batch(batch, collection.upper)
+        # Materialize queues the AS OF progress row when the subscribe starts and the
+        # snapshot when compute delivers it; the FETCH that started the subscribe has
+        # taken the row by then, so the snapshot is the message being drained.
+        self._after_batch(batch, collection.upper, taken=opening)
 
     def on_tick(self, ts: int, updates: Sequence[Update], upper: int) -> None:
         """Queue the output of one closed timestamp and the frontier it reached."""
@@ -101,7 +111,7 @@ class Subscription:
             batch = events_for(ts, updates, self.layout.upsert_key)
         self._after_batch(batch, upper)
 
-    def _after_batch(self, batch: list[Event], upper: int) -> None:
+    def _after_batch(self, batch: list[Event], upper: int, taken: int = 0) -> None:
         if batch:
             self._push(batch)
         up_to = self.spec.up_to
@@ -110,7 +120,7 @@ class Subscription:
             self._finish()
         elif self.spec.progress and upper > self.spec.as_of:
             self._push([(PROGRESS, upper)])
-        self._check_backlog()
+        self._check_backlog(taken)
 
     def retire(self, error: MzError) -> None:
         """End the subscription with ``error``, delivered after what is already queued."""
@@ -133,13 +143,13 @@ class Subscription:
         self._total += size
         self.changed.set()
 
-    def backlog_bytes(self) -> int:
-        """Bytes queued behind the message the client is draining."""
-        head = self._footprints[0] if self._footprints else 0
-        return self._total - head
+    def backlog_bytes(self, taken: int = 0) -> int:
+        """Bytes queued behind the message the client is draining (with ``taken``: once
+        the client took that many messages first)."""
+        return self._total - sum(itertools.islice(self._footprints, taken + 1))
 
-    def _check_backlog(self) -> None:
-        backlog = self.backlog_bytes()
+    def _check_backlog(self, taken: int = 0) -> None:
+        backlog = self.backlog_bytes(taken)
         if backlog > self.max_buffered_bytes:
             self.retire(subscribe_fell_behind(backlog, self.max_buffered_bytes))
 

@@ -108,6 +108,26 @@ def test_one_large_message_being_drained_is_tolerated() -> None:
     assert len(sub.take(None)) == 100
 
 
+def test_a_large_snapshot_behind_the_opening_progress_row_is_delivered() -> None:
+    # Materialize queues the progress row at AS OF when the subscribe starts and the
+    # snapshot when compute has it; the FETCH that started it takes the row first, so
+    # the snapshot is the message being drained. A resume whose snapshot holds one row
+    # above the budget (tests/e2e/test_size_limits.py's 120 MB order) was retired at
+    # every attempt.
+    sub = make(SubscribeSpec(120, None, snapshot=True, progress=True), budget=2048)
+    big = Collection(lambda r: r.values[0])
+    big.load([row(f"o{i}", "x" * 50) for i in range(100)], 120)
+    sub.activate(big)
+    assert not sub.done
+    events = sub.take(None)
+    assert events[0] == (PROGRESS, 120) and events[-1] == (PROGRESS, 121)
+    assert len(events) == 102
+    # a tick queued behind an undrained message still counts
+    sub.on_tick(121, [Update(row("o1", "y" * 200), 1)], 122)
+    sub.on_tick(122, [Update(row("o2", "y" * 200), 1)], 123)
+    assert sub.done
+
+
 def test_retire_delivers_queued_rows_first() -> None:
     sub = make(SubscribeSpec(120, None, snapshot=True, progress=False))
     sub.activate(collection())
