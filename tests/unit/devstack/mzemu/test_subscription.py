@@ -98,11 +98,16 @@ def test_backlog_beyond_budget_retires_after_the_queued_rows() -> None:
     assert info.value.message.endswith("exceeding the 3.0 KiB budget")
 
 
-def test_one_large_message_being_drained_is_tolerated() -> None:
-    sub = make(SubscribeSpec(120, None, snapshot=True, progress=False), budget=100)
+def big_snapshot() -> Collection:
+    """100 rows of ~50 bytes at ts 120: about 5 KiB in one snapshot message."""
     big = Collection(lambda r: r.values[0])
     big.load([row(f"o{i}", "x" * 50) for i in range(100)], 120)
-    sub.activate(big)
+    return big
+
+
+def test_one_large_message_being_drained_is_tolerated() -> None:
+    sub = make(SubscribeSpec(120, None, snapshot=True, progress=False), budget=100)
+    sub.activate(big_snapshot())
     assert not sub.done
     assert sub.backlog_bytes() == 0
     assert len(sub.take(None)) == 100
@@ -115,9 +120,7 @@ def test_a_large_snapshot_behind_the_opening_progress_row_is_delivered() -> None
     # above the budget (tests/e2e/test_size_limits.py's 120 MB order) was retired at
     # every attempt.
     sub = make(SubscribeSpec(120, None, snapshot=True, progress=True), budget=2048)
-    big = Collection(lambda r: r.values[0])
-    big.load([row(f"o{i}", "x" * 50) for i in range(100)], 120)
-    sub.activate(big)
+    sub.activate(big_snapshot())
     assert not sub.done
     events = sub.take(None)
     assert events[0] == (PROGRESS, 120) and events[-1] == (PROGRESS, 121)
