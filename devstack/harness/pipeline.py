@@ -13,7 +13,7 @@ import json
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from opensearchpy import OpenSearch
@@ -22,9 +22,17 @@ from devstack.harness.consumer import ConsumerProcess, service_env
 from devstack.harness.producer import REPO, Stack
 from devstack.harness.services import wait_for
 
-__all__ = ["CLI", "Pipeline", "pipeline_of"]
+__all__ = ["CLI", "Pipeline", "is_synced", "pipeline_of"]
 
 CLI = REPO / ".venv" / "bin" / "searchsync"
+
+
+def is_synced(status: dict[str, Any]) -> bool:
+    """A ``searchsync status --json`` whose checkpoint every partition has applied, with
+    nothing buffered."""
+    frontier = status["checkpoint"]
+    applied = [p["applied_ts"] or 0 for p in status["partitions"]]
+    return frontier is not None and status["buffer"] == 0 and min(applied) >= frontier
 
 
 class Pipeline:
@@ -77,20 +85,27 @@ class Pipeline:
         report: dict[str, Any] = json.loads(result.stdout)
         return report
 
+    def wait_status(
+        self,
+        condition: Callable[[dict[str, Any]], bool],
+        timeout: float,
+        what: str,
+        interval: float = 0.2,
+    ) -> dict[str, Any]:
+        """The first ``searchsync status --json`` that ``condition`` accepts, read every
+        ``interval`` s; AssertionError naming ``what`` after ``timeout`` s."""
+
+        def accepted() -> dict[str, Any] | None:
+            status = self.status()
+            return status if condition(status) else None
+
+        found: dict[str, Any] = wait_for(accepted, timeout, what, interval=interval)
+        return found
+
     def wait_synced(self, timeout: float = 90) -> dict[str, Any]:
         """Until the producer's checkpoint is applied everywhere and nothing is buffered."""
 
-        def synced() -> dict[str, Any] | None:
-            status = self.status()
-            frontier = status["checkpoint"]
-            applied = [p["applied_ts"] or 0 for p in status["partitions"]]
-            done = frontier is not None and status["buffer"] == 0 and min(applied) >= frontier
-            return status if done else None
-
-        status: dict[str, Any] = wait_for(
-            synced, timeout, "the pipeline to apply everything", interval=0.5
-        )
-        return status
+        return self.wait_status(is_synced, timeout, "the pipeline to apply everything", 0.5)
 
     def wait_drained(self, timeout: float = 60) -> None:
         """Until every entry written so far was delivered and acknowledged (replayed ones
@@ -100,27 +115,24 @@ class Pipeline:
         the emulator's 25 ms ticks and 100 ms progress entries holds only now and then.)
         """
 
-        def drained() -> bool:
-            status = self.status()
+        def drained(status: dict[str, Any]) -> bool:
             return status["checkpoint"] is not None and all(
                 p["lag"] == 0 and p["pending"] == 0 and p["buffer"] == 0 and p["applied_ts"]
                 for p in status["partitions"]
             )
 
-        wait_for(drained, timeout, "the consumers to acknowledge everything", interval=0.3)
+        self.wait_status(drained, timeout, "the consumers to acknowledge everything", 0.3)
 
     def wait_nothing_pending(self, timeout: float = 10) -> dict[str, Any]:
         """The status once no partition has a pending entry. While the producer runs it
         writes a progress entry every 100 ms a partition, pending for the moment a
         consumer holds it, so one reading may catch one; an entry nobody acknowledges
         stays pending and times this out."""
-
-        def idle() -> dict[str, Any] | None:
-            status = self.status()
-            return status if all(p["pending"] == 0 for p in status["partitions"]) else None
-
-        found: dict[str, Any] = wait_for(idle, timeout, "no pending entry", interval=0.2)
-        return found
+        return self.wait_status(
+            lambda status: all(p["pending"] == 0 for p in status["partitions"]),
+            timeout,
+            "no pending entry",
+        )
 
     def logs(self) -> str:
         parts = [f"--- {p.log_path.name}\n{p.log()[-3000:]}" for p in self.stack.producers]

@@ -31,7 +31,7 @@ import pytest
 
 from devstack.harness.consumer import ConsumerProcess
 from devstack.harness.producer import ProducerProcess
-from tests.support.pipeline import CLI, Pipeline, pipeline_of
+from tests.support.pipeline import CLI, Pipeline, is_synced, pipeline_of
 from tests.support.producer import start_load, wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -89,13 +89,8 @@ class Views:
         return report
 
     def wait_synced(self, view: str, timeout: float = 120) -> None:
-        def synced() -> bool:
-            status = self.status(view)
-            frontier = status["checkpoint"]
-            applied = [p["applied_ts"] or 0 for p in status["partitions"]]
-            return frontier is not None and status["buffer"] == 0 and min(applied) >= frontier
-
-        wait_for(synced, timeout, f"view {view} to be applied", interval=0.5)
+        wait_for(lambda: is_synced(self.status(view)), timeout, f"view {view} to be applied",
+                 interval=0.5)  # fmt: skip
 
     def verify(self, view: str, settle: float = 20) -> dict[str, Any]:
         result = self.cli("verify", "--json", "--view", view, "--settle", str(settle))

@@ -122,9 +122,7 @@ def test_replay_restores_documents_the_index_lost(pipeline: Pipeline) -> None:
     # consumer's hands is pending, and a pending entry counts as one change
     # (common.buffer), so a single reading may catch 1-3 on this idle pipeline. A
     # replay counted wrong stays above 0 for good.
-    status = wait_for(
-        lambda: (s := pipeline.status())["buffer"] == 0 and s, 10, "an empty buffer", 0.2
-    )
+    status = pipeline.wait_status(lambda s: s["buffer"] == 0, 10, "an empty buffer")
     assert all(p["buffer"] >= 0 for p in status["partitions"])
     after = _applied(pipeline)
     assert all(after[name] >= ts for name, ts in applied.items()), (applied, after)

@@ -3,6 +3,6 @@ in devstack.harness.pipeline, shared with bench/; re-exported here for the tests
 
 from __future__ import annotations
 
-from devstack.harness.pipeline import CLI, Pipeline, pipeline_of
+from devstack.harness.pipeline import CLI, Pipeline, is_synced, pipeline_of
 
-__all__ = ["CLI", "Pipeline", "pipeline_of"]
+__all__ = ["CLI", "Pipeline", "is_synced", "pipeline_of"]
